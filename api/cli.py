@@ -1,0 +1,270 @@
+"""The ``tunegraph`` command line.
+
+Heavy libraries (torch, transformers, PIL) are imported inside the commands that need them, so
+``tunegraph --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any, NoReturn
+
+import click
+
+from api.settings import Settings, SettingsError
+
+# Commands whose capability arrives with a later issue: (issue number, what it brings).
+PENDING = {
+    "ingest": (3, "ingest manuals, claims and COCO damage annotations"),
+    "finetune-text": (4, "text LoRA/QLoRA fine-tuning"),
+    "finetune-vision": (5, "vision fine-tuning"),
+    "eval": (4, "evaluation (text: issue 4, vision: issue 5)"),
+    "models-export": (4, "merge and export"),
+    "compare": (8, "the fine-tuned versus agentic comparison report"),
+    "serve": (7, "the Flask API server"),
+    "client": (7, "the HTTP client"),
+}
+_PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": True}
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except SettingsError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _pending(key: str, command: str) -> NoReturn:
+    issue, what = PENDING[key]
+    click.echo(
+        f"`tunegraph {command}` is not built yet: {what} arrives with issue #{issue}.", err=True
+    )
+    sys.exit(2)
+
+
+def _model_store(settings: Settings):
+    from finetune.model_store import ModelStore, ModelStoreConfig
+
+    return ModelStore(
+        ModelStoreConfig(
+            cache_dir=settings.models_dir,
+            adapters_dir=settings.adapters_dir,
+            allow_network=settings.allow_network,
+            device=settings.device,
+        )
+    )
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="tunegraph")
+def main() -> None:
+    """tunegraph: fine-tuned models versus LangGraph agents over your vehicle data.
+
+    Every setting comes from a TUNEGRAPH_* environment variable; see `tunegraph config show`.
+    """
+
+
+# ---- demo ------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--profile", type=click.Choice(["smoke", "quick", "full"]), default="quick",
+              show_default=True, help="how much training later stages do (corpus is the same)")  # fmt: skip
+@click.option("--seed", type=int, default=None, help="corpus seed [default: TUNEGRAPH_DEMO_SEED]")
+@click.option("--force", is_flag=True, help="regenerate the corpus even if it is up to date")
+@click.option("--skip-models", is_flag=True, help="do not load the embedded models")
+def demo(profile: str, seed: int | None, force: bool, skip_models: bool) -> None:
+    """Run the whole pipeline on the embedded defaults (what exists so far).
+
+    Today: generate the synthetic demo corpus, then load both embedded models (the first
+    SmolLM2 load converts its GGUF file and caches it). Ingest, fine-tuning and the comparison
+    join this chain as their issues land.
+    """
+    from tqdm import tqdm
+
+    from ingest.demo.corpus import DemoCorpusConfig, generate_demo_corpus
+
+    settings = _settings()
+    config = DemoCorpusConfig(seed=settings.demo_seed if seed is None else seed)
+    click.echo(f"[1/2] demo corpus (seed {config.seed}, profile {profile}) -> {settings.demo_dir}")
+    started = time.perf_counter()
+    corpus = generate_demo_corpus(settings.demo_dir, config, force=force, progress=tqdm)
+    counts = corpus.counts
+    click.echo(
+        f"      manual: {counts['manual']['pages']} PDF pages, "
+        f"{sum(counts['manual']['blocks'].values())} blocks, "
+        f"{len(counts['manual']['scanned_pages'])} scanned pages, "
+        f"{sum(counts['manual']['qa'].values())} QA pairs\n"
+        f"      claims: {counts['claims']['rows']} rows, {counts['claims']['fraud']} fraudulent\n"
+        f"      photos: {sum(counts['damage']['images'].values())} images, "
+        f"{counts['damage']['annotations']} damage annotations\n"
+        f"      ({time.perf_counter() - started:.1f} s)"
+    )
+    if skip_models:
+        click.echo("[2/2] embedded models: skipped (--skip-models)")
+    else:
+        click.echo("[2/2] embedded models")
+        _prepare_models(settings, [settings.text_model, settings.embedding_model])
+    click.echo(
+        f"\nDone. Read {settings.demo_dir / 'README.md'} for what the corpus holds;"
+        " `tunegraph models list` shows the models."
+    )
+
+
+# ---- config ----------------------------------------------------------------------------------
+
+
+@main.group()
+def config() -> None:
+    """Inspect settings."""
+
+
+@config.command("show")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+def config_show(as_json: bool) -> None:
+    """Print the effective settings and where each value came from."""
+    rows = _settings().describe()
+    if as_json:
+        _echo_json({r["name"]: r["value"] for r in rows})
+        return
+    width = max(len(r["env"]) for r in rows)
+    for r in rows:
+        click.echo(f"{r['env']:<{width}}  {r['value']:<28} ({r['source']})  {r['help']}")
+
+
+# ---- models ----------------------------------------------------------------------------------
+
+
+@main.group()
+def models() -> None:
+    """Base models and adapters in the model store."""
+
+
+@models.command("list")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+def models_list(as_json: bool) -> None:
+    """Show base models and adapters with their size and location."""
+    infos = _model_store(_settings()).list_models()
+    if as_json:
+        _echo_json([info.__dict__ for info in infos])
+        return
+    click.echo(f"{'NAME':<24} {'KIND':<10} {'SOURCE':<9} {'SIZE':>9}  LOCATION")
+    for info in infos:
+        size = f"{info.size_bytes / 1e6:.1f} MB" if info.size_bytes is not None else "-"
+        note = f"  ({info.note})" if info.note else ""
+        click.echo(f"{info.name:<24} {info.kind:<10} {info.source:<9} {size:>9}  "
+                   f"{info.location}{note}")  # fmt: skip
+
+
+@models.command("prepare")
+@click.argument("names", nargs=-1)
+def models_prepare(names: tuple[str, ...]) -> None:
+    """Load models once so later loads hit the cache (default: the configured text and
+    embedding models)."""
+    settings = _settings()
+    _prepare_models(settings, list(names) or [settings.text_model, settings.embedding_model])
+
+
+def _prepare_models(settings: Settings, names: list[str]) -> None:
+    from finetune.model_store import ModelNotFoundError
+
+    store = _model_store(settings)
+    for name in names:
+        try:
+            kind = store.resolve(name).kind
+            started = time.perf_counter()
+            if kind == "embedding":
+                vector = store.load_embedder(name).encode(["brake caliper torque"])[0]
+                detail = f"{len(vector)}-dim embeddings"
+            else:
+                model, _ = store.load_causal_lm(name)
+                detail = f"{type(model).__name__}, {model.num_parameters() / 1e6:.0f}M parameters"
+        except ModelNotFoundError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"      {name}: {detail}, loaded in {time.perf_counter() - started:.1f} s")
+
+
+@models.command("export", context_settings=_PASSTHROUGH)
+def models_export() -> None:
+    """Merge an adapter into its base and export safetensors or GGUF (issue #4)."""
+    _pending("models-export", "models export")
+
+
+# ---- commands that later issues build --------------------------------------------------------
+
+
+@main.group()
+def ingest() -> None:
+    """Ingest manuals, claims and COCO damage annotations (issue #3)."""
+
+
+for _name, _help in (
+    ("manuals", "Parse manuals (PDF, HTML, Markdown, text, scans) into the index."),
+    ("claims", "Load a claims CSV/JSONL into the claims database."),
+    ("coco", "Validate and load COCO damage annotations."),
+):
+
+    @ingest.command(_name, help=f"{_help} (issue #3)", context_settings=_PASSTHROUGH)
+    def _ingest_cmd(_n: str = _name) -> None:
+        _pending("ingest", f"ingest {_n}")
+
+
+@main.group()
+def finetune() -> None:
+    """Fine-tune text (issue #4) and vision (issue #5) models."""
+
+
+@finetune.command("text", context_settings=_PASSTHROUGH)
+def finetune_text() -> None:
+    """LoRA/QLoRA on a causal LM from a YAML config with key=value overrides (issue #4)."""
+    _pending("finetune-text", "finetune text")
+
+
+@finetune.command("vision", context_settings=_PASSTHROUGH)
+def finetune_vision() -> None:
+    """Damage model and vision-language model fine-tuning (issue #5)."""
+    _pending("finetune-vision", "finetune vision")
+
+
+@main.command("eval", context_settings=_PASSTHROUGH)
+def eval_() -> None:
+    """Evaluate base versus fine-tuned models (issues #4 and #5)."""
+    _pending("eval", "eval")
+
+
+@main.command(context_settings=_PASSTHROUGH)
+def compare() -> None:
+    """Compare the fine-tuned and agentic approaches and write a report (issue #8)."""
+    _pending("compare", "compare")
+
+
+@main.command(context_settings=_PASSTHROUGH)
+def serve() -> None:
+    """Serve the Flask API under gunicorn (issue #7)."""
+    _pending("serve", "serve")
+
+
+@main.group()
+def client() -> None:
+    """Call a running tunegraph server over HTTP (issue #7)."""
+
+
+for _name, _help in (
+    ("chat", "Chat with a model over the OpenAI-compatible API."),
+    ("assess", "Upload damage photos for an assessment."),
+    ("jobs", "List, follow or cancel background jobs."),
+):
+
+    @client.command(_name, help=f"{_help} (issue #7)", context_settings=_PASSTHROUGH)
+    def _client_cmd(_n: str = _name) -> None:
+        _pending("client", f"client {_n}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+"""Effective settings: defaults overridden by ``TUNEGRAPH_*`` environment variables.
+
+This is the only module that reads the environment. Everything below ``api/`` receives
+typed config objects built from a :class:`Settings` (see ``model_store_config``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "TUNEGRAPH_"
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+_DEVICES = ("auto", "cpu", "cuda")
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class SettingsError(ValueError):
+    """One or more settings have invalid values; the message lists each variable and the fix."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("Invalid settings:\n  " + "\n  ".join(problems))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every tunegraph setting. Each field ``x`` is overridden by ``TUNEGRAPH_X``."""
+
+    home: Path = field(
+        default=Path(".tunegraph"),
+        metadata={"help": "data root: model cache, indexes, databases, runs, demo corpus"},
+    )
+    allow_network: bool = field(
+        default=False,
+        metadata={"help": "allow downloading hub model ids (embedded models never need it)"},
+    )
+    text_model: str = field(
+        default="smollm2-135m-instruct",
+        metadata={"help": "base text model: embedded name, local directory or hub id"},
+    )
+    embedding_model: str = field(
+        default="all-minilm-l6-v2",
+        metadata={"help": "sentence-transformers model: embedded name, local directory or hub id"},
+    )
+    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
+    demo_seed: int = field(default=42, metadata={"help": "seed of the synthetic demo corpus"})
+    database_url: str = field(
+        default="",
+        metadata={"help": "SQLAlchemy URL for claims and jobs (empty: SQLite under home)"},
+    )
+    api_keys: tuple[str, ...] = field(
+        default=(),
+        metadata={"help": "comma-separated Bearer keys for /v1/* (empty: no auth)", "secret": True},
+    )
+    host: str = field(default="127.0.0.1", metadata={"help": "address `tunegraph serve` binds"})
+    port: int = field(default=8000, metadata={"help": "port `tunegraph serve` binds"})
+    log_level: str = field(default="INFO", metadata={"help": "DEBUG | INFO | WARNING | ERROR"})
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.device not in _DEVICES:
+            problems.append(f"{env_name('device')}={self.device!r}: use one of {', '.join(_DEVICES)}")
+        if self.log_level not in _LOG_LEVELS:
+            problems.append(
+                f"{env_name('log_level')}={self.log_level!r}: use one of {', '.join(_LOG_LEVELS)}"
+            )
+        if not 0 < self.port < 65536:
+            problems.append(f"{env_name('port')}={self.port}: use a port between 1 and 65535")
+        if problems:
+            raise SettingsError(problems)
+
+    # Derived locations, all under the one data root.
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def adapters_dir(self) -> Path:
+        return self.home / "adapters"
+
+    @property
+    def demo_dir(self) -> Path:
+        return self.home / "demo"
+
+    @property
+    def indexes_dir(self) -> Path:
+        return self.home / "indexes"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.home / "runs"
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.home / 'tunegraph.db').resolve()}"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from defaults, then ``TUNEGRAPH_*`` variables, then ``overrides``.
+
+        Every invalid variable is reported at once:
+
+        >>> Settings.from_env({"TUNEGRAPH_PORT": "8080"}).port
+        8080
+        """
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        problems = []
+        for f in fields(cls):
+            raw = environ.get(env_name(f.name))
+            if raw is None:
+                continue
+            try:
+                values[f.name] = _parse(raw, f.type)
+            except ValueError as exc:
+                problems.append(f"{env_name(f.name)}={raw!r}: {exc}")
+        values.update(overrides)
+        try:
+            settings = cls(**values)
+        except SettingsError as exc:
+            raise SettingsError(problems + exc.problems) from None
+        if problems:
+            raise SettingsError(problems)
+        return settings
+
+    def describe(self, environ: Mapping[str, str] | None = None) -> list[dict[str, str]]:
+        """Rows for ``tunegraph config show``: name, env var, value (secrets masked), source, help."""
+        environ = os.environ if environ is None else environ
+        rows = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.metadata.get("secret") and value:
+                shown = f"<{len(value)} set>"
+            elif isinstance(value, tuple):
+                shown = ",".join(value)
+            else:
+                shown = str(value)
+            rows.append(
+                {
+                    "name": f.name,
+                    "env": env_name(f.name),
+                    "value": shown,
+                    "source": "env" if env_name(f.name) in environ else "default",
+                    "help": f.metadata.get("help", ""),
+                }
+            )
+        return rows
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def env_name(field_name: str) -> str:
+    return ENV_PREFIX + field_name.upper()
+
+
+def _parse(raw: str, type_name: str) -> Any:
+    # Field annotations are strings because of `from __future__ import annotations`.
+    if type_name == "bool":
+        lowered = raw.strip().lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise ValueError("use 1/0, true/false, yes/no or on/off")
+    if type_name == "int":
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError("use a whole number") from None
+    if type_name == "Path":
+        return Path(raw).expanduser()
+    if type_name == "tuple[str, ...]":
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+    return raw.strip()

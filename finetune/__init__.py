@@ -1,0 +1,1 @@
+"""SFT datasets, LoRA/QLoRA recipes, evaluation and the offline model store."""

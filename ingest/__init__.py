@@ -1,0 +1,1 @@
+"""Parse sources into typed records, and generate the deterministic synthetic demo corpus."""

@@ -1,0 +1,167 @@
+"""Synthetic claims history with labelled fraud.
+
+Honest claims: a random policy, an incident 60-1,200 days after the policy started, a damage
+drawn from the taxonomy, and an amount equal to the price-table cost times log-normal noise
+(sigma 0.15), with one to three photos of a matching damage from the demo photo set.
+
+Fraudulent claims (``fraud=1``, ``fraud_pattern`` names the pattern) follow four patterns seen in
+real claims work: a claim within three weeks of the policy start (``early_claim``), a burst of
+claims on one VIN within six months (``repeat_vin``), an amount 3-5x the usual cost
+(``inflated_amount``), and photos reused from another policy's claim (``reused_photos``).
+A few honest claims also fall soon after the policy start, so that no single rule is a perfect
+detector.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import random
+from dataclasses import asdict, dataclass, fields
+from datetime import date, timedelta
+from pathlib import Path
+
+from ingest.taxonomy import BASE_REPAIR_COST, SEVERITIES, humanize, repair_cost
+
+FRAUD_PATTERNS = ("early_claim", "repeat_vin", "inflated_amount", "reused_photos")
+START, END = date(2021, 1, 1), date(2025, 6, 30)
+_VIN_VALUES = {**{str(d): d for d in range(10)}, **dict(zip("ABCDEFGH", range(1, 9))),
+               **dict(zip("JKLMN", range(1, 6))), "P": 7, "R": 9,
+               **dict(zip("STUVWXYZ", range(2, 10)))}  # fmt: skip
+_VIN_WEIGHTS = (8, 7, 6, 5, 4, 3, 2, 10, 0, 9, 8, 7, 6, 5, 4, 3, 2)
+_VIN_CHARS = "ABCDEFGHJKLMNPRSTUVWXYZ0123456789"
+
+_SCENARIOS = {
+    "dent": ("Reversed into a bollard in a car park", "Another car rolled into mine while parked",
+             "Hit by a shopping trolley", "Hail storm overnight"),
+    "scratch": ("Keyed while parked on the street", "Scraped a wall entering the garage",
+                "Brushed a hedge on a narrow lane", "Scratched by a passing cyclist"),
+    "crack": ("Low-speed collision at a junction", "Struck a kerb while parking",
+              "Impact from road debris on the motorway", "Rear-ended at traffic lights"),
+    "glass_shatter": ("Stone thrown up by a lorry", "Break-in attempt overnight",
+                      "Branch fell on the car in a storm", "Vandalism in a car park"),
+    "lamp_broken": ("Clipped a post while manoeuvring", "Minor collision in a car park",
+                    "Hit by a reversing van", "Struck by debris"),
+    "tire_flat": ("Ran over a nail on the ring road", "Hit a pothole at speed",
+                  "Tyre slashed while parked", "Blow-out on the motorway"),
+}  # fmt: skip
+
+
+@dataclass
+class ClaimRow:
+    claim_id: str
+    policy_id: str
+    vin: str
+    incident_date: str
+    policy_start: str
+    description: str
+    part: str
+    damage_type: str
+    severity: str
+    amount: float
+    fraud: int
+    fraud_pattern: str
+    photo_paths: str  # ';'-separated, relative to the demo root
+
+
+COLUMNS = tuple(f.name for f in fields(ClaimRow))
+
+
+def vin_check_digit(vin: str) -> str:
+    """ISO 3779 / North-American check digit (position 9) of a 17-character VIN.
+
+    >>> vin_check_digit("1M8GDM9AXKP042788")
+    'X'
+    """
+    total = sum(_VIN_VALUES[c] * w for c, w in zip(vin, _VIN_WEIGHTS))
+    return "X" if total % 11 == 10 else str(total % 11)
+
+
+def make_vin(rng: random.Random) -> str:
+    body = "HMW" + "".join(rng.choice(_VIN_CHARS) for _ in range(5)) + "0"
+    body += "S" + "".join(rng.choice(_VIN_CHARS) for _ in range(7))  # model year 2025 = S
+    return body[:8] + vin_check_digit(body) + body[9:]
+
+
+@dataclass
+class _Policy:
+    policy_id: str
+    vin: str
+    start: date
+
+
+def generate_claims(
+    rng: random.Random, n_claims: int, photos: dict[tuple[str, str], list[str]]
+) -> list[ClaimRow]:
+    """``photos`` maps (part, damage) to photo paths; fraud is 5-10% of the rows."""
+    policies = [
+        _Policy(f"POL-{100000 + i}", make_vin(rng), START + timedelta(rng.randint(0, 1200)))
+        for i in range(max(10, int(n_claims * 0.7)))
+    ]
+    n_fraud = round(n_claims * rng.uniform(0.06, 0.09))
+    rows: list[ClaimRow] = []
+    for _ in range(n_claims - n_fraud):
+        policy = rng.choice(policies)
+        # ~1.5% of honest claims are early too: real accidents happen in the first weeks.
+        days = rng.randint(2, 25) if rng.random() < 0.015 else rng.randint(60, 1200)
+        rows.append(_claim(rng, policy, days, photos))
+    patterns = [FRAUD_PATTERNS[i % len(FRAUD_PATTERNS)] for i in range(n_fraud)]
+    rng.shuffle(patterns)
+    for pattern in patterns:
+        rows.append(_fraud_claim(rng, pattern, policies, rows, photos))
+    rows.sort(key=lambda r: (r.incident_date, r.policy_id, r.part))
+    for i, row in enumerate(rows, 1):
+        row.claim_id = f"CLM-{i:06d}"
+    return rows
+
+
+def _claim(rng, policy: _Policy, days: int, photos, damage=None) -> ClaimRow:
+    part, damage_type = damage or rng.choice(list(BASE_REPAIR_COST))
+    severity = rng.choices(SEVERITIES, weights=(5, 4, 2))[0]
+    amount = repair_cost(part, damage_type, severity) * math.exp(rng.gauss(0, 0.15))
+    choices = photos.get((part, damage_type)) or [p for ps in photos.values() for p in ps]
+    chosen = rng.sample(choices, k=min(len(choices), rng.randint(1, 3)))
+    scenario = rng.choice(_SCENARIOS[damage_type])
+    return ClaimRow(
+        claim_id="",
+        policy_id=policy.policy_id,
+        vin=policy.vin,
+        incident_date=(policy.start + timedelta(days)).isoformat(),
+        policy_start=policy.start.isoformat(),
+        description=f"{scenario}; {severity} {humanize(damage_type)} on the {humanize(part)}.",
+        part=part,
+        damage_type=damage_type,
+        severity=severity,
+        amount=round(amount, 2),
+        fraud=0,
+        fraud_pattern="",
+        photo_paths=";".join(chosen),
+    )
+
+
+def _fraud_claim(rng, pattern: str, policies, honest: list[ClaimRow], photos) -> ClaimRow:
+    policy = rng.choice(policies)
+    if pattern == "early_claim":
+        row = _claim(rng, policy, rng.randint(1, 20), photos)
+    elif pattern == "repeat_vin":  # another claim 10-90 days after this VIN's latest one
+        source = rng.choice(honest)
+        policy = next(p for p in policies if p.policy_id == source.policy_id)
+        latest = max(date.fromisoformat(r.incident_date) for r in honest if r.vin == policy.vin)
+        row = _claim(rng, policy, (latest - policy.start).days + rng.randint(10, 90), photos)
+    elif pattern == "inflated_amount":
+        row = _claim(rng, policy, rng.randint(60, 1200), photos)
+        row.amount = round(repair_cost(row.part, row.damage_type, row.severity)
+                           * rng.uniform(3.2, 5.0), 2)  # fmt: skip
+    else:  # reused_photos: the same pictures as another policy's claim
+        source = rng.choice([r for r in honest if r.policy_id != policy.policy_id])
+        row = _claim(rng, policy, rng.randint(60, 1200), photos, (source.part, source.damage_type))
+        row.photo_paths = source.photo_paths
+    row.fraud, row.fraud_pattern = 1, pattern
+    return row
+
+
+def write_claims_csv(rows: list[ClaimRow], path: Path) -> None:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(asdict(r) for r in rows)

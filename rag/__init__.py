@@ -1,0 +1,1 @@
+"""Embeddings, vector stores, hybrid retrieval and the claims database (issue 3)."""
