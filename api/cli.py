@@ -57,6 +57,19 @@ def _model_store(settings: Settings):
     )
 
 
+def _read_yaml(path: str) -> dict[str, Any]:
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle)
+    except (OSError, yaml.YAMLError) as exc:
+        raise click.BadParameter(f"cannot read {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise click.BadParameter(f"{path} must hold a mapping of key: value lines")
+    return data
+
+
 def _echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
@@ -77,9 +90,13 @@ def main() -> None:
 @click.option("--profile", type=click.Choice(["smoke", "quick", "full"]), default="quick",
               show_default=True, help="how much training later stages do (corpus is the same)")  # fmt: skip
 @click.option("--seed", type=int, default=None, help="corpus seed [default: TUNEGRAPH_DEMO_SEED]")
+@click.option("--corpus-config", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="YAML with corpus sizes, e.g. configs/demo/corpus.yaml")  # fmt: skip
 @click.option("--force", is_flag=True, help="regenerate the corpus even if it is up to date")
 @click.option("--skip-models", is_flag=True, help="do not load the embedded models")
-def demo(profile: str, seed: int | None, force: bool, skip_models: bool) -> None:
+def demo(
+    profile: str, seed: int | None, corpus_config: str | None, force: bool, skip_models: bool
+) -> None:
     """Run the whole pipeline on the embedded defaults (what exists so far).
 
     Today: generate the synthetic demo corpus, then load both embedded models (the first
@@ -91,7 +108,14 @@ def demo(profile: str, seed: int | None, force: bool, skip_models: bool) -> None
     from ingest.demo.corpus import DemoCorpusConfig, generate_demo_corpus
 
     settings = _settings()
-    config = DemoCorpusConfig(seed=settings.demo_seed if seed is None else seed)
+    values = _read_yaml(corpus_config) if corpus_config else {}
+    values.setdefault("seed", settings.demo_seed)
+    if seed is not None:
+        values["seed"] = seed
+    try:
+        config = DemoCorpusConfig.from_mapping(values, source=corpus_config or "demo")
+    except (TypeError, ValueError) as exc:
+        raise click.BadParameter(str(exc), param_hint="--corpus-config") from None
     click.echo(f"[1/2] demo corpus (seed {config.seed}, profile {profile}) -> {settings.demo_dir}")
     started = time.perf_counter()
     corpus = generate_demo_corpus(settings.demo_dir, config, force=force, progress=tqdm)

@@ -65,7 +65,9 @@ class Settings:
     def __post_init__(self) -> None:
         problems = []
         if self.device not in _DEVICES:
-            problems.append(f"{env_name('device')}={self.device!r}: use one of {', '.join(_DEVICES)}")
+            problems.append(
+                f"{env_name('device')}={self.device!r}: use one of {', '.join(_DEVICES)}"
+            )
         if self.log_level not in _LOG_LEVELS:
             problems.append(
                 f"{env_name('log_level')}={self.log_level!r}: use one of {', '.join(_LOG_LEVELS)}"

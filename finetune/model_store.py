@@ -133,9 +133,7 @@ class ModelStore:
         shipped = _shipped_file(model)
         location = shipped if model.kind == "text" else shipped.parent
         note = "converted to safetensors on first load" if model.kind == "text" else ""
-        return ModelInfo(
-            model.name, model.kind, "embedded", str(location), _size(location), note
-        )
+        return ModelInfo(model.name, model.kind, "embedded", str(location), _size(location), note)
 
     # ---- loading ----------------------------------------------------------------------------
 
@@ -188,7 +186,7 @@ class ModelStore:
 
     def _convert_gguf(self, name: str, gguf_path: Path) -> None:
         """De-quantize a GGUF file into a full-precision safetensors checkpoint, atomically."""
-        from transformers import AutoModelForCausalLM, AutoConfig, AutoTokenizer
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
         target = self.config.cache_dir / name
         self.config.cache_dir.mkdir(parents=True, exist_ok=True)

@@ -25,9 +25,9 @@ from ingest.taxonomy import BASE_REPAIR_COST, SEVERITIES, humanize, repair_cost
 
 FRAUD_PATTERNS = ("early_claim", "repeat_vin", "inflated_amount", "reused_photos")
 START, END = date(2021, 1, 1), date(2025, 6, 30)
-_VIN_VALUES = {**{str(d): d for d in range(10)}, **dict(zip("ABCDEFGH", range(1, 9))),
-               **dict(zip("JKLMN", range(1, 6))), "P": 7, "R": 9,
-               **dict(zip("STUVWXYZ", range(2, 10)))}  # fmt: skip
+_VIN_VALUES = {**{str(d): d for d in range(10)}, **dict(zip("ABCDEFGH", range(1, 9), strict=False)),
+               **dict(zip("JKLMN", range(1, 6), strict=False)), "P": 7, "R": 9,
+               **dict(zip("STUVWXYZ", range(2, 10), strict=False))}  # fmt: skip
 _VIN_WEIGHTS = (8, 7, 6, 5, 4, 3, 2, 10, 0, 9, 8, 7, 6, 5, 4, 3, 2)
 _VIN_CHARS = "ABCDEFGHJKLMNPRSTUVWXYZ0123456789"
 
@@ -73,7 +73,7 @@ def vin_check_digit(vin: str) -> str:
     >>> vin_check_digit("1M8GDM9AXKP042788")
     'X'
     """
-    total = sum(_VIN_VALUES[c] * w for c, w in zip(vin, _VIN_WEIGHTS))
+    total = sum(_VIN_VALUES[c] * w for c, w in zip(vin, _VIN_WEIGHTS, strict=False))
     return "X" if total % 11 == 10 else str(total % 11)
 
 

@@ -24,7 +24,7 @@ import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,28 @@ class DemoCorpusConfig:
             problems.append("val_fraction + test_fraction must be between 0 and 1")
         if problems:
             raise ValueError("Invalid demo corpus config: " + "; ".join(problems))
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any], source: str = "config") -> DemoCorpusConfig:
+        """Build from a parsed YAML mapping; unknown keys are rejected with the valid ones.
+
+        >>> DemoCorpusConfig.from_mapping({"n_claims": 500}).n_claims
+        500
+        """
+        valid = [f.name for f in fields(cls)]
+        unknown = sorted(set(data) - set(valid))
+        if unknown:
+            raise ValueError(
+                f"{source}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(valid)}"
+            )
+        for f in fields(cls):
+            value, expected = data.get(f.name, f.default), type(f.default)
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if not (number and (expected is float or isinstance(value, int))):
+                raise ValueError(
+                    f"{source}: {f.name} must be of type {expected.__name__}, got {value!r}"
+                )
+        return cls(**data)
 
 
 @dataclass(frozen=True)
@@ -120,7 +142,9 @@ def _generate(out: Path, config: DemoCorpusConfig, progress: Progress) -> dict[s
                      (q.to_dict() for q in qa if q.split == split))  # fmt: skip
     scan_rng = random.Random(f"{seed}-scans")
     content_pages = sorted({b.page for b in blocks})
-    scanned = sorted(scan_rng.sample(content_pages, min(config.n_scanned_pages, len(content_pages))))
+    scanned = sorted(
+        scan_rng.sample(content_pages, min(config.n_scanned_pages, len(content_pages)))
+    )
     for page in progress(scanned, desc="manual scans", unit="page"):
         lines = manual.page_lines(chapters, page)
         manual.render_scan(lines, page, scan_rng, manual_dir / "scans" / f"page_{page:03d}.png")
@@ -178,9 +202,7 @@ def _generate_damage(
         name = f"img_{i + 1:05d}.jpg"
         damage.save_jpeg(image, out / "images" / name)
         split = split_of.get(i, "train")
-        coco[split]["images"].append(
-            damage.image_record(i + 1, name, view, damages, rng, split)
-        )
+        coco[split]["images"].append(damage.image_record(i + 1, name, view, damages, rng, split))
         coco[split]["annotations"] += damage.annotation_records(i + 1, damages, next_ann)
         next_ann += len(damages)
         for d in damages:

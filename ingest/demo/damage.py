@@ -36,8 +36,21 @@ def _rect(x0: float, y0: float, x1: float, y1: float) -> Shape:
 
 LAYOUTS: dict[str, dict[str, list[Shape]]] = {
     "side": {
-        "body": [("poly", ((0.08, 0.47), (0.3, 0.44), (0.38, 0.27), (0.66, 0.27), (0.77, 0.44),
-                           (0.92, 0.48), (0.92, 0.71), (0.08, 0.71)))],  # fmt: skip
+        "body": [
+            (
+                "poly",
+                (
+                    (0.08, 0.47),
+                    (0.3, 0.44),
+                    (0.38, 0.27),
+                    (0.66, 0.27),
+                    (0.77, 0.44),
+                    (0.92, 0.48),
+                    (0.92, 0.71),
+                    (0.08, 0.71),
+                ),
+            )
+        ],
         "front_fender": [_rect(0.09, 0.48, 0.29, 0.68)],
         "front_door": [_rect(0.30, 0.46, 0.52, 0.69)],
         "rear_door": [_rect(0.52, 0.46, 0.72, 0.69)],
@@ -48,8 +61,21 @@ LAYOUTS: dict[str, dict[str, list[Shape]]] = {
         "rear_tire": [("ellipse", 0.79, 0.72, 0.085, 0.11)],
     },
     "front": {
-        "body": [("poly", ((0.15, 0.42), (0.27, 0.40), (0.33, 0.17), (0.67, 0.17),
-                           (0.73, 0.40), (0.85, 0.42), (0.85, 0.76), (0.15, 0.76)))],  # fmt: skip
+        "body": [
+            (
+                "poly",
+                (
+                    (0.15, 0.42),
+                    (0.27, 0.40),
+                    (0.33, 0.17),
+                    (0.67, 0.17),
+                    (0.73, 0.40),
+                    (0.85, 0.42),
+                    (0.85, 0.76),
+                    (0.15, 0.76),
+                ),
+            )
+        ],
         "windshield": [("poly", ((0.28, 0.39), (0.34, 0.20), (0.66, 0.20), (0.72, 0.39)))],
         "hood": [_rect(0.17, 0.42, 0.83, 0.52)],
         "headlamp": [("ellipse", 0.26, 0.57, 0.08, 0.035), ("ellipse", 0.74, 0.57, 0.08, 0.035)],
@@ -57,8 +83,21 @@ LAYOUTS: dict[str, dict[str, list[Shape]]] = {
         "front_tire": [_rect(0.18, 0.76, 0.27, 0.88), _rect(0.73, 0.76, 0.82, 0.88)],
     },
     "rear": {
-        "body": [("poly", ((0.15, 0.42), (0.28, 0.40), (0.34, 0.19), (0.66, 0.19),
-                           (0.72, 0.40), (0.85, 0.42), (0.85, 0.76), (0.15, 0.76)))],  # fmt: skip
+        "body": [
+            (
+                "poly",
+                (
+                    (0.15, 0.42),
+                    (0.28, 0.40),
+                    (0.34, 0.19),
+                    (0.66, 0.19),
+                    (0.72, 0.40),
+                    (0.85, 0.42),
+                    (0.85, 0.76),
+                    (0.15, 0.76),
+                ),
+            )
+        ],
         "rear_window": [("poly", ((0.30, 0.38), (0.35, 0.22), (0.65, 0.22), (0.70, 0.38)))],
         "trunk_lid": [_rect(0.27, 0.42, 0.73, 0.58)],
         "tail_lamp": [("ellipse", 0.21, 0.52, 0.05, 0.045), ("ellipse", 0.79, 0.52, 0.05, 0.045)],
@@ -95,14 +134,12 @@ class _Canvas:
             x0, y0 = self.px(cx - rx, cy - ry)
             x1, y1 = self.px(cx + rx, cy + ry)
         else:
-            xs, ys = zip(*(self.px(*p) for p in shape[1]))
+            xs, ys = zip(*(self.px(*p) for p in shape[1]), strict=False)
             x0, y0, x1, y1 = min(xs), min(ys), max(xs), max(ys)
         return x0, y0, x1, y1
 
 
-def generate_image(
-    rng: random.Random, primary: str
-) -> tuple[Any, str, list[Damage]]:
+def generate_image(rng: random.Random, primary: str) -> tuple[Any, str, list[Damage]]:
     """Draw one photo whose first damage is of type ``primary``; return (image, view, damages)."""
     views = [v for v, parts in VIEW_PARTS.items() if any(primary in PART_DAMAGES[p] for p in parts)]
     view = rng.choice(views)
@@ -328,6 +365,7 @@ assert set(_PAINTERS) == set(DAMAGE_TYPES)
 
 def _lighting(image, rng: random.Random):
     import numpy as np
+
     pixels = np.asarray(image, dtype=np.float32) * rng.uniform(0.75, 1.15)
     noise = np.random.default_rng(rng.getrandbits(32)).normal(0, 6, pixels.shape)
     return Image.fromarray(np.clip(pixels + noise, 0, 255).astype(np.uint8))

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import random
 import textwrap
-from datetime import UTC, datetime
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from ingest.demo.vehicle import MAKER, MODEL_YEAR, SYSTEMS, VEHICLE, Component, System
@@ -32,7 +32,10 @@ QUESTION_TEMPLATES: dict[BlockKind, dict[Split, tuple[str, ...]]] = {
         ),
     },
     "PROCEDURE": {
-        "train": ("How do I remove and install the {x}?", "What is the procedure to replace the {x}?"),
+        "train": (
+            "How do I remove and install the {x}?",
+            "What is the procedure to replace the {x}?",
+        ),
         "val": ("Walk me through replacing the {x}.",),
         "test": (
             "List the steps for taking out and refitting the {x} on the {v}.",
@@ -43,7 +46,7 @@ QUESTION_TEMPLATES: dict[BlockKind, dict[Split, tuple[str, ...]]] = {
         "train": ("How does the {x} work?", "Explain the {x}."),
         "val": ("Describe the {x}.",),
         "test": (
-            "What is the job of the {x} and how does it do it?",
+            "What job does the {x} do, and how does it do it?",
             "Can you give me an overview of the {x}'s operation on the {v}?",
         ),
     },
@@ -212,7 +215,10 @@ class _ChapterBuilder:
             }[_role(comp)]  # fmt: skip
             colours = self.rng.sample(WIRE_COLOURS, len(circuits))
             rows = [("Pin", "Circuit", "Wire colour")]
-            rows += [(str(i), c, col) for i, (c, col) in enumerate(zip(circuits, colours), 1)]
+            rows += [
+                (str(i), c, col)
+                for i, (c, col) in enumerate(zip(circuits, colours, strict=False), 1)
+            ]
             pin = self.rng.randint(1, len(circuits))
             _, circuit, colour = rows[pin]
             answer = f"Pin {pin} of connector {conn} ({comp.name}) is {circuit}, {colour} wire."
@@ -317,8 +323,14 @@ def make_qa_pairs(chapters: list[Chapter], rng: random.Random) -> list[QAPair]:
         for split in SPLITS:
             template = rng.choice(QUESTION_TEMPLATES[item.kind][split])
             pairs.append(
-                QAPair(f"{item.id}-{split}", item.id, item.kind, split,
-                       template.format(**fields), item.answer)  # fmt: skip
+                QAPair(
+                    f"{item.id}-{split}",
+                    item.id,
+                    item.kind,
+                    split,
+                    template.format(**fields),
+                    item.answer,
+                )
             )
     return pairs
 
@@ -423,7 +435,7 @@ def _pdf_item(pdf, item: Item) -> None:
         pdf.multi_cell(0, 5.5, line, new_x="LMARGIN", new_y="NEXT")
     for row_number, row in enumerate(item.table):
         pdf.set_font("Helvetica", "B" if row_number == 0 else "", 10)
-        for text, width in zip(row, (15, 95, 0)):
+        for text, width in zip(row, (15, 95, 0), strict=False):
             pdf.cell(width, 6, text, border=1, new_x="RIGHT", new_y="TOP")
         pdf.ln(6)
     pdf.ln(2)
@@ -466,7 +478,9 @@ def render_scan(lines: list[tuple[str, str]], page: int, rng: random.Random, pat
     draw = ImageDraw.Draw(image)
     y = 100
     for style, text in lines:
-        for x, cell in zip((90, 190, 640), text.split("\t")):  # table cells in fixed columns
+        for x, cell in zip(
+            (90, 190, 640), text.split("\t"), strict=False
+        ):  # table cells in fixed columns
             draw.text((x, y), cell, fill=22, font=fonts[style])
         y += int(sizes[style] * 1.45)
     draw.text((600, height - 70), str(page), fill=22, font=fonts["body"])
@@ -475,5 +489,3 @@ def render_scan(lines: list[tuple[str, str]], page: int, rng: random.Random, pat
     noise = np.random.default_rng(rng.getrandbits(32)).normal(0, 9, (height, 1240))
     pixels = np.clip(np.asarray(image, dtype=np.float32) + noise, 0, 255).astype(np.uint8)
     Image.fromarray(pixels, mode="L").save(path, optimize=False)
-
-

@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from api.cli import main
+
+
+def _all_commands(group: click.Group, prefix=()):
+    for name, command in group.commands.items():
+        path = (*prefix, name)
+        yield path
+        if isinstance(command, click.Group):
+            yield from _all_commands(command, path)
+
+
+COMMANDS = list(_all_commands(main))
+
+
+def test_the_design_subcommands_exist():
+    expected = {
+        ("demo",), ("ingest", "manuals"), ("ingest", "claims"), ("ingest", "coco"),
+        ("finetune", "text"), ("finetune", "vision"), ("eval",), ("compare",), ("serve",),
+        ("models", "list"), ("models", "export"), ("client", "chat"), ("client", "assess"),
+        ("client", "jobs"), ("config", "show"),
+    }  # fmt: skip
+    assert expected <= set(COMMANDS)
+
+
+@pytest.mark.parametrize("path", [(), *COMMANDS], ids=lambda p: " ".join(p) or "tunegraph")
+def test_help_works_for_every_command(path):
+    result = CliRunner().invoke(main, [*path, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage: " in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "issue"),
+    [
+        (["ingest", "manuals", "manual.pdf"], "#3"),
+        (["finetune", "text", "--config", "x.yaml", "lora.r=8"], "#4"),
+        (["finetune", "vision"], "#5"),
+        (["compare"], "#8"),
+        (["serve"], "#7"),
+        (["client", "chat", "hi"], "#7"),
+        (["models", "export", "adapter"], "#4"),
+    ],
+)
+def test_unbuilt_commands_name_their_issue_and_exit_2(args, issue):
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2
+    assert issue in result.output and "not built yet" in result.output
+
+
+def test_help_does_not_import_heavy_libraries():
+    code = (
+        "import sys; from click.testing import CliRunner; from api.cli import main; "
+        "CliRunner().invoke(main, ['--help']); "
+        "print(sorted(m for m in ('torch', 'transformers', 'PIL', 'numpy') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_config_show_reports_env_values(monkeypatch):
+    monkeypatch.setenv("TUNEGRAPH_DEMO_SEED", "5")
+    result = CliRunner().invoke(main, ["config", "show", "--json"])
+    assert result.exit_code == 0
+    assert json.loads(result.output)["demo_seed"] == "5"
+
+
+def test_bad_settings_are_a_usage_error_not_a_traceback(monkeypatch):
+    monkeypatch.setenv("TUNEGRAPH_PORT", "eighty")
+    result = CliRunner().invoke(main, ["config", "show"])
+    assert result.exit_code == 2
+    assert "TUNEGRAPH_PORT='eighty'" in result.output and "Traceback" not in result.output
+
+
+def test_models_list_shows_both_embedded_models(monkeypatch, tmp_path):
+    monkeypatch.setenv("TUNEGRAPH_HOME", str(tmp_path))
+    result = CliRunner().invoke(main, ["models", "list", "--json"])
+    assert result.exit_code == 0, result.output
+    names = {m["name"]: m for m in json.loads(result.output)}
+    assert names["smollm2-135m-instruct"]["kind"] == "text"
+    assert names["all-minilm-l6-v2"]["kind"] == "embedding"
+
+
+def test_demo_writes_the_corpus(monkeypatch, tmp_path):
+    monkeypatch.setenv("TUNEGRAPH_HOME", str(tmp_path))
+    config = tmp_path / "small.yaml"
+    config.write_text("n_claims: 100\nn_images: 12\nn_scanned_pages: 1\n")
+    result = CliRunner().invoke(
+        main, ["demo", "--corpus-config", str(config), "--seed", "3", "--skip-models"]
+    )
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "demo" / "manifest.json").read_text())
+    assert manifest["config"]["seed"] == 3
+    assert manifest["counts"]["claims"]["rows"] == 100
+    assert "claims: 100 rows" in result.output
+
+
+def test_demo_rejects_a_bad_corpus_config(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("n_claims: 100\nphotos: 3\n")
+    result = CliRunner().invoke(main, ["demo", "--corpus-config", str(config)])
+    assert result.exit_code == 2
+    assert "unknown key(s) photos" in result.output

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from api.settings import Settings, SettingsError
+
+
+def test_defaults_put_everything_under_one_home():
+    settings = Settings.from_env({})
+    assert settings.home == Path(".tunegraph")
+    assert settings.models_dir == Path(".tunegraph/models")
+    assert settings.demo_dir == Path(".tunegraph/demo")
+    assert settings.allow_network is False
+    assert settings.effective_database_url.endswith("/.tunegraph/tunegraph.db")
+
+
+def test_every_field_is_overridable_from_env():
+    env = {
+        "TUNEGRAPH_HOME": "/data/tg",
+        "TUNEGRAPH_ALLOW_NETWORK": "yes",
+        "TUNEGRAPH_TEXT_MODEL": "meta-llama/Llama-3.1-8B-Instruct",
+        "TUNEGRAPH_EMBEDDING_MODEL": "/models/e5",
+        "TUNEGRAPH_DEVICE": "cuda",
+        "TUNEGRAPH_DEMO_SEED": "9",
+        "TUNEGRAPH_DATABASE_URL": "postgresql://db/tg",
+        "TUNEGRAPH_API_KEYS": "k1, k2",
+        "TUNEGRAPH_HOST": "0.0.0.0",
+        "TUNEGRAPH_PORT": "9000",
+        "TUNEGRAPH_LOG_LEVEL": "DEBUG",
+    }
+    settings = Settings.from_env(env)
+    assert settings.home == Path("/data/tg") and settings.models_dir == Path("/data/tg/models")
+    assert settings.allow_network is True and settings.device == "cuda"
+    assert settings.demo_seed == 9 and settings.port == 9000
+    assert settings.api_keys == ("k1", "k2")
+    assert settings.effective_database_url == "postgresql://db/tg"
+    rows = {r["name"]: r for r in settings.describe(env)}
+    assert set(rows) == {k.removeprefix("TUNEGRAPH_").lower() for k in env}
+    assert all(r["source"] == "env" for r in rows.values())
+    assert rows["api_keys"]["value"] == "<2 set>"  # secrets never printed
+
+
+def test_all_invalid_values_are_reported_at_once():
+    env = {"TUNEGRAPH_PORT": "http", "TUNEGRAPH_DEVICE": "tpu", "TUNEGRAPH_ALLOW_NETWORK": "maybe"}
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env(env)
+    message = str(caught.value)
+    for name in env:
+        assert name in message
+    assert "use one of auto, cpu, cuda" in message
