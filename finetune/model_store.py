@@ -119,17 +119,21 @@ class ModelStore:
         if self.config.cache_dir.is_dir():
             for sub in sorted(self.config.cache_dir.iterdir()):
                 if sub.name not in EMBEDDED and (sub / _CACHE_MARKER).exists():
-                    infos.append(ModelInfo(sub.name, "text", "cache", str(sub), _size(sub)))
+                    infos.append(
+                        ModelInfo(sub.name, "text", "cache", str(sub.resolve()), _size(sub))
+                    )
         if self.config.adapters_dir.is_dir():
             for sub in sorted(self.config.adapters_dir.iterdir()):
                 if (sub / "adapter_config.json").exists():
-                    infos.append(ModelInfo(sub.name, "adapter", "local", str(sub), _size(sub)))
+                    infos.append(
+                        ModelInfo(sub.name, "adapter", "local", str(sub.resolve()), _size(sub))
+                    )
         return infos
 
     def _resolve_embedded(self, model: EmbeddedModel) -> ModelInfo:
         cached = self.config.cache_dir / model.name
         if model.kind == "text" and (cached / _CACHE_MARKER).exists():
-            return ModelInfo(model.name, model.kind, "cache", str(cached), _size(cached))
+            return ModelInfo(model.name, model.kind, "cache", str(cached.resolve()), _size(cached))
         shipped = _shipped_file(model)
         location = shipped if model.kind == "text" else shipped.parent
         note = "converted to safetensors on first load" if model.kind == "text" else ""

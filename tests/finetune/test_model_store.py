@@ -37,6 +37,12 @@ def test_smollm2_loads_generates_and_second_load_hits_the_cache(model_store, mon
     again, _ = model_store.load_causal_lm("smollm2-135m-instruct")
     assert again.state_dict()["lm_head.weight"].equal(model.state_dict()["lm_head.weight"])
 
+    # The cached directory is an ordinary local checkpoint: loading it by path works too.
+    by_path, by_path_tokenizer = model_store.load_causal_lm(info.location)
+    assert model_store.resolve(info.location).source == "local"
+    assert by_path_tokenizer.chat_template == tokenizer.chat_template
+    assert by_path.state_dict()["model.norm.weight"].equal(model.state_dict()["model.norm.weight"])
+
 
 @pytest.mark.real_model
 def test_minilm_embeds_offline_with_meaningful_similarity(model_store):
