@@ -15,17 +15,6 @@ import click
 
 from api.settings import Settings, SettingsError
 
-# Commands whose capability arrives with a later issue: (issue number, what it brings).
-PENDING = {
-    "ingest": (3, "ingest manuals, claims and COCO damage annotations"),
-    "finetune-text": (4, "text LoRA/QLoRA fine-tuning"),
-    "finetune-vision": (5, "vision fine-tuning"),
-    "eval": (4, "evaluation (text: issue 4, vision: issue 5)"),
-    "models-export": (4, "merge and export"),
-    "compare": (8, "the fine-tuned versus agentic comparison report"),
-    "serve": (7, "the Flask API server"),
-    "client": (7, "the HTTP client"),
-}
 _PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": True}
 
 
@@ -34,14 +23,6 @@ def _settings() -> Settings:
         return Settings.from_env()
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from None
-
-
-def _pending(key: str, command: str) -> NoReturn:
-    issue, what = PENDING[key]
-    click.echo(
-        f"`tunegraph {command}` is not built yet: {what} arrives with issue #{issue}.", err=True
-    )
-    sys.exit(2)
 
 
 def _model_store(settings: Settings):
@@ -214,12 +195,6 @@ def _prepare_models(settings: Settings, names: list[str]) -> None:
         click.echo(f"      {name}: {detail}, loaded in {time.perf_counter() - started:.1f} s")
 
 
-@models.command("export", context_settings=_PASSTHROUGH)
-def models_export() -> None:
-    """Merge an adapter into its base and export safetensors or GGUF (issue #4)."""
-    _pending("models-export", "models export")
-
-
 # ---- commands that later issues build --------------------------------------------------------
 
 
@@ -228,50 +203,9 @@ def ingest() -> None:
     """Ingest manuals, claims and COCO damage annotations (issue #3)."""
 
 
-for _name, _help in (
-    ("manuals", "Parse manuals (PDF, HTML, Markdown, text, scans) into the index."),
-    ("claims", "Load a claims CSV/JSONL into the claims database."),
-    ("coco", "Validate and load COCO damage annotations."),
-):
-
-    @ingest.command(_name, help=f"{_help} (issue #3)", context_settings=_PASSTHROUGH)
-    def _ingest_cmd(_n: str = _name) -> None:
-        _pending("ingest", f"ingest {_n}")
-
-
 @main.group()
 def finetune() -> None:
     """Fine-tune text (issue #4) and vision (issue #5) models."""
-
-
-@finetune.command("text", context_settings=_PASSTHROUGH)
-def finetune_text() -> None:
-    """LoRA/QLoRA on a causal LM from a YAML config with key=value overrides (issue #4)."""
-    _pending("finetune-text", "finetune text")
-
-
-@finetune.command("vision", context_settings=_PASSTHROUGH)
-def finetune_vision() -> None:
-    """Damage model and vision-language model fine-tuning (issue #5)."""
-    _pending("finetune-vision", "finetune vision")
-
-
-@main.command("eval", context_settings=_PASSTHROUGH)
-def eval_() -> None:
-    """Evaluate base versus fine-tuned models (issues #4 and #5)."""
-    _pending("eval", "eval")
-
-
-@main.command(context_settings=_PASSTHROUGH)
-def compare() -> None:
-    """Compare the fine-tuned and agentic approaches and write a report (issue #8)."""
-    _pending("compare", "compare")
-
-
-@main.command(context_settings=_PASSTHROUGH)
-def serve() -> None:
-    """Serve the Flask API under gunicorn (issue #7)."""
-    _pending("serve", "serve")
 
 
 @main.group()
@@ -279,15 +213,42 @@ def client() -> None:
     """Call a running tunegraph server over HTTP (issue #7)."""
 
 
-for _name, _help in (
-    ("chat", "Chat with a model over the OpenAI-compatible API."),
-    ("assess", "Upload damage photos for an assessment."),
-    ("jobs", "List, follow or cancel background jobs."),
-):
+def _pending(group: click.Group, name: str, issue: str, help_text: str) -> None:
+    """Register a command whose capability arrives with a later issue: it says so, exit code 2."""
+    command = f"{group.name} {name}" if group is not main else name
 
-    @client.command(_name, help=f"{_help} (issue #7)", context_settings=_PASSTHROUGH)
-    def _client_cmd(_n: str = _name) -> None:
-        _pending("client", f"client {_n}")
+    def callback() -> NoReturn:
+        click.echo(f"`tunegraph {command}` is not built yet: it arrives with {issue}.", err=True)
+        sys.exit(2)
+
+    group.command(name, help=f"{help_text} ({issue})", context_settings=_PASSTHROUGH)(callback)
+
+
+for _group, _name, _issue, _help in (
+    (
+        ingest,
+        "manuals",
+        "issue #3",
+        "Parse manuals (PDF, HTML, Markdown, text, scans) into the index.",
+    ),
+    (ingest, "claims", "issue #3", "Load a claims CSV/JSONL into the claims database."),
+    (ingest, "coco", "issue #3", "Validate and load COCO damage annotations."),
+    (
+        finetune,
+        "text",
+        "issue #4",
+        "LoRA/QLoRA on a causal LM from a YAML config and key=value overrides.",
+    ),
+    (finetune, "vision", "issue #5", "Damage model and vision-language model fine-tuning."),
+    (main, "eval", "issues #4 and #5", "Evaluate base versus fine-tuned models."),
+    (main, "compare", "issue #8", "Compare the fine-tuned and agentic approaches in a report."),
+    (main, "serve", "issue #7", "Serve the Flask API under gunicorn."),
+    (models, "export", "issue #4", "Merge an adapter into its base; export safetensors or GGUF."),
+    (client, "chat", "issue #7", "Chat with a model over the OpenAI-compatible API."),
+    (client, "assess", "issue #7", "Upload damage photos for an assessment."),
+    (client, "jobs", "issue #7", "List, follow or cancel background jobs."),
+):
+    _pending(_group, _name, _issue, _help)
 
 
 if __name__ == "__main__":
