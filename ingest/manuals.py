@@ -28,14 +28,18 @@ HTML_SUFFIXES = {".html", ".htm"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 SUPPORTED_SUFFIXES = {".pdf"} | TEXT_SUFFIXES | MARKDOWN_SUFFIXES | HTML_SUFFIXES | IMAGE_SUFFIXES
 
-_NUMBERED_HEADING = re.compile(r"^(\d+(?:\.\d+)*)\s+([A-Z][^.:]{1,80})$")  # "2.1 Specs", not "1. Step"
+_NUMBERED_HEADING = re.compile(
+    r"^(\d+(?:\.\d+)*)\s+([A-Z][^.:]{1,80})$"
+)  # "2.1 Specs", not "1. Step"
 _STEP = re.compile(r"^\s*(\d+)[.)]\s+\S")
 _DTC = re.compile(r"^[PCBU][0-3][0-9A-F]{3}\b")
 _UNIT = (
     r"(?:Nm|N·m|mm|cm|m|km|km/h|mph|L|l|mL|ml|g|kg|bar|kPa|psi|V|A|Ah|W|kW|ohm|kohm|Ω|kΩ|"
     r"°C|°F|°|rpm|%|min|s|h|years?|months?)"
 )
-_SPEC_LINE = re.compile(rf"^(?P<name>.+?)\s*(?::|\s{{2,}}|\|)?\s+(?P<value>-?\d[\d.,]*)\s*(?P<unit>{_UNIT})$")
+_SPEC_LINE = re.compile(
+    rf"^(?P<name>.+?)\s*(?::|\s{{2,}}|\|)?\s+(?P<value>-?\d[\d.,]*)\s*(?P<unit>{_UNIT})$"
+)
 _SPEC_HEADINGS = ("specification", "technical data", "tightening torque", "capacities")
 _WIRING_HEADER = re.compile(r"\b(pin|terminal)\b", re.IGNORECASE)
 
@@ -305,7 +309,12 @@ def _join_wrapped(texts: list[str], starts: re.Pattern[str]) -> list[str]:
     """Join lines that a PDF or OCR wrapped back onto the step (or item) they continue."""
     joined: list[str] = []
     for text in texts:
-        if joined and not starts.match(text) and not text.endswith(":") and not text.startswith("-"):
+        if (
+            joined
+            and not starts.match(text)
+            and not text.endswith(":")
+            and not text.startswith("-")
+        ):
             joined[-1] += " " + text
         else:
             joined.append(text)
@@ -340,6 +349,7 @@ def kind_scores(predicted: list[ManualBlock], truth: list[ManualBlock]) -> dict[
     A predicted block matches the ground-truth block that shares the most words with it
     (Jaccard >= 0.5); a match of the same kind counts as correct for both precision and recall.
     """
+
     def words(block: ManualBlock) -> frozenset[str]:
         return frozenset(re.findall(r"[a-z0-9]+(?:[.,][0-9]+)?", block.text.lower()))
 
