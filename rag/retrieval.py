@@ -1,0 +1,104 @@
+"""Dense, BM25 and hybrid retrieval over one vector store, and recall/MRR evaluation."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from rag.embeddings import Embedder
+from rag.filters import Filter
+from rag.stores.base import Hit, VectorStore
+
+Mode = Literal["dense", "bm25", "hybrid"]
+MODES: tuple[Mode, ...] = ("dense", "bm25", "hybrid")
+RRF_K = 60  # the constant of Cormack et al.'s reciprocal rank fusion
+# Codes such as P0117, EM-C3 or F19: a capital letter first, a digit somewhere.
+_IDENTIFIER = re.compile(r"\b[A-Z][A-Z0-9]*(?:-[A-Z0-9]+)*\b")
+
+
+def identifiers(query: str) -> list[str]:
+    """Fault codes, connector and part numbers named in a query.
+
+    >>> identifiers("Is P0117 on connector EM-C3 of the Halden Vireo 1.6T?")
+    ['P0117', 'EM-C3']
+    """
+    return [t for t in _IDENTIFIER.findall(query) if any(c.isdigit() for c in t)]
+
+
+def reciprocal_rank_fusion(rankings: Sequence[Sequence[Hit]], k: int) -> list[Hit]:
+    """Fuse ranked lists: each hit scores sum(1 / (RRF_K + rank)) over the lists it is in.
+
+    >>> a, b, c = (Hit(i, i, 0.0, {}) for i in "abc")
+    >>> [h.id for h in reciprocal_rank_fusion([[a, b], [b, c]], k=3)]
+    ['b', 'a', 'c']
+    """
+    scores: dict[str, float] = {}
+    first: dict[str, Hit] = {}
+    for ranking in rankings:
+        for rank, hit in enumerate(ranking, start=1):
+            scores[hit.id] = scores.get(hit.id, 0.0) + 1.0 / (RRF_K + rank)
+            first.setdefault(hit.id, hit)
+    ordered = sorted(scores, key=lambda i: (-scores[i], i))[:k]
+    return [Hit(i, first[i].text, scores[i], first[i].metadata) for i in ordered]
+
+
+@dataclass
+class Retriever:
+    embedder: Embedder
+    store: VectorStore
+    candidates: int = 4  # each list fused by hybrid search holds k * candidates hits
+
+    def search(
+        self, query: str, k: int = 5, filter: Filter | None = None, mode: Mode = "hybrid"
+    ) -> list[Hit]:
+        if mode == "bm25":
+            return self.store.keyword_search(query, k, filter)
+        vector = self.embedder.embed_query(query)
+        if mode == "dense":
+            return self.store.dense_search(vector, k, filter)
+        if mode != "hybrid":
+            raise ValueError(f"unknown search mode {mode!r}; use one of {', '.join(MODES)}")
+        depth = k * self.candidates
+        rankings = [
+            self.store.dense_search(vector, depth, filter),
+            self.store.keyword_search(query, depth, filter),
+        ]
+        # In a long question a rare code is outvoted by common words in BM25 and means little to
+        # an embedding model, so exact identifiers get a ranked list of their own.
+        if codes := identifiers(query):
+            rankings.append(self.store.keyword_search(" ".join(codes), depth, filter))
+        return reciprocal_rank_fusion(rankings, k)
+
+
+@dataclass(frozen=True)
+class RetrievalQuestion:
+    q: str
+    must: str  # a text that a relevant chunk contains
+
+
+def evaluate(
+    retriever: Retriever, questions: Sequence[RetrievalQuestion], k: int = 5,
+    filter: Filter | None = None,
+) -> dict[str, dict[str, float]]:  # fmt: skip
+    """recall@1, recall@k and MRR (over the top k) for every mode, side by side."""
+    results = {}
+    for mode in MODES:
+        first_ranks = []
+        for question in questions:
+            hits = retriever.search(question.q, k, filter, mode)
+            needle = _norm(question.must)
+            rank = next((i for i, h in enumerate(hits, 1) if needle in _norm(h.text)), None)
+            first_ranks.append(rank)
+        n = len(questions) or 1
+        results[mode] = {
+            "recall@1": round(sum(r == 1 for r in first_ranks) / n, 4),
+            f"recall@{k}": round(sum(r is not None for r in first_ranks) / n, 4),
+            "mrr": round(sum(1 / r for r in first_ranks if r) / n, 4),
+        }
+    return results
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.lower().split())

@@ -1,0 +1,1 @@
+"""Vector stores behind one interface: LanceDB (embedded default) and Pinecone (scale-out)."""
