@@ -1,0 +1,143 @@
+"""Ingest pipelines: parse files, embed their chunks, and write them to a vector store.
+
+One call is one store transaction, so an interrupted ingest leaves the previous index as it was.
+Re-ingest is idempotent (block ids are stable and writes are upserts) and incremental: a file
+whose content hash matches the one recorded in the store's state is skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ingest.claims import Claim
+from ingest.manuals import IMAGE_SUFFIXES, ManualError, collect_files, parse_manual
+from ingest.records import ManualBlock
+from rag.embeddings import Embedder
+from rag.stores.base import Document, VectorStore
+
+Progress = Callable[[int], None]
+
+
+@dataclass
+class IndexReport:
+    ingested: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # unchanged since the last ingest
+    rejected: list[dict[str, str]] = field(default_factory=list)
+    chunks: int = 0
+    kinds: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "ingested": len(self.ingested),
+            "skipped_unchanged": len(self.skipped),
+            "rejected": self.rejected,
+            "chunks": self.chunks,
+            "kinds": self.kinds,
+            "files": self.ingested,
+        }
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def block_document(block: ManualBlock) -> Document:
+    """The indexed text carries the section path, so a chunk says where it comes from."""
+    context = " > ".join(block.section)
+    text = f"{context}\n{block.text}" if context else block.text
+    return Document(block.id, text, {"kind": block.kind, "source": block.source})
+
+
+def index_manuals(
+    paths: Sequence[Path],
+    store: VectorStore,
+    embedder: Embedder,
+    *,
+    force: bool = False,
+    on_file: Callable[[Path], None] | None = None,
+    on_chunks: Progress | None = None,
+) -> IndexReport:
+    """Parse, embed and store manuals; directories are searched for supported files."""
+    files = collect_files(paths)
+    names: dict[str, Path] = {}
+    for file in files:
+        if file.name in names and names[file.name] != file:
+            raise ManualError(
+                f"two manuals are both called {file.name!r} ({names[file.name]} and {file}); "
+                "the file name is the source id, so rename one."
+            )
+        names[file.name] = file
+    report = IndexReport()
+    with store.transaction():
+        state = store.state()
+        hashes: dict[str, str] = dict(state.get("files", {}))
+        for file in files:
+            if on_file:
+                on_file(file)
+            try:
+                digest = file_digest(file)
+                if not force and hashes.get(file.name) == digest:
+                    report.skipped.append(file.name)
+                    continue
+                blocks = parse_manual(file)
+            except (ManualError, OSError) as exc:
+                report.rejected.append({"file": str(file), "reason": str(exc)})
+                continue
+            blocks = _with_scan_page(blocks, file)
+            documents = [block_document(b) for b in blocks]
+            vectors = embedder.embed([d.text for d in documents], progress=on_chunks)
+            store.delete(filter={"source": file.name})  # blocks the new version no longer has
+            store.upsert(documents, vectors)
+            hashes[file.name] = digest
+            report.ingested.append(file.name)
+            report.chunks += len(blocks)
+            for block in blocks:
+                report.kinds[block.kind] = report.kinds.get(block.kind, 0) + 1
+        store.set_state({**state, "files": hashes})
+    return report
+
+
+def _with_scan_page(blocks: list[ManualBlock], file: Path) -> list[ManualBlock]:
+    """A scanned page named like ``page_012.png`` is page 12 of its manual."""
+    match = re.search(r"(\d+)$", file.stem)
+    if file.suffix.lower() not in IMAGE_SUFFIXES or not match:
+        return blocks
+    page = int(match.group(1))
+    return [ManualBlock(b.id, b.source, page, b.section, b.kind, b.text) for b in blocks]
+
+
+def claim_document(claim: Claim) -> Document:
+    text = (
+        f"{claim.description} Part: {claim.part}. Damage: {claim.damage_type}, {claim.severity}. "
+        f"Amount: {claim.amount:.2f} USD."
+    )
+    metadata = {
+        "kind": "CLAIM",
+        "source": claim.policy_id,
+        "part": claim.part,
+        "vin": claim.vin,
+        "date": int(claim.incident_date.strftime("%Y%m%d")),
+    }
+    return Document(claim.claim_id, text, metadata)
+
+
+def index_claims(
+    claims: Sequence[Claim],
+    store: VectorStore,
+    embedder: Embedder,
+    on_chunks: Progress | None = None,
+) -> int:
+    """Embed claim descriptions for similar-claim search (upsert by claim id)."""
+    documents = [claim_document(c) for c in claims]
+    with store.transaction():
+        store.upsert(documents, embedder.embed([d.text for d in documents], progress=on_chunks))
+    return len(documents)
