@@ -68,11 +68,20 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--profile", type=click.Choice(["smoke", "quick", "full"]), default="quick",
-              show_default=True, help="how much training later stages do (corpus is the same)")  # fmt: skip
+@click.option(
+    "--profile",
+    type=click.Choice(["smoke", "quick", "full"]),
+    default="quick",
+    show_default=True,
+    help="how much training later stages do (corpus is the same)",
+)
 @click.option("--seed", type=int, default=None, help="corpus seed [default: TUNEGRAPH_DEMO_SEED]")
-@click.option("--corpus-config", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="YAML with corpus sizes, e.g. configs/demo/corpus.yaml")  # fmt: skip
+@click.option(
+    "--corpus-config",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="YAML with corpus sizes, e.g. configs/demo/corpus.yaml",
+)
 @click.option("--force", is_flag=True, help="regenerate the corpus even if it is up to date")
 @click.option("--skip-models", is_flag=True, help="do not load the embedded models")
 def demo(
@@ -163,8 +172,9 @@ def models_list(as_json: bool) -> None:
     for info in infos:
         size = f"{info.size_bytes / 1e6:.1f} MB" if info.size_bytes is not None else "-"
         note = f"  ({info.note})" if info.note else ""
-        click.echo(f"{info.name:<24} {info.kind:<10} {info.source:<9} {size:>9}  "
-                   f"{info.location}{note}")  # fmt: skip
+        click.echo(
+            f"{info.name:<24} {info.kind:<10} {info.source:<9} {size:>9}  {info.location}{note}"
+        )
 
 
 @models.command("prepare")

@@ -157,18 +157,24 @@ def read_claims(
                     number,
                     f"duplicate claim_id {claim.claim_id!r} (first at row "
                     f"{seen_ids[claim.claim_id]})",
-                )  # fmt: skip
+                )
             )
             continue
-        content = (claim.policy_id, claim.vin, claim.incident_date, claim.part,
-                   claim.damage_type, claim.amount)  # fmt: skip
+        content = (
+            claim.policy_id,
+            claim.vin,
+            claim.incident_date,
+            claim.part,
+            claim.damage_type,
+            claim.amount,
+        )
         if content in seen_content:
             report.rejected.append(
                 Rejection(
                     number,
                     f"duplicate of row {seen_content[content]} under another "
                     "claim_id (same policy, VIN, date, part, damage and amount)",
-                )  # fmt: skip
+                )
             )
             continue
         seen_ids[claim.claim_id] = seen_content[content] = number

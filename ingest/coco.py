@@ -135,7 +135,7 @@ def read_coco(path: Path, images_dir: Path | None = None, check_images: bool = T
                 severity=severity if severity in SEVERITIES else None,
                 segmentation=tuple(
                     tuple(p) for p in ann.get("segmentation") or [] if isinstance(p, list)
-                ),  # fmt: skip
+                ),
             )
         )
 

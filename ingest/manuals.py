@@ -229,9 +229,9 @@ def segment(lines: Iterable[Line], source: str) -> list[ManualBlock]:
 def _heading_of(line: Line) -> tuple[int, str] | None:
     """(level, text) if the line is a heading; numbered headings take their depth as level."""
     text = line.text.strip()
-    if match := _NUMBERED_HEADING.match(text):
-        if not line.cells and not _SPEC_LINE.match(text):
-            return match.group(1).count(".") + 1, text
+    match = _NUMBERED_HEADING.match(text)
+    if match and not line.cells and not _SPEC_LINE.match(text):
+        return match.group(1).count(".") + 1, text
     if line.heading is not None and text and not _STEP.match(text):
         return line.heading + 10, text  # styled, unnumbered: titles below numbered sections
     return None

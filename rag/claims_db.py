@@ -147,9 +147,12 @@ def _quantile(values: list[float], q: float) -> float:
 
 
 def similar_claims(
-    database: ClaimsDatabase, retriever: Retriever, description: str, k: int = 5,
+    database: ClaimsDatabase,
+    retriever: Retriever,
+    description: str,
+    k: int = 5,
     exclude_vin: str | None = None,
-) -> list[tuple[Claim, float]]:  # fmt: skip
+) -> list[tuple[Claim, float]]:
     """Past claims whose descriptions are closest to ``description`` (cosine similarity)."""
     filter = {"vin": {"$ne": exclude_vin.upper()}} if exclude_vin else None
     hits = retriever.search(description, k, filter, mode="dense")

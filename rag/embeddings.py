@@ -29,7 +29,7 @@ class Embedder:
                     normalize_embeddings=True,
                     convert_to_numpy=True,
                     show_progress_bar=False,
-                )  # fmt: skip
+                )
             )
             if progress:
                 progress(len(batch))

@@ -79,9 +79,11 @@ class RetrievalQuestion:
 
 
 def evaluate(
-    retriever: Retriever, questions: Sequence[RetrievalQuestion], k: int = 5,
+    retriever: Retriever,
+    questions: Sequence[RetrievalQuestion],
+    k: int = 5,
     filter: Filter | None = None,
-) -> dict[str, dict[str, float]]:  # fmt: skip
+) -> dict[str, dict[str, float]]:
     """recall@1, recall@k and MRR (over the top k) for every mode, side by side."""
     results = {}
     for mode in MODES:

@@ -25,26 +25,55 @@ from ingest.taxonomy import BASE_REPAIR_COST, SEVERITIES, humanize, repair_cost
 
 FRAUD_PATTERNS = ("early_claim", "repeat_vin", "inflated_amount", "reused_photos")
 START, END = date(2021, 1, 1), date(2025, 6, 30)
-_VIN_VALUES = {**{str(d): d for d in range(10)}, **dict(zip("ABCDEFGH", range(1, 9), strict=False)),
-               **dict(zip("JKLMN", range(1, 6), strict=False)), "P": 7, "R": 9,
-               **dict(zip("STUVWXYZ", range(2, 10), strict=False))}  # fmt: skip
+_VIN_VALUES = {
+    **{str(d): d for d in range(10)},
+    **dict(zip("ABCDEFGH", range(1, 9), strict=False)),
+    **dict(zip("JKLMN", range(1, 6), strict=False)),
+    "P": 7,
+    "R": 9,
+    **dict(zip("STUVWXYZ", range(2, 10), strict=False)),
+}
 _VIN_WEIGHTS = (8, 7, 6, 5, 4, 3, 2, 10, 0, 9, 8, 7, 6, 5, 4, 3, 2)
 _VIN_CHARS = "ABCDEFGHJKLMNPRSTUVWXYZ0123456789"
 
 _SCENARIOS = {
-    "dent": ("Reversed into a bollard in a car park", "Another car rolled into mine while parked",
-             "Hit by a shopping trolley", "Hail storm overnight"),
-    "scratch": ("Keyed while parked on the street", "Scraped a wall entering the garage",
-                "Brushed a hedge on a narrow lane", "Scratched by a passing cyclist"),
-    "crack": ("Low-speed collision at a junction", "Struck a kerb while parking",
-              "Impact from road debris on the motorway", "Rear-ended at traffic lights"),
-    "glass_shatter": ("Stone thrown up by a lorry", "Break-in attempt overnight",
-                      "Branch fell on the car in a storm", "Vandalism in a car park"),
-    "lamp_broken": ("Clipped a post while manoeuvring", "Minor collision in a car park",
-                    "Hit by a reversing van", "Struck by debris"),
-    "tire_flat": ("Ran over a nail on the ring road", "Hit a pothole at speed",
-                  "Tyre slashed while parked", "Blow-out on the motorway"),
-}  # fmt: skip
+    "dent": (
+        "Reversed into a bollard in a car park",
+        "Another car rolled into mine while parked",
+        "Hit by a shopping trolley",
+        "Hail storm overnight",
+    ),
+    "scratch": (
+        "Keyed while parked on the street",
+        "Scraped a wall entering the garage",
+        "Brushed a hedge on a narrow lane",
+        "Scratched by a passing cyclist",
+    ),
+    "crack": (
+        "Low-speed collision at a junction",
+        "Struck a kerb while parking",
+        "Impact from road debris on the motorway",
+        "Rear-ended at traffic lights",
+    ),
+    "glass_shatter": (
+        "Stone thrown up by a lorry",
+        "Break-in attempt overnight",
+        "Branch fell on the car in a storm",
+        "Vandalism in a car park",
+    ),
+    "lamp_broken": (
+        "Clipped a post while manoeuvring",
+        "Minor collision in a car park",
+        "Hit by a reversing van",
+        "Struck by debris",
+    ),
+    "tire_flat": (
+        "Ran over a nail on the ring road",
+        "Hit a pothole at speed",
+        "Tyre slashed while parked",
+        "Blow-out on the motorway",
+    ),
+}
 
 
 @dataclass
@@ -150,8 +179,9 @@ def _fraud_claim(rng, pattern: str, policies, honest: list[ClaimRow], photos) ->
         row = _claim(rng, policy, (latest - policy.start).days + rng.randint(10, 90), photos)
     elif pattern == "inflated_amount":
         row = _claim(rng, policy, rng.randint(60, 1200), photos)
-        row.amount = round(repair_cost(row.part, row.damage_type, row.severity)
-                           * rng.uniform(3.2, 5.0), 2)  # fmt: skip
+        row.amount = round(
+            repair_cost(row.part, row.damage_type, row.severity) * rng.uniform(3.2, 5.0), 2
+        )
     else:  # reused_photos: the same pictures as another policy's claim
         source = rng.choice([r for r in honest if r.policy_id != policy.policy_id])
         row = _claim(rng, policy, rng.randint(60, 1200), photos, (source.part, source.damage_type))

@@ -138,8 +138,9 @@ def _generate(out: Path, config: DemoCorpusConfig, progress: Progress) -> dict[s
     _write_jsonl(manual_dir / "blocks.jsonl", (b.to_dict() for b in blocks))
     qa = manual.make_qa_pairs(chapters, random.Random(f"{seed}-qa"))
     for split in manual.SPLITS:
-        _write_jsonl(manual_dir / "qa" / f"{split}.jsonl",
-                     (q.to_dict() for q in qa if q.split == split))  # fmt: skip
+        _write_jsonl(
+            manual_dir / "qa" / f"{split}.jsonl", (q.to_dict() for q in qa if q.split == split)
+        )
     scan_rng = random.Random(f"{seed}-scans")
     content_pages = sorted({b.page for b in blocks})
     scanned = sorted(
@@ -208,8 +209,11 @@ def _generate_damage(
         for d in damages:
             photos.setdefault((d.part, d.type), []).append(f"damage/images/{name}")
 
-    info = {"description": "tunegraph synthetic car-damage photos (demo data, not real)",
-            "version": str(GENERATOR_VERSION), "seed": config.seed}  # fmt: skip
+    info = {
+        "description": "tunegraph synthetic car-damage photos (demo data, not real)",
+        "version": str(GENERATOR_VERSION),
+        "seed": config.seed,
+    }
     for split, data in coco.items():
         document = {"info": info, "categories": damage.categories(), **data}
         (out / "annotations" / f"{split}.json").write_text(json.dumps(document), "utf-8")

@@ -22,9 +22,17 @@ from ingest.taxonomy import DAMAGE_TYPES, PART_DAMAGES, SEVERITIES, VIEW_PARTS, 
 WIDTH, HEIGHT = 320, 240
 SEVERITY_SCALE = {"minor": 0.35, "moderate": 0.6, "severe": 0.9}
 CAR_COLOURS = (
-    (180, 20, 30), (30, 60, 150), (220, 220, 225), (40, 40, 45), (150, 150, 155),
-    (20, 110, 60), (230, 170, 30), (110, 70, 40), (90, 20, 90), (60, 130, 180),
-)  # fmt: skip
+    (180, 20, 30),
+    (30, 60, 150),
+    (220, 220, 225),
+    (40, 40, 45),
+    (150, 150, 155),
+    (20, 110, 60),
+    (230, 170, 30),
+    (110, 70, 40),
+    (90, 20, 90),
+    (60, 130, 180),
+)
 
 # Part outlines in unit coordinates (x, y in 0..1). Ellipses are ("ellipse", cx, cy, rx, ry).
 Shape = tuple
@@ -234,8 +242,9 @@ def _damage(kind, part, severity, x0, y0, x1, y1, polygon=None) -> Damage:
     bbox = [round(x0, 1), round(y0, 1), round(x1 - x0, 1), round(y1 - y0, 1)]
     if polygon is None:
         polygon = [x0, y0, x1, y0, x1, y1, x0, y1]
-    polygon = [round(min(max(v, 0.0), WIDTH if i % 2 == 0 else HEIGHT), 1)
-               for i, v in enumerate(polygon)]  # fmt: skip
+    polygon = [
+        round(min(max(v, 0.0), WIDTH if i % 2 == 0 else HEIGHT), 1) for i, v in enumerate(polygon)
+    ]
     return Damage(kind, part, severity, bbox, polygon)
 
 
@@ -250,8 +259,10 @@ def _paint_dent(image, canvas, rng, shape, severity, colour, kind, part) -> Dama
         t = i / steps
         inset_x, inset_y = (x1 - x0) * t / 2, (y1 - y0) * t / 2
         base = colour if sum(colour) >= 120 else (70, 70, 75)
-        draw.ellipse((x0 + inset_x, y0 + inset_y, x1 - inset_x, y1 - inset_y),
-                     fill=_shade(base, 1.0 + sign * depth * (t + 0.2)))  # fmt: skip
+        draw.ellipse(
+            (x0 + inset_x, y0 + inset_y, x1 - inset_x, y1 - inset_y),
+            fill=_shade(base, 1.0 + sign * depth * (t + 0.2)),
+        )
     highlight = (min(255, colour[0] + 60), min(255, colour[1] + 60), min(255, colour[2] + 60))
     draw.arc((x0, y0, x1, y1), 200, 340, fill=highlight, width=2)
     return _damage(kind, part, severity, x0, y0, x1, y1, _ellipse_polygon(x0, y0, x1, y1))
@@ -309,8 +320,15 @@ def _paint_shatter(image, canvas, rng, shape, severity, colour, kind, part) -> D
         end = (centre[0] + math.cos(angle) * reach, centre[1] + math.sin(angle) * reach)
         pen.line((centre, end), fill=(60, 60, 70), width=1)
     for r in (0.2, 0.45, 0.75)[: 1 + SEVERITIES.index(severity)]:
-        pen.ellipse((centre[0] - reach * r, centre[1] - reach * r,
-                     centre[0] + reach * r, centre[1] + reach * r), outline=(70, 70, 80))  # fmt: skip
+        pen.ellipse(
+            (
+                centre[0] - reach * r,
+                centre[1] - reach * r,
+                centre[0] + reach * r,
+                centre[1] + reach * r,
+            ),
+            outline=(70, 70, 80),
+        )
     mask = Image.new("L", (WIDTH, HEIGHT), 0)
     ImageDraw.Draw(mask).ellipse((x0, y0, x1, y1), fill=255)
     image.paste(layer, (0, 0), mask)
@@ -324,9 +342,16 @@ def _paint_lamp(image, canvas, rng, shape, severity, colour, kind, part) -> Dama
     for _ in range(holes):
         cx, cy = rng.uniform(x0, x1), rng.uniform(y0, y1)
         r = (x1 - x0) * rng.uniform(0.1, 0.25)
-        draw.polygon([(cx + r * math.cos(a) * rng.uniform(0.5, 1.2),
-                       cy + r * math.sin(a) * rng.uniform(0.5, 1.2))
-                      for a in (i * math.pi / 3 for i in range(6))], fill=(20, 20, 20))  # fmt: skip
+        draw.polygon(
+            [
+                (
+                    cx + r * math.cos(a) * rng.uniform(0.5, 1.2),
+                    cy + r * math.sin(a) * rng.uniform(0.5, 1.2),
+                )
+                for a in (i * math.pi / 3 for i in range(6))
+            ],
+            fill=(20, 20, 20),
+        )
     draw.line((x0, y0, x1, y1), fill=(10, 10, 10), width=2)
     return _damage(kind, part, severity, x0, y0, x1, y1, _ellipse_polygon(x0, y0, x1, y1))
 
@@ -338,8 +363,9 @@ def _paint_flat(image, canvas, rng, shape, severity, colour, kind, part) -> Dama
     bulge = (x1 - x0) * squash
     # A flat tyre bulges sideways where it meets the ground, and the rim sinks towards it.
     middle = (y0 + y1) / 2
-    draw.polygon([(x0, middle), (x1, middle), (x1 + bulge, y1), (x0 - bulge, y1)],
-                 fill=(20, 20, 22))  # fmt: skip
+    draw.polygon(
+        [(x0, middle), (x1, middle), (x1 + bulge, y1), (x0 - bulge, y1)], fill=(20, 20, 22)
+    )
     rim_w, rim_h = (x1 - x0) * 0.22, (y1 - y0) * 0.18
     cx, cy = (x0 + x1) / 2, middle + (y1 - middle) * squash * 1.5
     draw.ellipse((cx - rim_w, cy - rim_h, cx + rim_w, cy + rim_h), fill=(140, 140, 145))
@@ -371,8 +397,9 @@ def _lighting(image, rng: random.Random):
     return Image.fromarray(np.clip(pixels + noise, 0, 255).astype(np.uint8))
 
 
-def image_record(image_id: int, file_name: str, view: str, damages: list[Damage],
-                 rng: random.Random, split: str) -> dict[str, Any]:  # fmt: skip
+def image_record(
+    image_id: int, file_name: str, view: str, damages: list[Damage], rng: random.Random, split: str
+) -> dict[str, Any]:
     """The COCO image entry with tunegraph's per-image fields."""
     worst = max(damages, key=lambda d: SEVERITIES.index(d.severity))
     cost = sum(repair_cost(d.part, d.type, d.severity) for d in damages) * rng.uniform(0.9, 1.1)
@@ -407,8 +434,9 @@ def annotation_records(image_id: int, damages: list[Damage], first_id: int) -> l
 
 
 def categories() -> list[dict[str, Any]]:
-    return [{"id": i, "name": name, "supercategory": "damage"}
-            for i, name in enumerate(DAMAGE_TYPES, 1)]  # fmt: skip
+    return [
+        {"id": i, "name": name, "supercategory": "damage"} for i, name in enumerate(DAMAGE_TYPES, 1)
+    ]
 
 
 def save_jpeg(image, path: Path) -> None:

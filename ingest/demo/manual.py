@@ -72,9 +72,23 @@ QUESTION_TEMPLATES: dict[BlockKind, dict[Split, tuple[str, ...]]] = {
 }
 
 WIRE_COLOURS = (
-    "black", "brown", "red", "orange", "yellow", "green", "blue", "violet", "grey", "white",
-    "black/white", "red/black", "yellow/green", "blue/white", "brown/yellow", "green/red",
-)  # fmt: skip
+    "black",
+    "brown",
+    "red",
+    "orange",
+    "yellow",
+    "green",
+    "blue",
+    "violet",
+    "grey",
+    "white",
+    "black/white",
+    "red/black",
+    "yellow/green",
+    "blue/white",
+    "brown/yellow",
+    "green/red",
+)
 
 _VERIFY = {
     "CO": "Fill and bleed the cooling system, run the engine to operating temperature and check "
@@ -148,8 +162,15 @@ class _ChapterBuilder:
 
     def _add(self, kind: BlockKind, section: str, title: str, lines: list[str], **kw) -> Item:
         n = sum(1 for i in self.items if i.kind == kind) + 1
-        item = Item(f"{self.system.code}-{kind[:4]}-{n:02d}", kind, self.chapter, section, title,
-                    lines, **kw)  # fmt: skip
+        item = Item(
+            f"{self.system.code}-{kind[:4]}-{n:02d}",
+            kind,
+            self.chapter,
+            section,
+            title,
+            lines,
+            **kw,
+        )
         self.items.append(item)
         return item
 
@@ -160,8 +181,14 @@ class _ChapterBuilder:
         return f"{value:.{decimals}f}"
 
     def _spec(self, name: str, value: str, unit: str) -> None:
-        self._add("SPEC", "Specifications", "", [f"{name}: {value} {unit}"],
-                  subject=_lower_first(name), answer=f"{value} {unit}")  # fmt: skip
+        self._add(
+            "SPEC",
+            "Specifications",
+            "",
+            [f"{name}: {value} {unit}"],
+            subject=_lower_first(name),
+            answer=f"{value} {unit}",
+        )
 
     def _specs(self) -> None:
         for spec in self.system.specs:
@@ -185,8 +212,14 @@ class _ChapterBuilder:
             "troubleshooting section of this chapter lists the causes and checks for each code."
         )
         subject = f"{self.system.name.lower()} system"
-        self._add("EXPLANATION", "Description and operation", f"{self.system.name} - overview",
-                  [overview], subject=subject, answer=overview)  # fmt: skip
+        self._add(
+            "EXPLANATION",
+            "Description and operation",
+            f"{self.system.name} - overview",
+            [overview],
+            subject=subject,
+            answer=overview,
+        )
         for comp in self.system.components:
             self.connector[comp.name] = f"{self.system.code}-C{len(self.connector) + 1}"
             text = comp.function
@@ -196,9 +229,14 @@ class _ChapterBuilder:
                     "the wiring table gives its pin assignment."
                 )
             text += f" To reach it, remove the {comp.access}."
-            self._add("EXPLANATION", "Description and operation",
-                      f"{_cap(comp.name)} - description and operation", [text],
-                      subject=comp.name, answer=text)  # fmt: skip
+            self._add(
+                "EXPLANATION",
+                "Description and operation",
+                f"{_cap(comp.name)} - description and operation",
+                [text],
+                subject=comp.name,
+                answer=text,
+            )
 
     def _wiring(self) -> None:
         fuse = self.rng.randint(1, 60)
@@ -208,11 +246,20 @@ class _ChapterBuilder:
             conn = self.connector[comp.name]
             circuits = {
                 "sensor": ["5 V reference", "signal", "sensor ground"],
-                "actuator": [f"B+ supply (fuse F{fuse}, {self.rng.choice((10, 15, 20))} A)",
-                             "control (low side)", f"ground G{self.rng.randint(100, 199)}"],
-                "module": [f"B+ supply (fuse F{fuse})", "ignition feed", "ground",
-                           "CAN high", "CAN low", "wake-up line"],
-            }[_role(comp)]  # fmt: skip
+                "actuator": [
+                    f"B+ supply (fuse F{fuse}, {self.rng.choice((10, 15, 20))} A)",
+                    "control (low side)",
+                    f"ground G{self.rng.randint(100, 199)}",
+                ],
+                "module": [
+                    f"B+ supply (fuse F{fuse})",
+                    "ignition feed",
+                    "ground",
+                    "CAN high",
+                    "CAN low",
+                    "wake-up line",
+                ],
+            }[_role(comp)]
             colours = self.rng.sample(WIRE_COLOURS, len(circuits))
             rows = [("Pin", "Circuit", "Wire colour")]
             rows += [
@@ -222,8 +269,16 @@ class _ChapterBuilder:
             pin = self.rng.randint(1, len(circuits))
             _, circuit, colour = rows[pin]
             answer = f"Pin {pin} of connector {conn} ({comp.name}) is {circuit}, {colour} wire."
-            self._add("WIRING", "Wiring", f"Connector {conn} - {comp.name}", [], table=rows,
-                      subject=conn, detail={"p": str(pin), "c": comp.name}, answer=answer)  # fmt: skip
+            self._add(
+                "WIRING",
+                "Wiring",
+                f"Connector {conn} - {comp.name}",
+                [],
+                table=rows,
+                subject=conn,
+                detail={"p": str(pin), "c": comp.name},
+                answer=answer,
+            )
             fuse = fuse % 60 + 1
 
     def _procedures(self) -> None:
@@ -238,19 +293,30 @@ class _ChapterBuilder:
             steps.append(f"Remove the {comp.access}.")
             if comp.electrical:
                 steps.append(f"Disconnect connector {conn} from the {comp.name}.")
-            steps.append(f"Remove the {bolts} mounting bolts ({size} mm) and take out the "
-                         f"{comp.name}.")  # fmt: skip
-            steps.append(f"Inspect the {comp.name} and its seals for damage, corrosion or wear; "
-                         "renew self-locking bolts.")  # fmt: skip
-            steps.append(f"Install the {comp.name} and tighten the mounting bolts to "
-                         f"{self.torque[comp.name]} Nm.")  # fmt: skip
+            steps.append(
+                f"Remove the {bolts} mounting bolts ({size} mm) and take out the {comp.name}."
+            )
+            steps.append(
+                f"Inspect the {comp.name} and its seals for damage, corrosion or wear; "
+                "renew self-locking bolts."
+            )
+            steps.append(
+                f"Install the {comp.name} and tighten the mounting bolts to "
+                f"{self.torque[comp.name]} Nm."
+            )
             if comp.electrical:
                 steps.append(f"Reconnect connector {conn} and check that the locking tab engages.")
             steps.append(f"Refit the {comp.access}.")
             steps.append(_VERIFY.get(self.system.code, _DEFAULT_VERIFY))
             numbered = [f"{i}. {s}" for i, s in enumerate(steps, 1)]
-            self._add("PROCEDURE", "Procedures", f"{_cap(comp.name)} - removal and installation",
-                      numbered, subject=comp.name, answer="\n".join(numbered))  # fmt: skip
+            self._add(
+                "PROCEDURE",
+                "Procedures",
+                f"{_cap(comp.name)} - removal and installation",
+                numbered,
+                subject=comp.name,
+                answer="\n".join(numbered),
+            )
 
     def _troubleshooting(self) -> None:
         faults = {
@@ -272,17 +338,28 @@ class _ChapterBuilder:
                 ]
                 checks = [f"Inspect connector {conn} for damage, corrosion and pushed-back pins."]
                 if comp.name in self.resistance:
-                    checks.append(f"Measure the resistance between pins 1 and 2 of the "
-                                  f"{comp.name}: specified {self.resistance[comp.name]}.")  # fmt: skip
-                checks.append(f"With the ignition on, check for battery voltage at pin 1 of "
-                              f"connector {conn}.")  # fmt: skip
+                    checks.append(
+                        f"Measure the resistance between pins 1 and 2 of the "
+                        f"{comp.name}: specified {self.resistance[comp.name]}."
+                    )
+                checks.append(
+                    f"With the ignition on, check for battery voltage at pin 1 of connector {conn}."
+                )
                 checks.append(f"If the wiring and connector are good, replace the {comp.name}.")
                 lines = ["Possible causes:", *(f"- {c}" for c in causes), "Checks:"]
                 lines += [f"{i}. {c}" for i, c in enumerate(checks, 1)]
-                answer = (f"{code}: {desc}. Possible causes: {'; '.join(causes).lower()}. "
-                          f"Checks: {' '.join(checks)}")  # fmt: skip
-                self._add("TROUBLESHOOTING", "Troubleshooting", f"{code} - {desc}", lines,
-                          subject=code, answer=answer)  # fmt: skip
+                answer = (
+                    f"{code}: {desc}. Possible causes: {'; '.join(causes).lower()}. "
+                    f"Checks: {' '.join(checks)}"
+                )
+                self._add(
+                    "TROUBLESHOOTING",
+                    "Troubleshooting",
+                    f"{code} - {desc}",
+                    lines,
+                    subject=code,
+                    answer=answer,
+                )
 
     def _dtc_code(self, prefix: str | None) -> str:
         while True:
@@ -345,8 +422,13 @@ def blocks(chapters: list[Chapter]) -> list[ManualBlock]:
 
 # ---- rendering -----------------------------------------------------------------------------
 
-_SECTION_ORDER = ("Specifications", "Description and operation", "Wiring", "Procedures",
-                  "Troubleshooting")  # fmt: skip
+_SECTION_ORDER = (
+    "Specifications",
+    "Description and operation",
+    "Wiring",
+    "Procedures",
+    "Troubleshooting",
+)
 TITLE = f"{VEHICLE} ({MODEL_YEAR}) Service Manual"
 DISCLAIMER = (
     f"Synthetic demo data generated by tunegraph. {MAKER} and the {VEHICLE} are fictional; "

@@ -24,11 +24,22 @@ COMMANDS = list(_all_commands(main))
 
 def test_the_design_subcommands_exist():
     expected = {
-        ("demo",), ("ingest", "manuals"), ("ingest", "claims"), ("ingest", "coco"),
-        ("finetune", "text"), ("finetune", "vision"), ("eval",), ("compare",), ("serve",),
-        ("models", "list"), ("models", "export"), ("client", "chat"), ("client", "assess"),
-        ("client", "jobs"), ("config", "show"),
-    }  # fmt: skip
+        ("demo",),
+        ("ingest", "manuals"),
+        ("ingest", "claims"),
+        ("ingest", "coco"),
+        ("finetune", "text"),
+        ("finetune", "vision"),
+        ("eval",),
+        ("compare",),
+        ("serve",),
+        ("models", "list"),
+        ("models", "export"),
+        ("client", "chat"),
+        ("client", "assess"),
+        ("client", "jobs"),
+        ("config", "show"),
+    }
     assert expected <= set(COMMANDS)
 
 
