@@ -13,6 +13,8 @@ from typing import Any, NoReturn
 
 import click
 
+from api import composition
+from api.commands_retrieval import eval_retrieval, ingest, search
 from api.settings import Settings, SettingsError
 
 _PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": True}
@@ -23,19 +25,6 @@ def _settings() -> Settings:
         return Settings.from_env()
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from None
-
-
-def _model_store(settings: Settings):
-    from finetune.model_store import ModelStore, ModelStoreConfig
-
-    return ModelStore(
-        ModelStoreConfig(
-            cache_dir=settings.models_dir,
-            adapters_dir=settings.adapters_dir,
-            allow_network=settings.allow_network,
-            device=settings.device,
-        )
-    )
 
 
 def _read_yaml(path: str) -> dict[str, Any]:
@@ -164,7 +153,7 @@ def models() -> None:
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 def models_list(as_json: bool) -> None:
     """Show base models and adapters with their size and location."""
-    infos = _model_store(_settings()).list_models()
+    infos = composition.model_store(_settings()).list_models()
     if as_json:
         _echo_json([info.__dict__ for info in infos])
         return
@@ -189,7 +178,7 @@ def models_prepare(names: tuple[str, ...]) -> None:
 def _prepare_models(settings: Settings, names: list[str]) -> None:
     from finetune.model_store import ModelNotFoundError
 
-    store = _model_store(settings)
+    store = composition.model_store(settings)
     for name in names:
         try:
             kind = store.resolve(name).kind
@@ -208,9 +197,16 @@ def _prepare_models(settings: Settings, names: list[str]) -> None:
 # ---- commands that later issues build --------------------------------------------------------
 
 
-@main.group()
-def ingest() -> None:
-    """Ingest manuals, claims and COCO damage annotations (issue #3)."""
+main.add_command(ingest)
+main.add_command(search)
+
+
+@main.group("eval")
+def eval_() -> None:
+    """Evaluate retrieval, and base versus fine-tuned models."""
+
+
+eval_.add_command(eval_retrieval)
 
 
 @main.group()
@@ -236,21 +232,14 @@ def _pending(group: click.Group, name: str, issue: str, help_text: str) -> None:
 
 for _group, _name, _issue, _help in (
     (
-        ingest,
-        "manuals",
-        "issue #3",
-        "Parse manuals (PDF, HTML, Markdown, text, scans) into the index.",
-    ),
-    (ingest, "claims", "issue #3", "Load a claims CSV/JSONL into the claims database."),
-    (ingest, "coco", "issue #3", "Validate and load COCO damage annotations."),
-    (
         finetune,
         "text",
         "issue #4",
         "LoRA/QLoRA on a causal LM from a YAML config and key=value overrides.",
     ),
     (finetune, "vision", "issue #5", "Damage model and vision-language model fine-tuning."),
-    (main, "eval", "issues #4 and #5", "Evaluate base versus fine-tuned models."),
+    (eval_, "text", "issue #4", "Base versus fine-tuned text models on held-out questions."),
+    (eval_, "vision", "issue #5", "Classification and damage models on held-out images."),
     (main, "compare", "issue #8", "Compare the fine-tuned and agentic approaches in a report."),
     (main, "serve", "issue #7", "Serve the Flask API under gunicorn."),
     (models, "export", "issue #4", "Merge an adapter into its base; export safetensors or GGUF."),

@@ -17,6 +17,7 @@ ENV_PREFIX = "TUNEGRAPH_"
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 _DEVICES = ("auto", "cpu", "cuda")
+_VECTOR_STORES = ("lancedb", "pinecone")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -50,6 +51,16 @@ class Settings:
     )
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
     demo_seed: int = field(default=42, metadata={"help": "seed of the synthetic demo corpus"})
+    vector_store: str = field(
+        default="lancedb", metadata={"help": "lancedb (embedded, under home) | pinecone"}
+    )
+    pinecone_api_key: str = field(
+        default="", metadata={"help": "Pinecone API key (vector_store=pinecone)", "secret": True}
+    )
+    pinecone_index: str = field(default="tunegraph", metadata={"help": "Pinecone index name"})
+    pinecone_host: str = field(
+        default="", metadata={"help": "Pinecone control-plane URL (empty: the service's own)"}
+    )
     database_url: str = field(
         default="",
         metadata={"help": "SQLAlchemy URL for claims and jobs (empty: SQLite under home)"},
@@ -71,6 +82,15 @@ class Settings:
         if self.log_level not in _LOG_LEVELS:
             problems.append(
                 f"{env_name('log_level')}={self.log_level!r}: use one of {', '.join(_LOG_LEVELS)}"
+            )
+        if self.vector_store not in _VECTOR_STORES:
+            problems.append(
+                f"{env_name('vector_store')}={self.vector_store!r}: use one of "
+                + ", ".join(_VECTOR_STORES)
+            )
+        elif self.vector_store == "pinecone" and not self.pinecone_api_key:
+            problems.append(
+                f"{env_name('vector_store')}=pinecone needs {env_name('pinecone_api_key')}"
             )
         if not 0 < self.port < 65536:
             problems.append(f"{env_name('port')}={self.port}: use a port between 1 and 65535")
@@ -138,7 +158,7 @@ class Settings:
         for f in fields(self):
             value = getattr(self, f.name)
             if f.metadata.get("secret") and value:
-                shown = f"<{len(value)} set>"
+                shown = f"<{len(value)} set>" if isinstance(value, tuple) else "<set>"
             elif isinstance(value, tuple):
                 shown = ",".join(value)
             else:

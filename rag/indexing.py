@@ -50,11 +50,14 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+# Bump when parsing or chunking changes: files ingested by another version are re-ingested.
+INDEX_FORMAT = 1
+
+
 def block_document(block: ManualBlock) -> Document:
-    """The indexed text carries the section path, so a chunk says where it comes from."""
-    context = " > ".join(block.section)
-    text = f"{context}\n{block.text}" if context else block.text
-    return Document(block.id, text, {"kind": block.kind, "source": block.source})
+    # The block text alone: prefixing the section path made every row of a spec table look alike
+    # to the embedding model (hybrid recall@5 on the demo test questions fell from 0.96 to 0.92).
+    return Document(block.id, block.text, {"kind": block.kind, "source": block.source})
 
 
 def index_manuals(
@@ -79,6 +82,7 @@ def index_manuals(
     report = IndexReport()
     with store.transaction():
         state = store.state()
+        force = force or state.get("format") != INDEX_FORMAT
         hashes: dict[str, str] = dict(state.get("files", {}))
         for file in files:
             if on_file:
@@ -102,7 +106,7 @@ def index_manuals(
             report.chunks += len(blocks)
             for block in blocks:
                 report.kinds[block.kind] = report.kinds.get(block.kind, 0) + 1
-        store.set_state({**state, "files": hashes})
+        store.set_state({**state, "files": hashes, "format": INDEX_FORMAT})
     return report
 
 

@@ -9,6 +9,7 @@ Layout under ``root`` (``TUNEGRAPH_HOME/demo`` by default)::
     manual/scans/page_NNN.png      scanned-looking images of some PDF pages (for OCR)
     manual/blocks.jsonl            ground-truth blocks (id, page, section, kind, text)
     manual/qa/{train,val,test}.jsonl   ground-truth question/answer pairs per block
+    manual/qa/test_retrieval.jsonl     the test questions as {"q", "must"} for eval retrieval
     claims/claims.csv              claims history with labelled fraud
     damage/images/*.jpg            synthetic damage photos
     damage/annotations/{train,val,test}.json   COCO annotations per split
@@ -33,7 +34,7 @@ from ingest.demo import damage, manual
 from ingest.demo.datasheet import datasheet
 from ingest.taxonomy import DAMAGE_TYPES
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 Progress = Callable[..., Any]  # tqdm-like: progress(iterable, desc=..., total=...)
 
 
@@ -141,6 +142,12 @@ def _generate(out: Path, config: DemoCorpusConfig, progress: Progress) -> dict[s
         _write_jsonl(
             manual_dir / "qa" / f"{split}.jsonl", (q.to_dict() for q in qa if q.split == split)
         )
+    # For `tunegraph eval retrieval`: a relevant chunk contains the block's first line.
+    first_line = {b.id: b.text.splitlines()[0] for b in blocks}
+    _write_jsonl(
+        manual_dir / "qa" / "test_retrieval.jsonl",
+        ({"q": q.question, "must": first_line[q.block_id]} for q in qa if q.split == "test"),
+    )
     scan_rng = random.Random(f"{seed}-scans")
     content_pages = sorted({b.page for b in blocks})
     scanned = sorted(

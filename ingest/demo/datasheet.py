@@ -31,6 +31,8 @@ The same seed always produces byte-identical files (see `manifest.json` for thei
   with its reference answer and `block_id`. Every split asks about the same facts, but with its own
   question phrasings: test questions never reuse a train or val template, so they measure whether
   a model learnt the manual rather than the wording of its training questions.
+  `qa/test_retrieval.jsonl` holds the test questions as `{{"q", "must"}}` lines (`must` is the
+  first line of the block that answers) for `tunegraph eval retrieval`.
 
 ## Claims (`claims/claims.csv`)
 

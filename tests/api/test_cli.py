@@ -53,7 +53,8 @@ def test_help_works_for_every_command(path):
 @pytest.mark.parametrize(
     ("args", "issue"),
     [
-        (["ingest", "manuals", "manual.pdf"], "#3"),
+        (["eval", "text", "--json"], "#4"),
+        (["eval", "vision", "--task", "classify"], "#5"),
         (["finetune", "text", "--config", "x.yaml", "lora.r=8"], "#4"),
         (["finetune", "vision"], "#5"),
         (["compare"], "#8"),

@@ -1,0 +1,279 @@
+"""``tunegraph ingest ...``, ``tunegraph search`` and ``tunegraph eval retrieval``."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from api import composition
+from api.settings import Settings, SettingsError
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except SettingsError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _emit(summary: dict[str, Any], as_json: bool, lines: list[str]) -> None:
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, default=str))
+    else:
+        for line in lines:
+            click.echo(line)
+
+
+def _rejections(rejected: list[dict[str, Any]], limit: int = 20) -> list[str]:
+    lines = [f"  rejected {', '.join(f'{k} {v}' for k, v in r.items())}" for r in rejected[:limit]]
+    if len(rejected) > limit:
+        lines.append(f"  ... and {len(rejected) - limit} more (see --json)")
+    return lines
+
+
+@click.group()
+def ingest() -> None:
+    """Ingest manuals, claims and COCO damage annotations."""
+
+
+@ingest.command("manuals")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--force", is_flag=True, help="re-ingest files even if their content is unchanged")
+@click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
+def ingest_manuals(paths: tuple[Path, ...], force: bool, as_json: bool) -> None:
+    """Parse manuals (PDF, HTML, Markdown, text, PNG/JPEG scans) into the manual index.
+
+    Directories are searched for supported files. Unchanged files are skipped; the whole ingest
+    is one transaction, so an interrupted run leaves the previous index in place.
+    """
+    from tqdm import tqdm
+
+    from ingest.manuals import ManualError
+    from rag.indexing import index_manuals
+
+    settings = _settings()
+    started = time.perf_counter()
+    embedder = composition.embedder(settings)
+    store = composition.vector_store(settings, composition.MANUALS, embedder.dim)
+    with (
+        tqdm(desc="files", unit="file", disable=as_json) as files,
+        tqdm(desc="chunks embedded", unit="chunk", disable=as_json) as chunks,
+    ):
+        try:
+            report = index_manuals(
+                list(paths),
+                store,
+                embedder,
+                force=force,
+                on_file=lambda f: (files.update(1), files.set_postfix_str(f.name)),
+                on_chunks=chunks.update,
+            )
+        except ManualError as exc:
+            raise click.ClickException(str(exc)) from None
+    summary = {**report.summary(), "seconds": round(time.perf_counter() - started, 1)}
+    _emit(
+        summary,
+        as_json,
+        [
+            f"ingested {len(report.ingested)} file(s), {report.chunks} chunks "
+            f"({', '.join(f'{k} {v}' for k, v in sorted(report.kinds.items())) or 'none'}); "
+            f"skipped {len(report.skipped)} unchanged; rejected {len(report.rejected)}; "
+            f"{summary['seconds']} s",
+            *_rejections(report.rejected),
+            f"index: {store.count()} chunks in total",
+        ],
+    )
+    if report.rejected and not report.ingested and not report.skipped:
+        sys.exit(1)
+
+
+@ingest.command("claims")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option(
+    "--map",
+    "mapping",
+    multiple=True,
+    metavar="FIELD=COLUMN,...",
+    help="read a field from a differently named column, e.g. policy_id=policy_number",
+)
+@click.option("--date-format", default=None, help="strptime format for dates (default: detected)")
+@click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
+def ingest_claims(
+    file: Path, mapping: tuple[str, ...], date_format: str | None, as_json: bool
+) -> None:
+    """Load a claims CSV or JSONL into the claims database and the similar-claims index."""
+    from tqdm import tqdm
+
+    from ingest.claims import ClaimsError, parse_mapping, read_claims
+    from rag.indexing import index_claims
+
+    settings = _settings()
+    try:
+        report = read_claims(file, parse_mapping(mapping), date_format)
+    except ClaimsError as exc:
+        raise click.ClickException(str(exc)) from None
+    if report.claims:
+        embedder = composition.embedder(settings)
+        store = composition.vector_store(settings, composition.CLAIMS, embedder.dim)
+        with tqdm(
+            total=len(report.claims), desc="claims embedded", unit="claim", disable=as_json
+        ) as bar:
+            index_claims(report.claims, store, embedder, on_chunks=bar.update)
+        composition.claims_database(settings).upsert(report.claims)
+    summary = report.summary()
+    _emit(
+        summary,
+        as_json,
+        [
+            f"ingested {summary['ingested']} claims, rejected {len(report.rejected)} rows "
+            f"(dates: {', '.join(f'{k} {v}' for k, v in report.date_formats.items())})",
+            *_rejections(summary["rejected"]),
+            *(f"  note: {n}" for n in report.notes),
+            *(
+                [f"  ignored columns: {', '.join(report.ignored_columns)}"]
+                if report.ignored_columns
+                else []
+            ),
+        ],
+    )
+    if not report.claims:
+        sys.exit(1)
+
+
+@ingest.command("coco")
+@click.argument("annotations", type=click.Path(path_type=Path))
+@click.option(
+    "--images",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="folder of the image files [default: the annotation file's folder]",
+)
+@click.option("--name", default=None, help="dataset name [default: the annotation file's stem]")
+@click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
+def ingest_coco(annotations: Path, images: Path | None, name: str | None, as_json: bool) -> None:
+    """Validate COCO damage annotations and register them as a dataset for fine-tuning."""
+    from ingest.coco import CocoError, read_coco
+
+    settings = _settings()
+    try:
+        report = read_coco(annotations, images)
+    except CocoError as exc:
+        raise click.ClickException(str(exc)) from None
+    dataset = settings.home / "datasets" / f"{name or annotations.stem}.jsonl"
+    if report.examples:
+        _write_examples(report.examples, dataset)
+    summary = {**report.summary(), "dataset": str(dataset) if report.examples else None}
+    _emit(
+        summary,
+        as_json,
+        [
+            f"validated {summary['ingested']} images with {summary['annotations']} damages; "
+            f"rejected {len(report.problems)} item(s)",
+            *_rejections(report.problems),
+            *([f"dataset: {dataset}"] if report.examples else []),
+        ],
+    )
+    if not report.examples:
+        sys.exit(1)
+
+
+def _write_examples(examples, path: Path) -> None:
+    import dataclasses
+    import os
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        for example in examples:
+            handle.write(json.dumps(dataclasses.asdict(example), default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def _retriever(settings: Settings):
+    from rag.retrieval import Retriever
+
+    embedder = composition.embedder(settings)
+    return Retriever(
+        embedder, composition.vector_store(settings, composition.MANUALS, embedder.dim)
+    )
+
+
+def _kind_filter(kind: str | None) -> dict[str, str] | None:
+    return {"kind": kind.upper()} if kind else None
+
+
+@click.command()
+@click.argument("query")
+@click.option(
+    "--kind",
+    type=click.Choice(
+        ["SPEC", "PROCEDURE", "EXPLANATION", "WIRING", "TROUBLESHOOTING"], case_sensitive=False
+    ),
+)
+@click.option("-k", "k", type=click.IntRange(1, 100), default=5, show_default=True)
+@click.option(
+    "--mode", type=click.Choice(["hybrid", "dense", "bm25"]), default="hybrid", show_default=True
+)
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+def search(query: str, kind: str | None, k: int, mode: str, as_json: bool) -> None:
+    """Search the manual index."""
+    retriever = _retriever(_settings())
+    if retriever.store.count() == 0:
+        raise click.ClickException(
+            "the manual index is empty: run `tunegraph ingest manuals PATH` first."
+        )
+    hits = retriever.search(query, k, _kind_filter(kind), mode)
+    if as_json:
+        click.echo(json.dumps([h.__dict__ for h in hits], indent=2))
+        return
+    for rank, hit in enumerate(hits, 1):
+        first, _, rest = hit.text.partition("\n")
+        click.echo(f"{rank}. [{hit.metadata.get('kind', '?')}] {hit.score:.3f}  {first}")
+        if rest:
+            click.echo("   " + rest.replace("\n", "\n   ")[:400])
+
+
+@click.command("retrieval")
+@click.argument("questions", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-k", "k", type=click.IntRange(1, 100), default=5, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+def eval_retrieval(questions: Path, k: int, as_json: bool) -> None:
+    """Recall@1, recall@k and MRR of dense, BM25 and hybrid search on QUESTIONS.jsonl.
+
+    Each line holds "q" (the question) and "must" (a text a relevant chunk contains).
+    """
+    from rag.retrieval import MODES, RetrievalQuestion, evaluate
+
+    items = []
+    for number, line in enumerate(questions.read_text("utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            items.append(RetrievalQuestion(str(record["q"]), str(record["must"])))
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise click.ClickException(
+                f'{questions} line {number}: need a JSON object with "q" and "must" ({exc})'
+            ) from None
+    if not items:
+        raise click.ClickException(f"{questions} holds no questions.")
+    retriever = _retriever(_settings())
+    if retriever.store.count() == 0:
+        raise click.ClickException(
+            "the manual index is empty: run `tunegraph ingest manuals PATH` first."
+        )
+    results = evaluate(retriever, items, k)
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+        return
+    click.echo(f"{len(items)} questions, k={k}")
+    click.echo(f"{'mode':<8} {'recall@1':>9} {f'recall@{k}':>9} {'MRR':>7}")
+    for mode in MODES:
+        r = results[mode]
+        click.echo(f"{mode:<8} {r['recall@1']:>9.3f} {r[f'recall@{k}']:>9.3f} {r['mrr']:>7.3f}")

@@ -1,0 +1,161 @@
+"""One contract for every VectorStore: LanceDB on disk and Pinecone (the real SDK on a local fake)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from rag.retrieval import Retriever
+from rag.stores.base import Document
+from rag.stores.lancedb import LanceDBStore
+from rag.stores.pinecone import PineconeStore
+
+DIM = 16
+
+
+def vector(text: str) -> np.ndarray:
+    """A deterministic unit vector per text (tests need no embedding model)."""
+    seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
+    v = np.random.default_rng(seed).normal(size=DIM).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+class HashEmbedder:
+    dim = DIM
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return vector(text)
+
+
+DOCS = [
+    Document("spec-1", "Brake pad minimum thickness: 2.5 mm", {"kind": "SPEC", "source": "a.pdf"}),
+    Document("spec-2", "Coolant capacity: 5.6 L", {"kind": "SPEC", "source": "a.pdf"}),
+    Document("wire-1", "Connector EM-C3 pin 2 signal brown", {"kind": "WIRING", "source": "b.pdf"}),
+    Document(
+        "claim-1",
+        "Hail damage dent on the hood",
+        {"kind": "CLAIM", "vin": "HMW7GXJ24SN59Y9ZK", "part": "hood", "date": 20240131},
+    ),
+    Document(
+        "claim-2",
+        "Keyed scratch on the front door",
+        {"kind": "CLAIM", "vin": "HMWAAAAAA0SBBBBBB", "part": "front_door", "date": 20250601},
+    ),
+]
+
+
+@pytest.fixture(params=["lancedb", "pinecone"])
+def store(request, tmp_path):
+    if request.param == "lancedb":
+        return LanceDBStore(tmp_path / "lancedb", "manuals", DIM)
+    fake = request.getfixturevalue("fake_pinecone")
+    return PineconeStore(
+        fake.client(),
+        "tunegraph",
+        "manuals",
+        DIM,
+        tmp_path / "pinecone-state.json",
+        sleep=lambda s: None,
+    )
+
+
+def fill(store, docs=DOCS):
+    store.upsert(docs, np.stack([vector(d.text) for d in docs]))
+
+
+def test_upsert_is_idempotent_and_replaces_by_id(store):
+    fill(store)
+    fill(store)
+    assert store.count() == len(DOCS)
+    changed = Document("spec-2", "Coolant capacity: 6.1 L", {"kind": "SPEC", "source": "a.pdf"})
+    fill(store, [changed])
+    assert store.count() == len(DOCS)
+    hit = store.dense_search(vector(changed.text), 1)[0]
+    assert (hit.id, hit.text) == ("spec-2", "Coolant capacity: 6.1 L")
+
+
+def test_dense_search_ranks_the_exact_vector_first(store):
+    fill(store)
+    hits = store.dense_search(vector(DOCS[2].text), 3)
+    assert hits[0].id == "wire-1"
+    assert hits[0].score == pytest.approx(1.0, abs=1e-4)
+    assert hits[0].score >= hits[1].score >= hits[2].score
+    assert hits[0].metadata == {"kind": "WIRING", "source": "b.pdf"}
+
+
+def test_keyword_search_finds_rare_terms(store):
+    fill(store)
+    assert store.keyword_search("coolant", 3)[0].id == "spec-2"
+    assert store.keyword_search("hail hood", 3)[0].id == "claim-1"
+    assert store.keyword_search("zeppelin", 3) == []
+
+
+@pytest.mark.parametrize(
+    ("filter", "expected"),
+    [
+        ({"kind": "SPEC"}, {"spec-1", "spec-2"}),
+        ({"kind": {"$in": ["WIRING", "CLAIM"]}}, {"wire-1", "claim-1", "claim-2"}),
+        ({"date": {"$gte": 20240101, "$lte": 20241231}}, {"claim-1"}),
+        ({"vin": "HMWAAAAAA0SBBBBBB"}, {"claim-2"}),
+        ({"kind": "CLAIM", "part": {"$ne": "hood"}}, {"claim-2"}),
+        ({"source": "a.pdf", "kind": "WIRING"}, set()),
+    ],
+)
+def test_filters_apply_to_dense_keyword_and_count(store, filter, expected):
+    fill(store)
+    assert {h.id for h in store.dense_search(vector("anything"), 10, filter)} == expected
+    assert store.count(filter) == len(expected)
+    keyword = {h.id for h in store.keyword_search("capacity pin hail scratch brake", 10, filter)}
+    assert keyword <= expected
+
+
+def test_delete_by_id_and_by_filter(store):
+    fill(store)
+    store.delete(ids=["spec-1"])
+    assert store.count() == len(DOCS) - 1
+    store.delete(filter={"kind": "CLAIM"})
+    assert {h.id for h in store.dense_search(vector("x"), 10)} == {"spec-2", "wire-1"}
+
+
+def test_a_failed_transaction_changes_nothing(store):
+    fill(store)
+    with store.transaction():
+        store.set_state({"files": {"a.pdf": "hash-1"}})
+    with pytest.raises(KeyboardInterrupt), store.transaction():
+        store.delete(filter={"kind": "SPEC"})
+        fill(store, [Document("new", "new text", {"kind": "SPEC"})])
+        store.set_state({"files": {"a.pdf": "hash-2"}})
+        raise KeyboardInterrupt
+    assert store.count() == len(DOCS)
+    assert store.state() == {"files": {"a.pdf": "hash-1"}}
+    fill(store, [Document("after", "after text", {"kind": "SPEC"})])  # and the store still works
+    assert store.count() == len(DOCS) + 1
+
+
+def test_hybrid_retrieval_runs_on_the_store(store):
+    fill(store)
+    hits = Retriever(HashEmbedder(), store).search("What is connector EM-C3 pin 2?", k=3)
+    assert hits[0].id == "wire-1"
+    assert len({h.id for h in hits}) == len(hits)
+
+
+def test_pinecone_retries_on_top_of_the_sdk_and_gives_up_cleanly(fake_pinecone, tmp_path):
+    sleeps = []
+    store = PineconeStore(
+        fake_pinecone.client(), "tg", "ns", DIM, tmp_path / "state.json", sleep=sleeps.append
+    )
+    fake_pinecone.fail_next("upsert", times=5, status=503)  # the SDK itself retries 3 times
+    fill(store)
+    assert store.count() == len(DOCS) and sleeps == [0.5]
+
+    with store.transaction():
+        store.set_state({"files": {"x": "1"}})
+    fake_pinecone.fail_next("upsert", times=None, status=503)
+    with pytest.raises(Exception, match=r"503|Service|unavailable"), store.transaction():
+        fill(store, [Document("lost", "lost", {"kind": "SPEC"})])
+        store.set_state({"files": {"x": "2"}})
+    fake_pinecone.clear_failures()
+    assert store.state() == {"files": {"x": "1"}}
+    assert store.count() == len(DOCS)
