@@ -25,6 +25,10 @@ def test_every_field_is_overridable_from_env():
         "TUNEGRAPH_DEVICE": "cuda",
         "TUNEGRAPH_DEMO_SEED": "9",
         "TUNEGRAPH_DATABASE_URL": "postgresql://db/tg",
+        "TUNEGRAPH_VECTOR_STORE": "pinecone",
+        "TUNEGRAPH_PINECONE_API_KEY": "pc-secret",
+        "TUNEGRAPH_PINECONE_INDEX": "fleet",
+        "TUNEGRAPH_PINECONE_HOST": "http://localhost:5080",
         "TUNEGRAPH_API_KEYS": "k1, k2",
         "TUNEGRAPH_HOST": "0.0.0.0",
         "TUNEGRAPH_PORT": "9000",
@@ -40,6 +44,8 @@ def test_every_field_is_overridable_from_env():
     assert set(rows) == {k.removeprefix("TUNEGRAPH_").lower() for k in env}
     assert all(r["source"] == "env" for r in rows.values())
     assert rows["api_keys"]["value"] == "<2 set>"  # secrets never printed
+    assert rows["pinecone_api_key"]["value"] == "<set>"
+    assert settings.vector_store == "pinecone" and settings.pinecone_index == "fleet"
 
 
 def test_all_invalid_values_are_reported_at_once():
@@ -50,3 +56,10 @@ def test_all_invalid_values_are_reported_at_once():
     for name in env:
         assert name in message
     assert "use one of auto, cpu, cuda" in message
+
+
+def test_pinecone_needs_its_key():
+    with pytest.raises(SettingsError, match="TUNEGRAPH_PINECONE_API_KEY"):
+        Settings.from_env({"TUNEGRAPH_VECTOR_STORE": "pinecone"})
+    with pytest.raises(SettingsError, match="use one of lancedb, pinecone"):
+        Settings.from_env({"TUNEGRAPH_VECTOR_STORE": "faiss"})
