@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import pytest
 
@@ -11,23 +9,7 @@ from rag.retrieval import Retriever
 from rag.stores.base import Document
 from rag.stores.lancedb import LanceDBStore
 from rag.stores.pinecone import PineconeStore
-
-DIM = 16
-
-
-def vector(text: str) -> np.ndarray:
-    """A deterministic unit vector per text (tests need no embedding model)."""
-    seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
-    v = np.random.default_rng(seed).normal(size=DIM).astype(np.float32)
-    return v / np.linalg.norm(v)
-
-
-class HashEmbedder:
-    dim = DIM
-
-    def embed_query(self, text: str) -> np.ndarray:
-        return vector(text)
-
+from tests.rag.fakes import DIM, HashEmbedder, vector
 
 DOCS = [
     Document("spec-1", "Brake pad minimum thickness: 2.5 mm", {"kind": "SPEC", "source": "a.pdf"}),

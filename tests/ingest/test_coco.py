@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ingest.coco import CocoError, read_coco
+
+
+def test_demo_coco_validates(demo_corpus):
+    root = demo_corpus.root / "damage"
+    report = read_coco(root / "annotations" / "train.json", root / "images")
+    assert report.problems == []
+    assert len(report.examples) == demo_corpus.counts["damage"]["images"]["train"]
+    example = report.examples[0]
+    assert example.path.is_file() and example.damages and example.severity
+
+
+def test_each_problem_is_reported_and_skipped(demo_corpus, tmp_path):
+    root = demo_corpus.root / "damage"
+    data = json.loads((root / "annotations" / "val.json").read_text())
+    anns, images = data["annotations"], data["images"]
+    touched = {i["id"] for i in images[:3]}
+    free = [a for a in anns if a["image_id"] not in touched]  # annotations of intact images
+    free[0]["image_id"] = 99999
+    free[1]["category_id"] = 42
+    free[2]["bbox"] = [300, 200, 50, 50]
+    anns.append(dict(free[3]))
+    images.append(dict(images[0]))
+    images[1]["file_name"] = "missing.jpg"
+    (tmp_path / "not-an-image.jpg").write_text("hello")
+    images[2]["file_name"] = str(tmp_path / "not-an-image.jpg")
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data))
+    report = read_coco(path, root / "images")
+    reasons = [p["reason"] for p in report.problems]
+    assert any("image_id 99999" in r for r in reasons)
+    assert any("category_id 42" in r for r in reasons)
+    assert any("leaves the 320x240 image" in r for r in reasons)
+    assert "duplicate annotation id" in reasons and "duplicate image id" in reasons
+    assert any("missing.jpg does not exist" in r for r in reasons)
+    assert any("not a readable image" in r for r in reasons)
+    kept = {e.image_id for e in report.examples}
+    assert not kept & {images[0]["id"], images[1]["id"], images[2]["id"]}
+    assert len(report.examples) == len(images) - 1 - 3
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "not valid UTF-8 JSON"),
+        ('{"images": []}', "needs 'images', 'annotations' and 'categories'"),
+        (
+            '{"images": [], "annotations": [], "categories": [{"id": 1, "name": "bird"}]}',
+            "'bird' is not a damage type",
+        ),
+    ],
+)
+def test_unusable_files_are_clear_errors(tmp_path, content, message):
+    path = tmp_path / "coco.json"
+    path.write_text(content)
+    with pytest.raises(CocoError, match=message):
+        read_coco(path)

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import date
+
+import pytest
+
+from ingest.claims import read_claims
+from ingest.taxonomy import repair_cost
+from rag.claims_db import ClaimsDatabase, similar_claims
+from rag.indexing import claim_document, index_claims
+from rag.retrieval import Retriever
+from rag.stores.lancedb import LanceDBStore
+from tests.rag.fakes import DIM, HashEmbedder
+
+
+@pytest.fixture(scope="module")
+def claims(demo_corpus):
+    return read_claims(demo_corpus.root / "claims" / "claims.csv").claims
+
+
+@pytest.fixture
+def database(tmp_path, claims):
+    database = ClaimsDatabase(f"sqlite:///{tmp_path / 'claims.db'}")
+    database.upsert(claims)
+    return database
+
+
+def test_upsert_replaces_by_claim_id(database, claims):
+    assert database.count() == len(claims)
+    database.upsert([replace(claims[0], amount=1.0)])
+    assert database.count() == len(claims)
+    assert database.get([claims[0].claim_id])[0].amount == 1.0
+
+
+def test_history_by_vin_policy_and_window(database, claims):
+    vin = max({c.vin for c in claims}, key=lambda v: sum(c.vin == v for c in claims))
+    expected = sorted(
+        (c for c in claims if c.vin == vin), key=lambda c: (c.incident_date, c.claim_id)
+    )
+    assert database.history(vin=vin.lower()) == expected
+    middle = expected[len(expected) // 2].incident_date
+    assert database.history(vin=vin, start=middle) == [
+        c for c in expected if c.incident_date >= middle
+    ]
+    policy = claims[0].policy_id
+    window = database.history(policy_id=policy, start=date(2021, 1, 1), end=date(2022, 12, 31))
+    assert all(c.policy_id == policy and c.incident_date.year in (2021, 2022) for c in window)
+    with pytest.raises(ValueError, match="vin or a policy_id"):
+        database.history()
+
+
+def test_cost_distribution_excludes_fraud_and_matches_the_price_table(database, claims):
+    stats = database.cost_distribution("hood", "dent", "moderate")
+    honest = sorted(
+        c.amount
+        for c in claims
+        if (c.part, c.damage_type, c.severity) == ("hood", "dent", "moderate") and not c.fraud
+    )
+    assert stats.count == len(honest) > 5
+    assert stats.p25 <= stats.p50 <= stats.p75
+    assert stats.p50 == pytest.approx(repair_cost("hood", "dent", "moderate"), rel=0.15)
+    assert database.cost_distribution("hood", "tire_flat", "minor").count == 0
+
+
+def test_similar_claims_come_back_with_scores_and_exclude_the_vin(database, claims, tmp_path):
+    store = LanceDBStore(tmp_path / "index", "claims", DIM)
+    index_claims(claims[:300], store, HashEmbedder())
+    retriever = Retriever(HashEmbedder(), store)
+    query = claims[5]
+    results = similar_claims(database, retriever, claim_document(query).text, k=3)
+    assert results[0][0] == query and results[0][1] == pytest.approx(1.0, abs=1e-4)
+    others = similar_claims(
+        database, retriever, claim_document(query).text, 5, exclude_vin=query.vin
+    )
+    assert others and all(c.vin != query.vin for c, _ in others)
