@@ -13,6 +13,10 @@ ENV PIP_NO_CACHE_DIR=1 \
     TUNEGRAPH_HOST=0.0.0.0 \
     TUNEGRAPH_PORT=8000
 
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends tesseract-ocr tesseract-ocr-eng \
+    && rm -rf /var/lib/apt/lists/*
+
 WORKDIR /app
 COPY pyproject.toml constraints.txt README.md ./
 COPY agents ./agents

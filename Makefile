@@ -5,12 +5,12 @@ BIN := $(VENV)/bin
 # constraints.txt pins every version that was tested (torch 2.13.0 CPU among them).
 PIP := $(BIN)/python -m pip install --disable-pip-version-check -c constraints.txt
 
-.PHONY: demo test lint format install install-dev clean
+.PHONY: demo test lint format install install-dev ocr clean
 
-demo: $(VENV)/.installed
+demo: $(VENV)/.installed ocr
 	$(BIN)/tunegraph demo
 
-test: $(VENV)/.installed-dev
+test: $(VENV)/.installed-dev ocr
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
@@ -25,6 +25,16 @@ format: $(VENV)/.installed-dev
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
+
+# Tesseract OCR reads scanned manual pages (a Debian package: ingest/ocr.py says why this engine).
+ocr:
+	@command -v tesseract >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && apt-get install -y -qq tesseract-ocr tesseract-ocr-eng >/dev/null; \
+	  else \
+	    echo "Install Tesseract OCR first: sudo apt-get install -y tesseract-ocr tesseract-ocr-eng" >&2; \
+	    exit 1; \
+	  fi; }
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

@@ -14,7 +14,14 @@ from typing import Any, NoReturn
 import click
 
 from api import composition
-from api.commands_retrieval import eval_retrieval, ingest, search
+from api.commands_retrieval import (
+    eval_retrieval,
+    ingest,
+    ingest_claims,
+    ingest_coco,
+    ingest_manuals,
+    search,
+)
 from api.settings import Settings, SettingsError
 
 _PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": True}
@@ -72,15 +79,24 @@ def main() -> None:
     help="YAML with corpus sizes, e.g. configs/demo/corpus.yaml",
 )
 @click.option("--force", is_flag=True, help="regenerate the corpus even if it is up to date")
-@click.option("--skip-models", is_flag=True, help="do not load the embedded models")
+@click.option(
+    "--skip-models", is_flag=True, help="only generate the corpus (no model loading, no ingest)"
+)
+@click.pass_context
 def demo(
-    profile: str, seed: int | None, corpus_config: str | None, force: bool, skip_models: bool
+    ctx: click.Context,
+    profile: str,
+    seed: int | None,
+    corpus_config: str | None,
+    force: bool,
+    skip_models: bool,
 ) -> None:
     """Run the whole pipeline on the embedded defaults (what exists so far).
 
-    Today: generate the synthetic demo corpus, then load both embedded models (the first
-    SmolLM2 load converts its GGUF file and caches it). Ingest, fine-tuning and the comparison
-    join this chain as their issues land.
+    Today: generate the synthetic demo corpus; load both embedded models (the first SmolLM2
+    load converts its GGUF file and caches it); ingest the manual (PDF, and the scanned pages
+    through OCR into their own namespace), the claims and the COCO photos; evaluate retrieval
+    on the held-out questions. Fine-tuning and the comparison join as their issues land.
     """
     from tqdm import tqdm
 
@@ -95,7 +111,7 @@ def demo(
         config = DemoCorpusConfig.from_mapping(values, source=corpus_config or "demo")
     except (TypeError, ValueError) as exc:
         raise click.BadParameter(str(exc), param_hint="--corpus-config") from None
-    click.echo(f"[1/2] demo corpus (seed {config.seed}, profile {profile}) -> {settings.demo_dir}")
+    click.echo(f"[1/4] demo corpus (seed {config.seed}, profile {profile}) -> {settings.demo_dir}")
     started = time.perf_counter()
     corpus = generate_demo_corpus(settings.demo_dir, config, force=force, progress=tqdm)
     counts = corpus.counts
@@ -110,13 +126,37 @@ def demo(
         f"      ({time.perf_counter() - started:.1f} s)"
     )
     if skip_models:
-        click.echo("[2/2] embedded models: skipped (--skip-models)")
-    else:
-        click.echo("[2/2] embedded models")
-        _prepare_models(settings, [settings.text_model, settings.embedding_model])
+        click.echo("[2/4] embedded models, [3/4] ingest, [4/4] retrieval: skipped (--skip-models)")
+        return
+    click.echo("[2/4] embedded models")
+    _prepare_models(settings, [settings.text_model, settings.embedding_model])
+
+    demo_dir = settings.demo_dir
+    manual = demo_dir / "manual"
+    click.echo("[3/4] ingest: manual PDF -> namespace manuals")
+    ctx.invoke(ingest_manuals, paths=(manual / "vehicle_manual.pdf",), namespace="manuals")
+    click.echo("      scanned pages (OCR) -> namespace manual_scans")
+    ctx.invoke(
+        ingest_manuals,
+        paths=(manual / "scans",),
+        namespace="manual_scans",
+        truth=manual / "blocks.jsonl",
+    )
+    click.echo("      claims")
+    ctx.invoke(ingest_claims, file=demo_dir / "claims" / "claims.csv")
+    for split in ("train", "val", "test"):
+        click.echo(f"      damage photos ({split})")
+        ctx.invoke(
+            ingest_coco,
+            annotations=demo_dir / "damage" / "annotations" / f"{split}.json",
+            images=demo_dir / "damage" / "images",
+            name=f"demo-damage-{split}",
+        )
+    click.echo("[4/4] retrieval on the held-out manual questions")
+    ctx.invoke(eval_retrieval, questions=manual / "qa" / "test_retrieval.jsonl")
     click.echo(
-        f"\nDone. Read {settings.demo_dir / 'README.md'} for what the corpus holds;"
-        " `tunegraph models list` shows the models."
+        f"\nDone in {time.perf_counter() - started:.0f} s. Corpus: {demo_dir / 'README.md'}. "
+        'Try: tunegraph search "front brake caliper bolt torque"'
     )
 
 

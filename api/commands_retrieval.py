@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -19,6 +20,12 @@ def _settings() -> Settings:
         return Settings.from_env()
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from None
+
+
+def _check_namespace(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", value):
+        raise click.BadParameter("use 1-64 letters, digits, '_' or '-'")
+    return value
 
 
 def _emit(summary: dict[str, Any], as_json: bool, lines: list[str]) -> None:
@@ -43,9 +50,23 @@ def ingest() -> None:
 
 @ingest.command("manuals")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--namespace",
+    default="manuals",
+    show_default=True,
+    callback=_check_namespace,
+    help="index namespace (separate collections, e.g. manual_scans)",
+)
 @click.option("--force", is_flag=True, help="re-ingest files even if their content is unchanged")
+@click.option(
+    "--truth",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="ground-truth blocks.jsonl: report block-kind precision/recall of what was ingested",
+)
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
-def ingest_manuals(paths: tuple[Path, ...], force: bool, as_json: bool) -> None:
+def ingest_manuals(
+    paths: tuple[Path, ...], namespace: str, force: bool, truth: Path | None, as_json: bool
+) -> None:
     """Parse manuals (PDF, HTML, Markdown, text, PNG/JPEG scans) into the manual index.
 
     Directories are searched for supported files. Unchanged files are skipped; the whole ingest
@@ -59,7 +80,7 @@ def ingest_manuals(paths: tuple[Path, ...], force: bool, as_json: bool) -> None:
     settings = _settings()
     started = time.perf_counter()
     embedder = composition.embedder(settings)
-    store = composition.vector_store(settings, composition.MANUALS, embedder.dim)
+    store = composition.vector_store(settings, namespace, embedder.dim)
     with (
         tqdm(desc="files", unit="file", disable=as_json) as files,
         tqdm(desc="chunks embedded", unit="chunk", disable=as_json) as chunks,
@@ -76,6 +97,14 @@ def ingest_manuals(paths: tuple[Path, ...], force: bool, as_json: bool) -> None:
         except ManualError as exc:
             raise click.ClickException(str(exc)) from None
     summary = {**report.summary(), "seconds": round(time.perf_counter() - started, 1)}
+    scores_lines = []
+    if truth:
+        summary["kind_scores"] = _kind_scores(report.blocks, truth)
+        scores_lines = [
+            f"  {kind:<16} precision {s['precision']:.3f}  recall {s['recall']:.3f}  "
+            f"({s['predicted']} found, {s['truth']} expected)"
+            for kind, s in summary["kind_scores"].items()
+        ]
     _emit(
         summary,
         as_json,
@@ -85,11 +114,29 @@ def ingest_manuals(paths: tuple[Path, ...], force: bool, as_json: bool) -> None:
             f"skipped {len(report.skipped)} unchanged; rejected {len(report.rejected)}; "
             f"{summary['seconds']} s",
             *_rejections(report.rejected),
+            *(["block kinds against the ground truth:", *scores_lines] if truth else []),
             f"index: {store.count()} chunks in total",
         ],
     )
     if report.rejected and not report.ingested and not report.skipped:
         sys.exit(1)
+
+
+def _kind_scores(blocks, truth_file: Path) -> dict[str, dict]:
+    """Kind precision/recall against the ground-truth blocks of the pages that were ingested."""
+    from ingest.manuals import kind_scores
+    from ingest.records import ManualBlock
+
+    try:
+        truth = [
+            ManualBlock.from_dict(json.loads(line))
+            for line in truth_file.read_text("utf-8").splitlines()
+            if line.strip()
+        ]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise click.ClickException(f"{truth_file}: not a blocks.jsonl file ({exc})") from None
+    pages = {b.page for b in blocks}
+    return kind_scores(blocks, [t for t in truth if t.page in pages])
 
 
 @ingest.command("claims")
@@ -195,13 +242,11 @@ def _write_examples(examples, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _retriever(settings: Settings):
+def _retriever(settings: Settings, namespace: str):
     from rag.retrieval import Retriever
 
     embedder = composition.embedder(settings)
-    return Retriever(
-        embedder, composition.vector_store(settings, composition.MANUALS, embedder.dim)
-    )
+    return Retriever(embedder, composition.vector_store(settings, namespace, embedder.dim))
 
 
 def _kind_filter(kind: str | None) -> dict[str, str] | None:
@@ -220,10 +265,17 @@ def _kind_filter(kind: str | None) -> dict[str, str] | None:
 @click.option(
     "--mode", type=click.Choice(["hybrid", "dense", "bm25"]), default="hybrid", show_default=True
 )
+@click.option(
+    "--namespace",
+    default="manuals",
+    show_default=True,
+    callback=_check_namespace,
+    help="index namespace (separate collections, e.g. manual_scans)",
+)
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
-def search(query: str, kind: str | None, k: int, mode: str, as_json: bool) -> None:
+def search(query: str, kind: str | None, k: int, mode: str, namespace: str, as_json: bool) -> None:
     """Search the manual index."""
-    retriever = _retriever(_settings())
+    retriever = _retriever(_settings(), namespace)
     if retriever.store.count() == 0:
         raise click.ClickException(
             "the manual index is empty: run `tunegraph ingest manuals PATH` first."
@@ -242,8 +294,15 @@ def search(query: str, kind: str | None, k: int, mode: str, as_json: bool) -> No
 @click.command("retrieval")
 @click.argument("questions", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-k", "k", type=click.IntRange(1, 100), default=5, show_default=True)
+@click.option(
+    "--namespace",
+    default="manuals",
+    show_default=True,
+    callback=_check_namespace,
+    help="index namespace (separate collections, e.g. manual_scans)",
+)
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
-def eval_retrieval(questions: Path, k: int, as_json: bool) -> None:
+def eval_retrieval(questions: Path, k: int, namespace: str, as_json: bool) -> None:
     """Recall@1, recall@k and MRR of dense, BM25 and hybrid search on QUESTIONS.jsonl.
 
     Each line holds "q" (the question) and "must" (a text a relevant chunk contains).
@@ -263,7 +322,7 @@ def eval_retrieval(questions: Path, k: int, as_json: bool) -> None:
             ) from None
     if not items:
         raise click.ClickException(f"{questions} holds no questions.")
-    retriever = _retriever(_settings())
+    retriever = _retriever(_settings(), namespace)
     if retriever.store.count() == 0:
         raise click.ClickException(
             "the manual index is empty: run `tunegraph ingest manuals PATH` first."

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from rag.embeddings import Embedder
     from rag.stores.base import VectorStore
 
-MANUALS, CLAIMS = "manuals", "claims"
+CLAIMS = "claims"
 
 
 def model_store(settings: Settings) -> ModelStore:

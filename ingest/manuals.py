@@ -84,9 +84,13 @@ def read_lines(path: Path) -> list[Line]:
     if suffix == ".pdf":
         lines = _pdf_lines(path)
     elif suffix in IMAGE_SUFFIXES:
-        from ingest.ocr import ocr_image
+        from ingest.ocr import OCRError, ocr_image
 
-        lines = [Line(text) for text in ocr_image(path) if text.strip()]
+        try:
+            texts = ocr_image(path)
+        except OCRError as exc:
+            raise ManualError(str(exc)) from None
+        lines = _infer_titles([_cells(text) for text in texts if text.strip()])
     else:
         text = _decode(path)
         if suffix in MARKDOWN_SUFFIXES:
@@ -94,7 +98,7 @@ def read_lines(path: Path) -> list[Line]:
         elif suffix in HTML_SUFFIXES:
             lines = _html_lines(text)
         else:
-            lines = [Line(t) for t in text.splitlines()]
+            lines = _infer_titles([_cells(t) for t in text.splitlines()])
     if not any(line.text.strip() for line in lines):
         raise ManualError(
             f"{path}: no text found. A scanned PDF has no text layer: export its pages as PNG "
@@ -168,6 +172,45 @@ def _assemble_pdf_page(fragments, page: int) -> list[Line]:
             heading = 3
         lines.append(Line(" ".join(cells), page, cells if len(cells) > 1 else (), heading))
     return lines
+
+
+def _cells(text: str) -> Line:
+    """Tabs (OCR table gaps) or runs of 3+ spaces split a plain line into table cells."""
+    cells = tuple(c.strip() for c in re.split(r"\t|\s{3,}", text.strip()) if c.strip())
+    return Line(text.strip(), cells=cells if len(cells) > 1 else ())
+
+
+_TITLE = re.compile(r"^[A-Z][^.:;,!?]{2,60}$")
+_SENTENCE_END = (".", ":", "!", "?")
+
+
+def _infer_titles(lines: list[Line]) -> list[Line]:
+    """Plain text has no styles: a short capitalised line without end punctuation that follows
+    a finished sentence, a table row or a heading, and is followed by content, is a title."""
+    result = []
+    for index, line in enumerate(lines):
+        text = line.text.strip()
+        previous = result[-1] if result else None
+        after_break = (
+            previous is None
+            or not previous.text.strip()
+            or previous.heading is not None
+            or bool(previous.cells)
+            or previous.text.rstrip().endswith(_SENTENCE_END)
+            or _NUMBERED_HEADING.match(previous.text.strip()) is not None
+        )
+        is_title = (
+            after_break
+            and not line.cells
+            and _TITLE.match(text) is not None
+            and len(text.split()) <= 9
+            and not _STEP.match(text)
+            and not _SPEC_LINE.match(text)
+            and _NUMBERED_HEADING.match(text) is None
+            and index + 1 < len(lines)
+        )
+        result.append(Line(line.text, line.page, line.cells, 3) if is_title else line)
+    return result
 
 
 def _markdown_lines(text: str) -> list[Line]:

@@ -30,6 +30,7 @@ class IndexReport:
     rejected: list[dict[str, str]] = field(default_factory=list)
     chunks: int = 0
     kinds: dict[str, int] = field(default_factory=dict)
+    blocks: list[ManualBlock] = field(default_factory=list)  # what this run ingested
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -104,6 +105,7 @@ def index_manuals(
             hashes[file.name] = digest
             report.ingested.append(file.name)
             report.chunks += len(blocks)
+            report.blocks += blocks
             for block in blocks:
                 report.kinds[block.kind] = report.kinds.get(block.kind, 0) + 1
         store.set_state({**state, "files": hashes, "format": INDEX_FORMAT})

@@ -26,6 +26,10 @@ from rag.filters import METADATA_FIELDS, Filter, to_sql
 from rag.stores.base import Document, Hit, VectorStore
 
 _COLUMNS = ["id", "text", *METADATA_FIELDS]
+# Below this many rows an exact scan is fast enough (~30 ms at 100k x 384 on 2 cores); above it
+# the commit builds an IVF-HNSW index (~12 s for 100k) and searches refine with exact distances.
+ANN_MIN_ROWS = 50_000
+NPROBES, REFINE_FACTOR = 20, 4
 
 
 class LanceDBStore(VectorStore):
@@ -39,6 +43,7 @@ class LanceDBStore(VectorStore):
         self._writer = None  # the table being written inside a transaction
         self._pending: dict[str, Any] | None = None
         self._reader: tuple[int, Any] | None = None  # (version, table checked out at it)
+        self._has_ann = False
 
     # ---- committed state -------------------------------------------------------------------
 
@@ -104,13 +109,20 @@ class LanceDBStore(VectorStore):
         return self._db.create_table(self.name, schema=schema)
 
     def _commit(self) -> None:
-        from lancedb.index import FTS
+        from lancedb.index import FTS, IvfHnswSq
 
         table = self._writer
-        if table.count_rows() and not any(i.index_type == "FTS" for i in table.list_indices()):
+        rows = table.count_rows()
+        indexed = {i.index_type for i in table.list_indices()}
+        if indexed:
+            table.optimize()  # folds new rows into the existing indexes
+        if rows and "FTS" not in indexed:
             table.create_index("text", config=FTS(with_position=False))
-        elif table.count_rows():
-            table.optimize()  # folds new rows into the full-text index
+        if rows >= ANN_MIN_ROWS and not indexed - {"FTS"}:
+            partitions = max(1, round(rows**0.5 / 4))
+            table.create_index(
+                "vector", config=IvfHnswSq(distance_type="cosine", num_partitions=partitions)
+            )
         self._pending["version"] = table.version
         fd, tmp = tempfile.mkstemp(dir=self.path, prefix=f".{self.name}.state.")
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -163,6 +175,7 @@ class LanceDBStore(VectorStore):
             table = self._db.open_table(self.name)
             table.checkout(version)
             self._reader = (version, table)
+            self._has_ann = any(i.index_type != "FTS" for i in table.list_indices())
         return self._reader[1]
 
     def count(self, filter: Filter | None = None) -> int:
@@ -175,6 +188,8 @@ class LanceDBStore(VectorStore):
             return []
         query = table.search(np.asarray(vector, dtype=np.float32), vector_column_name="vector")
         query = query.metric("cosine").limit(k).select([*_COLUMNS, "_distance"])
+        if self._has_ann:
+            query = query.nprobes(NPROBES).refine_factor(REFINE_FACTOR)
         if where := to_sql(filter):
             query = query.where(where, prefilter=True)
         return [_hit(row, 1.0 - row["_distance"]) for row in query.to_list()]

@@ -35,7 +35,43 @@ from rag.stores.base import Document, Hit, VectorStore
 K1, B, AVERAGE_LENGTH = 1.2, 0.75, 64.0
 SPARSE_DIM = 1 << 31
 _STOP_WORDS = frozenset(
-    ["a", "an", "and", "are", "as", "at", "be", "by", "for", "from", "has", "have", "how", "i", "in", "is", "it", "its", "of", "on", "or", "the", "this", "to", "was", "what", "when", "which", "with", "do", "does", "my", "me", "should", "i'm"]
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "by",
+        "for",
+        "from",
+        "has",
+        "have",
+        "how",
+        "i",
+        "in",
+        "is",
+        "it",
+        "its",
+        "of",
+        "on",
+        "or",
+        "the",
+        "this",
+        "to",
+        "was",
+        "what",
+        "when",
+        "which",
+        "with",
+        "do",
+        "does",
+        "my",
+        "me",
+        "should",
+        "i'm",
+    ]
 )
 
 
