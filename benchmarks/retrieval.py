@@ -87,20 +87,19 @@ def main() -> None:
         )
         store = LanceDBStore(home / "index", "manuals", embedder.dim)
 
-        files = [manual_dir / "vehicle_manual.pdf"]
-        try:
-            import ingest.ocr  # noqa: F401  (scans need the OCR engine)
-
-            files += sorted((manual_dir / "scans").glob("*.png"))
-        except ImportError:
-            print("OCR module not available: ingesting the PDF only")
-        pages = corpus.counts["manual"]["pages"] + len(files) - 1
+        # Ingest throughput: the PDF into the manual index, the scanned pages (OCR) into their
+        # own namespace, as `tunegraph demo` does (they are the same pages: mixing them into one
+        # index would fill the top 5 with near-duplicates).
         started = time.perf_counter()
-        report = index_manuals(files, store, embedder)
+        report = index_manuals([manual_dir / "vehicle_manual.pdf"], store, embedder)
+        scans = LanceDBStore(home / "index", "manual_scans", embedder.dim)
+        scan_report = index_manuals([manual_dir / "scans"], scans, embedder)
         ingest_s = time.perf_counter() - started
+        pages = corpus.counts["manual"]["pages"] + len(scan_report.ingested)
+        chunks = report.chunks + scan_report.chunks
         print(
-            f"ingest: {pages} pages, {report.chunks} chunks in {ingest_s:.1f} s "
-            f"(rejected: {report.rejected or 'none'})"
+            f"ingest: {pages} pages ({len(scan_report.ingested)} scanned), {chunks} chunks in "
+            f"{ingest_s:.1f} s; rejected: {report.rejected + scan_report.rejected or 'none'}"
         )
 
         questions = _questions(manual_dir / "qa" / "test_retrieval.jsonl")
@@ -133,7 +132,8 @@ def main() -> None:
                     latency[100_000]["hybrid"]["p95"] / latency[100_000]["dense"]["p95"], 2
                 ),
                 "ingest_pages_per_s": round(pages / ingest_s, 2),
-                "ingest_chunks_per_s": round(report.chunks / ingest_s, 1),
+                "ingest_chunks_per_s": round(chunks / ingest_s, 1),
+                "ingest_demo_manual_s": round(ingest_s, 1),
             }
         )
     )
