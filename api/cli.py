@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 import click
 
 from api import composition
+from api.cli_support import load_settings
 from api.commands_retrieval import (
     eval_retrieval,
     ingest,
@@ -22,16 +23,9 @@ from api.commands_retrieval import (
     ingest_manuals,
     search,
 )
-from api.settings import Settings, SettingsError
+from api.settings import Settings
 
 _PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": True}
-
-
-def _settings() -> Settings:
-    try:
-        return Settings.from_env()
-    except SettingsError as exc:
-        raise click.UsageError(str(exc)) from None
 
 
 def _read_yaml(path: str) -> dict[str, Any]:
@@ -102,7 +96,7 @@ def demo(
 
     from ingest.demo.corpus import DemoCorpusConfig, generate_demo_corpus
 
-    settings = _settings()
+    settings = load_settings()
     values = _read_yaml(corpus_config) if corpus_config else {}
     values.setdefault("seed", settings.demo_seed)
     if seed is not None:
@@ -172,7 +166,7 @@ def config() -> None:
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 def config_show(as_json: bool) -> None:
     """Print the effective settings and where each value came from."""
-    rows = _settings().describe()
+    rows = load_settings().describe()
     if as_json:
         _echo_json({r["name"]: r["value"] for r in rows})
         return
@@ -193,7 +187,7 @@ def models() -> None:
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 def models_list(as_json: bool) -> None:
     """Show base models and adapters with their size and location."""
-    infos = composition.model_store(_settings()).list_models()
+    infos = composition.model_store(load_settings()).list_models()
     if as_json:
         _echo_json([info.__dict__ for info in infos])
         return
@@ -211,7 +205,7 @@ def models_list(as_json: bool) -> None:
 def models_prepare(names: tuple[str, ...]) -> None:
     """Load models once so later loads hit the cache (default: the configured text and
     embedding models)."""
-    settings = _settings()
+    settings = load_settings()
     _prepare_models(settings, list(names) or [settings.text_model, settings.embedding_model])
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
 import time
 from pathlib import Path
@@ -12,20 +11,7 @@ from typing import Any
 import click
 
 from api import composition
-from api.settings import Settings, SettingsError
-
-
-def _settings() -> Settings:
-    try:
-        return Settings.from_env()
-    except SettingsError as exc:
-        raise click.UsageError(str(exc)) from None
-
-
-def _check_namespace(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", value):
-        raise click.BadParameter("use 1-64 letters, digits, '_' or '-'")
-    return value
+from api.cli_support import load_settings, namespace_option
 
 
 def _emit(summary: dict[str, Any], as_json: bool, lines: list[str]) -> None:
@@ -50,13 +36,7 @@ def ingest() -> None:
 
 @ingest.command("manuals")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option(
-    "--namespace",
-    default="manuals",
-    show_default=True,
-    callback=_check_namespace,
-    help="index namespace (separate collections, e.g. manual_scans)",
-)
+@namespace_option
 @click.option("--force", is_flag=True, help="re-ingest files even if their content is unchanged")
 @click.option(
     "--truth",
@@ -77,7 +57,7 @@ def ingest_manuals(
     from ingest.manuals import ManualError
     from rag.indexing import index_manuals
 
-    settings = _settings()
+    settings = load_settings()
     started = time.perf_counter()
     embedder = composition.embedder(settings)
     store = composition.vector_store(settings, namespace, embedder.dim)
@@ -159,7 +139,7 @@ def ingest_claims(
     from ingest.claims import ClaimsError, parse_mapping, read_claims
     from rag.indexing import index_claims
 
-    settings = _settings()
+    settings = load_settings()
     try:
         report = read_claims(file, parse_mapping(mapping), date_format)
     except ClaimsError as exc:
@@ -206,7 +186,7 @@ def ingest_coco(annotations: Path, images: Path | None, name: str | None, as_jso
     """Validate COCO damage annotations and register them as a dataset for fine-tuning."""
     from ingest.coco import CocoError, read_coco
 
-    settings = _settings()
+    settings = load_settings()
     try:
         report = read_coco(annotations, images)
     except CocoError as exc:
@@ -242,11 +222,18 @@ def _write_examples(examples, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _retriever(settings: Settings, namespace: str):
+def _retriever(namespace: str):
+    """The manual retriever over a namespace, or a clear error when nothing was ingested."""
     from rag.retrieval import Retriever
 
+    settings = load_settings()
     embedder = composition.embedder(settings)
-    return Retriever(embedder, composition.vector_store(settings, namespace, embedder.dim))
+    retriever = Retriever(embedder, composition.vector_store(settings, namespace, embedder.dim))
+    if retriever.store.count() == 0:
+        raise click.ClickException(
+            f"the {namespace!r} index is empty: run `tunegraph ingest manuals PATH` first."
+        )
+    return retriever
 
 
 def _kind_filter(kind: str | None) -> dict[str, str] | None:
@@ -265,21 +252,11 @@ def _kind_filter(kind: str | None) -> dict[str, str] | None:
 @click.option(
     "--mode", type=click.Choice(["hybrid", "dense", "bm25"]), default="hybrid", show_default=True
 )
-@click.option(
-    "--namespace",
-    default="manuals",
-    show_default=True,
-    callback=_check_namespace,
-    help="index namespace (separate collections, e.g. manual_scans)",
-)
+@namespace_option
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 def search(query: str, kind: str | None, k: int, mode: str, namespace: str, as_json: bool) -> None:
     """Search the manual index."""
-    retriever = _retriever(_settings(), namespace)
-    if retriever.store.count() == 0:
-        raise click.ClickException(
-            "the manual index is empty: run `tunegraph ingest manuals PATH` first."
-        )
+    retriever = _retriever(namespace)
     hits = retriever.search(query, k, _kind_filter(kind), mode)
     if as_json:
         click.echo(json.dumps([h.__dict__ for h in hits], indent=2))
@@ -294,13 +271,7 @@ def search(query: str, kind: str | None, k: int, mode: str, namespace: str, as_j
 @click.command("retrieval")
 @click.argument("questions", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-k", "k", type=click.IntRange(1, 100), default=5, show_default=True)
-@click.option(
-    "--namespace",
-    default="manuals",
-    show_default=True,
-    callback=_check_namespace,
-    help="index namespace (separate collections, e.g. manual_scans)",
-)
+@namespace_option
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 def eval_retrieval(questions: Path, k: int, namespace: str, as_json: bool) -> None:
     """Recall@1, recall@k and MRR of dense, BM25 and hybrid search on QUESTIONS.jsonl.
@@ -322,11 +293,7 @@ def eval_retrieval(questions: Path, k: int, namespace: str, as_json: bool) -> No
             ) from None
     if not items:
         raise click.ClickException(f"{questions} holds no questions.")
-    retriever = _retriever(_settings(), namespace)
-    if retriever.store.count() == 0:
-        raise click.ClickException(
-            "the manual index is empty: run `tunegraph ingest manuals PATH` first."
-        )
+    retriever = _retriever(namespace)
     results = evaluate(retriever, items, k)
     if as_json:
         click.echo(json.dumps(results, indent=2))

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,15 +59,14 @@ class VectorStore(ABC):
     def count(self, filter: Filter | None = None) -> int:
         """How many committed documents match."""
 
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        """Group writes; the default commits each write at once (override to make it atomic)."""
-        yield
+    @abstractmethod
+    def transaction(self) -> AbstractContextManager[None]:
+        """Group writes: all of them become visible when the block ends without an error."""
 
+    @abstractmethod
     def state(self) -> dict[str, Any]:
         """Bookkeeping stored with the committed index (e.g. content hashes of ingested files)."""
-        return {}
 
+    @abstractmethod
     def set_state(self, state: dict[str, Any]) -> None:
-        """Replace the bookkeeping; takes effect when the transaction commits."""
-        raise NotImplementedError
+        """Replace the bookkeeping, inside a transaction; it commits with the transaction."""

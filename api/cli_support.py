@@ -1,0 +1,32 @@
+"""Pieces shared by the CLI's command modules."""
+
+from __future__ import annotations
+
+import re
+
+import click
+
+from api.settings import Settings, SettingsError
+
+
+def load_settings() -> Settings:
+    """Settings from the environment; a bad variable is a usage error naming it, not a traceback."""
+    try:
+        return Settings.from_env()
+    except SettingsError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _check_namespace(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", value):
+        raise click.BadParameter("use 1-64 letters, digits, '_' or '-'")
+    return value
+
+
+namespace_option = click.option(
+    "--namespace",
+    default="manuals",
+    show_default=True,
+    callback=_check_namespace,
+    help="index namespace (separate collections, e.g. manual_scans)",
+)
