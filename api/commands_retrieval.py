@@ -151,7 +151,12 @@ def ingest_claims(
             total=len(report.claims), desc="claims embedded", unit="claim", disable=as_json
         ) as bar:
             index_claims(report.claims, store, embedder, on_chunks=bar.update)
-        composition.claims_database(settings).upsert(report.claims)
+        from rag.claims_db import DatabaseError
+
+        try:
+            composition.claims_database(settings).upsert(report.claims)
+        except DatabaseError as exc:
+            raise click.ClickException(str(exc)) from None
     summary = report.summary()
     _emit(
         summary,

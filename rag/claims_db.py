@@ -14,6 +14,7 @@ from datetime import date
 
 from sqlalchemy import Boolean, Date, Float, String, Text, create_engine, select
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from ingest.claims import Claim
@@ -65,10 +66,25 @@ class CostStats:
     p75: float | None
 
 
+class DatabaseError(ValueError):
+    """The claims database URL cannot be used; the message says what to change."""
+
+
 class ClaimsDatabase:
     def __init__(self, url: str) -> None:
-        self.engine: Engine = create_engine(url)
-        _Base.metadata.create_all(self.engine)
+        try:
+            self.engine: Engine = create_engine(url)
+            _Base.metadata.create_all(self.engine)
+        except ModuleNotFoundError as exc:
+            raise DatabaseError(
+                f"the database URL needs the driver {exc.name!r}; for PostgreSQL install "
+                "`pip install 'tunegraph[postgres]'` and use postgresql+psycopg://..."
+            ) from None
+        except (ArgumentError, OperationalError) as exc:
+            raise DatabaseError(
+                f"cannot open the claims database ({exc.__class__.__name__}: {exc.args[0]}); "
+                "check TUNEGRAPH_DATABASE_URL"
+            ) from None
 
     def upsert(self, claims: Sequence[Claim]) -> int:
         """Insert or replace claims by claim_id, all in one transaction."""

@@ -1,13 +1,15 @@
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from datetime import date
 
 import pytest
+from sqlalchemy import text
 
 from ingest.claims import read_claims
 from ingest.taxonomy import repair_cost
-from rag.claims_db import ClaimsDatabase, similar_claims
+from rag.claims_db import ClaimsDatabase, DatabaseError, similar_claims
 from rag.indexing import claim_document, index_claims
 from rag.retrieval import Retriever
 from rag.stores.lancedb import LanceDBStore
@@ -19,11 +21,31 @@ def claims(demo_corpus):
     return read_claims(demo_corpus.root / "claims" / "claims.csv").claims
 
 
-@pytest.fixture
-def database(tmp_path, claims):
-    database = ClaimsDatabase(f"sqlite:///{tmp_path / 'claims.db'}")
+POSTGRES_URL = os.environ.get("TUNEGRAPH_TEST_POSTGRES_URL")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request, tmp_path, claims):
+    """SQLite always; PostgreSQL when TUNEGRAPH_TEST_POSTGRES_URL names a scratch database."""
+    if request.param == "sqlite":
+        database = ClaimsDatabase(f"sqlite:///{tmp_path / 'claims.db'}")
+    elif POSTGRES_URL:
+        database = ClaimsDatabase(POSTGRES_URL)
+        with database.engine.begin() as connection:
+            connection.execute(text("DELETE FROM claims"))
+    else:
+        pytest.skip("set TUNEGRAPH_TEST_POSTGRES_URL=postgresql+psycopg://... to run on PostgreSQL")
     database.upsert(claims)
     return database
+
+
+def test_unusable_urls_say_what_to_change():
+    with pytest.raises(DatabaseError, match="TUNEGRAPH_DATABASE_URL"):
+        ClaimsDatabase("notadialect://x")
+    with pytest.raises(DatabaseError, match="TUNEGRAPH_DATABASE_URL"):
+        ClaimsDatabase("postgresql+nosuchdriver://u@localhost/db")
+    with pytest.raises(DatabaseError, match="tunegraph\\[postgres\\]"):
+        ClaimsDatabase("postgresql+psycopg2://u@localhost/db")  # psycopg2 is not installed
 
 
 def test_upsert_replaces_by_claim_id(database, claims):
