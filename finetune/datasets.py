@@ -1,0 +1,256 @@
+"""Chat SFT datasets from manual blocks (and users' own SFT JSONL), as pure functions.
+
+Every example is ``{"messages": [system, user, assistant]}`` whose user turn starts with the task
+prefix of its block kind (``[SPEC]``, ``[PROCEDURE]``, ...), as in the seed dataset of
+``shared/seeds/002``. The train/val split is deterministic for a seed and keeps every question
+about one block on the same side; minority kinds are upsampled until the largest kind has at
+most ``max_ratio`` times the examples of the smallest; examples longer than the model's
+``max_length`` tokens are reported and dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ingest.records import BLOCK_KINDS, ManualBlock, QAPair
+
+SYSTEM_PROMPT = (
+    "You are a vehicle service assistant. Answer from the service manual: exact values with "
+    "units, numbered steps for procedures, causes and checks for fault codes."
+)
+OTHER = "OTHER"  # the kind of a user example without a task prefix
+_PREFIX = re.compile(r"^\[(" + "|".join(BLOCK_KINDS) + r")\]\s*")
+_ROLES = {"system", "user", "assistant"}
+
+
+class DatasetError(ValueError):
+    """A dataset file cannot be used as a whole; the message names the file and the fix."""
+
+
+@dataclass(frozen=True)
+class SFTExample:
+    messages: tuple[dict[str, str], ...]
+    kind: str
+    group: str  # examples of one group (one manual block) never straddle the split
+
+    def to_json(self) -> str:
+        return json.dumps({"messages": list(self.messages)}, ensure_ascii=False)
+
+
+@dataclass
+class DatasetReport:
+    train: list[SFTExample] = field(default_factory=list)
+    val: list[SFTExample] = field(default_factory=list)
+    too_long: list[dict[str, Any]] = field(default_factory=list)
+    rejected: list[dict[str, Any]] = field(default_factory=list)  # malformed input lines
+    counts_before_balancing: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "train": len(self.train),
+            "val": len(self.val),
+            "train_per_kind": dict(sorted(Counter(e.kind for e in self.train).items())),
+            "train_per_kind_before_balancing": self.counts_before_balancing,
+            "val_per_kind": dict(sorted(Counter(e.kind for e in self.val).items())),
+            "dropped_too_long": self.too_long,
+            "rejected": self.rejected,
+        }
+
+
+def example(kind: str, question: str, answer: str, group: str) -> SFTExample:
+    """One chat example with the task prefix.
+
+    >>> example("SPEC", "What is the wheel bolt torque?", "120 Nm", "b1").messages[1]["content"]
+    '[SPEC] What is the wheel bolt torque?'
+    """
+    return SFTExample(
+        (
+            {"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "user", "content": f"[{kind}] {question}"},
+            {"role": "assistant", "content": answer},
+        ),
+        kind,
+        group,
+    )
+
+
+def examples_from_blocks(blocks: Iterable[ManualBlock]) -> list[SFTExample]:
+    """One templated question per block, for manuals that come without QA pairs."""
+    result = []
+    for block in blocks:
+        first, _, rest = block.text.partition("\n")
+        title = first.split(" - ")[0].strip()
+        if block.kind == "SPEC" and ": " in first:
+            name, value = first.split(": ", 1)
+            result.append(example("SPEC", f"What is the {_lower_first(name)}?", value, block.id))
+        elif rest.strip():
+            question = {
+                "PROCEDURE": f"What is the procedure for: {first}?",
+                "EXPLANATION": f"Explain: {title}.",
+                "WIRING": f"Give the pin assignment of {title}.",
+                "TROUBLESHOOTING": f"What are the causes and checks for {title}?",
+            }.get(block.kind, f"What does the manual say about {title}?")
+            result.append(example(block.kind, question, rest.strip(), block.id))
+    return result
+
+
+def examples_from_qa(pairs: Iterable[QAPair]) -> list[SFTExample]:
+    """Ground-truth question/answer pairs (e.g. the demo corpus' train and val questions)."""
+    return [example(p.kind, p.question, p.answer, p.block_id) for p in pairs]
+
+
+def read_sft_jsonl(path: Path) -> tuple[list[SFTExample], list[dict[str, Any]]]:
+    """Users' own ``{"messages": [...]}`` JSONL: the valid examples and a per-line report."""
+    try:
+        text = path.read_text("utf-8")
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: no such file.") from None
+    except UnicodeDecodeError:
+        raise DatasetError(f"{path}: not UTF-8; re-save it as UTF-8 JSONL.") from None
+    examples, rejected = [], []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            rejected.append({"line": number, "reason": f"malformed JSON: {exc.msg}"})
+            continue
+        problem = _message_problem(record)
+        if problem:
+            rejected.append({"line": number, "reason": problem})
+            continue
+        messages = tuple({"role": m["role"], "content": m["content"]} for m in record["messages"])
+        user = next((m["content"] for m in messages if m["role"] == "user"), "")
+        match = _PREFIX.match(user)
+        kind = match.group(1) if match else OTHER
+        examples.append(SFTExample(messages, kind, f"{path.name}:{number}"))
+    if not examples:
+        raise DatasetError(
+            f"{path}: no usable example ({len(rejected)} line(s) rejected, first: "
+            f"{rejected[0] if rejected else 'the file is empty'})."
+        )
+    return examples, rejected
+
+
+def _message_problem(record: Any) -> str | None:
+    if not isinstance(record, dict) or not isinstance(record.get("messages"), list):
+        return 'expected an object with a "messages" list'
+    messages = record["messages"]
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in _ROLES:
+            return f"message {index} needs a role of {', '.join(sorted(_ROLES))}"
+        if not isinstance(message.get("content"), str) or not message["content"].strip():
+            return f"message {index} has no text content"
+    if not any(m["role"] == "user" for m in messages):
+        return "no user turn"
+    if not messages or messages[-1]["role"] != "assistant":
+        return "no assistant turn at the end: there is nothing to learn from"
+    return None
+
+
+def split(
+    examples: Sequence[SFTExample], val_fraction: float = 0.2, seed: int = 42
+) -> tuple[list[SFTExample], list[SFTExample]]:
+    """Deterministic split by group: a block's questions are all in train or all in val."""
+    groups = sorted({e.group for e in examples})
+    random.Random(seed).shuffle(groups)
+    val_groups = set(groups[: round(len(groups) * val_fraction)])
+    train = [e for e in examples if e.group not in val_groups]
+    val = [e for e in examples if e.group in val_groups]
+    return train, val
+
+
+def balance(
+    examples: Sequence[SFTExample], max_ratio: float = 2.0, seed: int = 42
+) -> list[SFTExample]:
+    """Upsample minority kinds (whole copies first, then a seeded sample) until
+    ``max(count) / min(count) <= max_ratio``.
+
+    >>> data = [example("SPEC", str(i), "1 Nm", str(i)) for i in range(9)]
+    >>> data += [example("WIRING", "w", "pin", "w")]
+    >>> Counter(e.kind for e in balance(data))
+    Counter({'SPEC': 9, 'WIRING': 5})
+    """
+    if max_ratio < 1:
+        raise ValueError(f"max_ratio={max_ratio}: use a value >= 1")
+    by_kind: dict[str, list[SFTExample]] = {}
+    for item in examples:
+        by_kind.setdefault(item.kind, []).append(item)
+    if not by_kind:
+        return []
+    largest = max(len(items) for items in by_kind.values())
+    target = -(-largest // max_ratio)  # ceil: the smallest a kind may be
+    rng = random.Random(seed)
+    result = []
+    for kind in sorted(by_kind):
+        items = by_kind[kind]
+        need = int(max(target, len(items)))
+        copies, rest = divmod(need, len(items))
+        result += items * copies + rng.sample(items, rest)
+    return result
+
+
+def drop_too_long(
+    examples: Sequence[SFTExample], count_tokens: Callable[[SFTExample], int], max_length: int
+) -> tuple[list[SFTExample], list[dict[str, Any]]]:
+    """Keep examples whose chat-templated length fits ``max_length``; report the others."""
+    kept, dropped = [], []
+    for item in examples:
+        tokens = count_tokens(item)
+        if tokens > max_length:
+            dropped.append({"group": item.group, "kind": item.kind, "tokens": tokens})
+        else:
+            kept.append(item)
+    return kept, dropped
+
+
+def build_dataset(
+    examples: Sequence[SFTExample],
+    *,
+    count_tokens: Callable[[SFTExample], int],
+    max_length: int = 512,
+    val_fraction: float = 0.2,
+    max_ratio: float = 2.0,
+    seed: int = 42,
+) -> DatasetReport:
+    """Length check, deterministic split, then balancing of the training side only."""
+    report = DatasetReport()
+    fitting, report.too_long = drop_too_long(examples, count_tokens, max_length)
+    train, report.val = split(fitting, val_fraction, seed)
+    report.counts_before_balancing = dict(sorted(Counter(e.kind for e in train).items()))
+    report.train = balance(train, max_ratio, seed)
+    return report
+
+
+def chat_token_counter(tokenizer: Any) -> Callable[[SFTExample], int]:
+    """Count tokens the way training sees them: the tokenizer's own chat template."""
+
+    def count(item: SFTExample) -> int:
+        encoded = tokenizer.apply_chat_template(
+            list(item.messages), tokenize=True, return_dict=True
+        )
+        return len(encoded["input_ids"])
+
+    return count
+
+
+def write_jsonl(examples: Iterable[SFTExample], path: Path) -> str:
+    """Write ``{"messages": [...]}`` lines; returns the sha256 of the file (the data hash)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "".join(item.to_json() + "\n" for item in examples)
+    path.write_text(text, "utf-8")
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _lower_first(text: str) -> str:
+    first = text.split(" ", 1)[0]
+    return text if first.isupper() else text[:1].lower() + text[1:]
