@@ -1,0 +1,1 @@
+"""Training recipes: each is setup -> train -> save, configured by one dataclass."""

@@ -1,0 +1,460 @@
+"""LoRA (and QLoRA on CUDA) supervised fine-tuning of a causal LM on chat examples.
+
+Lifecycle: setup (model, adapter, data) -> train (with checkpoints and exact resume) -> save
+(adapter, tokenizer with its chat template, manifest). Only assistant tokens carry labels, and the
+end-of-turn token is among them, so the model learns to stop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from finetune.config import to_dict
+from finetune.datasets import SFTExample
+
+IGNORE = -100
+DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on; the message says why and where the last good checkpoint is."""
+
+
+@dataclass
+class LoraArgs:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: tuple[str, ...] = DEFAULT_TARGETS
+
+    def __post_init__(self) -> None:
+        if self.r < 1 or self.alpha < 1:
+            raise ValueError(f"lora.r={self.r} and lora.alpha={self.alpha} must be >= 1")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"lora.dropout={self.dropout}: use 0 <= dropout < 1")
+
+
+@dataclass
+class TrainArgs:
+    epochs: int = 1
+    max_steps: int = 0  # 0: as many as the epochs take
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr: float = 2e-4
+    warmup_ratio: float = 0.05
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    max_length: int = 512
+    seed: int = 42
+    save_every: int = 50  # optimizer steps between checkpoints
+    log_every: int = 5
+    quantization: Literal["none", "nf4"] = "none"
+
+    def __post_init__(self) -> None:
+        problems = [
+            f"train.{name}={getattr(self, name)} must be >= {low}"
+            for name, low in (
+                ("epochs", 1),
+                ("batch_size", 1),
+                ("grad_accum", 1),
+                ("max_length", 16),
+                ("save_every", 1),
+                ("log_every", 1),
+                ("max_steps", 0),
+            )
+            if getattr(self, name) < low
+        ]
+        if not self.lr > 0:
+            problems.append(f"train.lr={self.lr} must be > 0")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+@dataclass
+class DataArgs:
+    source: Literal["demo", "jsonl"] = "demo"
+    demo_dir: Path | None = None  # default: TUNEGRAPH_HOME/demo
+    train_file: Path | None = None  # source=jsonl: {"messages": [...]} lines
+    val_file: Path | None = None  # source=jsonl: optional; else split from train_file
+    val_fraction: float = 0.2
+    max_ratio: float = 2.0
+
+
+@dataclass
+class TextRecipeConfig:
+    base_model: str = "smollm2-135m-instruct"
+    name: str = "manual-lora"
+    lora: LoraArgs = field(default_factory=LoraArgs)
+    train: TrainArgs = field(default_factory=TrainArgs)
+    data: DataArgs = field(default_factory=DataArgs)
+
+
+# ---- tokenisation ------------------------------------------------------------------------------
+
+
+def encode(example: SFTExample, tokenizer: Any) -> tuple[list[int], list[int]]:
+    """Token ids and labels; labels are IGNORE everywhere but the final assistant turn.
+
+    The prompt is the chat template up to the assistant turn (with the generation prompt), so
+    the labels start exactly where the model's answer starts and include its end-of-turn token.
+    """
+    messages = list(example.messages)
+    prompt = tokenizer.apply_chat_template(
+        messages[:-1], add_generation_prompt=True, tokenize=True, return_dict=True
+    )["input_ids"]
+    full = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
+    if full[: len(prompt)] != prompt:
+        raise TrainingError(
+            "the chat template renders the prompt differently with and without the answer; "
+            "tunegraph cannot find where the assistant turn starts for this model"
+        )
+    labels = [IGNORE] * len(prompt) + full[len(prompt) :]
+    return full, labels
+
+
+def batches(lengths: list[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """Length-grouped batches: shuffle, sort within windows of 50 batches, shuffle batch order.
+
+    Similar lengths in a batch waste little compute on padding; the seed and epoch fix the
+    order, which is what exact resume replays.
+    """
+    rng = random.Random(f"{seed}-{epoch}")
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    window = batch_size * 50
+    grouped = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start : start + window], key=lambda i: lengths[i])
+        grouped += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(grouped)
+    return grouped
+
+
+def collate(items: list[tuple[list[int], list[int]]], pad_id: int):
+    import torch
+
+    width = max(len(ids) for ids, _ in items)
+    input_ids = torch.full((len(items), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(items), width), IGNORE, dtype=torch.long)
+    attention = torch.zeros((len(items), width), dtype=torch.long)
+    for row, (ids, labs) in enumerate(items):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        labels[row, : len(labs)] = torch.tensor(labs)
+        attention[row, : len(ids)] = 1
+    return input_ids, attention, labels
+
+
+# ---- the recipe ----------------------------------------------------------------------------
+
+
+@dataclass
+class TrainResult:
+    adapter_dir: Path
+    steps: int
+    metrics: dict[str, Any]
+
+
+def run(
+    config: TextRecipeConfig,
+    model: Any,
+    tokenizer: Any,
+    train_examples: list[SFTExample],
+    val_examples: list[SFTExample],
+    output_dir: Path,
+    *,
+    data_hash: str,
+    resume: bool = True,
+    progress: Callable[..., Any] | None = None,
+    stop_after_steps: int | None = None,
+) -> TrainResult:
+    """Train a LoRA adapter on ``model`` and save it under ``output_dir/adapter``.
+
+    ``stop_after_steps`` ends the run early after saving a checkpoint (used to test resume).
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import get_linear_schedule_with_warmup
+
+    args = config.train
+    if args.quantization == "nf4" and not torch.cuda.is_available():
+        raise TrainingError(
+            "train.quantization=nf4 (QLoRA) needs a CUDA GPU and bitsandbytes; on this machine "
+            "use train.quantization=none (plain LoRA)"
+        )
+    torch.manual_seed(args.seed)
+    model.config.use_cache = False
+    peft_model = get_peft_model(
+        model,
+        LoraConfig(
+            r=config.lora.r,
+            lora_alpha=config.lora.alpha,
+            lora_dropout=config.lora.dropout,
+            target_modules=list(config.lora.target_modules),
+            task_type="CAUSAL_LM",
+        ),
+    )
+    train_data = [encode(e, tokenizer) for e in train_examples]
+    val_data = [encode(e, tokenizer) for e in val_examples]
+    if not train_data:
+        raise TrainingError("no training examples: check data.source and the data files")
+    pad_id = (
+        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    )
+    lengths = [len(ids) for ids, _ in train_data]
+    steps_per_epoch = math.ceil(math.ceil(len(train_data) / args.batch_size) / args.grad_accum)
+    total_steps = args.max_steps or steps_per_epoch * args.epochs
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+    scheduler = get_linear_schedule_with_warmup(
+        optimizer, int(total_steps * args.warmup_ratio), total_steps
+    )
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    checkpoints = output_dir / "checkpoints"
+    metrics_file = output_dir / "metrics.jsonl"
+    state = {"step": 0, "epoch": 0, "batch": 0, "tokens": 0}
+    latest = _latest_checkpoint(checkpoints) if resume else None
+    if latest:
+        state = _load_checkpoint(latest, peft_model, optimizer, scheduler)
+    elif metrics_file.exists():
+        metrics_file.unlink()
+
+    device = next(peft_model.parameters()).device
+    peft_model.train()
+    bar = (
+        progress(total=total_steps, initial=state["step"], desc="train", unit="step")
+        if progress
+        else None
+    )
+    started, tokens_at_start = time.perf_counter(), state["tokens"]
+    eval_losses: list[float] = []
+    last_loss = float("nan")
+    while state["step"] < total_steps:
+        epoch_batches = batches(lengths, args.batch_size, args.seed, state["epoch"])
+        groups = [
+            epoch_batches[i : i + args.grad_accum]
+            for i in range(0, len(epoch_batches), args.grad_accum)
+        ]
+        while state["batch"] < len(groups) and state["step"] < total_steps:
+            group = groups[state["batch"]]
+            label_tokens = sum(
+                sum(1 for t in train_data[i][1] if t != IGNORE) for b in group for i in b
+            )
+            if label_tokens == 0:
+                raise TrainingError("a batch has no label tokens: every answer was cut off")
+            optimizer.zero_grad(set_to_none=True)
+            step_loss = 0.0
+            for batch in group:
+                input_ids, attention, labels = (
+                    t.to(device) for t in collate([train_data[i] for i in batch], pad_id)
+                )
+                logits = peft_model(input_ids=input_ids, attention_mask=attention).logits
+                loss_sum = torch.nn.functional.cross_entropy(
+                    logits[:, :-1].reshape(-1, logits.size(-1)).float(),
+                    labels[:, 1:].reshape(-1),
+                    ignore_index=IGNORE,
+                    reduction="sum",
+                )
+                (loss_sum / label_tokens).backward()
+                step_loss += loss_sum.item() / label_tokens
+                state["tokens"] += int(attention.sum())
+            if not math.isfinite(step_loss):
+                good = _latest_checkpoint(checkpoints)
+                raise TrainingError(
+                    f"the loss became {step_loss} at step {state['step'] + 1}; lower train.lr. "
+                    f"Last good checkpoint: {good or 'none yet'} (rerun to resume from it)"
+                )
+            torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            state["step"] += 1
+            state["batch"] += 1
+            last_loss = step_loss
+            elapsed = time.perf_counter() - started
+            tokens_per_s = (state["tokens"] - tokens_at_start) / elapsed if elapsed else 0.0
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{tokens_per_s:.0f}")
+            if state["step"] % args.log_every == 0 or state["step"] == total_steps:
+                _log(
+                    metrics_file,
+                    {
+                        "step": state["step"],
+                        "epoch": state["epoch"],
+                        "loss": step_loss,
+                        "lr": scheduler.get_last_lr()[0],
+                        "tokens_per_s": tokens_per_s,
+                    },
+                )
+            if state["step"] % args.save_every == 0 or stop_after_steps == state["step"]:
+                _save_checkpoint(checkpoints, state, peft_model, optimizer, scheduler)
+            if stop_after_steps == state["step"]:
+                if bar is not None:
+                    bar.close()
+                return TrainResult(output_dir / "adapter", state["step"], {"stopped_early": True})
+        if state["batch"] >= len(groups):  # an epoch ended: evaluate, then the next epoch
+            eval_loss = evaluate_loss(peft_model, val_data, args.batch_size, pad_id)
+            eval_losses.append(eval_loss)
+            _log(
+                metrics_file,
+                {"step": state["step"], "epoch": state["epoch"], "eval_loss": eval_loss},
+            )
+            state["epoch"] += 1
+            state["batch"] = 0
+    if bar is not None:
+        bar.close()
+    if not eval_losses or state["batch"]:
+        eval_losses.append(evaluate_loss(peft_model, val_data, args.batch_size, pad_id))
+        _log(
+            metrics_file,
+            {"step": state["step"], "epoch": state["epoch"], "eval_loss": eval_losses[-1]},
+        )
+    elapsed = time.perf_counter() - started
+    metrics = {
+        "train_loss": last_loss,
+        "eval_loss": eval_losses[-1],
+        "steps": state["step"],
+        "train_tokens": state["tokens"],
+        "tokens_per_s": (state["tokens"] - tokens_at_start) / elapsed if elapsed else 0.0,
+        "train_examples": len(train_data),
+        "val_examples": len(val_data),
+    }
+    adapter_dir = _save_adapter(output_dir, peft_model, tokenizer, config, metrics, data_hash)
+    return TrainResult(adapter_dir, state["step"], metrics)
+
+
+def evaluate_loss(
+    model: Any, data: list[tuple[list[int], list[int]]], batch_size: int, pad_id: int
+) -> float:
+    """Mean loss per label token over ``data`` (nan when there is no data)."""
+    import torch
+
+    if not data:
+        return float("nan")
+    model.eval()
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(data), batch_size):
+            input_ids, attention, labels = (
+                t.to(device) for t in collate(data[start : start + batch_size], pad_id)
+            )
+            logits = model(input_ids=input_ids, attention_mask=attention).logits
+            total += torch.nn.functional.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.size(-1)).float(),
+                labels[:, 1:].reshape(-1),
+                ignore_index=IGNORE,
+                reduction="sum",
+            ).item()
+            count += int((labels[:, 1:] != IGNORE).sum())
+    model.train()
+    return total / count if count else float("nan")
+
+
+# ---- checkpoints, metrics, the saved adapter ----------------------------------------------
+
+
+def _log(path: Path, record: dict[str, Any]) -> None:
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def _latest_checkpoint(checkpoints: Path) -> Path | None:
+    if not checkpoints.is_dir():
+        return None
+    done = [
+        p
+        for p in checkpoints.iterdir()
+        if p.name.startswith("step-") and (p / "state.json").exists()
+    ]
+    return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
+
+
+def _save_checkpoint(
+    checkpoints: Path, state: dict, model: Any, optimizer: Any, scheduler: Any
+) -> None:
+    """Everything exact resume needs, written to a temp dir and renamed into place."""
+    import torch
+
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".step-", dir=checkpoints))
+    model.save_pretrained(tmp / "adapter")
+    torch.save(
+        {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "python_rng": random.getstate(),
+        },
+        tmp / "training_state.pt",
+    )
+    (tmp / "state.json").write_text(json.dumps(state))
+    target = checkpoints / f"step-{state['step']:06d}"
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+    for old in sorted(p for p in checkpoints.iterdir() if p.name.startswith("step-"))[:-2]:
+        shutil.rmtree(old)  # keep the last two
+
+
+def _load_checkpoint(path: Path, model: Any, optimizer: Any, scheduler: Any) -> dict:
+    import torch
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    set_peft_model_state_dict(model, load_file(str(path / "adapter" / "adapter_model.safetensors")))
+    saved = torch.load(path / "training_state.pt", weights_only=False)
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    torch.set_rng_state(saved["torch_rng"])
+    random.setstate(saved["python_rng"])
+    return json.loads((path / "state.json").read_text())
+
+
+def _save_adapter(
+    output_dir: Path,
+    model: Any,
+    tokenizer: Any,
+    config: TextRecipeConfig,
+    metrics: dict,
+    data_hash: str,
+) -> Path:
+    import peft
+    import torch
+    import transformers
+
+    tmp = Path(tempfile.mkdtemp(prefix=".adapter-", dir=output_dir))
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)  # the chat template travels with the adapter
+    manifest = {
+        "kind": "text-lora",
+        "base_model": config.base_model,
+        "data_sha256": data_hash,
+        "config": to_dict(config),
+        "metrics": metrics,
+        "chat_template_sha256": hashlib.sha256(
+            (tokenizer.chat_template or "").encode()
+        ).hexdigest(),
+        "versions": {
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "peft": peft.__version__,
+        },
+    }
+    (tmp / "tunegraph-manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+    target = output_dir / "adapter"
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+    return target
