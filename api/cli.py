@@ -15,6 +15,7 @@ import click
 
 from api import composition
 from api.cli_support import load_settings
+from api.commands_finetune import finetune_text
 from api.commands_retrieval import (
     eval_retrieval,
     ingest,
@@ -248,6 +249,9 @@ def finetune() -> None:
     """Fine-tune text (issue #4) and vision (issue #5) models."""
 
 
+finetune.add_command(finetune_text)
+
+
 @main.group()
 def client() -> None:
     """Call a running tunegraph server over HTTP (issue #7)."""
@@ -265,12 +269,6 @@ def _pending(group: click.Group, name: str, issue: str, help_text: str) -> None:
 
 
 for _group, _name, _issue, _help in (
-    (
-        finetune,
-        "text",
-        "issue #4",
-        "LoRA/QLoRA on a causal LM from a YAML config and key=value overrides.",
-    ),
     (finetune, "vision", "issue #5", "Damage model and vision-language model fine-tuning."),
     (eval_, "text", "issue #4", "Base versus fine-tuned text models on held-out questions."),
     (eval_, "vision", "issue #5", "Classification and damage models on held-out images."),

@@ -174,11 +174,13 @@ def run(
     output_dir: Path,
     *,
     data_hash: str,
+    adapter_dir: Path | None = None,
     resume: bool = True,
     progress: Callable[..., Any] | None = None,
     stop_after_steps: int | None = None,
 ) -> TrainResult:
-    """Train a LoRA adapter on ``model`` and save it under ``output_dir/adapter``.
+    """Train a LoRA adapter on ``model``; checkpoints and metrics go to ``output_dir``, the
+    adapter to ``adapter_dir`` (default ``output_dir/adapter``).
 
     ``stop_after_steps`` ends the run early after saving a checkpoint (used to test resume).
     """
@@ -302,7 +304,7 @@ def run(
             if stop_after_steps == state["step"]:
                 if bar is not None:
                     bar.close()
-                return TrainResult(output_dir / "adapter", state["step"], {"stopped_early": True})
+                return TrainResult(output_dir, state["step"], {"stopped_early": True})
         if state["batch"] >= len(groups):  # an epoch ended: evaluate, then the next epoch
             eval_loss = evaluate_loss(peft_model, val_data, args.batch_size, pad_id)
             eval_losses.append(eval_loss)
@@ -330,8 +332,9 @@ def run(
         "train_examples": len(train_data),
         "val_examples": len(val_data),
     }
-    adapter_dir = _save_adapter(output_dir, peft_model, tokenizer, config, metrics, data_hash)
-    return TrainResult(adapter_dir, state["step"], metrics)
+    target = adapter_dir or output_dir / "adapter"
+    _save_adapter(target, peft_model, tokenizer, config, metrics, data_hash)
+    return TrainResult(target, state["step"], metrics)
 
 
 def evaluate_loss(
@@ -423,18 +426,19 @@ def _load_checkpoint(path: Path, model: Any, optimizer: Any, scheduler: Any) -> 
 
 
 def _save_adapter(
-    output_dir: Path,
+    target: Path,
     model: Any,
     tokenizer: Any,
     config: TextRecipeConfig,
     metrics: dict,
     data_hash: str,
-) -> Path:
+) -> None:
     import peft
     import torch
     import transformers
 
-    tmp = Path(tempfile.mkdtemp(prefix=".adapter-", dir=output_dir))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)  # the chat template travels with the adapter
     manifest = {
@@ -453,8 +457,6 @@ def _save_adapter(
         },
     }
     (tmp / "tunegraph-manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
-    target = output_dir / "adapter"
     if target.exists():
         shutil.rmtree(target)
     os.replace(tmp, target)
-    return target

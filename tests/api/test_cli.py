@@ -55,7 +55,6 @@ def test_help_works_for_every_command(path):
     [
         (["eval", "text", "--json"], "#4"),
         (["eval", "vision", "--task", "classify"], "#5"),
-        (["finetune", "text", "--config", "x.yaml", "lora.r=8"], "#4"),
         (["finetune", "vision"], "#5"),
         (["compare"], "#8"),
         (["serve"], "#7"),
