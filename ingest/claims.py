@@ -34,6 +34,7 @@ REQUIRED = (
 OPTIONAL = ("policy_start", "fraud", "photo_paths")
 DATE_FORMATS = ("%Y-%m-%d", "%d/%m/%Y", "%m/%d/%Y", "%d.%m.%Y", "%Y/%m/%d", "%d-%m-%Y", "%Y%m%d")
 _VIN = re.compile(r"^[A-HJ-NPR-Z0-9]{17}$")
+_AMOUNT = re.compile(r"^-?(\d+|\d{1,3}(,\d{3})+)(\.\d+)?$")
 _BOOL = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 
 
@@ -122,9 +123,7 @@ def read_claims(
     if path.suffix.lower() in (".jsonl", ".ndjson"):
         rows, columns = _jsonl_rows(text, report)
     else:
-        reader = csv.DictReader(io.StringIO(text, newline=""))
-        columns = list(reader.fieldnames or [])
-        rows = [(i, row) for i, row in enumerate(reader, start=2)]  # header is row 1
+        rows, columns = _csv_rows(path, text)
 
     column_of = {f: mapping.get(f, f) for f in REQUIRED + OPTIONAL}
     missing = [f for f in REQUIRED if column_of[f] not in columns]
@@ -182,6 +181,19 @@ def read_claims(
     return report
 
 
+def _csv_rows(path: Path, text: str) -> tuple[list[tuple[int, dict]], list[str]]:
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        columns = list(reader.fieldnames or [])
+        rows = [(i, row) for i, row in enumerate(reader, start=2)]  # header is row 1
+    except csv.Error as exc:
+        raise ClaimsError(
+            f"{path}: not a readable CSV at line {reader.line_num} ({exc}); check the quoting "
+            "and that no field is a whole document"
+        ) from None
+    return rows, columns
+
+
 def _jsonl_rows(text: str, report: ClaimsReport) -> tuple[list[tuple[int, dict]], list[str]]:
     rows, columns = [], []
     for number, line in enumerate(text.splitlines(), start=1):
@@ -206,6 +218,12 @@ def _detect_date_format(name: str, values: list[str], report: ClaimsReport) -> s
         return DATE_FORMATS[0]
     fits = {fmt: sum(_parses(v, fmt) for v in present) for fmt in DATE_FORMATS}
     best = max(fits.values())
+    if best == 0:
+        report.notes.append(
+            f"{name}: no known date format fits any value (e.g. {present[0]!r}); "
+            "pass --date-format (strptime syntax, e.g. %d.%m.%y)"
+        )
+        return DATE_FORMATS[0]
     candidates = [fmt for fmt in DATE_FORMATS if fits[fmt] == best]
     if {"%d/%m/%Y", "%m/%d/%Y"} <= set(candidates):
         report.notes.append(
@@ -226,6 +244,10 @@ def _parses(value: str, fmt: str) -> bool:
 def _to_claim(row: dict, column_of: dict[str, str], formats: dict[str, str]) -> Claim:
     def get(name: str) -> str:
         value = row.get(column_of[name])
+        if isinstance(value, list | dict):
+            if name == "photo_paths" and all(isinstance(v, str) for v in value):
+                return ";".join(value)  # JSONL may hold the photos as a list
+            raise ValueError(f"{name} must be a single value, not {type(value).__name__}")
         return "" if value is None else str(value).strip()
 
     for name in REQUIRED:
@@ -242,13 +264,15 @@ def _to_claim(row: dict, column_of: dict[str, str], formats: dict[str, str]) -> 
     severity = get("severity").lower()
     if severity not in SEVERITIES:
         raise ValueError(f"severity {get('severity')!r} is not one of {', '.join(SEVERITIES)}")
-    amount_text = get("amount").removeprefix("$").replace(",", "")
-    try:
-        amount = float(amount_text)
-    except ValueError:
-        raise ValueError(f"amount {get('amount')!r} is not a number") from None
-    if not amount >= 0 or amount == float("inf"):
-        raise ValueError(f"amount {get('amount')!r} must be a finite number >= 0")
+    amount_text = get("amount").removeprefix("$")
+    if not _AMOUNT.match(amount_text):  # "12,50" or "1.234,56" would be read wrongly: refuse
+        raise ValueError(
+            f"amount {get('amount')!r} is not a number like 1234.50 or 1,234.50 "
+            "(a decimal comma is ambiguous: convert the column first)"
+        )
+    amount = float(amount_text.replace(",", ""))
+    if amount < 0:
+        raise ValueError(f"amount {get('amount')!r} must be >= 0")
     fraud = None
     if get("fraud"):
         if get("fraud").lower() not in _BOOL:

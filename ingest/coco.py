@@ -68,10 +68,10 @@ def normalise_category(name: str) -> str:
 
 def read_coco(path: Path, images_dir: Path | None = None, check_images: bool = True) -> CocoReport:
     """Validate a COCO file; image paths resolve against ``images_dir`` (default: its folder)."""
+    if not path.is_file():
+        raise CocoError(f"{path}: no such file (pass the annotations .json file).")
     try:
         data = json.loads(path.read_text("utf-8"))
-    except FileNotFoundError:
-        raise CocoError(f"{path}: no such file.") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CocoError(f"{path}: not valid UTF-8 JSON ({exc}).") from None
     if not isinstance(data, dict) or not all(
@@ -80,8 +80,15 @@ def read_coco(path: Path, images_dir: Path | None = None, check_images: bool = T
         raise CocoError(
             f"{path}: a COCO file needs 'images', 'annotations' and 'categories' lists."
         )
-    images_dir = images_dir or path.parent
+    images_dir = (images_dir or path.parent).resolve()
     report = CocoReport(str(path))
+    for key in ("images", "annotations", "categories"):
+        bad = next((i for i, item in enumerate(data[key]) if not isinstance(item, dict)), None)
+        if bad is not None:
+            raise CocoError(f"{path}: {key}[{bad}] is not an object; COCO lists hold objects.")
+        missing = next((i for i, item in enumerate(data[key]) if "id" not in item), None)
+        if missing is not None:
+            raise CocoError(f"{path}: {key}[{missing}] has no 'id'.")
 
     categories: dict[int, str] = {}
     for category in data["categories"]:
@@ -161,6 +168,8 @@ def _image_problem(image: dict, images_dir: Path, check_images: bool) -> str | N
     for key in ("file_name", "width", "height"):
         if key not in image:
             return f"missing {key!r}"
+    if not all(isinstance(image[k], int) and image[k] > 0 for k in ("width", "height")):
+        return f"width and height must be positive whole numbers, got {image['width']!r}x{image['height']!r}"
     if not check_images:
         return None
     file = images_dir / image["file_name"]
@@ -172,7 +181,7 @@ def _image_problem(image: dict, images_dir: Path, check_images: bool) -> str | N
         with Image.open(file) as picture:
             size = picture.size
             picture.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
         return f"{file} is not a readable image ({exc.__class__.__name__})"
     if size != (image["width"], image["height"]):
         return f"{file} is {size[0]}x{size[1]}, but the annotation says {image['width']}x{image['height']}"

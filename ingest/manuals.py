@@ -124,8 +124,11 @@ def _pdf_lines(path: Path) -> list[Line]:
 
     try:
         reader = PdfReader(path)
-        if reader.is_encrypted:
-            raise ManualError(f"{path}: the PDF is encrypted; save an unencrypted copy first.")
+        # A PDF locked only against editing opens with the empty password.
+        if reader.is_encrypted and not reader.decrypt(""):
+            raise ManualError(
+                f"{path}: the PDF needs a password to open; save an unencrypted copy first."
+            )
         pages = list(reader.pages)
     except (PdfReadError, OSError, ValueError, KeyError) as exc:
         if isinstance(exc, ManualError):
@@ -133,12 +136,19 @@ def _pdf_lines(path: Path) -> list[Line]:
         raise ManualError(f"{path}: not a readable PDF ({exc}); re-export or repair it.") from None
     lines: list[Line] = []
     for number, page in enumerate(pages, start=1):
-        fragments: list[tuple[float, float, str, float, bool]] = []
+        fragments: list[tuple[float, float, int, str, float, bool]] = []
 
-        def visit(text, _cm, tm, font, size, _into=fragments) -> None:
+        def visit(text, cm, tm, font, size, _into=fragments) -> None:
             if text.strip():
+                # Page position = text matrix x current transformation matrix.
+                x = tm[4] * cm[0] + tm[5] * cm[2] + cm[4]
+                y = tm[4] * cm[1] + tm[5] * cm[3] + cm[5]
+                a, b = tm[0] * cm[0] + tm[1] * cm[2], tm[0] * cm[1] + tm[1] * cm[3]
+                c, d = tm[2] * cm[0] + tm[3] * cm[2], tm[2] * cm[1] + tm[3] * cm[3]
+                scale = abs(a * d - b * c) ** 0.5 or 1.0
                 bold = "bold" in str((font or {}).get("/BaseFont", "")).lower()
-                _into.append((-tm[5], tm[4], text.strip(), float(size), bold))
+                # pypdf gives runs inside one text object the same position: keep their order.
+                _into.append((-y, x, len(_into), text, float(size) * scale, bold))
 
         try:
             page.extract_text(visitor_text=visit)
@@ -149,20 +159,30 @@ def _pdf_lines(path: Path) -> list[Line]:
 
 
 def _assemble_pdf_page(fragments, page: int) -> list[Line]:
-    """Group text fragments into lines by baseline; fragments at separate x are table cells."""
-    rows: list[list[tuple[float, float, str, float, bool]]] = []
+    """Group text fragments into lines by baseline. On a line, a fragment that starts well
+    after the previous one ends (estimated from its length) is a new table cell; one that
+    follows on (a bold word inside a sentence) joins it."""
+    rows: list[list[tuple[float, float, int, str, float, bool]]] = []
     for fragment in sorted(fragments):
         if rows and abs(rows[-1][0][0] - fragment[0]) < 2.0:
             rows[-1].append(fragment)
         else:
             rows.append([fragment])
-    sizes = sorted(f[3] for f in fragments)
+    sizes = sorted(f[4] for f in fragments)
     body = sizes[len(sizes) // 2] if sizes else 10.0
     lines = []
     for row in rows:
-        row.sort(key=lambda f: f[1])
-        cells = tuple(f[2] for f in row)
-        size, bold = max(f[3] for f in row), all(f[4] for f in row)
+        row.sort(key=lambda f: (f[1], f[2]))
+        merged: list[list] = []
+        for _, x, _, text, size, _bold in row:
+            # Helvetica-like fonts average about half an em per character.
+            if merged and x - merged[-1][1] < 1.5 * size:
+                merged[-1][0] += text
+            else:
+                merged.append([text, x])
+            merged[-1][1] = x + 0.5 * size * len(text)
+        cells = tuple(" ".join(m[0].split()) for m in merged if m[0].strip())
+        size, bold = max(f[4] for f in row), all(f[5] for f in row)
         heading = None
         if size > body * 1.5:
             heading = 1
@@ -181,7 +201,7 @@ def _cells(text: str) -> Line:
 
 
 _TITLE = re.compile(r"^[A-Z][^.:;,!?]{2,60}$")
-_SENTENCE_END = (".", ":", "!", "?")
+_SENTENCE_END = (".", "!", "?")  # not ":": a line ending in a colon introduces a list
 
 
 def _infer_titles(lines: list[Line]) -> list[Line]:
@@ -194,7 +214,6 @@ def _infer_titles(lines: list[Line]) -> list[Line]:
         after_break = (
             previous is None
             or not previous.text.strip()
-            or previous.heading is not None
             or bool(previous.cells)
             or previous.text.rstrip().endswith(_SENTENCE_END)
             or _NUMBERED_HEADING.match(previous.text.strip()) is not None
@@ -209,8 +228,12 @@ def _infer_titles(lines: list[Line]) -> list[Line]:
             and _NUMBERED_HEADING.match(text) is None
             and index + 1 < len(lines)
         )
-        result.append(Line(line.text, line.page, line.cells, 3) if is_title else line)
+        result.append(Line(line.text, line.page, line.cells, _INFERRED) if is_title else line)
     return result
+
+
+# **x**, __x__, *x*, _x_ or `x` not inside a word (CommonMark: sensor_id is no emphasis).
+_EMPHASIS = re.compile(r"(?<![\w*`])(\*\*|__|\*|_|`)(?=\S)(.+?)(?<=\S)\1(?![\w*`])")
 
 
 def _markdown_lines(text: str) -> list[Line]:
@@ -223,19 +246,28 @@ def _markdown_lines(text: str) -> list[Line]:
             cells = tuple(c.strip() for c in stripped.strip("|").split("|"))
             if not all(re.fullmatch(r":?-{3,}:?", c) for c in cells):  # skip | --- | rows
                 lines.append(Line(" ".join(cells), cells=cells))
-        else:  # emphasis markers and quote marks are formatting, not content
-            lines.append(Line(re.sub(r"[*_`]", "", stripped.lstrip("> "))))
+        else:  # paired emphasis and code markers and quote marks are formatting, not content
+            lines.append(Line(_EMPHASIS.sub(r"\2", stripped.lstrip("> "))))
     return lines
 
 
+_HTML_WHOLE = {"h1", "h2", "h3", "h4", "h5", "h6", "li", "tr", "pre", "dt", "dd"}
+_HTML_BLOCKS = _HTML_WHOLE | {"p", "div", "section", "article", "blockquote", "td", "th", "table",
+                              "ul", "ol", "main", "body", "header", "figure", "figcaption"}  # fmt: skip
+
+
 def _html_lines(text: str) -> list[Line]:
-    from bs4 import BeautifulSoup
+    """Headings, list items and table rows are read whole; other block elements contribute
+    the text that sits directly in them (so nested blocks are neither lost nor read twice)."""
+    from bs4 import BeautifulSoup, NavigableString
 
     soup = BeautifulSoup(text, "html.parser")
-    for tag in soup(["script", "style", "nav", "header", "footer"]):
+    for tag in soup(["script", "style", "nav", "footer", "noscript", "template"]):
         tag.decompose()
-    lines = []
-    for element in soup.find_all(["h1", "h2", "h3", "h4", "h5", "h6", "p", "li", "tr", "pre"]):
+    lines: list[Line] = []
+    for element in soup.find_all(_HTML_BLOCKS):
+        if any(parent.name in _HTML_WHOLE for parent in element.parents):
+            continue  # read as part of its heading, list item or row
         if element.name == "tr":
             cells = tuple(c.get_text(" ", strip=True) for c in element.find_all(["td", "th"]))
             lines.append(Line(" ".join(cells), cells=cells))
@@ -244,11 +276,19 @@ def _html_lines(text: str) -> list[Line]:
             ordered = element.parent is not None and element.parent.name == "ol"
             prefix = f"{index}. " if ordered else "- "
             lines.append(Line(prefix + element.get_text(" ", strip=True)))
-        elif element.name.startswith("h"):
+        elif element.name in _HTML_WHOLE and element.name.startswith("h"):
             lines.append(Line(element.get_text(" ", strip=True), heading=int(element.name[1])))
-        else:
+        elif element.name in _HTML_WHOLE:
             lines += [Line(t) for t in element.get_text("\n", strip=True).splitlines()]
-            lines.append(Line(""))
+        else:
+            parts = [
+                str(child) if isinstance(child, NavigableString) else child.get_text(" ")
+                for child in element.children
+                if isinstance(child, NavigableString) or child.name not in _HTML_BLOCKS
+            ]
+            own = " ".join(" ".join(parts).split())
+            if own:
+                lines += [Line(own), Line("")]
     return lines
 
 
@@ -269,24 +309,35 @@ def segment(lines: Iterable[Line], source: str) -> list[ManualBlock]:
     return blocks
 
 
+_INFERRED = 9  # level of titles found in unstyled text: below any numbered section
+
+
 def _heading_of(line: Line) -> tuple[int, str] | None:
-    """(level, text) if the line is a heading; numbered headings take their depth as level."""
+    """(level, text) if the line is a heading: styled (its level), numbered (its depth), or a
+    bare fault code in unstyled text."""
     text = line.text.strip()
+    if not text or line.cells or _STEP.match(text):
+        return None
+    if line.heading is not None:
+        return line.heading, text
     match = _NUMBERED_HEADING.match(text)
-    if match and not line.cells and not _SPEC_LINE.match(text):
+    if match and not _SPEC_LINE.match(text):
         return match.group(1).count(".") + 1, text
-    if line.heading is not None and text and not _STEP.match(text):
-        return line.heading + 10, text  # styled, unnumbered: titles below numbered sections
+    if _DTC.match(text):
+        return _INFERRED, text
     return None
 
 
 def _groups(lines: Iterable[Line]) -> Iterator[_Group]:
+    """Content under each heading; a heading's ancestors form the group's section path.
+
+    A heading with no content of its own (a chapter title right before a section title) makes
+    no block: it lives on in the section path of the blocks below it.
+    """
     path: list[tuple[int, str]] = []
     group = _Group("", (), 1)
     for line in lines:
         heading = _heading_of(line)
-        if heading is None and _DTC.match(line.text.strip()) and not line.cells:
-            heading = (99, line.text.strip())  # an untitled fault code line starts a group
         if heading is None:
             group.lines.append(line)
             continue
@@ -295,13 +346,8 @@ def _groups(lines: Iterable[Line]) -> Iterator[_Group]:
         level, text = heading
         while path and path[-1][0] >= level:
             path.pop()
-        sections = tuple(t for lvl, t in path if lvl < 10)
-        if level < 10:
-            path.append((level, text))
-            group = _Group("", (*sections, text), line.page)
-        else:
-            path.append((level, text))
-            group = _Group(text, sections, line.page)
+        group = _Group(text, tuple(t for _, t in path), line.page)
+        path.append((level, text))
     if group.lines:
         yield group
 
@@ -310,13 +356,15 @@ def _classify(group: _Group) -> Iterator[tuple[BlockKind, str, list[str], tuple[
     content = [line for line in group.lines if line.text.strip()]
     if not content:
         return
-    under_specs = any(h in s.lower() for s in group.section[-1:] for h in _SPEC_HEADINGS)
+    headings = (*group.section[-1:], group.title)
+    under_specs = any(h in s.lower() for s in headings for h in _SPEC_HEADINGS)
     spec_rows = [_spec_row(line) for line in content]
-    if under_specs and not group.title and any(spec_rows):
+    if under_specs and any(spec_rows):
         rest = []
+        spec_section = (*group.section, group.title) if group.title else group.section
         for index, (line, row) in enumerate(zip(content, spec_rows, strict=True)):
             if row:
-                yield "SPEC", "", [f"{row[0]}: {row[1]}"], group.section
+                yield "SPEC", "", [f"{row[0]}: {row[1]}"], spec_section
             elif not (index == 0 and line.cells):  # a table's header row is not content
                 rest.append(line)
         content = rest

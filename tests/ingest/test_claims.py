@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from datetime import date
 
 import pytest
@@ -100,3 +101,46 @@ def test_bad_mapping_names_the_fields():
         parse_mapping(["policy=policy_number"])
     with pytest.raises(ClaimsError, match="FIELD=COLUMN"):
         parse_mapping(["policy_id"])
+
+
+def test_ambiguous_amounts_are_refused_and_photo_lists_kept(tmp_path):
+    base = {
+        "claim_id": "C1",
+        "policy_id": "P1",
+        "vin": "HMW12345678901234",
+        "incident_date": "2024-01-05",
+        "description": "d",
+        "part": "hood",
+        "damage_type": "dent",
+        "severity": "minor",
+    }
+    rows = [
+        {**base, "amount": "1,234.50", "photo_paths": ["a.jpg", "b.jpg"]},
+        {**base, "claim_id": "C2", "amount": "12,50"},
+        {**base, "claim_id": "C3", "amount": "1.234,56"},
+        {**base, "claim_id": "C4", "amount": 10, "description": {"nested": 1}},
+    ]
+    path = tmp_path / "c.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    report = read_claims(path)
+    assert [(c.claim_id, c.amount, c.photo_paths) for c in report.claims] == [
+        ("C1", 1234.5, ("a.jpg", "b.jpg"))
+    ]
+    reasons = [r.reason for r in report.rejected]
+    assert "decimal comma is ambiguous" in reasons[0] and "decimal comma is ambiguous" in reasons[1]
+    assert "description must be a single value" in reasons[2]
+
+
+def test_dates_that_fit_no_format_are_said_so(tmp_path):
+    path = tmp_path / "c.csv"
+    path.write_text(HEADER + GOOD.replace("13/04/2024", "yesterday"))
+    mapping = parse_mapping(["claim_id=claim,policy_id=policy_number,incident_date=date"])
+    report = read_claims(path, mapping)
+    assert report.claims == [] and "no known date format fits" in report.notes[0]
+
+
+def test_a_giant_csv_field_is_a_clear_error(tmp_path):
+    path = tmp_path / "c.csv"
+    path.write_text(HEADER + GOOD.replace("Hail", "x" * 200_000))
+    with pytest.raises(ClaimsError, match="not a readable CSV"):
+        read_claims(path)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -61,3 +62,35 @@ def test_unusable_files_are_clear_errors(tmp_path, content, message):
     path.write_text(content)
     with pytest.raises(CocoError, match=message):
         read_coco(path)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            {"images": [], "annotations": [], "categories": ["dent"]},
+            r"categories\[0\] is not an object",
+        ),
+        ({"images": [1], "annotations": [], "categories": []}, r"images\[0\] is not an object"),
+        (
+            {"images": [], "annotations": [], "categories": [{"name": "dent"}]},
+            r"categories\[0\] has no 'id'",
+        ),
+    ],
+)
+def test_malformed_lists_are_clear_errors(tmp_path, data, message):
+    path = tmp_path / "coco.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(CocoError, match=message):
+        read_coco(path)
+
+
+def test_a_directory_is_not_an_annotation_file(tmp_path):
+    with pytest.raises(CocoError, match="no such file"):
+        read_coco(tmp_path)
+
+
+def test_example_paths_are_absolute(demo_corpus, monkeypatch):
+    monkeypatch.chdir(demo_corpus.root)
+    report = read_coco(Path("damage/annotations/val.json"), Path("damage/images"))
+    assert report.examples[0].path.is_absolute()

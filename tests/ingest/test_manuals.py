@@ -158,3 +158,81 @@ def test_markdown_tables_skip_the_separator_row(tmp_path):
     texts = [b.text for b in parse_manual(path)]
     assert not any("---" in t for t in texts)
     assert not any(t.startswith("Item: Value") for t in texts)
+
+
+def test_unnumbered_headings_build_the_section_path_and_specs(tmp_path):
+    path = tmp_path / "brakes.md"
+    path.write_text(
+        "# Brakes\n\n## Specifications\n\n| Item | Value |\n| --- | --- |\n"
+        "| Caliper bolt | 32 Nm |\n\n# Brake caliper\n\n## Removal\n\n1. Lift the car.\n2. Undo it.\n"
+    )
+    blocks = parse_manual(path)
+    (spec,) = [b for b in blocks if b.kind == "SPEC"]
+    assert spec.text == "Caliper bolt: 32 Nm" and spec.section == ("Brakes", "Specifications")
+    (procedure,) = [b for b in blocks if b.kind == "PROCEDURE"]
+    assert procedure.section == ("Brake caliper",) and procedure.text.startswith("Removal\n1.")
+
+
+def test_list_after_a_colon_line_is_content_not_titles(tmp_path):
+    path = tmp_path / "tools.txt"
+    path.write_text(
+        "Tools required:\nTorque wrench\nSocket set\nBrake cleaner\nThe job takes an hour.\n"
+    )
+    text = "\n".join(b.text for b in parse_manual(path))
+    for line in ("Tools required:", "Torque wrench", "Socket set", "Brake cleaner"):
+        assert line in text
+
+
+def test_html_keeps_text_in_divs_and_headers_without_duplicates(tmp_path):
+    path = tmp_path / "page.html"
+    path.write_text(
+        "<article><header><h1>Front caliper</h1></header>"
+        "<div>The caliper <b>clamps</b> the disc.</div>"
+        "<ol><li><p>Remove the wheel.</p></li><li><p>Undo the bolts.</p></li></ol></article>"
+    )
+    blocks = parse_manual(path)
+    text = "\n".join(b.text for b in blocks)
+    assert "Front caliper" in text and "The caliper clamps the disc." in text
+    assert text.count("Remove the wheel.") == 1
+    assert any(b.kind == "PROCEDURE" and "2. Undo the bolts." in b.text for b in blocks)
+
+
+def test_markdown_keeps_underscores_and_stars_inside_words(tmp_path):
+    path = tmp_path / "m.md"
+    path.write_text("# Sensors\n\nThe **sensor_id** of ECU_B2 is `A_1`; use a 2*3 mm shim.\n")
+    (block,) = parse_manual(path)
+    assert "The sensor_id of ECU_B2 is A_1; use a 2*3 mm shim." in block.text
+
+
+def test_pdf_locked_only_against_editing_is_read(tmp_path):
+    from fpdf import FPDF
+    from pypdf import PdfReader, PdfWriter
+
+    pdf = FPDF()
+    pdf.add_page()
+    pdf.set_font("Helvetica", size=11)
+    pdf.cell(0, 10, "Wheel bolt torque: 120 Nm")
+    plain = tmp_path / "plain.pdf"
+    pdf.output(str(plain))
+    writer = PdfWriter(clone_from=PdfReader(plain))
+    writer.encrypt(user_password="", owner_password="owner-secret")
+    locked = tmp_path / "locked.pdf"
+    with locked.open("wb") as handle:
+        writer.write(handle)
+    assert "Wheel bolt torque" in parse_manual(locked)[0].text
+
+
+def test_pdf_bold_words_inside_a_sentence_are_not_table_cells(tmp_path):
+    from fpdf import FPDF
+
+    pdf = FPDF()
+    pdf.add_page()
+    pdf.set_font("Helvetica", size=10)
+    pdf.multi_cell(
+        0, 6, "Always tighten the bolts to **32 Nm** and never reuse them.", markdown=True
+    )
+    path = tmp_path / "inline.pdf"
+    pdf.output(str(path))
+    assert [b.text for b in parse_manual(path)] == [
+        "Always tighten the bolts to 32 Nm and never reuse them."
+    ]
