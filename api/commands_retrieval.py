@@ -145,18 +145,19 @@ def ingest_claims(
     except ClaimsError as exc:
         raise click.ClickException(str(exc)) from None
     if report.claims:
+        from rag.claims_db import DatabaseError
+
+        # The database first: if it cannot be opened, nothing is written anywhere.
+        try:
+            composition.claims_database(settings).upsert(report.claims)
+        except DatabaseError as exc:
+            raise click.ClickException(str(exc)) from None
         embedder = composition.embedder(settings)
         store = composition.vector_store(settings, composition.CLAIMS, embedder.dim)
         with tqdm(
             total=len(report.claims), desc="claims embedded", unit="claim", disable=as_json
         ) as bar:
             index_claims(report.claims, store, embedder, on_chunks=bar.update)
-        from rag.claims_db import DatabaseError
-
-        try:
-            composition.claims_database(settings).upsert(report.claims)
-        except DatabaseError as exc:
-            raise click.ClickException(str(exc)) from None
     summary = report.summary()
     _emit(
         summary,

@@ -65,7 +65,11 @@ def to_sql(filter: Filter | None) -> str | None:
                 if not value:  # IN () is invalid SQL: an empty $in matches nothing
                     clauses.append("FALSE" if op == "$in" else "TRUE")
                     continue
-                clauses.append(f"{field} {_LISTS[op]} ({', '.join(_literal(v) for v in value)})")
+                clause = f"{field} {_LISTS[op]} ({', '.join(_literal(v) for v in value)})"
+                # A record without the field is "not in" any list (as in Pinecone).
+                clauses.append(f"({clause} OR {field} IS NULL)" if op == "$nin" else clause)
+            elif op == "$ne":
+                clauses.append(f"({field} != {_literal(value)} OR {field} IS NULL)")
             else:
                 clauses.append(f"{field} {_COMPARE[op]} {_literal(value)}")
     return " AND ".join(clauses) or None

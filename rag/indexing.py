@@ -52,7 +52,7 @@ def file_digest(path: Path) -> str:
 
 
 # Bump when parsing or chunking changes: files ingested by another version are re-ingested.
-INDEX_FORMAT = 1
+INDEX_FORMAT = 2
 
 
 def block_document(block: ManualBlock) -> Document:
@@ -85,9 +85,21 @@ def index_manuals(
         state = store.state()
         force = force or state.get("format") != INDEX_FORMAT
         hashes: dict[str, str] = dict(state.get("files", {}))
+        origins: dict[str, str] = dict(state.get("paths", {}))
         for file in files:
             if on_file:
                 on_file(file)
+            origin = str(file.resolve())
+            if origins.get(file.name, origin) != origin:
+                report.rejected.append(
+                    {
+                        "file": str(file),
+                        "reason": f"a different manual with the name {file.name!r} is already in "
+                        f"this index (from {origins[file.name]}); rename the file or ingest it "
+                        "with another --namespace",
+                    }
+                )
+                continue
             try:
                 digest = file_digest(file)
                 if not force and hashes.get(file.name) == digest:
@@ -102,13 +114,13 @@ def index_manuals(
             vectors = embedder.embed([d.text for d in documents], progress=on_chunks)
             store.delete(filter={"source": file.name})  # blocks the new version no longer has
             store.upsert(documents, vectors)
-            hashes[file.name] = digest
+            hashes[file.name], origins[file.name] = digest, origin
             report.ingested.append(file.name)
             report.chunks += len(blocks)
             report.blocks += blocks
             for block in blocks:
                 report.kinds[block.kind] = report.kinds.get(block.kind, 0) + 1
-        store.set_state({**state, "files": hashes, "format": INDEX_FORMAT})
+        store.set_state({**state, "files": hashes, "paths": origins, "format": INDEX_FORMAT})
     return report
 
 

@@ -207,8 +207,8 @@ class LanceDBStore(VectorStore):
 
 def _metadata_value(metadata: dict, field: str, kind: type) -> Any:
     value = metadata.get(field)
-    if value is None:
-        return 0 if kind is int else ""
+    if value is None or value == "":
+        return None  # NULL: no date is not "date 0" for a range filter
     return int(value) if kind is int else str(value)
 
 
@@ -217,5 +217,5 @@ def _ids_clause(ids: Sequence[str]) -> str:
 
 
 def _hit(row: dict, score: float) -> Hit:
-    metadata = {f: row[f] for f in METADATA_FIELDS if row[f] not in ("", 0)}
+    metadata = {f: row[f] for f in METADATA_FIELDS if row[f] is not None}
     return Hit(row["id"], row["text"], float(score), metadata)

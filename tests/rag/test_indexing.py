@@ -128,3 +128,18 @@ def test_claims_are_searchable_by_vin_and_date(demo_corpus, tmp_path):
     assert store.count({"date": {"$lte": day}}) == sum(
         c.incident_date <= claims[0].incident_date for c in claims
     )
+
+
+def test_a_different_file_with_the_same_name_is_refused_not_overwritten(tmp_path):
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    first, second = (
+        _write(tmp_path / "one", "manual.txt"),
+        _write(tmp_path / "two", "manual.txt", "9.9"),
+    )
+    store = LanceDBStore(tmp_path / "index", "manuals", DIM)
+    index_manuals([first], store, HashEmbedder())
+    report = index_manuals([second], store, HashEmbedder())
+    assert report.ingested == [] and "already in this index" in report.rejected[0]["reason"]
+    texts = {h.text for h in store.keyword_search("brake pad thickness", 5, {"kind": "SPEC"})}
+    assert texts == {"Brake pad minimum thickness: 2.5 mm"}

@@ -83,6 +83,9 @@ def test_keyword_search_finds_rare_terms(store):
         ({"vin": "HMWAAAAAA0SBBBBBB"}, {"claim-2"}),
         ({"kind": "CLAIM", "part": {"$ne": "hood"}}, {"claim-2"}),
         ({"source": "a.pdf", "kind": "WIRING"}, set()),
+        ({"date": {"$lt": 20250101}}, {"claim-1"}),  # records without a date never match
+        ({"part": {"$nin": ["hood"]}}, {"spec-1", "spec-2", "wire-1", "claim-2"}),
+        ({"part": {"$ne": "front_door"}}, {"spec-1", "spec-2", "wire-1", "claim-1"}),
     ],
 )
 def test_filters_apply_to_dense_keyword_and_count(store, filter, expected):
@@ -91,6 +94,12 @@ def test_filters_apply_to_dense_keyword_and_count(store, filter, expected):
     assert store.count(filter) == len(expected)
     keyword = {h.id for h in store.keyword_search("capacity pin hail scratch brake", 10, filter)}
     assert keyword <= expected
+
+
+def test_keyword_search_applies_filters(store):
+    fill(store)
+    assert [h.id for h in store.keyword_search("capacity", 5, {"kind": "SPEC"})] == ["spec-2"]
+    assert store.keyword_search("capacity", 5, {"kind": "WIRING"}) == []
 
 
 def test_delete_by_id_and_by_filter(store):
