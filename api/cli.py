@@ -7,6 +7,7 @@ Heavy libraries (torch, transformers, PIL) are imported inside the commands that
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from typing import Any, NoReturn
@@ -46,7 +47,27 @@ def _echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Main(click.Group):
+    """Turns any error that escapes a command into one clear line and exit code 1.
+
+    Commands raise ``click.ClickException`` for the errors they expect; this is the net for the
+    rest (a full disk, an unreachable service...). TUNEGRAPH_DEBUG=1 shows the traceback.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            if os.environ.get("TUNEGRAPH_DEBUG"):
+                raise
+            raise click.ClickException(
+                f"{exc} ({type(exc).__name__}; set TUNEGRAPH_DEBUG=1 to see the traceback)"
+            ) from None
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="tunegraph")
 def main() -> None:
     """tunegraph: fine-tuned models versus LangGraph agents over your vehicle data.

@@ -182,10 +182,14 @@ class ModelStore:
 
     @property
     def device(self) -> str:
-        if self.config.device != "auto":
-            return self.config.device
         import torch
 
+        if self.config.device == "cuda" and not torch.cuda.is_available():
+            raise ModelNotFoundError(
+                "TUNEGRAPH_DEVICE=cuda, but torch sees no CUDA GPU here; use auto or cpu"
+            )
+        if self.config.device != "auto":
+            return self.config.device
         return "cuda" if torch.cuda.is_available() else "cpu"
 
     def _convert_gguf(self, name: str, gguf_path: Path) -> None:

@@ -241,6 +241,7 @@ def run(
     )
     started, tokens_at_start = time.perf_counter(), state["tokens"]
     eval_losses: list[float] = []
+    eval_seconds = 0.0  # kept out of tokens/s
     last_loss = float("nan")
     while state["step"] < total_steps:
         epoch_batches = batches(lengths, args.batch_size, args.seed, state["epoch"])
@@ -283,8 +284,8 @@ def run(
             state["step"] += 1
             state["batch"] += 1
             last_loss = step_loss
-            elapsed = time.perf_counter() - started
-            tokens_per_s = (state["tokens"] - tokens_at_start) / elapsed if elapsed else 0.0
+            elapsed = time.perf_counter() - started - eval_seconds
+            tokens_per_s = (state["tokens"] - tokens_at_start) / elapsed if elapsed > 0 else 0.0
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{tokens_per_s:.0f}")
@@ -306,7 +307,9 @@ def run(
                     bar.close()
                 return TrainResult(output_dir, state["step"], {"stopped_early": True})
         if state["batch"] >= len(groups):  # an epoch ended: evaluate, then the next epoch
+            eval_started = time.perf_counter()
             eval_loss = evaluate_loss(peft_model, val_data, args.batch_size, pad_id)
+            eval_seconds += time.perf_counter() - eval_started
             eval_losses.append(eval_loss)
             _log(
                 metrics_file,
@@ -316,13 +319,13 @@ def run(
             state["batch"] = 0
     if bar is not None:
         bar.close()
+    elapsed = time.perf_counter() - started - eval_seconds
     if not eval_losses or state["batch"]:
         eval_losses.append(evaluate_loss(peft_model, val_data, args.batch_size, pad_id))
         _log(
             metrics_file,
             {"step": state["step"], "epoch": state["epoch"], "eval_loss": eval_losses[-1]},
         )
-    elapsed = time.perf_counter() - started
     metrics = {
         "train_loss": last_loss,
         "eval_loss": eval_losses[-1],

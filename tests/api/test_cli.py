@@ -89,7 +89,7 @@ def test_bad_settings_are_a_usage_error_not_a_traceback(monkeypatch):
     monkeypatch.setenv("TUNEGRAPH_PORT", "eighty")
     result = CliRunner().invoke(main, ["config", "show"])
     assert result.exit_code == 2
-    assert "TUNEGRAPH_PORT='eighty'" in result.output and "Traceback" not in result.output
+    assert "TUNEGRAPH_PORT='eighty'" in result.output and isinstance(result.exception, SystemExit)
 
 
 def test_models_list_shows_both_embedded_models(monkeypatch, tmp_path):
@@ -121,3 +121,28 @@ def test_demo_rejects_a_bad_corpus_config(tmp_path):
     result = CliRunner().invoke(main, ["demo", "--corpus-config", str(config)])
     assert result.exit_code == 2
     assert "unknown key(s) photos" in result.output
+
+
+def test_unexpected_errors_become_one_clear_line(monkeypatch, tmp_path):
+    home = tmp_path / "a-file"
+    home.write_text("not a directory")
+    monkeypatch.setenv("TUNEGRAPH_HOME", str(home))
+    result = CliRunner().invoke(
+        main, ["demo", "--skip-models", "--corpus-config", _small(tmp_path)]
+    )
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert "TUNEGRAPH_DEBUG=1" in result.output and str(home) in result.output
+
+
+def test_unknown_embedding_model_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("TUNEGRAPH_HOME", str(tmp_path))
+    monkeypatch.setenv("TUNEGRAPH_EMBEDDING_MODEL", "no-such-embedder")
+    result = CliRunner().invoke(main, ["search", "torque"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert "no-such-embedder" in result.output and "TUNEGRAPH_ALLOW_NETWORK" in result.output
+
+
+def _small(tmp_path) -> str:
+    config = tmp_path / "small.yaml"
+    config.write_text("n_claims: 100\nn_images: 12\nn_scanned_pages: 1\n")
+    return str(config)
