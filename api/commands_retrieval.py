@@ -286,8 +286,12 @@ def eval_retrieval(questions: Path, k: int, namespace: str, as_json: bool) -> No
     """
     from rag.retrieval import MODES, RetrievalQuestion, evaluate
 
+    try:
+        text = questions.read_text("utf-8")
+    except UnicodeDecodeError:
+        raise click.ClickException(f"{questions}: not UTF-8; re-save it as UTF-8 JSONL.") from None
     items = []
-    for number, line in enumerate(questions.read_text("utf-8").splitlines(), 1):
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:

@@ -14,7 +14,8 @@ from datetime import date
 
 from sqlalchemy import Boolean, Date, Float, String, Text, create_engine, select
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import DatabaseError as SQLAlchemyDatabaseError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from ingest.claims import Claim
@@ -80,7 +81,7 @@ class ClaimsDatabase:
                 f"the database URL needs the driver {exc.name!r}; for PostgreSQL install "
                 "`pip install 'tunegraph[postgres]'` and use postgresql+psycopg://..."
             ) from None
-        except (ArgumentError, OperationalError) as exc:
+        except (ArgumentError, SQLAlchemyDatabaseError) as exc:
             raise DatabaseError(
                 f"cannot open the claims database ({exc.__class__.__name__}: {exc.args[0]}); "
                 "check TUNEGRAPH_DATABASE_URL"

@@ -39,7 +39,11 @@ def database(request, tmp_path, claims):
     return database
 
 
-def test_unusable_urls_say_what_to_change():
+def test_unusable_urls_say_what_to_change(tmp_path):
+    not_a_database = tmp_path / "notes.txt"
+    not_a_database.write_text("hello, this is not SQLite" * 100)
+    with pytest.raises(DatabaseError, match="TUNEGRAPH_DATABASE_URL"):
+        ClaimsDatabase(f"sqlite:///{not_a_database}")
     with pytest.raises(DatabaseError, match="TUNEGRAPH_DATABASE_URL"):
         ClaimsDatabase("notadialect://x")
     with pytest.raises(DatabaseError, match="TUNEGRAPH_DATABASE_URL"):
