@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ingest.jsonl import parse_lines
 from ingest.records import BLOCK_KINDS, ManualBlock, QAPair
 
 SYSTEM_PROMPT = (
@@ -116,15 +117,8 @@ def read_sft_jsonl(path: Path) -> tuple[list[SFTExample], list[dict[str, Any]]]:
     except UnicodeDecodeError:
         raise DatasetError(f"{path}: not UTF-8; re-save it as UTF-8 JSONL.") from None
     examples, rejected = [], []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            rejected.append({"line": number, "reason": f"malformed JSON: {exc.msg}"})
-            continue
-        problem = _message_problem(record)
+    for number, record, malformed in parse_lines(text):
+        problem = malformed or _message_problem(record)
         if problem:
             rejected.append({"line": number, "reason": problem})
             continue

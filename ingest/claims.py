@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+from ingest.jsonl import parse_lines
 from ingest.taxonomy import DAMAGE_TYPES, SEVERITIES
 
 REQUIRED = (
@@ -196,13 +196,9 @@ def _csv_rows(path: Path, text: str) -> tuple[list[tuple[int, dict]], list[str]]
 
 def _jsonl_rows(text: str, report: ClaimsReport) -> tuple[list[tuple[int, dict]], list[str]]:
     rows, columns = [], []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            report.rejected.append(Rejection(number, f"malformed JSON: {exc.msg}"))
+    for number, record, problem in parse_lines(text):
+        if problem:
+            report.rejected.append(Rejection(number, problem))
             continue
         if not isinstance(record, dict):
             report.rejected.append(Rejection(number, "not a JSON object"))
