@@ -16,7 +16,7 @@ import click
 
 from api import composition
 from api.cli_support import load_settings
-from api.commands_finetune import finetune_text
+from api.commands_finetune import eval_text, finetune_text
 from api.commands_retrieval import (
     eval_retrieval,
     ingest,
@@ -263,6 +263,7 @@ def eval_() -> None:
 
 
 eval_.add_command(eval_retrieval)
+eval_.add_command(eval_text)
 
 
 @main.group()
@@ -291,7 +292,6 @@ def _pending(group: click.Group, name: str, issue: str, help_text: str) -> None:
 
 for _group, _name, _issue, _help in (
     (finetune, "vision", "issue #5", "Damage model and vision-language model fine-tuning."),
-    (eval_, "text", "issue #4", "Base versus fine-tuned text models on held-out questions."),
     (eval_, "vision", "issue #5", "Classification and damage models on held-out images."),
     (main, "compare", "issue #8", "Compare the fine-tuned and agentic approaches in a report."),
     (main, "serve", "issue #7", "Serve the Flask API under gunicorn."),

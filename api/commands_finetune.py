@@ -129,3 +129,159 @@ def finetune_text(
             f"adapter: {result.adapter_dir}\n{m['steps']} steps, train loss {m['train_loss']:.3f}, "
             f"eval loss {m['eval_loss']:.3f}, {m['tokens_per_s']:.0f} tokens/s"
         )
+
+
+@click.command("text")
+@click.option(
+    "--adapter",
+    default="manual-lora",
+    show_default=True,
+    help="adapter name under TUNEGRAPH_HOME/adapters",
+)
+@click.option(
+    "--questions",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="QA JSONL (question, answer, kind) [default: the demo's test questions]",
+)
+@click.option(
+    "--blocks",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="manual blocks.jsonl whose numbers count as known [default: the demo's]",
+)
+@click.option(
+    "--limit", type=click.IntRange(1), default=None, help="evaluate a seeded sample of N questions"
+)
+@click.option(
+    "--retrieval/--no-retrieval",
+    default=True,
+    show_default=True,
+    help="also answer with the top-3 manual chunks",
+)
+@click.option("--max-new-tokens", type=click.IntRange(1, 2048), default=128, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1, 256), default=8, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="print the results as JSON")
+def eval_text(
+    adapter: str,
+    questions: Path | None,
+    blocks: Path | None,
+    limit: int | None,
+    retrieval: bool,
+    max_new_tokens: int,
+    batch_size: int,
+    as_json: bool,
+) -> None:
+    """Base and fine-tuned model (each with and without retrieval) on held-out questions.
+
+    SPEC: exact match of the value (numbers and units normalised); PROCEDURE/EXPLANATION and the
+    rest: ROUGE-L; plus the share of answers that stop with EOS, the rate of numbers found in no
+    manual block, and latency. Writes report.json and report.md to TUNEGRAPH_HOME/runs/eval-text.
+    """
+    import random
+    from contextlib import nullcontext
+
+    from tqdm import tqdm
+
+    from finetune.evaluation import generate, markdown_table, prompt_messages, score
+    from finetune.metrics import known_numbers
+    from finetune.model_store import ModelNotFoundError
+    from ingest.records import QAPair
+
+    settings = load_settings()
+    questions = questions or settings.demo_dir / "manual" / "qa" / "test.jsonl"
+    blocks = blocks or settings.demo_dir / "manual" / "blocks.jsonl"
+    for path, hint in ((questions, "--questions"), (blocks, "--blocks")):
+        if not path.is_file():
+            raise click.ClickException(
+                f"{path} does not exist: run `tunegraph demo` or pass {hint}."
+            )
+    try:
+        items = [
+            QAPair(**json.loads(line))
+            for line in questions.read_text("utf-8").splitlines()
+            if line.strip()
+        ]
+        block_texts = [
+            json.loads(line)["text"]
+            for line in blocks.read_text("utf-8").splitlines()
+            if line.strip()
+        ]
+    except (ValueError, TypeError, KeyError) as exc:
+        raise click.ClickException(f"cannot read the questions or blocks: {exc}") from None
+    if limit and limit < len(items):
+        items = sorted(random.Random(0).sample(items, limit), key=lambda q: q.id)
+    known = known_numbers(block_texts)
+
+    store = composition.model_store(settings)
+    try:
+        base_name = settings.text_model
+        adapter_dir = settings.adapters_dir / adapter
+        if (adapter_dir / "tunegraph-manifest.json").exists():
+            base_name = json.loads((adapter_dir / "tunegraph-manifest.json").read_text())[
+                "base_model"
+            ]
+        model, tokenizer = store.load_causal_lm(base_name)
+    except ModelNotFoundError as exc:
+        raise click.ClickException(str(exc)) from None
+    variants: list[tuple[str, object]] = [("base", None)]
+    if (adapter_dir / "adapter_config.json").exists():
+        from peft import PeftModel
+        from transformers import AutoTokenizer
+
+        model = PeftModel.from_pretrained(model, str(adapter_dir))
+        tokenizer = AutoTokenizer.from_pretrained(
+            str(adapter_dir)
+        )  # the template it was trained with
+        variants.append((f"finetuned ({adapter})", adapter_dir))
+    elif not as_json:
+        click.echo(
+            f"no adapter {adapter!r} in {settings.adapters_dir}: evaluating the base model only"
+        )
+
+    contexts: list[list[str]] = [[] for _ in items]
+    if retrieval:
+        from api.commands_retrieval import _retriever
+
+        try:
+            retriever = _retriever("manuals")
+            contexts = [[h.text for h in retriever.search(q.question, 3)] for q in items]
+        except click.ClickException as exc:
+            retrieval = False
+            if not as_json:
+                click.echo(f"retrieval skipped: {exc.message}")
+    results = {}
+    for name, adapter_path in variants:
+        for with_context in (False, True) if retrieval else (False,):
+            label = name + (" + retrieval" if with_context else "")
+            conversations = [
+                prompt_messages(q, c if with_context else ())
+                for q, c in zip(items, contexts, strict=True)
+            ]
+            base_only = (
+                model.disable_adapter()
+                if adapter_path is None and len(variants) > 1
+                else nullcontext()
+            )
+            with base_only, tqdm(total=len(items), desc=label, unit="q", disable=as_json) as bar:
+                answers = generate(
+                    model,
+                    tokenizer,
+                    conversations,
+                    max_new_tokens=max_new_tokens,
+                    batch_size=batch_size,
+                    progress=bar.update,
+                )
+            results[label] = score(items, answers, known)
+    report_dir = settings.runs_dir / "eval-text"
+    report_dir.mkdir(parents=True, exist_ok=True)
+    (report_dir / "report.json").write_text(json.dumps(results, indent=2))
+    table = markdown_table(results)
+    (report_dir / "report.md").write_text(
+        f"# Text evaluation ({len(items)} questions)\n\n{table}\n"
+    )
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+    else:
+        click.echo(table)
+        click.echo(f"\nreport: {report_dir / 'report.md'}")

@@ -53,7 +53,6 @@ def test_help_works_for_every_command(path):
 @pytest.mark.parametrize(
     ("args", "issue"),
     [
-        (["eval", "text", "--json"], "#4"),
         (["eval", "vision", "--task", "classify"], "#5"),
         (["finetune", "vision"], "#5"),
         (["compare"], "#8"),

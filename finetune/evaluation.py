@@ -1,0 +1,148 @@
+"""Base versus fine-tuned answers to held-out manual questions, with or without retrieval."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from finetune.datasets import SYSTEM_PROMPT
+from finetune.metrics import (
+    hallucinated_numbers,
+    latency_stats,
+    numbers,
+    rouge_l,
+    spec_exact_match,
+)
+from ingest.records import QAPair
+
+Retrieve = Callable[[str], list[str]]
+
+
+@dataclass(frozen=True)
+class Generated:
+    text: str
+    stopped: bool  # ended with the end-of-turn token, not at the token limit
+    latency_ms: float
+
+
+def prompt_messages(question: QAPair, context: Sequence[str] = ()) -> list[dict[str, str]]:
+    """The same system prompt and task prefix as training; retrieved blocks go before the
+    question when there are any."""
+    user = f"[{question.kind}] {question.question}"
+    if context:
+        user = "Manual excerpts:\n" + "\n---\n".join(context) + f"\n\nQuestion: {user}"
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+
+
+def generate(
+    model: Any,
+    tokenizer: Any,
+    conversations: Sequence[list[dict[str, str]]],
+    *,
+    max_new_tokens: int = 128,
+    batch_size: int = 8,
+    progress: Callable[[int], None] | None = None,
+) -> list[Generated]:
+    """Greedy answers, batched with left padding; a batch's time is each of its answers' latency."""
+    import torch
+
+    eos = tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    device = next(model.parameters()).device
+    results: list[Generated] = []
+    model.eval()
+    for start in range(0, len(conversations), batch_size):
+        batch = conversations[start : start + batch_size]
+        encoded = [
+            tokenizer.apply_chat_template(
+                c, add_generation_prompt=True, tokenize=True, return_dict=True
+            )["input_ids"]
+            for c in batch
+        ]
+        width = max(len(ids) for ids in encoded)
+        input_ids = torch.tensor(
+            [[pad] * (width - len(ids)) + ids for ids in encoded], device=device
+        )
+        attention = torch.tensor(
+            [[0] * (width - len(ids)) + [1] * len(ids) for ids in encoded], device=device
+        )
+        started = time.perf_counter()
+        with torch.no_grad():
+            output = model.generate(
+                input_ids=input_ids,
+                attention_mask=attention,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                eos_token_id=eos,
+                pad_token_id=pad,
+            )
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        for row in output[:, width:].tolist():
+            stopped = eos in row
+            row = row[: row.index(eos)] if stopped else row
+            text = tokenizer.decode(row, skip_special_tokens=True).strip()
+            results.append(Generated(text, stopped, elapsed_ms))
+        if progress:
+            progress(len(batch))
+    return results
+
+
+def score(
+    questions: Sequence[QAPair], answers: Sequence[Generated], known_numbers: set[str]
+) -> dict[str, Any]:
+    """Per-kind and overall metrics for one model's answers."""
+    per_kind: dict[str, dict[str, Any]] = {}
+    numbers_total = numbers_bad = 0
+    for question, answer in zip(questions, answers, strict=True):
+        row = per_kind.setdefault(question.kind, {"n": 0, "stopped": 0, "scores": []})
+        row["n"] += 1
+        row["stopped"] += answer.stopped
+        if question.kind == "SPEC":
+            row["scores"].append(float(spec_exact_match(answer.text, question.answer)))
+        else:
+            row["scores"].append(rouge_l(answer.text, question.answer))
+        bad = hallucinated_numbers(answer.text, known_numbers)
+        numbers_total += len(numbers(answer.text))
+        numbers_bad += len(bad)
+    kinds = {
+        kind: {
+            "n": row["n"],
+            ("spec_exact_match" if kind == "SPEC" else "rouge_l"): round(
+                sum(row["scores"]) / row["n"], 4
+            ),
+            "stopped_with_eos": round(row["stopped"] / row["n"], 4),
+        }
+        for kind, row in sorted(per_kind.items())
+    }
+    n = len(answers) or 1
+    return {
+        "per_kind": kinds,
+        "spec_exact_match": kinds.get("SPEC", {}).get("spec_exact_match"),
+        "stopped_with_eos": round(sum(a.stopped for a in answers) / n, 4),
+        "hallucinated_number_rate": round(numbers_bad / numbers_total, 4) if numbers_total else 0.0,
+        "latency_ms": latency_stats([a.latency_ms for a in answers]),
+        "n": len(answers),
+    }
+
+
+def markdown_table(results: dict[str, dict[str, Any]]) -> str:
+    """One row per model variant, one column per kind's headline metric."""
+    kinds = sorted({k for r in results.values() for k in r["per_kind"]})
+    header = ["model", *kinds, "EOS", "halluc. numbers", "p50 ms"]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for name, result in results.items():
+        cells = []
+        for kind in kinds:
+            row = result["per_kind"].get(kind, {})
+            value = row.get("spec_exact_match", row.get("rouge_l"))
+            cells.append("-" if value is None else f"{value:.3f}")
+        lines.append(
+            f"| {name} | "
+            + " | ".join(cells)
+            + f" | {result['stopped_with_eos']:.3f} | {result['hallucinated_number_rate']:.3f} | "
+            + f"{result['latency_ms'].get('p50', 0):.0f} |"
+        )
+    note = "SPEC: exact match of the value; other kinds: ROUGE-L F1."
+    return "\n".join([*lines, "", note])
