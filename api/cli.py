@@ -16,7 +16,7 @@ import click
 
 from api import composition
 from api.cli_support import load_settings
-from api.commands_finetune import eval_text, finetune_text
+from api.commands_finetune import eval_text, finetune_text, models_export
 from api.commands_retrieval import (
     eval_retrieval,
     ingest,
@@ -222,6 +222,9 @@ def models_list(as_json: bool) -> None:
         )
 
 
+models.add_command(models_export)
+
+
 @models.command("prepare")
 @click.argument("names", nargs=-1)
 def models_prepare(names: tuple[str, ...]) -> None:
@@ -295,7 +298,6 @@ for _group, _name, _issue, _help in (
     (eval_, "vision", "issue #5", "Classification and damage models on held-out images."),
     (main, "compare", "issue #8", "Compare the fine-tuned and agentic approaches in a report."),
     (main, "serve", "issue #7", "Serve the Flask API under gunicorn."),
-    (models, "export", "issue #4", "Merge an adapter into its base; export safetensors or GGUF."),
     (client, "chat", "issue #7", "Chat with a model over the OpenAI-compatible API."),
     (client, "assess", "issue #7", "Upload damage photos for an assessment."),
     (client, "jobs", "issue #7", "List, follow or cancel background jobs."),

@@ -285,3 +285,32 @@ def eval_text(
     else:
         click.echo(table)
         click.echo(f"\nreport: {report_dir / 'report.md'}")
+
+
+@click.command("export")
+@click.argument("adapter")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="output folder [default: TUNEGRAPH_HOME/exports/ADAPTER]",
+)
+def models_export(adapter: str, out: Path | None) -> None:
+    """Merge ADAPTER (a name under TUNEGRAPH_HOME/adapters, or a folder) into a full-precision
+    copy of its base model and save it as safetensors with its tokenizer.
+
+    The result loads like any local model (TUNEGRAPH_TEXT_MODEL=PATH) and serves from vLLM.
+    GGUF export for llama.cpp/Ollama is not built yet.
+    """
+    from finetune.export import merge_adapter
+    from finetune.model_store import ModelNotFoundError
+
+    settings = load_settings()
+    adapter_dir = Path(adapter) if Path(adapter).is_dir() else settings.adapters_dir / adapter
+    target = out or settings.home / "exports" / adapter_dir.name
+    try:
+        result = merge_adapter(composition.model_store(settings), adapter_dir, target)
+    except ModelNotFoundError as exc:
+        raise click.ClickException(str(exc)) from None
+    size = sum(p.stat().st_size for p in result.rglob("*") if p.is_file())
+    click.echo(f"merged model: {result} ({size / 1e6:.0f} MB)")

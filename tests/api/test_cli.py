@@ -58,7 +58,6 @@ def test_help_works_for_every_command(path):
         (["compare"], "#8"),
         (["serve"], "#7"),
         (["client", "chat", "hi"], "#7"),
-        (["models", "export", "adapter"], "#4"),
     ],
 )
 def test_unbuilt_commands_name_their_issue_and_exit_2(args, issue):
