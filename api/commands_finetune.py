@@ -60,32 +60,36 @@ def finetune_text(
 
     data = config.data
     try:
+        val_examples = None
         if data.source == "demo":
             qa_dir = (data.demo_dir or settings.demo_dir) / "manual" / "qa"
             if not qa_dir.is_dir():
                 raise DatasetError(f"{qa_dir} does not exist: run `tunegraph demo` first.")
-            pairs = [
-                QAPair(**json.loads(line))
-                for split_name in ("train", "val")
-                for line in (qa_dir / f"{split_name}.jsonl").read_text("utf-8").splitlines()
-            ]
-            examples, rejected = examples_from_qa(pairs), []
+            # Train on the train phrasings of every block; validate on the val phrasings.
+            examples, val_examples = (
+                examples_from_qa(
+                    QAPair(**json.loads(line))
+                    for line in (qa_dir / f"{name}.jsonl").read_text("utf-8").splitlines()
+                )
+                for name in ("train", "val")
+            )
+            rejected = []
         else:
             if data.train_file is None:
                 raise DatasetError("data.source=jsonl needs data.train_file=PATH")
             examples, rejected = read_sft_jsonl(data.train_file)
-        count = chat_token_counter(tokenizer)
+            if data.val_file:
+                val_examples, val_rejected = read_sft_jsonl(data.val_file)
+                rejected += val_rejected
         report = build_dataset(
             examples,
-            count_tokens=count,
+            count_tokens=chat_token_counter(tokenizer),
+            val_examples=val_examples,
             max_length=config.train.max_length,
-            val_fraction=0.0 if data.val_file else data.val_fraction,
+            val_fraction=data.val_fraction,
             max_ratio=data.max_ratio,
             seed=config.train.seed,
         )
-        if data.val_file:
-            report.val, val_rejected = read_sft_jsonl(data.val_file)
-            rejected += val_rejected
         report.rejected = rejected
     except DatasetError as exc:
         raise click.ClickException(str(exc)) from None

@@ -211,15 +211,27 @@ def build_dataset(
     examples: Sequence[SFTExample],
     *,
     count_tokens: Callable[[SFTExample], int],
+    val_examples: Sequence[SFTExample] | None = None,
     max_length: int = 512,
     val_fraction: float = 0.2,
     max_ratio: float = 2.0,
     seed: int = 42,
 ) -> DatasetReport:
-    """Length check, deterministic split, then balancing of the training side only."""
+    """Length check, deterministic split (unless ``val_examples`` are given), then balancing of
+    the training side only.
+
+    Give ``val_examples`` when the validation set asks about the same facts in other words (the
+    demo's val questions): a fine-tuned model is meant to learn every block, so holding whole
+    blocks out would cap what it can answer.
+    """
     report = DatasetReport()
     fitting, report.too_long = drop_too_long(examples, count_tokens, max_length)
-    train, report.val = split(fitting, val_fraction, seed)
+    if val_examples is None:
+        train, report.val = split(fitting, val_fraction, seed)
+    else:
+        train = fitting
+        report.val, too_long_val = drop_too_long(val_examples, count_tokens, max_length)
+        report.too_long += too_long_val
     report.counts_before_balancing = dict(sorted(Counter(e.kind for e in train).items()))
     report.train = balance(train, max_ratio, seed)
     return report

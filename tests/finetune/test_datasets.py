@@ -159,3 +159,19 @@ def test_token_counts_use_the_models_chat_template(model_store, demo_examples):
         ]
     )
     assert count(item) > _words(item)
+
+
+def test_given_val_examples_keep_every_block_in_training(demo_corpus):
+    root = demo_corpus.root / "manual" / "qa"
+    train_pairs, val_pairs = (
+        [QAPair(**json.loads(line)) for line in (root / f"{name}.jsonl").read_text().splitlines()]
+        for name in ("train", "val")
+    )
+    report = build_dataset(
+        examples_from_qa(train_pairs), val_examples=examples_from_qa(val_pairs), count_tokens=_words
+    )
+    assert {e.group for e in report.train} == {p.block_id for p in train_pairs}
+    assert len(report.val) == len(val_pairs)
+    assert not {e.messages[1]["content"] for e in report.train} & {
+        e.messages[1]["content"] for e in report.val
+    }
