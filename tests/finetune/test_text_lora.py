@@ -97,34 +97,21 @@ def test_training_lowers_loss_and_saves_adapter_with_manifest(tokenizer, tmp_pat
 
 
 def test_resume_continues_exactly(tokenizer, tmp_path):
-    straight = run(
-        _config(),
-        tiny_model(tokenizer),
-        tokenizer,
-        EXAMPLES,
-        EXAMPLES[:4],
-        tmp_path / "a",
-        data_hash="x",
-    )
-    run(
-        _config(),
-        tiny_model(tokenizer),
-        tokenizer,
-        EXAMPLES,
-        EXAMPLES[:4],
-        tmp_path / "b",
-        data_hash="x",
-        stop_after_steps=4,
-    )
-    resumed = run(
-        _config(),
-        tiny_model(tokenizer),
-        tokenizer,
-        EXAMPLES,
-        EXAMPLES[:4],
-        tmp_path / "b",
-        data_hash="x",
-    )
+    def train(out, **kwargs):
+        return run(
+            _config(),
+            tiny_model(tokenizer),
+            tokenizer,
+            EXAMPLES,
+            EXAMPLES[:4],
+            out,
+            data_hash="x",
+            **kwargs,
+        )
+
+    straight = train(tmp_path / "a")
+    train(tmp_path / "b", stop_after_steps=4)
+    resumed = train(tmp_path / "b")
     assert straight.steps == resumed.steps == 6
     from safetensors.torch import load_file
 
