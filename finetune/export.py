@@ -12,13 +12,17 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from finetune.gguf_export import OutType, export_gguf
 from finetune.model_store import ModelNotFoundError, ModelStore
 
 MANIFEST = "tunegraph-manifest.json"
 
 
-def merge_adapter(store: ModelStore, adapter_dir: Path, out_dir: Path) -> Path:
-    """Write ``out_dir`` (model.safetensors, config, tokenizer with chat template, manifest)."""
+def merge_adapter(
+    store: ModelStore, adapter_dir: Path, out_dir: Path, *, gguf: OutType | None = None
+) -> Path:
+    """Write ``out_dir`` (model.safetensors, config, tokenizer with chat template, manifest),
+    and with ``gguf`` (``f16`` or ``f32``) also ``out_dir/model-<gguf>.gguf`` for llama.cpp."""
     from peft import PeftModel
     from transformers import AutoTokenizer
 
@@ -38,6 +42,8 @@ def merge_adapter(store: ModelStore, adapter_dir: Path, out_dir: Path) -> Path:
     try:
         merged.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        if gguf:
+            export_gguf(merged, tokenizer, tmp / f"model-{gguf}.gguf", outtype=gguf)
         (tmp / MANIFEST).write_text(
             json.dumps({**manifest, "kind": "merged", "merged_from": str(adapter_dir)}, indent=2)
         )
