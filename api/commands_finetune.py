@@ -40,13 +40,12 @@ def finetune_text(
         DatasetError,
         build_dataset,
         chat_token_counter,
-        examples_from_qa,
+        demo_examples,
         read_sft_jsonl,
         write_jsonl,
     )
     from finetune.model_store import ModelNotFoundError
     from finetune.recipes.text_lora import TextRecipeConfig, TrainingError, run
-    from ingest.records import QAPair
 
     settings = load_settings()
     try:
@@ -62,17 +61,7 @@ def finetune_text(
     try:
         val_examples = None
         if data.source == "demo":
-            qa_dir = (data.demo_dir or settings.demo_dir) / "manual" / "qa"
-            if not qa_dir.is_dir():
-                raise DatasetError(f"{qa_dir} does not exist: run `tunegraph demo` first.")
-            # Train on the train phrasings of every block; validate on the val phrasings.
-            examples, val_examples = (
-                examples_from_qa(
-                    QAPair(**json.loads(line))
-                    for line in (qa_dir / f"{name}.jsonl").read_text("utf-8").splitlines()
-                )
-                for name in ("train", "val")
-            )
+            examples, val_examples = demo_examples(data.demo_dir or settings.demo_dir)
             rejected = []
         else:
             if data.train_file is None:
@@ -88,6 +77,7 @@ def finetune_text(
             max_length=config.train.max_length,
             val_fraction=data.val_fraction,
             max_ratio=data.max_ratio,
+            max_val=data.max_val_examples,
             seed=config.train.seed,
         )
         report.rejected = rejected

@@ -23,10 +23,8 @@ from typing import Any
 from ingest.jsonl import parse_lines
 from ingest.records import BLOCK_KINDS, ManualBlock, QAPair
 
-SYSTEM_PROMPT = (
-    "You are a vehicle service assistant. Answer from the service manual: exact values with "
-    "units, numbered steps for procedures, causes and checks for fault codes."
-)
+# Short on purpose: it is repeated in every training example, and most answers are a few tokens.
+SYSTEM_PROMPT = "Answer from the vehicle service manual."
 OTHER = "OTHER"  # the kind of a user example without a task prefix
 _PREFIX = re.compile(r"^\[(" + "|".join(BLOCK_KINDS) + r")\]\s*")
 _ROLES = {"system", "user", "assistant"}
@@ -106,6 +104,23 @@ def examples_from_blocks(blocks: Iterable[ManualBlock]) -> list[SFTExample]:
 def examples_from_qa(pairs: Iterable[QAPair]) -> list[SFTExample]:
     """Ground-truth question/answer pairs (e.g. the demo corpus' train and val questions)."""
     return [example(p.kind, p.question, p.answer, p.block_id) for p in pairs]
+
+
+def demo_examples(demo_dir: Path) -> tuple[list[SFTExample], list[SFTExample]]:
+    """The demo corpus' training examples (each block's train phrasing) and validation examples
+    (its val phrasings); the test phrasings stay out of training for `tunegraph eval text`."""
+    qa_dir = demo_dir / "manual" / "qa"
+    if not qa_dir.is_dir():
+        raise DatasetError(f"{qa_dir} does not exist: run `tunegraph demo` first.")
+    train, val = (
+        examples_from_qa(
+            QAPair(**json.loads(line))
+            for line in (qa_dir / f"{name}.jsonl").read_text("utf-8").splitlines()
+            if line.strip()
+        )
+        for name in ("train", "val")
+    )
+    return train, val
 
 
 def read_sft_jsonl(path: Path) -> tuple[list[SFTExample], list[dict[str, Any]]]:
@@ -215,12 +230,14 @@ def build_dataset(
     max_length: int = 512,
     val_fraction: float = 0.2,
     max_ratio: float = 2.0,
+    max_val: int = 0,
     seed: int = 42,
 ) -> DatasetReport:
     """Length check, deterministic split (unless ``val_examples`` are given), then balancing of
     the training side only.
 
-    Give ``val_examples`` when the validation set asks about the same facts in other words (the
+    ``max_val`` > 0 keeps a seeded sample of that many validation examples (the eval loss of every
+    epoch costs a pass over them). Give ``val_examples`` when the validation set asks about the same facts in other words (the
     demo's val questions): a fine-tuned model is meant to learn every block, so holding whole
     blocks out would cap what it can answer.
     """
@@ -232,6 +249,9 @@ def build_dataset(
         train = fitting
         report.val, too_long_val = drop_too_long(val_examples, count_tokens, max_length)
         report.too_long += too_long_val
+    if 0 < max_val < len(report.val):  # a seeded sample, kept in file order
+        keep = set(random.Random(seed).sample(range(len(report.val)), max_val))
+        report.val = [e for i, e in enumerate(report.val) if i in keep]
     report.counts_before_balancing = dict(sorted(Counter(e.kind for e in train).items()))
     report.train = balance(train, max_ratio, seed)
     return report

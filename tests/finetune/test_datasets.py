@@ -60,6 +60,17 @@ def test_balancing_brings_the_kind_ratio_to_at_most_2(demo_examples):
     assert Counter(e.kind for e in report.val) == Counter(report.summary()["val_per_kind"])
 
 
+def test_validation_can_be_a_seeded_sample(demo_examples):
+    full = build_dataset(demo_examples, count_tokens=_words, val_examples=demo_examples)
+    a, b = (
+        build_dataset(demo_examples, count_tokens=_words, val_examples=demo_examples, max_val=50)
+        for _ in range(2)
+    )
+    assert len(a.val) == 50 and [e.to_json() for e in a.val] == [e.to_json() for e in b.val]
+    assert set(e.to_json() for e in a.val) < set(e.to_json() for e in full.val)
+    assert len(a.train) == len(full.train)
+
+
 def test_too_long_examples_are_reported_and_dropped(demo_examples):
     report = build_dataset(demo_examples, count_tokens=_words, max_length=60)
     assert report.too_long and all(d["tokens"] > 60 for d in report.too_long)

@@ -12,7 +12,11 @@ from finetune.recipes.text_lora import (
     TrainArgs,
     TrainingError,
     batches,
+    collate,
+    collate_packed,
     encode,
+    label_loss_sum,
+    pack,
     run,
 )
 
@@ -61,13 +65,48 @@ def test_labels_cover_only_the_answer_and_its_end_of_turn(tokenizer):
     assert labels[: len(ids) - len(learned)] == [IGNORE] * (len(ids) - len(learned))
 
 
-def test_batches_are_deterministic_length_grouped_and_cover_everything():
-    lengths = [5, 50, 6, 51, 7, 52, 8, 53]
-    first = batches(lengths, 2, seed=1, epoch=0)
-    assert first == batches(lengths, 2, seed=1, epoch=0)
-    assert first != batches(lengths, 2, seed=1, epoch=1)
-    assert sorted(i for b in first for i in b) == list(range(8))
-    assert all(abs(lengths[b[0]] - lengths[b[-1]]) < 10 for b in first)
+def test_loss_at_label_positions_equals_the_full_logits_loss(tokenizer):
+    model = tiny_model(tokenizer).eval()
+    input_ids, attention, labels = collate(
+        [encode(e, tokenizer) for e in EXAMPLES[:3]], tokenizer.eos_token_id
+    )
+    logits = model(input_ids=input_ids, attention_mask=attention).logits
+    full = torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.size(-1)),
+        labels[:, 1:].reshape(-1),
+        ignore_index=IGNORE,
+        reduction="sum",
+    )
+    fast = label_loss_sum(model, input_ids, attention, labels)
+    assert torch.allclose(fast, full, rtol=1e-5)
+    assert int((labels != IGNORE).sum()) < labels.numel() / 2  # the shortcut skips most rows
+
+
+def test_batches_are_deterministic_per_epoch_and_cover_everything():
+    first = batches(10, 4, seed=1, epoch=0)
+    assert first == batches(10, 4, seed=1, epoch=0)
+    assert first != batches(10, 4, seed=1, epoch=1)
+    assert sorted(i for b in first for i in b) == list(range(10))
+    assert [len(b) for b in first] == [4, 4, 2]
+
+
+def test_packing_fills_rows_and_keeps_examples_apart(tokenizer):
+    assert pack([5, 50, 6, 51, 7], 64) == [[3, 4, 2], [1, 0]]
+    model = tiny_model(tokenizer).eval()
+    items = [encode(e, tokenizer) for e in EXAMPLES[:5]]
+    input_ids, positions, labels, tokens = collate_packed(items, 256, tokenizer.eos_token_id)
+    assert input_ids.shape[0] == 1 and tokens == sum(len(ids) for ids, _ in items)
+    packed = label_loss_sum(model, input_ids, None, labels, position_ids=positions)
+    alone = sum(
+        label_loss_sum(model, torch.tensor([ids]), None, torch.tensor([labs]))
+        for ids, labs in items
+    )
+    # Equal losses: no example attends to another one in its row ...
+    assert torch.allclose(packed, alone, rtol=1e-6)
+    # ... which this check would notice: one running position lets them see each other.
+    running = torch.arange(input_ids.shape[1]).unsqueeze(0)
+    leaky = label_loss_sum(model, input_ids, None, labels, position_ids=running)
+    assert not torch.allclose(leaky, alone, rtol=1e-5)
 
 
 def test_training_lowers_loss_and_saves_adapter_with_manifest(tokenizer, tmp_path):
@@ -120,6 +159,29 @@ def test_resume_continues_exactly(tokenizer, tmp_path):
     assert a.keys() == b.keys()
     for key in a:
         assert torch.allclose(a[key], b[key], atol=1e-6), key
+    # The resumed run's metrics read as one run: the same steps once each, the same losses.
+    logs = [
+        [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        for out in (tmp_path / "a", tmp_path / "b")
+    ]
+    assert [r["step"] for r in logs[0]] == [r["step"] for r in logs[1]]
+    for x, y in zip(*logs, strict=True):
+        assert x.get("loss", x.get("eval_loss")) == pytest.approx(
+            y.get("loss", y.get("eval_loss")), abs=1e-5
+        )
+
+
+def test_metrics_also_go_to_tensorboard_when_it_is_installed(tokenizer, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run(
+        _config(), tiny_model(tokenizer), tokenizer, EXAMPLES, EXAMPLES[:2], tmp_path, data_hash="x"
+    )
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert {"loss", "eval_loss", "tokens_per_s"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("eval_loss")] == [3, 6]
 
 
 def test_nan_loss_stops_with_a_clear_message(tokenizer, tmp_path):
