@@ -81,13 +81,13 @@ def main() -> None:
 
 
 def _load():
+    from api import composition
+    from api.settings import Settings
     from finetune.config import load_config
-    from finetune.model_store import ModelStore, ModelStoreConfig
     from finetune.recipes.text_lora import TextRecipeConfig
 
     config = load_config(TextRecipeConfig, CONFIG, ())
-    home = Path(".tunegraph")
-    store = ModelStore(ModelStoreConfig(home / "models", home / "adapters", device="cpu"))
+    store = composition.model_store(Settings.from_env())  # reuses TUNEGRAPH_HOME's model cache
     model, tokenizer = store.load_causal_lm(config.base_model)
     return config, model, tokenizer
 
@@ -96,8 +96,7 @@ def _prepare_data(work: Path, *, quick: bool) -> int:
     """The quick profile's training set (a seeded sample of 96 with --quick) and a fixed
     validation sample, as messages JSONL; returns the steps of one epoch.
 
-    One whole epoch on both sides: the recipe's length-grouped batches are each nearly one kind
-    of question, so a run shorter than an epoch would see some kinds and not others."""
+    One whole epoch on both sides, so that each side learns from every example exactly once."""
     import random
 
     from finetune.datasets import build_dataset, chat_token_counter, demo_examples, write_jsonl
@@ -142,9 +141,9 @@ def _train_side(side: str, steps: int, work: Path) -> None:
         result = run(
             config, model, tokenizer, train, train[:1], work / "recipe-run", data_hash="bench"
         )
-        tokens_per_s, seconds = result.metrics["tokens_per_s"], None
-        adapter = result.adapter_dir
+        tokens_per_s = result.metrics["tokens_per_s"]
         seconds = result.metrics["train_tokens"] / tokens_per_s
+        adapter = result.adapter_dir
     else:
         tokens_per_s, seconds, adapter = _train_trl(config, model, tokenizer, train, work, steps)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

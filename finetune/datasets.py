@@ -236,10 +236,10 @@ def build_dataset(
     """Length check, deterministic split (unless ``val_examples`` are given), then balancing of
     the training side only.
 
-    ``max_val`` > 0 keeps a seeded sample of that many validation examples (the eval loss of every
-    epoch costs a pass over them). Give ``val_examples`` when the validation set asks about the same facts in other words (the
-    demo's val questions): a fine-tuned model is meant to learn every block, so holding whole
-    blocks out would cap what it can answer.
+    ``max_val`` > 0 keeps a seeded sample of that many validation examples (the eval loss of
+    every epoch costs a pass over them). Give ``val_examples`` when the validation set asks
+    about the same facts in other words (the demo's val questions): a fine-tuned model is meant
+    to learn every block, so holding whole blocks out would cap what it can answer.
     """
     report = DatasetReport()
     fitting, report.too_long = drop_too_long(examples, count_tokens, max_length)
