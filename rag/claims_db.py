@@ -136,6 +136,17 @@ class ClaimsDatabase:
         with Session(self.engine) as session:
             return [row.to_claim() for row in session.scalars(query)]
 
+    def with_damage(self, part: str, damage_type: str, limit: int = 200) -> list[Claim]:
+        """The latest claims of one part x damage type (candidates for photo comparison)."""
+        query = (
+            select(ClaimRow)
+            .where(ClaimRow.part == part, ClaimRow.damage_type == damage_type)
+            .order_by(ClaimRow.incident_date.desc(), ClaimRow.claim_id)
+            .limit(limit)
+        )
+        with Session(self.engine) as session:
+            return [row.to_claim() for row in session.scalars(query)]
+
     def cost_distribution(self, part: str, damage_type: str, severity: str) -> CostStats:
         """Quartiles of claimed amounts for one part x damage x severity (fraud excluded)."""
         query = select(ClaimRow.amount).where(

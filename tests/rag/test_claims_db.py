@@ -76,6 +76,15 @@ def test_history_by_vin_policy_and_window(database, claims):
         database.history()
 
 
+def test_with_damage_lists_the_latest_claims_of_a_part_and_damage(database, claims):
+    expected = sorted(
+        (c for c in claims if (c.part, c.damage_type) == ("hood", "dent")),
+        key=lambda c: (-c.incident_date.toordinal(), c.claim_id),
+    )
+    assert database.with_damage("hood", "dent", limit=5) == expected[:5]
+    assert len(database.with_damage("hood", "dent")) == min(len(expected), 200)
+
+
 def test_cost_distribution_excludes_fraud_and_matches_the_price_table(database, claims):
     stats = database.cost_distribution("hood", "dent", "moderate")
     honest = sorted(

@@ -1,0 +1,75 @@
+"""What a graph run needs from outside, passed as LangGraph's runtime context.
+
+The composition root (``api``) builds these objects from settings; tests pass fakes. Graphs never
+load a model or open a file themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ingest.assessment import ClaimContext, Damage
+
+
+class DamageModel(Protocol):
+    """The agentic approach's vision tool: damages seen in a set of photos."""
+
+    name: str
+
+    def detect(self, images: Sequence[bytes]) -> list[Damage]: ...
+
+
+class VisionAssessor(Protocol):
+    """The fine-tuned approach: one call of a vision-language model that answers with the
+    Assessment fields as JSON text. ``feedback`` explains why the previous answer was rejected."""
+
+    name: str
+
+    def assess(
+        self, images: Sequence[bytes], claim: ClaimContext | None, feedback: str | None = None
+    ) -> str: ...
+
+
+@dataclass
+class AgentContext:
+    """Dependencies of the graphs; each graph says which of them it needs when one is missing.
+
+    ``llm`` is a :class:`agents.chat_model.LocalChatModel` (any chat model with tools and
+    structured output works); ``finetuned_adapter`` names its fine-tuned LoRA adapter.
+    ``manuals`` and ``claims_index`` are ``rag.retrieval.Retriever`` s; ``claims_db`` a
+    ``rag.claims_db.ClaimsDatabase``; ``open_photo`` reads a claims-history photo by its path.
+    """
+
+    llm: Any = None
+    finetuned_adapter: str | None = None
+    manuals: Any = None
+    claims_db: Any = None
+    claims_index: Any = None
+    damage_model: DamageModel | None = None
+    vision: VisionAssessor | None = None
+    open_photo: Callable[[str], bytes] | None = None
+    manual_k: int = 3
+    max_tool_rounds: int = 3
+    photo_hashes: dict[str, int] = field(default_factory=dict)  # cache: path -> dHash
+
+    def require(self, graph: str, *names: str) -> None:
+        missing = [n for n in names if getattr(self, n) is None]
+        if missing:
+            raise MissingDependencyError(
+                f"the {graph} graph needs {', '.join(missing)} in its AgentContext"
+            )
+
+    def chat_model(self, finetuned: bool) -> Any:
+        if not finetuned:
+            return self.llm.with_adapter(None) if hasattr(self.llm, "with_adapter") else self.llm
+        if self.finetuned_adapter is None:
+            raise MissingDependencyError(
+                "no fine-tuned adapter is configured: train one with `tunegraph finetune text`"
+            )
+        return self.llm.with_adapter(self.finetuned_adapter)
+
+
+class MissingDependencyError(ValueError):
+    """A graph was run without something it needs; the message names it."""

@@ -1,0 +1,116 @@
+"""The fine-tuned assessment: images (+ claim context) -> one call of the fine-tuned
+vision-language model -> Assessment.
+
+The model answers with the Assessment's vision fields as JSON. An answer that does not parse or
+validate is sent back once with the validation error; a second failure ends the run with an
+:class:`AgentError` that quotes it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
+from pydantic import BaseModel, Field, ValidationError
+
+from agents.context import AgentContext
+from agents.errors import AgentError
+from agents.state import AssessState
+from agents.timing import timed, total_ms
+from ingest.assessment import (
+    Assessment,
+    ClaimContext,
+    CostEstimate,
+    Damage,
+    Fraud,
+    OverallSeverity,
+    RepairRecommendation,
+)
+
+NAME = "assess_finetuned"
+RECURSION_LIMIT = 8
+ATTEMPTS = 2
+
+
+class VisionAnswer(BaseModel):
+    """What the fine-tuned vision-language model is trained to answer (JSON)."""
+
+    damages: list[Damage]
+    overall_severity: OverallSeverity
+    cost_estimate: CostEstimate
+    repair_recommendations: list[RepairRecommendation] = Field(default_factory=list)
+    report: str = ""
+
+
+def parse_answer(text: str) -> VisionAnswer:
+    """The model's JSON answer, validated; raises ValueError with the reason."""
+    try:
+        return VisionAnswer.model_validate(json.loads(text))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON ({exc.msg} at character {exc.pos})") from None
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ValueError(f"JSON that is not an assessment ({problems})") from None
+
+
+@timed("vision")
+def run_vision(state: AssessState, runtime: Runtime[AgentContext]) -> dict:
+    context = runtime.context
+    context.require(NAME, "vision")
+    if not state.get("images"):
+        raise AgentError("an assessment needs at least one image")
+    claim = ClaimContext.model_validate(state["claim"]) if state.get("claim") else None
+    feedback = None
+    invalid = []
+    for _ in range(ATTEMPTS):
+        text = context.vision.assess(state["images"], claim, feedback)
+        try:
+            answer = parse_answer(text)
+        except ValueError as exc:
+            feedback = str(exc)
+            invalid.append(text[:200])
+            continue
+        return {
+            "vision": answer.model_dump(mode="json"),
+            "models": {"vision": context.vision.name},
+            "errors": [f"invalid vision answer, repaired: {feedback}"] if invalid else [],
+        }
+    raise AgentError(
+        f"the vision model {context.vision.name!r} returned an invalid assessment {ATTEMPTS} "
+        f"times: {feedback} (last answer starts {invalid[-1]!r})"
+    )
+
+
+@timed("assemble")
+def assemble(state: AssessState, runtime: Runtime[AgentContext]) -> dict:
+    answer = VisionAnswer.model_validate(state["vision"])
+    timings = {**state.get("timings", {})}
+    assessment = Assessment(
+        approach="finetuned",
+        damages=answer.damages,
+        overall_severity=answer.overall_severity,
+        cost_estimate=answer.cost_estimate,
+        repair_recommendations=answer.repair_recommendations,
+        # One model call sees no claims history: fraud is not assessed by this approach.
+        fraud=Fraud(risk=0.0, level="low", signals=[]),
+        report=answer.report,
+        timings_ms={k: v["ms"] for k, v in timings.items()} | {"total": total_ms(timings)},
+        models=state.get("models", {}),
+    )
+    return {"assessment": assessment.model_dump(mode="json")}
+
+
+def build(checkpointer: Any = None) -> Any:
+    builder = StateGraph(AssessState, context_schema=AgentContext)
+    builder.add_node("vision", run_vision)
+    builder.add_node("assemble", assemble)
+    builder.add_edge(START, "vision")
+    builder.add_edge("vision", "assemble")
+    builder.add_edge("assemble", END)
+    compiled = builder.compile(checkpointer=checkpointer, name=NAME)
+    return compiled.with_config(recursion_limit=RECURSION_LIMIT)
+
+
+graph = build()

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agents.context import AgentContext
+from agents.errors import AgentError
+from agents.graphs import assess_finetuned
+from ingest.assessment import Assessment
+from tests.agents.conftest import PHOTOS
+from tests.agents.fakes import FakeVision
+
+ANSWER = {
+    "damages": [{"type": "crack", "part": "windshield", "severity": "moderate"}],
+    "overall_severity": "moderate",
+    "cost_estimate": {"min": 380, "max": 560},
+    "repair_recommendations": [{"part": "windshield", "action": "replace"}],
+    "report": "Cracked windshield; replace.",
+}
+
+
+def run(vision, claim=None):
+    state = {"images": [PHOTOS["p/own.png"]], "claim": claim}
+    return assess_finetuned.graph.invoke(state, context=AgentContext(vision=vision))
+
+
+def test_one_vision_call_becomes_an_assessment():
+    vision = FakeVision([json.dumps(ANSWER)])
+    state = run(vision, claim={"vin": "1HGCM82633A004352", "claimed_amount": 500})
+    assessment = Assessment.model_validate(state["assessment"])
+    assert assessment.approach == "finetuned"
+    assert assessment.damages[0].part == "windshield"
+    assert assessment.cost_estimate.max == 560
+    assert assessment.fraud.level == "low" and assessment.fraud.signals == []
+    assert assessment.models == {"vision": "fake-vlm@1"}
+    assert set(assessment.timings_ms) == {"vision", "total"}
+    assert vision.feedback == [None]
+
+
+def test_an_invalid_answer_is_sent_back_with_the_reason_once():
+    bad = {**ANSWER, "overall_severity": "catastrophic"}
+    vision = FakeVision([json.dumps(bad), json.dumps(ANSWER)])
+    state = run(vision)
+    assert state["assessment"]["damages"][0]["type"] == "crack"
+    assert "overall_severity" in vision.feedback[1]
+    assert state["errors"] == [f"invalid vision answer, repaired: {vision.feedback[1]}"]
+
+
+def test_two_invalid_answers_are_a_clear_error():
+    vision = FakeVision(["{not json", '{"damages": []}'])
+    with pytest.raises(AgentError, match="returned an invalid assessment 2 times"):
+        run(vision)
+    assert vision.feedback[1].startswith("not JSON")
+
+
+def test_no_images_is_an_error():
+    with pytest.raises(AgentError, match="at least one image"):
+        assess_finetuned.graph.invoke({"images": []}, context=AgentContext(vision=FakeVision([])))

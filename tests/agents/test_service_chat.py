@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+import pytest
+from langchain_core.messages import AIMessageChunk, HumanMessage, ToolMessage
+
+from agents.context import AgentContext, MissingDependencyError
+from agents.errors import AgentError
+from agents.graphs import service_chat
+from rag.stores.base import Hit
+from tests.agents.fakes import FakeRetriever, fake_llm
+
+BLOCKS = [
+    Hit("spec-1", "Wheel nut torque: 110 Nm.", 0.9, {"kind": "SPEC"}),
+    Hit("ts-1", "P0117: coolant temperature sensor circuit low.", 0.8, {"kind": "TROUBLESHOOTING"}),
+]
+QUESTION = "What is the wheel nut torque of the Vireo?"
+
+
+def chat(mode, *replies, manuals=None, **context):
+    ctx = AgentContext(
+        llm=fake_llm(*replies), finetuned_adapter="ft", manuals=manuals or FakeRetriever(BLOCKS),
+        **context,
+    )  # fmt: skip
+    state = service_chat.graph.invoke(
+        {"messages": [HumanMessage(QUESTION)], "mode": mode}, context=ctx
+    )
+    return state, ctx
+
+
+@pytest.mark.parametrize(
+    ("mode", "adapter", "retrieves"),
+    [
+        ("base", None, False),
+        ("rag", None, True),
+        ("finetuned", "ft", False),
+        ("finetuned-rag", "ft", True),
+    ],
+)
+def test_the_four_direct_modes(mode, adapter, retrieves):
+    state, ctx = chat(mode, "110 Nm")
+    assert state["messages"][-1].content == "110 Nm"
+    request = ctx.llm.backend.requests[0]
+    assert request.adapter == adapter and not request.tools
+    user = request.messages[-1]["content"]
+    assert user.endswith(f"[SPEC] {QUESTION}")
+    assert ("Wheel nut torque: 110 Nm." in user) == retrieves
+    assert set(state["timings"]) == ({"retrieve", "answer"} if retrieves else {"answer"})
+    assert state["models"]["chat"] == ("fake-llm+ft" if adapter else "fake-llm")
+
+
+def test_the_agent_calls_a_tool_then_answers_from_it():
+    manuals = FakeRetriever(BLOCKS)
+    state, ctx = chat(
+        "agent", [("lookup_spec", {"query": "wheel nut torque"})], "It is 110 Nm.", manuals=manuals
+    )
+    first, second = ctx.llm.backend.requests
+    assert {t["function"]["name"] for t in first.tools} == {
+        "search_manual",
+        "lookup_spec",
+        "lookup_fault_code",
+    }
+    assert manuals.queries == [("wheel nut torque", 3, {"kind": "SPEC"})]
+    tool_message = state["messages"][2]
+    assert (
+        isinstance(tool_message, ToolMessage)
+        and "[spec-1] Wheel nut torque" in tool_message.content
+    )
+    assert second.messages[-1]["role"] == "tool"
+    assert state["messages"][-1].content == "It is 110 Nm."
+    assert state["tool_rounds"] == 1
+
+
+def test_a_tool_error_goes_back_to_the_model():
+    broken = FakeRetriever([], error=RuntimeError("index offline"))
+    state, _ = chat(
+        "agent", [("search_manual", {"query": "x"}), ("nope", {})], "Sorry.", manuals=broken
+    )
+    errors = [m for m in state["messages"] if isinstance(m, ToolMessage)]
+    assert [m.status for m in errors] == ["error", "error"]
+    assert "index offline" in errors[0].content and "no tool named 'nope'" in errors[1].content
+    assert state["messages"][-1].content == "Sorry."
+
+
+def test_after_max_rounds_the_agent_must_answer():
+    call = [("lookup_fault_code", {"code": "P0117"})]
+    state, ctx = chat("agent", call, call, "P0117 means sensor circuit low.", max_tool_rounds=2)
+    assert [r.tool_choice for r in ctx.llm.backend.requests] == ["auto", "auto", "none"]
+    assert "P0117: coolant" in state["messages"][2].content
+    assert state["messages"][-1].content.startswith("P0117 means")
+
+
+def test_answers_stream_token_by_token():
+    ctx = AgentContext(llm=fake_llm("It is 110 Nm."), manuals=FakeRetriever(BLOCKS))
+    tokens = [
+        chunk.content
+        for chunk, meta in service_chat.graph.stream(
+            {"messages": [HumanMessage(QUESTION)], "mode": "rag"},
+            context=ctx,
+            stream_mode="messages",
+        )
+        if isinstance(chunk, AIMessageChunk) and meta["langgraph_node"] == "answer"
+    ]
+    assert [t for t in tokens if t] == ["It", " is", " 110", " Nm."]
+
+
+def test_bad_modes_and_missing_pieces_are_clear_errors():
+    with pytest.raises(AgentError, match="unknown chat mode 'fast'; use one of base, rag"):
+        chat("fast", "x")
+    ctx = AgentContext(llm=fake_llm("x"))
+    with pytest.raises(MissingDependencyError, match="needs manuals"):
+        service_chat.graph.invoke({"messages": [HumanMessage("q")], "mode": "rag"}, context=ctx)
+    with pytest.raises(MissingDependencyError, match="no fine-tuned adapter"):
+        service_chat.graph.invoke(
+            {"messages": [HumanMessage("q")], "mode": "finetuned"}, context=ctx
+        )
