@@ -60,6 +60,10 @@ class FakeDamageModel:
     error: Exception | None = None
     calls: int = 0
 
+    @classmethod
+    def of_hood_dent(cls) -> FakeDamageModel:
+        return cls([Damage(type="dent", part="hood", severity="moderate", confidence=0.9)])
+
     def detect(self, images: Sequence[bytes]) -> list[Damage]:
         self.calls += 1
         if self.error:

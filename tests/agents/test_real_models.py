@@ -1,0 +1,112 @@
+"""The graphs on the embedded models: SmolLM2 with a LoRA adapter trained here, MiniLM
+retrieval over LanceDB, and the SQLite claims history. (The damage model stays a fake until the
+vision issue provides one.)"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage
+
+from agents.backends.transformers import TransformersBackend
+from agents.chat_model import LocalChatModel
+from agents.context import AgentContext
+from agents.graphs import assess_agentic, service_chat
+from finetune.recipes.text_lora import run
+from ingest.assessment import Assessment
+from rag.embeddings import Embedder
+from rag.retrieval import Retriever
+from rag.stores.base import Document
+from rag.stores.lancedb import LanceDBStore
+from tests.agents.conftest import INCIDENT, PHOTOS, VIN
+from tests.agents.fakes import FakeDamageModel
+from tests.finetune.test_text_lora import EXAMPLES, _config
+
+pytestmark = pytest.mark.real_model
+
+BASE = "smollm2-135m-instruct"
+BLOCKS = [
+    Document("spec-wheel", "Wheel nut torque: 110 Nm.", {"kind": "SPEC", "source": "m.pdf"}),
+    Document(
+        "spec-oil", "Engine oil capacity with filter: 4.2 L.", {"kind": "SPEC", "source": "m.pdf"}
+    ),
+    Document(
+        "proc-hood",
+        "Hood dent repair: dents up to 30 mm without paint damage are repaired paintless; "
+        "larger dents need filler and refinish.",
+        {"kind": "PROCEDURE", "source": "m.pdf"},
+    ),
+    Document(
+        "ts-p0117",
+        "P0117 engine coolant temperature sensor circuit low: check connector EM-C3 for a short.",
+        {"kind": "TROUBLESHOOTING", "source": "m.pdf"},
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def llm(model_store, tmp_path_factory):
+    """SmolLM2 with an adapter trained for a few steps by the text recipe."""
+    model, tokenizer = model_store.load_causal_lm(BASE)
+    config = dataclasses.replace(_config(epochs=1), base_model=BASE)
+    out = tmp_path_factory.mktemp("adapter-run")
+    result = run(config, model, tokenizer, EXAMPLES, EXAMPLES[:2], out, data_hash="h")
+    base, tokenizer = model_store.load_causal_lm(BASE)
+    backend = TransformersBackend(base, tokenizer, BASE, {"ft": result.adapter_dir})
+    return LocalChatModel(backend=backend, max_tokens=48)
+
+
+@pytest.fixture(scope="module")
+def manuals(model_store, tmp_path_factory):
+    embedder = Embedder(model_store.load_embedder("all-minilm-l6-v2"), "all-minilm-l6-v2")
+    store = LanceDBStore(tmp_path_factory.mktemp("lancedb"), "manuals", embedder.dim)
+    store.upsert(BLOCKS, embedder.embed([b.text for b in BLOCKS]))
+    return Retriever(embedder, store)
+
+
+def test_service_chat_finetuned_rag_answers_from_retrieved_blocks(llm, manuals):
+    context = AgentContext(llm=llm, finetuned_adapter="ft", manuals=manuals, manual_k=2)
+    state = service_chat.graph.invoke(
+        {"messages": [HumanMessage("What is the wheel nut torque?")], "mode": "finetuned-rag"},
+        context=context,
+    )
+    assert state["context"][0]["id"] == "spec-wheel"
+    reply = state["messages"][-1]
+    assert isinstance(reply, AIMessage) and reply.content.strip()
+    assert reply.usage_metadata["output_tokens"] > 0
+    assert state["models"]["chat"] == f"{BASE}+ft"
+
+
+def test_service_chat_agent_mode_ends_with_an_answer(llm, manuals):
+    context = AgentContext(llm=llm, finetuned_adapter="ft", manuals=manuals, max_tool_rounds=1)
+    state = service_chat.graph.invoke(
+        {"messages": [HumanMessage("What does fault code P0117 mean?")], "mode": "agent"},
+        context=context,
+    )
+    final = state["messages"][-1]
+    assert isinstance(final, AIMessage) and not final.tool_calls and final.content.strip()
+    # Every call the model made was well-formed and named an offered tool.
+    names = {"search_manual", "lookup_spec", "lookup_fault_code"}
+    calls = [c for m in state["messages"] if isinstance(m, AIMessage) for c in m.tool_calls]
+    assert all(c["name"] in names and isinstance(c["args"], dict) for c in calls)
+
+
+def test_assess_agentic_with_the_real_report_model(llm, manuals, claims_db):
+    context = AgentContext(
+        llm=llm,
+        finetuned_adapter="ft",
+        manuals=manuals,
+        claims_db=claims_db,
+        damage_model=FakeDamageModel.of_hood_dent(),
+        open_photo=lambda path: PHOTOS[path],
+    )
+    claim = {"vin": VIN, "policy_id": "POL-1", "incident_date": INCIDENT.isoformat()}
+    state = assess_agentic.graph.invoke(
+        {"images": [PHOTOS["p/own.png"]], "claim": claim}, context=context
+    )
+    assessment = Assessment.model_validate(state["assessment"])
+    assert assessment.report.strip()
+    assert set(state["cited"]) <= {e.id for e in assessment.evidence}
+    assert assessment.repair_recommendations[0].reference == "proc-hood"
+    assert assessment.models["report"] == f"{BASE}+ft"
