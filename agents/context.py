@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from ingest.assessment import ClaimContext, Damage
 
@@ -52,6 +52,7 @@ class AgentContext:
     open_photo: Callable[[str], bytes] | None = None
     manual_k: int = 3
     max_tool_rounds: int = 3
+    router: Literal["rules", "model"] = "rules"  # who picks the service-chat agent's tools
     photo_hashes: dict[str, int] = field(default_factory=dict)  # cache: path -> dHash
 
     def require(self, graph: str, *names: str) -> None:

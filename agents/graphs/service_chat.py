@@ -2,14 +2,18 @@
 
 - ``base``: the base model alone; ``rag``: the base model with retrieved manual blocks;
 - ``finetuned`` / ``finetuned-rag``: the same with the fine-tuned adapter;
-- ``agent``: the model decides which tool to call (manual search, spec lookup, fault-code lookup)
-  and answers from the results; after ``max_tool_rounds`` rounds it must answer.
+- ``agent``: a router sends the question to a tool (manual search, spec lookup, fault-code
+  lookup) and the model answers from what the tool found. With ``router="model"`` the model
+  itself picks tools and arguments (its first turn must call one; after ``max_tool_rounds``
+  rounds it must answer); with ``router="rules"`` (the default: SmolLM2-135M's own tool
+  arguments are mostly noise) the question's kind and any fault code pick the tool.
 
 A tool error goes back to the model as a tool message (status ``error``), never a crash.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
@@ -18,14 +22,16 @@ from langgraph.runtime import Runtime
 
 from agents.context import AgentContext
 from agents.errors import AgentError
-from agents.prompts import AGENT_PROMPT, manual_question
+from agents.prompts import AGENT_PROMPT, manual_question, task_prefix
 from agents.state import ChatState
 from agents.timing import timed
 from agents.tools import manual_tools, search_manual
+from rag.retrieval import identifiers
 
 NAME = "service_chat"
 MODES = ("base", "rag", "finetuned", "finetuned-rag", "agent")
 RECURSION_LIMIT = 24
+FAULT_CODE = re.compile(r"[PBCU]\d{4}")
 
 
 def _question(state: ChatState) -> str:
@@ -66,11 +72,38 @@ def agent(state: ChatState, runtime: Runtime[AgentContext]) -> dict:
     context = runtime.context
     context.require(NAME, "llm", "manuals")
     llm = context.chat_model(finetuned=context.finetuned_adapter is not None)
+    label = {"chat": getattr(llm, "model_label", "chat")}
     rounds = state.get("tool_rounds", 0)
-    choice = "none" if rounds >= context.max_tool_rounds else "auto"
+    if context.router == "rules":
+        if rounds == 0:
+            return {"messages": [AIMessage("", tool_calls=[route_by_rules(_question(state))])]}
+        found = [m.text for m in state["messages"] if isinstance(m, ToolMessage)]
+        return {"messages": [llm.invoke(manual_question(_question(state), found))], "models": label}
+    # The first turn must consult a tool (a small model otherwise answers from memory); then
+    # the model may look further or answer, until the last round, which must answer.
+    choice = "required" if rounds == 0 else "auto"
+    if rounds >= context.max_tool_rounds:
+        choice = "none"
     bound = llm.bind_tools(manual_tools(context.manuals, context.manual_k), tool_choice=choice)
     reply = bound.invoke([SystemMessage(AGENT_PROMPT), *state["messages"]])
-    return {"messages": [reply], "models": {"chat": getattr(llm, "model_label", "chat")}}
+    return {"messages": [reply], "models": label}
+
+
+def route_by_rules(question: str) -> dict:
+    """The tool call a rule router makes: a fault code goes to the fault-code lookup, a
+    specification question to the spec lookup, anything else to manual search.
+
+    >>> route_by_rules("What does P0117 mean?")["args"]
+    {'code': 'P0117'}
+    """
+    codes = [c for c in identifiers(question) if FAULT_CODE.fullmatch(c)]
+    if codes:
+        name, args = "lookup_fault_code", {"code": codes[0]}
+    elif task_prefix(question) == "SPEC":
+        name, args = "lookup_spec", {"query": question}
+    else:
+        name, args = "search_manual", {"query": question}
+    return {"name": name, "args": args, "id": f"route_{name}", "type": "tool_call"}
 
 
 @timed("tools")

@@ -51,7 +51,11 @@ def test_the_four_direct_modes(mode, adapter, retrieves):
 def test_the_agent_calls_a_tool_then_answers_from_it():
     manuals = FakeRetriever(BLOCKS)
     state, ctx = chat(
-        "agent", [("lookup_spec", {"query": "wheel nut torque"})], "It is 110 Nm.", manuals=manuals
+        "agent",
+        [("lookup_spec", {"query": "wheel nut torque"})],
+        "It is 110 Nm.",
+        manuals=manuals,
+        router="model",
     )
     first, second = ctx.llm.backend.requests
     assert {t["function"]["name"] for t in first.tools} == {
@@ -73,7 +77,11 @@ def test_the_agent_calls_a_tool_then_answers_from_it():
 def test_a_tool_error_goes_back_to_the_model():
     broken = FakeRetriever([], error=RuntimeError("index offline"))
     state, _ = chat(
-        "agent", [("search_manual", {"query": "x"}), ("nope", {})], "Sorry.", manuals=broken
+        "agent",
+        [("search_manual", {"query": "x"}), ("nope", {})],
+        "Sorry.",
+        manuals=broken,
+        router="model",
     )
     errors = [m for m in state["messages"] if isinstance(m, ToolMessage)]
     assert [m.status for m in errors] == ["error", "error"]
@@ -83,10 +91,35 @@ def test_a_tool_error_goes_back_to_the_model():
 
 def test_after_max_rounds_the_agent_must_answer():
     call = [("lookup_fault_code", {"code": "P0117"})]
-    state, ctx = chat("agent", call, call, "P0117 means sensor circuit low.", max_tool_rounds=2)
-    assert [r.tool_choice for r in ctx.llm.backend.requests] == ["auto", "auto", "none"]
+    state, ctx = chat(
+        "agent", call, call, "P0117 means sensor circuit low.", max_tool_rounds=2, router="model"
+    )
+    assert [r.tool_choice for r in ctx.llm.backend.requests] == ["required", "auto", "none"]
     assert "P0117: coolant" in state["messages"][2].content
     assert state["messages"][-1].content.startswith("P0117 means")
+
+
+@pytest.mark.parametrize(
+    ("question", "tool", "args"),
+    [
+        ("My scan tool shows P0117, what now?", "lookup_fault_code", {"code": "P0117"}),
+        (QUESTION, "lookup_spec", {"query": QUESTION}),
+        ("How do I bleed the brakes?", "search_manual", {"query": "How do I bleed the brakes?"}),
+    ],
+)
+def test_the_rule_router_picks_the_tool_and_the_model_answers_from_it(question, tool, args):
+    ctx = AgentContext(
+        llm=fake_llm("Answer."), finetuned_adapter="ft", manuals=FakeRetriever(BLOCKS)
+    )
+    state = service_chat.graph.invoke(
+        {"messages": [HumanMessage(question)], "mode": "agent"}, context=ctx
+    )
+    call = state["messages"][1].tool_calls[0]
+    assert (call["name"], call["args"]) == (tool, args)
+    (request,) = ctx.llm.backend.requests  # the router itself asks no model
+    assert request.adapter == "ft" and not request.tools
+    assert request.messages[-1]["content"].startswith("Manual excerpts:\n[")
+    assert state["messages"][-1].content == "Answer."
 
 
 def test_answers_stream_token_by_token():
