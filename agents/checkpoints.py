@@ -11,7 +11,7 @@ def checkpointer(location: str | Path) -> Any:
 
     Runs with ``config={"configurable": {"thread_id": ...}}`` then persist and resume by thread.
     """
-    location = str(location)
+    location = str(location).replace("postgresql+psycopg://", "postgresql://", 1)
     if location.startswith(("postgresql://", "postgres://")):
         try:
             from langgraph.checkpoint.postgres import PostgresSaver

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -110,13 +111,21 @@ def test_a_failing_damage_model_and_missing_dependencies_are_clear_errors(contex
         run(context)
 
 
-def test_runs_checkpoint_by_thread_id(context, tmp_path):
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_runs_checkpoint_by_thread_id(context, tmp_path, backend):
     from agents.checkpoints import checkpointer
 
-    graph = assess_agentic.build(checkpointer(tmp_path / "checkpoints.sqlite"))
-    config = {"configurable": {"thread_id": "claim-42"}}
+    location = str(tmp_path / "checkpoints.sqlite")
+    if backend == "postgres":
+        location = os.environ.get("TUNEGRAPH_TEST_POSTGRES_URL", "")
+        if not location:
+            pytest.skip(
+                "set TUNEGRAPH_TEST_POSTGRES_URL=postgresql+psycopg://... to run on PostgreSQL"
+            )
+    graph = assess_agentic.build(checkpointer(location))
+    config = {"configurable": {"thread_id": f"claim-{tmp_path.name}"}}
     graph.invoke({"images": [PHOTOS["p/own.png"]], "claim": CLAIM}, config, context=context)
-    reopened = assess_agentic.build(checkpointer(tmp_path / "checkpoints.sqlite"))
+    reopened = assess_agentic.build(checkpointer(location))
     saved = reopened.get_state(config).values
     Assessment.model_validate(saved["assessment"])
     assert saved["images"] == [PHOTOS["p/own.png"]]
