@@ -135,7 +135,7 @@ class LocalChatModel(BaseChatModel):
             max_tokens=kwargs.get("max_tokens", self.max_tokens),
             temperature=kwargs.get("temperature", self.temperature),
             top_p=kwargs.get("top_p", self.top_p),
-            stop=[*(stop or []), *kwargs.get("stop_sequences", [])],
+            stop=list(stop or []),
             adapter=kwargs.get("adapter", self.adapter),
             seed=kwargs.get("seed", self.seed),
         )

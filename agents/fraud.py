@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from ingest.assessment import ClaimContext, Damage, Fraud, fraud_level
-from ingest.taxonomy import INFLATION_FACTOR, humanize
+from ingest.taxonomy import INFLATION_FACTOR, PARTS, humanize
 
 EARLY_DAYS = 30  # an incident this soon after the policy started
 REPEAT_DAYS = 180  # earlier claims on the same VIN within this window
@@ -132,7 +132,7 @@ def signals(
             )
     if claim.description and damages:
         seen = {d.part for d in damages}
-        named = {p for p in _parts_named(claim.description)}
+        named = _parts_named(claim.description)
         if named and not named & seen:
             found.append(
                 Signal(
@@ -156,7 +156,5 @@ def assess(found: Sequence[Signal]) -> Fraud:
 
 
 def _parts_named(text: str) -> set[str]:
-    from ingest.taxonomy import PARTS
-
     lowered = text.lower()
     return {p for p in PARTS if humanize(p) in lowered}

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from finetune.datasets import SYSTEM_PROMPT
+from finetune.evaluation import manual_messages
 
 _PREFIX = re.compile(r"^\[(SPEC|PROCEDURE|EXPLANATION|WIRING|TROUBLESHOOTING)\]")
 _KIND_WORDS = (
@@ -47,10 +48,8 @@ def task_prefix(question: str) -> str:
 def manual_question(question: str, context: Sequence[str] = ()) -> list[dict[str, str]]:
     """System prompt + prefixed question (+ retrieved blocks), as in fine-tuning and eval."""
     question = question.strip()
-    user = question if _PREFIX.match(question) else f"[{task_prefix(question)}] {question}"
-    if context:
-        user = "Manual excerpts:\n" + "\n---\n".join(context) + f"\n\nQuestion: {user}"
-    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+    kind = task_prefix(question)
+    return manual_messages(kind, _PREFIX.sub("", question).strip(), context)
 
 
 def report_messages(facts: dict[str, Any], feedback: str | None = None) -> list[dict[str, str]]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict
-from datetime import date, timedelta
+from datetime import date
 from typing import Any
 
 from langchain_core.tools import BaseTool, StructuredTool
@@ -128,8 +128,3 @@ def _claim_json(claim: Any) -> dict:
             data[key] = data[key].isoformat()
     data["photo_paths"] = list(data.get("photo_paths") or ())
     return data
-
-
-def within(day: str, reference: date, days: int) -> bool:
-    """Whether ISO date ``day`` lies in the ``days`` before ``reference``."""
-    return reference - timedelta(days=days) <= date.fromisoformat(day) < reference

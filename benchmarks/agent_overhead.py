@@ -33,8 +33,6 @@ from ingest.claims import Claim
 from rag.claims_db import ClaimsDatabase
 from rag.stores.base import Hit
 
-NODES = ("damage", "manual", "claims", "cost", "fraud", "report", "assemble")
-
 
 class InstantBackend:
     name = "instant"
@@ -97,8 +95,8 @@ def _image() -> bytes:
 def _direct(state: dict, context: AgentContext) -> dict:
     """The graph's nodes in plain Python, merging updates the way the reducers do."""
     runtime = Runtime(context=context)
-    for name in NODES:
-        update = getattr(assess_agentic, _FUNCTIONS[name])(state, runtime)
+    for function in _FUNCTIONS.values():
+        update = getattr(assess_agentic, function)(state, runtime)
         for key, value in update.items():
             if key in ("timings", "models"):
                 state[key] = {**state.get(key, {}), **value}

@@ -30,7 +30,13 @@ class Generated:
 def prompt_messages(question: QAPair, context: Sequence[str] = ()) -> list[dict[str, str]]:
     """The same system prompt and task prefix as training; retrieved blocks go before the
     question when there are any."""
-    user = f"[{question.kind}] {question.question}"
+    return manual_messages(question.kind, question.question, context)
+
+
+def manual_messages(kind: str, question: str, context: Sequence[str] = ()) -> list[dict[str, str]]:
+    """A manual question as the fine-tuned model saw it in training (evaluation and serving use
+    this one format)."""
+    user = f"[{kind}] {question}"
     if context:
         user = "Manual excerpts:\n" + "\n---\n".join(context) + f"\n\nQuestion: {user}"
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]

@@ -8,7 +8,7 @@ on without it (the report says so); the damage tool and the report model are req
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
@@ -151,8 +151,6 @@ def _evidence(state: AssessState) -> list[Evidence]:
 
 def _report_schema(evidence_ids: list[str]) -> type[BaseModel]:
     """The report model's output: text, and citations limited to the evidence at hand."""
-    from typing import Literal
-
     cited_type: Any = Literal[tuple(evidence_ids)] if evidence_ids else str
 
     class Report(BaseModel):
