@@ -45,7 +45,8 @@ def finetune_text(
         write_jsonl,
     )
     from finetune.model_store import ModelNotFoundError
-    from finetune.recipes.text_lora import TextRecipeConfig, TrainingError, run
+    from finetune.recipes.text_lora import TextRecipeConfig, run
+    from finetune.trainer import TrainingError
 
     settings = load_settings()
     try:

@@ -8,13 +8,6 @@ end-of-turn token is among them, so the model learns to stop.
 from __future__ import annotations
 
 import hashlib
-import json
-import math
-import os
-import random
-import shutil
-import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,69 +15,17 @@ from typing import Any, Literal
 
 from finetune.config import to_dict
 from finetune.datasets import SFTExample
-from finetune.run_log import RunLog
+from finetune.trainer import (
+    LoraArgs,
+    TrainArgs,
+    TrainingError,
+    autocast,
+    require_cuda_for_nf4,
+    save_artifact,
+    train_loop,
+)
 
 IGNORE = -100
-DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on; the message says why and where the last good checkpoint is."""
-
-
-@dataclass
-class LoraArgs:
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: tuple[str, ...] = DEFAULT_TARGETS
-    # 0: every decoder layer; N: only the last N (backward stops below them: faster, less capacity)
-    last_layers: int = 0
-
-    def __post_init__(self) -> None:
-        if self.last_layers < 0:
-            raise ValueError(f"lora.last_layers={self.last_layers}: use 0 (all) or a count")
-        if self.r < 1 or self.alpha < 1:
-            raise ValueError(f"lora.r={self.r} and lora.alpha={self.alpha} must be >= 1")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"lora.dropout={self.dropout}: use 0 <= dropout < 1")
-
-
-@dataclass
-class TrainArgs:
-    epochs: int = 1
-    max_steps: int = 0  # 0: as many as the epochs take
-    batch_size: int = 8
-    grad_accum: int = 1
-    lr: float = 2e-4
-    warmup_ratio: float = 0.05
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    max_length: int = 512
-    seed: int = 42
-    save_every: int = 50  # optimizer steps between checkpoints
-    log_every: int = 5
-    quantization: Literal["none", "nf4"] = "none"
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast matmuls (CPUs with AVX512-BF16)
-
-    def __post_init__(self) -> None:
-        problems = [
-            f"train.{name}={getattr(self, name)} must be >= {low}"
-            for name, low in (
-                ("epochs", 1),
-                ("batch_size", 1),
-                ("grad_accum", 1),
-                ("max_length", 16),
-                ("save_every", 1),
-                ("log_every", 1),
-                ("max_steps", 0),
-            )
-            if getattr(self, name) < low
-        ]
-        if not self.lr > 0:
-            problems.append(f"train.lr={self.lr} must be > 0")
-        if problems:
-            raise ValueError("; ".join(problems))
 
 
 @dataclass
@@ -128,21 +69,6 @@ def encode(example: SFTExample, tokenizer: Any) -> tuple[list[int], list[int]]:
         )
     labels = [IGNORE] * len(prompt) + full[len(prompt) :]
     return full, labels
-
-
-def batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    """An epoch's batches of example indices, in an order fixed by the seed and the epoch
-    (which is what exact resume replays).
-
-    Batches are drawn at random, not grouped by length: grouped batches are each nearly one kind
-    of question (SPEC answers are short, procedures long), and those one-sided steps learned far
-    worse (the step-for-step eval loss was about twice TRL's). Packing removes the padding that
-    grouping used to avoid.
-    """
-    rng = random.Random(f"{seed}-{epoch}")
-    order = list(range(n))
-    rng.shuffle(order)
-    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
 
 
 def pack(lengths: list[int], max_length: int) -> list[list[int]]:
@@ -230,14 +156,9 @@ def run(
     """
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import get_linear_schedule_with_warmup
 
     args = config.train
-    if args.quantization == "nf4" and not torch.cuda.is_available():
-        raise TrainingError(
-            "train.quantization=nf4 (QLoRA) needs a CUDA GPU and bitsandbytes; on this machine "
-            "use train.quantization=none (plain LoRA)"
-        )
+    require_cuda_for_nf4(args)
     torch.manual_seed(args.seed)
     model.config.use_cache = False
     peft_model = get_peft_model(
@@ -263,132 +184,57 @@ def run(
             f"an example is longer than train.max_length={args.max_length} tokens: drop it "
             "first (build_dataset reports and drops them) or raise train.max_length"
         )
-    steps_per_epoch = math.ceil(math.ceil(len(train_data) / args.batch_size) / args.grad_accum)
-    total_steps = args.max_steps or steps_per_epoch * args.epochs
-    params = [p for p in peft_model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
-    scheduler = get_linear_schedule_with_warmup(
-        optimizer, int(total_steps * args.warmup_ratio), total_steps
-    )
-
-    output_dir.mkdir(parents=True, exist_ok=True)
-    checkpoints = output_dir / "checkpoints"
-    state = {"step": 0, "epoch": 0, "batch": 0, "tokens": 0}
-    latest = _latest_checkpoint(checkpoints) if resume else None
-    if latest:
-        state = _load_checkpoint(latest, peft_model, optimizer, scheduler)
-    log = RunLog(output_dir, resume_step=state["step"] if latest else None)
-
     device = next(peft_model.parameters()).device
-    autocast = _autocast(args.precision, device)
-    peft_model.train()
-    bar = (
-        progress(total=total_steps, initial=state["step"], desc="train", unit="step")
-        if progress
-        else None
+
+    def step(group: list[list[int]]) -> tuple[float, int]:
+        label_tokens = sum(
+            sum(1 for t in train_data[i][1] if t != IGNORE) for b in group for i in b
+        )
+        if label_tokens == 0:
+            raise TrainingError("a batch has no label tokens: every answer was cut off")
+        step_loss, seen = 0.0, 0
+        for batch in group:
+            input_ids, positions, labels, tokens = collate_packed(
+                [train_data[i] for i in batch], args.max_length, pad_id
+            )
+            with autocast(args.precision, device):
+                loss_sum = label_loss_sum(
+                    peft_model,
+                    input_ids.to(device),
+                    None,
+                    labels.to(device),
+                    position_ids=positions.to(device),
+                )
+            (loss_sum / label_tokens).backward()
+            step_loss += loss_sum.item() / label_tokens
+            seen += tokens
+        return step_loss, seen
+
+    def evaluate() -> dict[str, float]:
+        return {
+            "eval_loss": evaluate_loss(
+                peft_model, val_data, args.batch_size, pad_id, args.precision
+            )
+        }
+
+    loop = train_loop(
+        args,
+        peft_model,
+        len(train_data),
+        step,
+        evaluate,
+        output_dir,
+        unit="tokens",
+        resume=resume,
+        progress=progress,
+        stop_after_steps=stop_after_steps,
     )
-    started, tokens_at_start = time.perf_counter(), state["tokens"]
-    eval_losses: list[float] = []
-    eval_seconds = 0.0  # kept out of tokens/s
-    last_loss = float("nan")
-    while state["step"] < total_steps:
-        epoch_batches = batches(len(train_data), args.batch_size, args.seed, state["epoch"])
-        groups = [
-            epoch_batches[i : i + args.grad_accum]
-            for i in range(0, len(epoch_batches), args.grad_accum)
-        ]
-        while state["batch"] < len(groups) and state["step"] < total_steps:
-            group = groups[state["batch"]]
-            label_tokens = sum(
-                sum(1 for t in train_data[i][1] if t != IGNORE) for b in group for i in b
-            )
-            if label_tokens == 0:
-                raise TrainingError("a batch has no label tokens: every answer was cut off")
-            optimizer.zero_grad(set_to_none=True)
-            step_loss = 0.0
-            for batch in group:
-                input_ids, positions, labels, tokens = collate_packed(
-                    [train_data[i] for i in batch], args.max_length, pad_id
-                )
-                with autocast:
-                    loss_sum = label_loss_sum(
-                        peft_model,
-                        input_ids.to(device),
-                        None,
-                        labels.to(device),
-                        position_ids=positions.to(device),
-                    )
-                (loss_sum / label_tokens).backward()
-                step_loss += loss_sum.item() / label_tokens
-                state["tokens"] += tokens
-            if not math.isfinite(step_loss):
-                log.close()
-                good = _latest_checkpoint(checkpoints)
-                raise TrainingError(
-                    f"the loss became {step_loss} at step {state['step'] + 1}; lower train.lr. "
-                    f"Last good checkpoint: {good or 'none yet'} (rerun to resume from it)"
-                )
-            torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            state["step"] += 1
-            state["batch"] += 1
-            last_loss = step_loss
-            elapsed = time.perf_counter() - started - eval_seconds
-            tokens_per_s = (state["tokens"] - tokens_at_start) / elapsed if elapsed > 0 else 0.0
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{tokens_per_s:.0f}")
-            if state["step"] % args.log_every == 0 or state["step"] == total_steps:
-                log.write(
-                    {
-                        "step": state["step"],
-                        "epoch": state["epoch"],
-                        "loss": step_loss,
-                        "lr": scheduler.get_last_lr()[0],
-                        "tokens_per_s": tokens_per_s,
-                    },
-                )
-            if state["step"] % args.save_every == 0 or stop_after_steps == state["step"]:
-                _save_checkpoint(checkpoints, state, peft_model, optimizer, scheduler)
-            if stop_after_steps == state["step"]:
-                if bar is not None:
-                    bar.close()
-                log.close()
-                return TrainResult(output_dir, state["step"], {"stopped_early": True})
-        if state["batch"] >= len(groups):  # an epoch ended: evaluate, then the next epoch
-            eval_started = time.perf_counter()
-            eval_loss = evaluate_loss(peft_model, val_data, args.batch_size, pad_id, args.precision)
-            eval_seconds += time.perf_counter() - eval_started
-            eval_losses.append(eval_loss)
-            log.write(
-                {"step": state["step"], "epoch": state["epoch"], "eval_loss": eval_loss},
-            )
-            state["epoch"] += 1
-            state["batch"] = 0
-    if bar is not None:
-        bar.close()
-    elapsed = time.perf_counter() - started - eval_seconds
-    if not eval_losses or state["batch"]:
-        eval_losses.append(
-            evaluate_loss(peft_model, val_data, args.batch_size, pad_id, args.precision)
-        )
-        log.write(
-            {"step": state["step"], "epoch": state["epoch"], "eval_loss": eval_losses[-1]},
-        )
-    metrics = {
-        "train_loss": last_loss,
-        "eval_loss": eval_losses[-1],
-        "steps": state["step"],
-        "train_tokens": state["tokens"],
-        "tokens_per_s": (state["tokens"] - tokens_at_start) / elapsed if elapsed else 0.0,
-        "train_examples": len(train_data),
-        "val_examples": len(val_data),
-    }
-    log.close()
+    if loop.stopped_early:
+        return TrainResult(output_dir, loop.steps, loop.metrics)
+    metrics = {**loop.metrics, "val_examples": len(val_data)}
     target = adapter_dir or output_dir / "adapter"
     _save_adapter(target, peft_model, tokenizer, config, metrics, data_hash)
-    return TrainResult(target, state["step"], metrics)
+    return TrainResult(target, loop.steps, metrics)
 
 
 def label_loss_sum(
@@ -437,17 +283,6 @@ def _layers(last: int, model_config: Any) -> list[int] | None:
     return list(range(total - last, total))
 
 
-def _autocast(precision: str, device: Any) -> Any:
-    """bfloat16 autocast for ``precision == "bf16"``; a no-op context otherwise."""
-    import contextlib
-
-    import torch
-
-    if precision != "bf16":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-
-
 def evaluate_loss(
     model: Any,
     data: list[tuple[list[int], list[int]]],
@@ -469,66 +304,14 @@ def evaluate_loss(
             input_ids, attention, labels = (
                 t.to(device) for t in collate(data[start : start + batch_size], pad_id)
             )
-            with _autocast(precision, device):
+            with autocast(precision, device):
                 total += label_loss_sum(model, input_ids, attention, labels).item()
             count += int((labels[:, 1:] != IGNORE).sum())
     model.train()
     return total / count if count else float("nan")
 
 
-# ---- checkpoints, metrics, the saved adapter ----------------------------------------------
-
-
-def _latest_checkpoint(checkpoints: Path) -> Path | None:
-    if not checkpoints.is_dir():
-        return None
-    done = [
-        p
-        for p in checkpoints.iterdir()
-        if p.name.startswith("step-") and (p / "state.json").exists()
-    ]
-    return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
-
-
-def _save_checkpoint(
-    checkpoints: Path, state: dict, model: Any, optimizer: Any, scheduler: Any
-) -> None:
-    """Everything exact resume needs, written to a temp dir and renamed into place."""
-    import torch
-
-    checkpoints.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".step-", dir=checkpoints))
-    model.save_pretrained(tmp / "adapter")
-    torch.save(
-        {
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "python_rng": random.getstate(),
-        },
-        tmp / "training_state.pt",
-    )
-    (tmp / "state.json").write_text(json.dumps(state))
-    target = checkpoints / f"step-{state['step']:06d}"
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(tmp, target)
-    for old in sorted(p for p in checkpoints.iterdir() if p.name.startswith("step-"))[:-2]:
-        shutil.rmtree(old)  # keep the last two
-
-
-def _load_checkpoint(path: Path, model: Any, optimizer: Any, scheduler: Any) -> dict:
-    import torch
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    set_peft_model_state_dict(model, load_file(str(path / "adapter" / "adapter_model.safetensors")))
-    saved = torch.load(path / "training_state.pt", weights_only=False)
-    optimizer.load_state_dict(saved["optimizer"])
-    scheduler.load_state_dict(saved["scheduler"])
-    torch.set_rng_state(saved["torch_rng"])
-    random.setstate(saved["python_rng"])
-    return json.loads((path / "state.json").read_text())
+# ---- the saved adapter -----------------------------------------------------------------
 
 
 def _save_adapter(
@@ -539,30 +322,21 @@ def _save_adapter(
     metrics: dict,
     data_hash: str,
 ) -> None:
-    import peft
-    import torch
-    import transformers
+    def write(directory: Path) -> None:
+        model.save_pretrained(directory)
+        tokenizer.save_pretrained(directory)  # the chat template travels with the adapter
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)  # the chat template travels with the adapter
-    manifest = {
-        "kind": "text-lora",
-        "base_model": config.base_model,
-        "data_sha256": data_hash,
-        "config": to_dict(config),
-        "metrics": metrics,
-        "chat_template_sha256": hashlib.sha256(
-            (tokenizer.chat_template or "").encode()
-        ).hexdigest(),
-        "versions": {
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "peft": peft.__version__,
+    save_artifact(
+        target,
+        write,
+        {
+            "kind": "text-lora",
+            "base_model": config.base_model,
+            "data_sha256": data_hash,
+            "config": to_dict(config),
+            "metrics": metrics,
+            "chat_template_sha256": hashlib.sha256(
+                (tokenizer.chat_template or "").encode()
+            ).hexdigest(),
         },
-    }
-    (tmp / "tunegraph-manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(tmp, target)
+    )

@@ -9,9 +9,6 @@ from finetune.datasets import example
 from finetune.recipes.text_lora import (
     IGNORE,
     TextRecipeConfig,
-    TrainArgs,
-    TrainingError,
-    batches,
     collate,
     collate_packed,
     encode,
@@ -19,6 +16,7 @@ from finetune.recipes.text_lora import (
     pack,
     run,
 )
+from finetune.trainer import TrainArgs, TrainingError, batches
 
 pytestmark = pytest.mark.real_model  # the SmolLM2 tokenizer and chat template
 

@@ -1,0 +1,370 @@
+"""The training loop every recipe shares, and the pieces around it.
+
+A recipe sets up its model and data, then hands :func:`train_loop` a ``step`` function (forward
+and backward over the micro-batches of one optimizer step) and an ``evaluate`` function. The loop
+owns the rest, the same for text and vision: AdamW over the trainable parameters with linear
+warmup and decay, gradient clipping, a seeded data order per epoch, evaluation after each epoch,
+checkpoints with exact resume (trainable weights, buffers, optimizer, scheduler, RNG and the
+position in the data), a stop with a clear message on a non-finite loss, a progress bar with
+throughput, and metrics as JSONL (TensorBoard when installed). :func:`save_artifact` writes the
+result with its manifest, atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from finetune.run_log import RunLog
+
+DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on; the message says why and where the last good checkpoint is."""
+
+
+@dataclass
+class LoraArgs:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: tuple[str, ...] = DEFAULT_TARGETS
+    # 0: every decoder layer; N: only the last N (backward stops below them: faster, less capacity)
+    last_layers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.last_layers < 0:
+            raise ValueError(f"lora.last_layers={self.last_layers}: use 0 (all) or a count")
+        if self.r < 1 or self.alpha < 1:
+            raise ValueError(f"lora.r={self.r} and lora.alpha={self.alpha} must be >= 1")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"lora.dropout={self.dropout}: use 0 <= dropout < 1")
+
+
+@dataclass
+class TrainArgs:
+    epochs: int = 1
+    max_steps: int = 0  # 0: as many as the epochs take
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr: float = 2e-4
+    warmup_ratio: float = 0.05
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    max_length: int = 512  # tokens (text and vision-language recipes)
+    seed: int = 42
+    save_every: int = 50  # optimizer steps between checkpoints
+    log_every: int = 5
+    quantization: Literal["none", "nf4"] = "none"
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast matmuls (CPUs with AVX512-BF16)
+
+    def __post_init__(self) -> None:
+        problems = [
+            f"train.{name}={getattr(self, name)} must be >= {low}"
+            for name, low in (
+                ("epochs", 1),
+                ("batch_size", 1),
+                ("grad_accum", 1),
+                ("max_length", 16),
+                ("save_every", 1),
+                ("log_every", 1),
+                ("max_steps", 0),
+            )
+            if getattr(self, name) < low
+        ]
+        if not self.lr > 0:
+            problems.append(f"train.lr={self.lr} must be > 0")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+def require_cuda_for_nf4(args: TrainArgs) -> None:
+    """QLoRA's 4-bit NF4 weights need bitsandbytes on a CUDA GPU."""
+    import torch
+
+    if args.quantization == "nf4" and not torch.cuda.is_available():
+        raise TrainingError(
+            "train.quantization=nf4 (QLoRA) needs a CUDA GPU and bitsandbytes; on this machine "
+            "use train.quantization=none (plain LoRA)"
+        )
+
+
+def batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """An epoch's batches of example indices, in an order fixed by the seed and the epoch
+    (which is what exact resume replays).
+
+    >>> batches(5, 2, seed=1, epoch=0) == batches(5, 2, seed=1, epoch=0)
+    True
+    >>> sorted(i for b in batches(5, 2, seed=1, epoch=0) for i in b)
+    [0, 1, 2, 3, 4]
+    """
+    rng = random.Random(f"{seed}-{epoch}")
+    order = list(range(n))
+    rng.shuffle(order)
+    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+def autocast(precision: str, device: Any) -> Any:
+    """bfloat16 autocast for ``precision == "bf16"``; a no-op context otherwise."""
+    import contextlib
+
+    import torch
+
+    if precision != "bf16":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+@dataclass
+class LoopResult:
+    steps: int
+    metrics: dict[str, Any] = field(default_factory=dict)
+    stopped_early: bool = False
+
+
+StepFn = Callable[[list[list[int]]], tuple[float, int]]
+
+
+def train_loop(
+    args: TrainArgs,
+    model: Any,
+    n_examples: int,
+    step: StepFn,
+    evaluate: Callable[[], dict[str, float]],
+    output_dir: Path,
+    *,
+    unit: str = "tokens",
+    resume: bool = True,
+    progress: Callable[..., Any] | None = None,
+    stop_after_steps: int | None = None,
+    desc: str = "train",
+) -> LoopResult:
+    """Train the parameters of ``model`` that require grad.
+
+    ``step(micro_batches)`` runs forward and backward over the example indices of one optimizer
+    step (gradients already scaled) and returns the step's loss and how many ``unit`` s it
+    processed. ``evaluate()`` returns eval metrics (e.g. ``{"eval_loss": 1.2}``) and is called
+    after every epoch and at the end. ``stop_after_steps`` saves a checkpoint and returns early
+    (used to test resume).
+    """
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+
+    if n_examples == 0:
+        raise TrainingError("no training examples: check the data settings of the config")
+    torch.manual_seed(args.seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise TrainingError("the model has no trainable parameters")
+    steps_per_epoch = math.ceil(math.ceil(n_examples / args.batch_size) / args.grad_accum)
+    total_steps = args.max_steps or steps_per_epoch * args.epochs
+    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+    scheduler = get_linear_schedule_with_warmup(
+        optimizer, int(total_steps * args.warmup_ratio), total_steps
+    )
+    output_dir.mkdir(parents=True, exist_ok=True)
+    checkpoints = output_dir / "checkpoints"
+    state = {"step": 0, "epoch": 0, "batch": 0, "units": 0}
+    latest = latest_checkpoint(checkpoints) if resume else None
+    if latest:
+        state = _load_checkpoint(latest, model, optimizer, scheduler)
+    log = RunLog(output_dir, resume_step=state["step"] if latest else None)
+    rate_key = f"{unit}_per_s"
+
+    model.train()
+    bar = (
+        progress(total=total_steps, initial=state["step"], desc=desc, unit="step")
+        if progress
+        else None
+    )
+    started, units_at_start = time.perf_counter(), state["units"]
+    evals: list[dict[str, float]] = []
+    eval_seconds = 0.0  # kept out of the throughput
+    last_loss = float("nan")
+
+    def run_eval() -> None:
+        nonlocal eval_seconds
+        eval_started = time.perf_counter()
+        model.eval()
+        with torch.no_grad():
+            evals.append(evaluate())
+        model.train()
+        eval_seconds += time.perf_counter() - eval_started
+        log.write({"step": state["step"], "epoch": state["epoch"], **evals[-1]})
+
+    try:
+        while state["step"] < total_steps:
+            epoch_batches = batches(n_examples, args.batch_size, args.seed, state["epoch"])
+            groups = [
+                epoch_batches[i : i + args.grad_accum]
+                for i in range(0, len(epoch_batches), args.grad_accum)
+            ]
+            while state["batch"] < len(groups) and state["step"] < total_steps:
+                optimizer.zero_grad(set_to_none=True)
+                step_loss, units = step(groups[state["batch"]])
+                if not math.isfinite(step_loss):
+                    good = latest_checkpoint(checkpoints)
+                    raise TrainingError(
+                        f"the loss became {step_loss} at step {state['step'] + 1}; lower "
+                        f"train.lr. Last good checkpoint: {good or 'none yet'} "
+                        "(rerun to resume from it)"
+                    )
+                torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                state["step"] += 1
+                state["batch"] += 1
+                state["units"] += units
+                last_loss = step_loss
+                elapsed = time.perf_counter() - started - eval_seconds
+                rate = (state["units"] - units_at_start) / elapsed if elapsed > 0 else 0.0
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{step_loss:.3f}", **{f"{unit[:3]}_s": f"{rate:.0f}"})
+                if state["step"] % args.log_every == 0 or state["step"] == total_steps:
+                    log.write(
+                        {
+                            "step": state["step"],
+                            "epoch": state["epoch"],
+                            "loss": step_loss,
+                            "lr": scheduler.get_last_lr()[0],
+                            rate_key: rate,
+                        }
+                    )
+                if state["step"] % args.save_every == 0 or stop_after_steps == state["step"]:
+                    _save_checkpoint(checkpoints, state, model, optimizer, scheduler)
+                if stop_after_steps == state["step"]:
+                    return LoopResult(state["step"], {"stopped_early": True}, stopped_early=True)
+            if state["batch"] >= len(groups):  # an epoch ended: evaluate, then the next epoch
+                run_eval()
+                state["epoch"] += 1
+                state["batch"] = 0
+        elapsed = time.perf_counter() - started - eval_seconds
+        if not evals or state["batch"]:
+            run_eval()
+    finally:
+        if bar is not None:
+            bar.close()
+        log.close()
+    return LoopResult(
+        state["step"],
+        {
+            "train_loss": last_loss,
+            **evals[-1],
+            "steps": state["step"],
+            f"train_{unit}": state["units"],
+            rate_key: (state["units"] - units_at_start) / elapsed if elapsed else 0.0,
+            "train_examples": n_examples,
+        },
+    )
+
+
+# ---- checkpoints --------------------------------------------------------------------------
+
+
+def latest_checkpoint(checkpoints: Path) -> Path | None:
+    if not checkpoints.is_dir():
+        return None
+    done = [
+        p
+        for p in checkpoints.iterdir()
+        if p.name.startswith("step-") and (p / "state.json").exists()
+    ]
+    return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
+
+
+def _training_weights(model: Any) -> dict[str, Any]:
+    """What changes during training: trainable parameters, and buffers (batch-norm statistics)."""
+    weights = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+    weights.update({n: b.detach() for n, b in model.named_buffers() if b is not None})
+    return {n: t.contiguous() for n, t in weights.items()}
+
+
+def _save_checkpoint(
+    checkpoints: Path, state: dict, model: Any, optimizer: Any, scheduler: Any
+) -> None:
+    """Everything exact resume needs, written to a temp dir and renamed into place."""
+    import torch
+    from safetensors.torch import save_file
+
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".step-", dir=checkpoints))
+    save_file(_training_weights(model), str(tmp / "weights.safetensors"))
+    torch.save(
+        {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "python_rng": random.getstate(),
+        },
+        tmp / "training_state.pt",
+    )
+    (tmp / "state.json").write_text(json.dumps(state))
+    target = checkpoints / f"step-{state['step']:06d}"
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+    for old in sorted(p for p in checkpoints.iterdir() if p.name.startswith("step-"))[:-2]:
+        shutil.rmtree(old)  # keep the last two
+
+
+def _load_checkpoint(path: Path, model: Any, optimizer: Any, scheduler: Any) -> dict:
+    import torch
+    from safetensors.torch import load_file
+
+    saved_weights = load_file(str(path / "weights.safetensors"))
+    expected = _training_weights(model)
+    if saved_weights.keys() != expected.keys():
+        raise TrainingError(
+            f"{path} was written for a different model or config; delete {path.parent} "
+            "to start over, or pass the config that wrote it"
+        )
+    model.load_state_dict(saved_weights, strict=False)
+    saved = torch.load(path / "training_state.pt", weights_only=False)
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    torch.set_rng_state(saved["torch_rng"])
+    random.setstate(saved["python_rng"])
+    return json.loads((path / "state.json").read_text())
+
+
+# ---- the saved artifact -------------------------------------------------------------------
+
+
+def save_artifact(target: Path, write: Callable[[Path], None], manifest: dict[str, Any]) -> None:
+    """Write a trained artifact into ``target`` all at once: ``write(tmp)`` fills a temp dir
+    beside it, the manifest (with library versions added) goes in, and the dir is renamed into
+    place, so a crash never leaves a half-written model."""
+    import peft
+    import torch
+    import transformers
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        write(tmp)
+        manifest = {
+            **manifest,
+            "versions": {
+                "torch": torch.__version__,
+                "transformers": transformers.__version__,
+                "peft": peft.__version__,
+            },
+        }
+        (tmp / "tunegraph-manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)
