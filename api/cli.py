@@ -25,6 +25,7 @@ from api.commands_retrieval import (
     ingest_manuals,
     search,
 )
+from api.commands_vision import eval_vision, finetune_vision
 from api.settings import Settings
 
 _PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": True}
@@ -267,6 +268,7 @@ def eval_() -> None:
 
 eval_.add_command(eval_retrieval)
 eval_.add_command(eval_text)
+eval_.add_command(eval_vision)
 
 
 @main.group()
@@ -275,6 +277,7 @@ def finetune() -> None:
 
 
 finetune.add_command(finetune_text)
+finetune.add_command(finetune_vision)
 
 
 @main.group()
@@ -294,8 +297,6 @@ def _pending(group: click.Group, name: str, issue: str, help_text: str) -> None:
 
 
 for _group, _name, _issue, _help in (
-    (finetune, "vision", "issue #5", "Damage model and vision-language model fine-tuning."),
-    (eval_, "vision", "issue #5", "Classification and damage models on held-out images."),
     (main, "compare", "issue #8", "Compare the fine-tuned and agentic approaches in a report."),
     (main, "serve", "issue #7", "Serve the Flask API under gunicorn."),
     (client, "chat", "issue #7", "Chat with a model over the OpenAI-compatible API."),

@@ -107,6 +107,11 @@ class Settings:
         return self.home / "adapters"
 
     @property
+    def vision_dir(self) -> Path:
+        """Trained vision models (damage model, classifiers, the vision-language model)."""
+        return self.home / "vision"
+
+    @property
     def demo_dir(self) -> Path:
         return self.home / "demo"
 

@@ -55,7 +55,11 @@ def load_config(cls: type[T], path: Path | None = None, overrides: Sequence[str]
     return config
 
 
-def _build(cls: type, data: dict[str, Any], prefix: str, problems: list[str]) -> Any:
+def _build(
+    cls: type, data: dict[str, Any], prefix: str, problems: list[str], base: Any = None
+) -> Any:
+    """``cls`` from ``data``; fields ``data`` leaves out come from ``base`` (the section's own
+    default, which may differ from the class defaults) or the class defaults."""
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     for key in data:
@@ -64,13 +68,20 @@ def _build(cls: type, data: dict[str, Any], prefix: str, problems: list[str]) ->
     values = {}
     for f in dataclasses.fields(cls):
         if f.name not in data:
+            if base is not None:
+                values[f.name] = getattr(base, f.name)
             continue
         kind, value = hints[f.name], data[f.name]
         if dataclasses.is_dataclass(kind):
             if not isinstance(value, dict):
                 problems.append(f"{prefix}{f.name} must be a section (a mapping)")
                 continue
-            values[f.name] = _build(kind, value, f"{prefix}{f.name}.", problems)
+            default = None
+            if base is not None:
+                default = getattr(base, f.name)
+            elif f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
+            values[f.name] = _build(kind, value, f"{prefix}{f.name}.", problems, default)
         else:
             try:
                 values[f.name] = _coerce(value, kind)
@@ -97,8 +108,10 @@ def _coerce(value: Any, kind: Any) -> Any:
                 errors.append(str(exc))
         raise ValueError("; ".join(errors))
     if origin is tuple:
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, str):  # a=1,2 on the command line
+            import yaml
+
+            value = [yaml.safe_load(v.strip()) for v in value.split(",") if v.strip()]
         if not isinstance(value, list | tuple):
             raise ValueError("expected a list")
         (item,) = {a for a in typing.get_args(kind) if a is not Ellipsis}

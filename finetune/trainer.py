@@ -162,7 +162,10 @@ def train_loop(
 
     if n_examples == 0:
         raise TrainingError("no training examples: check the data settings of the config")
+    # Both generators are seeded here and saved in every checkpoint: augmentation and dropout
+    # draw from them, so a resumed run replays exactly what the straight run would have done.
     torch.manual_seed(args.seed)
+    random.seed(args.seed)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise TrainingError("the model has no trainable parameters")

@@ -53,8 +53,6 @@ def test_help_works_for_every_command(path):
 @pytest.mark.parametrize(
     ("args", "issue"),
     [
-        (["eval", "vision", "--task", "classify"], "#5"),
-        (["finetune", "vision"], "#5"),
         (["compare"], "#8"),
         (["serve"], "#7"),
         (["client", "chat", "hi"], "#7"),

@@ -1,0 +1,366 @@
+"""``tunegraph finetune vision`` and ``tunegraph eval vision``."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+
+from api.cli_support import load_settings
+
+TASKS = click.Choice(["damage", "classify"])
+
+
+@click.command("vision", context_settings={"ignore_unknown_options": True})
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="YAML recipe, e.g. configs/vision/damage_quick.yaml [default: built-in defaults]",
+)
+@click.option("--task", type=TASKS, default=None, help="damage or classify [default: the config's]")
+@click.option(
+    "--train",
+    "train_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="training data: classification JSONL (classify) or COCO .json (damage)",
+)
+@click.option("--val", "val_file", type=click.Path(path_type=Path), default=None)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="where the trained model goes [default: TUNEGRAPH_HOME/vision/NAME]",
+)
+@click.option("--no-resume", is_flag=True, help="start over instead of resuming")
+@click.option("--json", "as_json", is_flag=True, help="print the final metrics as JSON")
+@click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
+def finetune_vision(
+    config_path: Path | None,
+    task: str | None,
+    train_file: Path | None,
+    val_file: Path | None,
+    out: Path | None,
+    no_resume: bool,
+    as_json: bool,
+    overrides: tuple[str, ...],
+) -> None:
+    """Train the damage model or an image classifier; KEY=VALUE pairs override the YAML.
+
+    Short form for classification:
+    `tunegraph finetune vision --task classify --train TRAIN.jsonl --val VAL.jsonl --out DIR`.
+    Checkpoints and metrics.jsonl go to TUNEGRAPH_HOME/runs/NAME; an interrupted run resumes.
+    """
+    from tqdm import tqdm
+
+    from finetune.config import ConfigError, load_config
+    from finetune.recipes.image_classifier import ImageClassifierConfig, data_hash, run
+    from finetune.trainer import TrainingError
+    from finetune.vision_datasets import VisionDataError
+
+    settings = load_settings()
+    extra = list(overrides)
+    if task:
+        extra.append(f"task={task}")
+    if train_file:
+        source = "coco" if train_file.suffix == ".json" else "jsonl"
+        extra += [f"data.source={source}", f"data.train_file={train_file}"]
+    if val_file:
+        extra.append(f"data.val_file={val_file}")
+    if task == "classify" and not config_path and not any(o.startswith("name=") for o in extra):
+        extra.append("name=classifier")
+    try:
+        config = load_config(ImageClassifierConfig, config_path, extra)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    progress = None if as_json else tqdm
+    try:
+        train, val, rejected = _training_data(config, settings.demo_dir, progress)
+    except (VisionDataError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if not as_json:
+        click.echo(f"data: {len(train)} train / {len(val)} val images, {len(rejected)} rejected")
+        for item in rejected[:10]:
+            click.echo(f"  rejected {item}")
+    run_dir = settings.runs_dir / config.name
+    model_dir = out or settings.vision_dir / config.name
+    try:
+        result = run(
+            config,
+            train,
+            val,
+            run_dir,
+            data_hash=data_hash([(str(getattr(t, "path", "")), t) for _, t in train]),
+            model_dir=model_dir,
+            resume=not no_resume,
+            progress=progress,
+        )
+    except TrainingError as exc:
+        raise click.ClickException(str(exc)) from None
+    output = {"model": str(result.model_dir), "run_dir": str(run_dir), "rejected": rejected}
+    output.update(result.metrics)
+    if as_json:
+        click.echo(json.dumps(output, indent=2, default=str))
+    else:
+        m = result.metrics
+        click.echo(
+            f"model: {result.model_dir}\n{m['steps']} steps, train loss {m['train_loss']:.3f}, "
+            f"eval loss {m['eval_loss']:.3f}, {m['images_per_s']:.0f} images/s"
+        )
+
+
+def _training_data(config, demo_dir: Path, progress):
+    from finetune.vision_datasets import (
+        VisionDataError,
+        classification_examples,
+        damage_examples,
+        decode,
+        folder_splits,
+    )
+
+    data = config.data
+    rejected: list[dict] = []
+    if config.task == "damage":
+        if data.source not in ("demo", "coco"):
+            raise VisionDataError(f"task=damage reads data.source=demo or coco, not {data.source}")
+        kwargs = {"images_dir": data.images_dir}
+        if data.source == "demo":
+            train_ex, bad = damage_examples("train", demo_dir=data.demo_dir or demo_dir)
+            val_ex, bad_val = damage_examples("val", demo_dir=data.demo_dir or demo_dir)
+        else:
+            if data.train_file is None:
+                raise VisionDataError("data.source=coco needs data.train_file=ANNOTATIONS.json")
+            train_ex, bad = damage_examples("train", coco_file=data.train_file, **kwargs)
+            val_ex, bad_val = (
+                damage_examples("val", coco_file=data.val_file, **kwargs)
+                if data.val_file
+                else ([], [])
+            )
+        rejected += bad + bad_val
+    else:
+        if data.source == "folders":
+            if data.folder is None:
+                raise VisionDataError("data.source=folders needs data.folder=DIR")
+            train_ex, val_ex, _ = folder_splits(data.folder, data.per_class, data.seed)
+        elif data.source == "jsonl":
+            if data.train_file is None:
+                raise VisionDataError("task=classify needs --train TRAIN.jsonl (data.train_file)")
+            train_ex, rejected = classification_examples(jsonl=data.train_file)
+            val_ex = []
+            if data.val_file:
+                val_ex, bad_val = classification_examples(jsonl=data.val_file)
+                rejected += bad_val
+        else:
+            raise VisionDataError("task=classify reads data.source=jsonl or folders")
+    train = decode(train_ex, progress, "train images")
+    val = decode(val_ex, progress, "val images")
+    rejected += train.rejected + val.rejected
+    if not train.items:
+        raise VisionDataError("no training image could be read")
+    return train.items, val.items, rejected
+
+
+@click.command("vision")
+@click.option("--task", type=TASKS, required=True)
+@click.option(
+    "--model",
+    "model_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="trained model folder [default: TUNEGRAPH_HOME/vision/damage-model for damage]",
+)
+@click.option(
+    "--base",
+    "base_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="classify: a second (base) model; the report adds per-class deltas base -> model",
+)
+@click.option(
+    "--test",
+    "test_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="classify: test JSONL; damage: COCO .json [default: the demo's test split]",
+)
+@click.option("--images", "images_dir", type=click.Path(path_type=Path), default=None)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="report folder (JSON, confusion matrix PNG) [default: TUNEGRAPH_HOME/runs/eval-vision-...]",
+)
+@click.option("--json", "as_json", is_flag=True, help="print the results as JSON")
+def eval_vision(
+    task: str,
+    model_dir: Path | None,
+    base_dir: Path | None,
+    test_file: Path | None,
+    images_dir: Path | None,
+    out: Path | None,
+    as_json: bool,
+) -> None:
+    """Score a trained vision model on held-out images: accuracy, per-class accuracy and the
+    confusion matrix (classify), damage-type/part F1, severity accuracy and cost MAE (damage),
+    and latency statistics."""
+    from finetune.vision_datasets import (
+        VisionDataError,
+        classification_examples,
+        damage_examples,
+        decode,
+    )
+    from finetune.vision_models import VisionModelError
+
+    settings = load_settings()
+    model_dir = model_dir or settings.vision_dir / "damage-model"
+    out = out or settings.runs_dir / f"eval-vision-{task}-{model_dir.name}"
+    progress = None if as_json else _tqdm()
+    try:
+        if task == "classify":
+            if test_file is None:
+                raise VisionDataError("--task classify needs --test TEST.jsonl")
+            examples, rejected = classification_examples(jsonl=test_file)
+        else:
+            if test_file is None:
+                examples, rejected = damage_examples("test", demo_dir=settings.demo_dir)
+            else:
+                examples, rejected = damage_examples(
+                    "test", coco_file=test_file, images_dir=images_dir
+                )
+        test = decode(examples, progress, "test images")
+        rejected += test.rejected
+        if task == "classify":
+            result = _eval_classify(model_dir, base_dir, test.items, out)
+        else:
+            result = _eval_damage(model_dir, test.items)
+    except (VisionDataError, VisionModelError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    result["rejected"] = rejected
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(result, indent=2))
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    _print_vision(task, result, out)
+
+
+def _tqdm():
+    from tqdm import tqdm
+
+    return tqdm
+
+
+def _timed(function, items):
+    outputs, latencies = [], []
+    for item in items:
+        started = time.perf_counter()
+        outputs.append(function(item))
+        latencies.append((time.perf_counter() - started) * 1000)
+    return outputs, latencies
+
+
+def _eval_classify(model_dir: Path, base_dir: Path | None, items, out: Path) -> dict:
+    from finetune.metrics import latency_stats
+    from finetune.vision_metrics import classification_scores, confusion_png, per_class_delta
+    from finetune.vision_models import ImageClassifier
+
+    truth = [label for _, label in items]
+    report: dict = {}
+    for role, directory in (("base", base_dir), ("model", model_dir)):
+        if directory is None:
+            continue
+        classifier = ImageClassifier.load(directory)
+        if classifier.task != "classify":
+            raise ValueError(
+                f"{directory} is a {classifier.task!r} model; use --task {classifier.task}"
+            )
+        predicted, latencies = _timed(
+            lambda p, c=classifier: c.classify([p])[0][0], [p for p, _ in items]
+        )
+        scores = classification_scores(predicted, truth, classifier.labels)
+        scores["latency_ms"] = latency_stats(latencies)
+        scores["model"] = classifier.name
+        if confusion_png(scores["confusion"], out / f"confusion-{role}.png", classifier.name):
+            scores["confusion_png"] = str(out / f"confusion-{role}.png")
+        report[role] = scores
+    result = {
+        "accuracy": report["model"]["accuracy"],
+        "per_class": report["model"]["per_class"],
+        "n": report["model"]["n"],
+        "model": report["model"],
+    }
+    if "base" in report:
+        result["base"] = report["base"]
+        result["per_class_delta"] = per_class_delta(
+            report["base"]["per_class"], report["model"]["per_class"]
+        )
+    return result
+
+
+def _eval_damage(model_dir: Path, items) -> dict:
+    from finetune.metrics import latency_stats
+    from finetune.vision_metrics import damage_scores
+    from finetune.vision_models import ImageClassifier
+    from ingest.taxonomy import repair_cost
+
+    classifier = ImageClassifier.load(model_dir)
+    if classifier.task != "damage":
+        raise ValueError(
+            f"{model_dir} is a {classifier.task!r} model; use --task {classifier.task}"
+        )
+    predicted, latencies = _timed(lambda p: classifier.damages([p])[0], [p for p, _ in items])
+    examples = [example for _, example in items]
+    scores = damage_scores(
+        [[d.model_dump() for d in found] for found in predicted],
+        [
+            [{"type": d.type, "part": d.part, "severity": d.severity} for d in e.damages]
+            for e in examples
+        ],
+        predicted_overall=[max((d.severity for d in found), key=_rank) for found in predicted],
+        true_overall=[e.severity for e in examples],
+        predicted_cost=[
+            sum(repair_cost(d.part, d.type, d.severity) for d in found) for found in predicted
+        ],
+        true_cost=[e.cost for e in examples],
+    )
+    return {**scores, "latency_ms": latency_stats(latencies), "model": classifier.name}
+
+
+def _rank(severity: str) -> int:
+    from ingest.taxonomy import SEVERITIES
+
+    return SEVERITIES.index(severity)
+
+
+def _print_vision(task: str, result: dict, out: Path) -> None:
+    if task == "classify":
+        click.echo(
+            f"accuracy {result['accuracy']:.3f} on {result['n']} images ({result['model']['model']})"
+        )
+        if "base" in result:
+            click.echo(f"base accuracy {result['base']['accuracy']:.3f}")
+        click.echo("class                      accuracy   delta")
+        for label, accuracy in result["per_class"].items():
+            delta = result.get("per_class_delta", {}).get(label)
+            click.echo(f"{label:<26} {accuracy:>8.3f}   {'' if delta is None else f'{delta:+.3f}'}")
+        latency = result["model"]["latency_ms"]
+    else:
+        click.echo(
+            f"{result['n']} images ({result['model']}): damage-type F1 micro "
+            f"{result['type_f1_micro']:.3f} / macro {result['type_f1_macro']:.3f}; part F1 "
+            f"{result['part_f1_micro']:.3f}; pair F1 {result['pair_f1']:.3f}; severity accuracy "
+            f"{result['severity_accuracy']}; cost MAE {result.get('cost_mae')} USD; invalid "
+            f"{result['invalid_rate']:.1%}"
+        )
+        click.echo("per type: " + ", ".join(f"{k} {v:.3f}" for k, v in result["type_f1"].items()))
+        latency = result["latency_ms"]
+    click.echo(
+        "latency ms: "
+        + ", ".join(f"{k} {v}" for k, v in latency.items() if k != "throughput_per_s")
+        + f"; {latency['throughput_per_s']} images/s sequential"
+    )
+    click.echo(f"report: {out / 'results.json'}")

@@ -1,0 +1,218 @@
+"""Vision training data: COCO damage examples as model targets and as conversations, and image
+tensors with light augmentation.
+
+- The damage model's target is multi-label over (part, damage type) pairs, with a severity and
+  a box for each pair present (:class:`DamageLabels`).
+- The vision-language model's target is the Assessment fields as JSON, in the conversation
+  format of the Llama-4 damage seed (:func:`conversation`).
+Pure functions over ``ingest`` records; images are decoded by :func:`ingest.images.load_image`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ingest.coco import DamageExample
+from ingest.images import load_image
+from ingest.taxonomy import PART_DAMAGES, REPAIR_ACTION, SEVERITIES, repair_cost
+
+ASSESS_INSTRUCTION = (
+    "Assess this car damage: damage types, affected parts, severity, estimated repair cost "
+    "and repair actions. Answer with JSON."
+)
+MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+# The cost range a photo-only assessment states around its point estimate.
+COST_SPREAD = 0.25
+
+
+@dataclass(frozen=True)
+class DamageLabels:
+    """The damage model's label space: every (part, damage type) pair the taxonomy allows."""
+
+    pairs: tuple[tuple[str, str], ...] = tuple(
+        (part, kind) for part, kinds in PART_DAMAGES.items() for kind in kinds
+    )
+
+    @property
+    def names(self) -> list[str]:
+        return [f"{part}:{kind}" for part, kind in self.pairs]
+
+    def targets(self, example: DamageExample) -> dict[str, list]:
+        """presence (0/1), severity index (-100 where absent) and box (x, y, w, h as fractions
+        of the image; the union of a pair's boxes) per pair."""
+        index = {pair: i for i, pair in enumerate(self.pairs)}
+        presence = [0.0] * len(self.pairs)
+        severity = [-100] * len(self.pairs)
+        boxes = [[0.0, 0.0, 0.0, 0.0] for _ in self.pairs]
+        for damage in example.damages:
+            i = index.get((damage.part, damage.type))
+            if i is None:
+                continue  # a pair the taxonomy does not allow (or no part): nothing to learn
+            x, y, w, h = damage.bbox
+            box = [x / example.width, y / example.height, w / example.width, h / example.height]
+            if presence[i]:
+                box = _union(boxes[i], box)
+            presence[i] = 1.0
+            rank = SEVERITIES.index(damage.severity) if damage.severity in SEVERITIES else 1
+            severity[i] = max(severity[i], rank)
+            boxes[i] = box
+        return {"presence": presence, "severity": severity, "boxes": boxes}
+
+
+def _union(a: Sequence[float], b: Sequence[float]) -> list[float]:
+    x0, y0 = min(a[0], b[0]), min(a[1], b[1])
+    x1, y1 = max(a[0] + a[2], b[0] + b[2]), max(a[1] + a[3], b[1] + b[3])
+    return [x0, y0, x1 - x0, y1 - y0]
+
+
+# ---- images as tensors ------------------------------------------------------------------------
+
+
+def image_tensor(
+    picture: Any,
+    size: tuple[int, int],
+    rng: Any = None,
+    *,
+    mean: Sequence[float] = MEAN,
+    std: Sequence[float] = STD,
+):
+    """A normalised float tensor [3, height, width] of a PIL RGB image resized to ``size``
+    (width, height). With ``rng`` (a ``random.Random`` or the ``random`` module): a random crop of 88-100 % of the frame and brightness and
+    contrast jitter (no flips: a flipped side view swaps front and rear parts). Returns the
+    tensor and the crop as (x0, y0, w, h) fractions, so that boxes can follow it."""
+    import numpy as np
+    import torch
+
+    crop = (0.0, 0.0, 1.0, 1.0)
+    if rng is not None:
+        scale = rng.uniform(0.88, 1.0)
+        crop = (rng.uniform(0, 1 - scale), rng.uniform(0, 1 - scale), scale, scale)
+        w, h = picture.size
+        picture = picture.crop(
+            (
+                round(crop[0] * w),
+                round(crop[1] * h),
+                round((crop[0] + crop[2]) * w),
+                round((crop[1] + crop[3]) * h),
+            )
+        )
+    picture = picture.resize(size, resample=_bilinear())
+    pixels = np.asarray(picture, dtype=np.float32) / 255.0
+    if rng is not None:
+        level = pixels.mean()
+        pixels = (pixels - level) * rng.uniform(0.8, 1.2) + level * rng.uniform(0.8, 1.2)
+    tensor = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)
+    mean_t = torch.tensor(list(mean)).view(3, 1, 1)
+    std_t = torch.tensor(list(std)).view(3, 1, 1)
+    return (tensor - mean_t) / std_t, crop
+
+
+def _bilinear() -> Any:
+    from PIL import Image
+
+    return Image.Resampling.BILINEAR
+
+
+def crop_boxes(boxes: list[list[float]], crop: tuple[float, float, float, float]) -> list:
+    """Boxes (fractions of the full image) in the coordinates of a crop, clipped to it."""
+    cx, cy, cw, ch = crop
+    moved = []
+    for x, y, w, h in boxes:
+        x0, y0 = min(max((x - cx) / cw, 0.0), 1.0), min(max((y - cy) / ch, 0.0), 1.0)
+        x1, y1 = min(max((x + w - cx) / cw, 0.0), 1.0), min(max((y + h - cy) / ch, 0.0), 1.0)
+        moved.append([x0, y0, x1 - x0, y1 - y0])
+    return moved
+
+
+def load_rgb(path: Path | str) -> Any:
+    return load_image(Path(path))
+
+
+# ---- the Assessment as a training target ---------------------------------------------------
+
+
+def assessment_target(example: DamageExample) -> dict[str, Any]:
+    """The Assessment fields a photo supports, from its annotations: damages (type, part,
+    severity), overall severity (the worst damage), a cost range around the photo's cost (or the
+    price table's) and the manual's repair action per damaged part."""
+    damages = [
+        {"type": d.type, "part": d.part, "severity": d.severity or "moderate"}
+        for d in example.damages
+        if d.part
+    ]
+    worst = max((SEVERITIES.index(d["severity"]) for d in damages), default=0)
+    cost = example.cost
+    if cost is None:
+        cost = sum(repair_cost(d["part"], d["type"], d["severity"]) for d in damages)
+    return {
+        "damages": damages,
+        "overall_severity": SEVERITIES[worst],
+        "cost_estimate": {
+            "min": _round_cost(cost * (1 - COST_SPREAD)),
+            "max": _round_cost(cost * (1 + COST_SPREAD)),
+            "currency": "USD",
+        },
+        "repair_recommendations": [
+            {"part": d["part"], "action": REPAIR_ACTION[(d["type"], d["severity"])]}
+            for d in damages
+        ],
+    }
+
+
+def _round_cost(value: float) -> int:
+    """To the nearest 10 USD.
+
+    >>> _round_cost(1234.5)
+    1230
+    """
+    return int(round(value / 10) * 10)
+
+
+def conversation(example: DamageExample, instruction: str = ASSESS_INSTRUCTION) -> dict[str, Any]:
+    """One COCO image as a chat example (image + instruction -> Assessment fields as JSON)."""
+    return {
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": str(example.path)}},
+                    {"type": "text", "text": instruction},
+                ],
+            },
+            {
+                "role": "assistant",
+                "content": json.dumps(assessment_target(example), separators=(",", ":")),
+            },
+        ]
+    }
+
+
+def write_conversations(examples: Iterable[DamageExample], path: Path) -> int:
+    """COCO examples as conversation JSONL (written to a temp file, then renamed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    count = 0
+    with tmp.open("w", encoding="utf-8") as handle:
+        for example in examples:
+            if example.damages:
+                handle.write(json.dumps(conversation(example)) + "\n")
+                count += 1
+    tmp.replace(path)
+    return count
+
+
+def detection_target(example: DamageExample) -> dict[str, Any]:
+    """The damage-detection target of one image: each damage's type, part, severity and box."""
+    return {
+        "image": str(example.path),
+        "width": example.width,
+        "height": example.height,
+        "damages": [
+            {"type": d.type, "part": d.part, "severity": d.severity, "bbox": list(d.bbox)}
+            for d in example.damages
+        ],
+    }

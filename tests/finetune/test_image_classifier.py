@@ -1,0 +1,253 @@
+"""The image-classifier recipe (damage model and classification) on tiny data, through the
+recipe API and the CLI."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+from safetensors.torch import load_file
+
+from api.cli import main
+from finetune.config import load_config
+from finetune.recipes.image_classifier import ImageClassifierConfig, run
+from finetune.trainer import TrainingError
+from finetune.vision_datasets import damage_examples, decode
+from finetune.vision_models import DamageDetector, ImageClassifier, VisionModelError
+from ingest.assessment import Damage
+from ingest.classification import LabeledImage, write_classification_jsonl
+from ingest.demo.corpus import DemoCorpusConfig, generate_demo_corpus
+from ingest.images import image_bytes
+
+TINY = [
+    "image.width=64",
+    "image.height=48",
+    "scratch.widths=8,16",
+    "scratch.depths=1,1",
+    "train.batch_size=4",
+    "train.lr=0.005",
+    "train.save_every=3",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("vision") / "demo"
+    generate_demo_corpus(
+        root, DemoCorpusConfig(seed=3, n_claims=60, n_images=24, n_scanned_pages=0)
+    )
+    return root
+
+
+@pytest.fixture(scope="module")
+def damage_data(tiny_corpus):
+    train = decode(damage_examples("train", demo_dir=tiny_corpus)[0]).items
+    val = decode(damage_examples("val", demo_dir=tiny_corpus)[0]).items
+    return train, val
+
+
+def _config(*extra: str) -> ImageClassifierConfig:
+    return load_config(ImageClassifierConfig, None, [*TINY, *extra])
+
+
+def test_damage_model_trains_saves_and_detects(damage_data, tiny_corpus, tmp_path):
+    train, val = damage_data
+    result = run(_config("train.epochs=2"), train, val, tmp_path, data_hash="h")
+    model_dir = result.model_dir
+    for name in ("config.json", "model.safetensors", "labels.json", "tunegraph-manifest.json"):
+        assert (model_dir / name).is_file(), name
+    manifest = json.loads((model_dir / "tunegraph-manifest.json").read_text())
+    assert manifest["kind"] == "image-classifier-damage" and manifest["data_sha256"] == "h"
+    assert manifest["metrics"]["train_examples"] == len(train)
+    records = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert sum("eval_loss" in r for r in records) == 2
+    assert all(r["images_per_s"] > 0 for r in records if "loss" in r)
+
+    detector = DamageDetector.load(model_dir)
+    photo = Image.open(train[0][1].path)
+    found = detector.detect([image_bytes(photo), image_bytes(photo.convert("L"), "PNG")])
+    assert found and all(isinstance(d, Damage) for d in found)
+    assert len({(d.part, d.type) for d in found}) == len(found)  # one entry per pair
+    for d in found:
+        x, y, w, h = d.bbox
+        assert 0 <= x <= x + w <= photo.width + 0.5 and 0 <= y <= y + h <= photo.height + 0.5
+
+
+def test_resume_continues_exactly(damage_data, tmp_path):
+    train, val = damage_data
+    config = _config("train.max_steps=6")
+    straight = run(config, train, val, tmp_path / "a", data_hash="x")
+    run(config, train, val, tmp_path / "b", data_hash="x", stop_after_steps=4)
+    resumed = run(config, train, val, tmp_path / "b", data_hash="x")
+    a = load_file(str(straight.model_dir / "model.safetensors"))
+    b = load_file(str(resumed.model_dir / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:  # augmentation, batch-norm statistics and the optimizer all replay
+        assert torch.allclose(a[key].float(), b[key].float(), atol=1e-5), key
+
+
+def test_bad_settings_fail_clearly(damage_data, tmp_path):
+    train, val = damage_data
+    with pytest.raises(TrainingError, match="full precision"):
+        run(_config("train.quantization=nf4"), train, val, tmp_path, data_hash="x")
+    with pytest.raises(TrainingError, match=r"backbone='/no/such/model': no such folder"):
+        run(_config("backbone=/no/such/model"), train, val, tmp_path, data_hash="x")
+    (tmp_path / "not-a-model").mkdir()
+    with pytest.raises(TrainingError, match="is not an image-classification model"):
+        run(_config(f"backbone={tmp_path / 'not-a-model'}"), train, val, tmp_path, data_hash="x")
+    with pytest.raises(VisionModelError, match=r"no labels\.json"):
+        ImageClassifier.load(tmp_path)
+
+
+def _colour_dataset(root: Path, n: int, seed: int) -> list[LabeledImage]:
+    """Red and blue noisy squares: learnable in a few epochs."""
+    rng = random.Random(seed)
+    items = []
+    for i in range(n):
+        label = ("red", "blue")[i % 2]
+        colour = (200, 30, 30) if label == "red" else (30, 30, 200)
+        picture = Image.new("RGB", (40, 40), colour)
+        picture.putpixel((rng.randrange(40), rng.randrange(40)), (255, 255, 255))
+        path = root / "img" / f"{seed}-{i}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        picture.save(path)
+        items.append(LabeledImage(str(path), label, str(path)))
+    return items
+
+
+def test_classification_short_form_end_to_end(tmp_path):
+    classes = ["blue", "red"]
+    for name, n, seed in (("train", 24, 1), ("val", 6, 2), ("test", 10, 3)):
+        write_classification_jsonl(
+            _colour_dataset(tmp_path, n, seed), tmp_path / f"{name}.jsonl", classes
+        )
+    with (tmp_path / "train.jsonl").open("a") as handle:  # a corrupt image is reported, not fatal
+        (tmp_path / "img" / "broken.png").write_bytes(b"\x89PNG broken")
+        handle.write(
+            json.dumps(
+                {
+                    "messages": [
+                        {
+                            "role": "user",
+                            "content": [
+                                {"type": "input_image", "image_url": {"url": "img/broken.png"}}
+                            ],
+                        },
+                        {"role": "assistant", "content": "red"},
+                    ]
+                }
+            )
+            + "\n"
+        )
+    runner = CliRunner(env={"TUNEGRAPH_HOME": str(tmp_path / "home")})
+    trained = runner.invoke(
+        main,
+        [
+            "finetune",
+            "vision",
+            "--task",
+            "classify",
+            "--train",
+            str(tmp_path / "train.jsonl"),
+            "--val",
+            str(tmp_path / "val.jsonl"),
+            "--out",
+            str(tmp_path / "clf"),
+            "--json",
+            *TINY,
+            "train.epochs=4",
+        ],
+    )
+    assert trained.exit_code == 0, trained.output
+    output = json.loads(trained.stdout)
+    assert output["model"] == str(tmp_path / "clf") and output["train_examples"] == 24
+    assert "broken.png" in output["rejected"][0]["reason"]
+    evaluated = runner.invoke(
+        main,
+        [
+            "eval",
+            "vision",
+            "--task",
+            "classify",
+            "--model",
+            str(tmp_path / "clf"),
+            "--test",
+            str(tmp_path / "test.jsonl"),
+            "--out",
+            str(tmp_path / "report"),
+            "--json",
+        ],
+    )
+    assert evaluated.exit_code == 0, evaluated.output
+    scores = json.loads(evaluated.stdout)
+    assert scores["n"] == 10 and set(scores["per_class"]) == {"red", "blue"}
+    assert scores["accuracy"] >= 0.9
+    assert scores["model"]["confusion"]["labels"] == classes
+    assert sum(map(sum, scores["model"]["confusion"]["matrix"])) == 10
+    assert (tmp_path / "report" / "confusion-model.png").stat().st_size > 1000
+    assert set(scores["model"]["latency_ms"]) >= {
+        "mean",
+        "p50",
+        "p90",
+        "p95",
+        "p99",
+        "min",
+        "max",
+        "std",
+    }
+
+
+def test_eval_damage_cli_reports_the_metrics(damage_data, tiny_corpus, tmp_path):
+    train, val = damage_data
+    model_dir = run(
+        _config("train.epochs=1"), train, val, tmp_path / "run", data_hash="x"
+    ).model_dir
+    runner = CliRunner(env={"TUNEGRAPH_HOME": str(tmp_path)})
+    result = runner.invoke(
+        main,
+        [
+            "eval",
+            "vision",
+            "--task",
+            "damage",
+            "--model",
+            str(model_dir),
+            "--test",
+            str(tiny_corpus / "damage" / "annotations" / "test.json"),
+            "--images",
+            str(tiny_corpus / "damage" / "images"),
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.stdout)
+    for key in (
+        "type_f1_micro",
+        "type_f1_macro",
+        "part_f1_micro",
+        "severity_accuracy",
+        "cost_mae",
+        "invalid_rate",
+        "latency_ms",
+    ):
+        assert key in scores, key
+    assert scores["invalid_rate"] == 0.0 and scores["n"] >= 1
+    wrong = runner.invoke(
+        main,
+        [
+            "eval",
+            "vision",
+            "--task",
+            "classify",
+            "--model",
+            str(model_dir),
+            "--test",
+            str(tmp_path / "none.jsonl"),
+        ],
+    )
+    assert wrong.exit_code == 1 and "no such file" in wrong.output
