@@ -1,6 +1,6 @@
 """The graphs on the embedded models: SmolLM2 with a LoRA adapter trained here, MiniLM
-retrieval over LanceDB, and the SQLite claims history. (The damage model stays a fake until the
-vision issue provides one.)"""
+retrieval over LanceDB, the SQLite claims history, and a damage model trained here on a tiny
+demo corpus."""
 
 from __future__ import annotations
 
@@ -113,3 +113,50 @@ def test_assess_agentic_with_the_real_report_model(llm, manuals, claims_db):
     assert set(state["cited"]) <= {e.id for e in assessment.evidence}
     assert assessment.repair_recommendations[0].reference == "proc-hood"
     assert assessment.models["report"] == f"{BASE}+ft"
+
+
+@pytest.fixture(scope="module")
+def damage_model(tmp_path_factory):
+    """The damage model recipe, briefly trained on a tiny demo corpus; and one of its photos."""
+    from finetune.config import load_config
+    from finetune.recipes.image_classifier import ImageClassifierConfig
+    from finetune.recipes.image_classifier import run as train_classifier
+    from finetune.vision_datasets import damage_examples, decode
+    from finetune.vision_models import DamageDetector
+    from ingest.demo.corpus import DemoCorpusConfig, generate_demo_corpus
+    from tests.finetune.test_image_classifier import TINY
+
+    root = tmp_path_factory.mktemp("damage") / "demo"
+    generate_demo_corpus(
+        root, DemoCorpusConfig(seed=5, n_claims=60, n_images=24, n_scanned_pages=0)
+    )
+    examples, _ = damage_examples("train", demo_dir=root)
+    config = load_config(ImageClassifierConfig, None, [*TINY, "train.epochs=1"])
+    result = train_classifier(
+        config, decode(examples).items, [], root.parent / "run", data_hash="t"
+    )
+    return DamageDetector.load(result.model_dir), examples[0].path.read_bytes()
+
+
+def test_assess_agentic_with_the_real_damage_and_report_models(
+    llm, manuals, claims_db, damage_model
+):
+    detector, photo = damage_model
+    context = AgentContext(
+        llm=llm,
+        finetuned_adapter="ft",
+        manuals=manuals,
+        claims_db=claims_db,
+        damage_model=detector,
+        open_photo=lambda path: PHOTOS[path],
+    )
+    claim = {"vin": VIN, "policy_id": "POL-1", "incident_date": INCIDENT.isoformat()}
+    state = assess_agentic.graph.invoke({"images": [photo], "claim": claim}, context=context)
+    assessment = Assessment.model_validate(state["assessment"])
+    assert assessment.damages and all(d.bbox for d in assessment.damages)
+    assert assessment.models["damage"] == detector.name
+    assert {r.part for r in assessment.repair_recommendations} <= {
+        d.part for d in assessment.damages
+    }
+    assert assessment.cost_estimate.max >= assessment.cost_estimate.min > 0
+    assert assessment.report.strip() and not state.get("errors")
