@@ -10,7 +10,7 @@ from ingest.demo.corpus import DemoCorpusConfig, generate_demo_corpus
 
 @pytest.fixture(scope="session")
 def demo_corpus(tmp_path_factory):
-    """The default-size corpus (2,000 claims, 600 photos, 10 scans), generated once."""
+    """The default-size corpus (2,000 claims, 2,400 photos, 10 scans), generated once."""
     return generate_demo_corpus(tmp_path_factory.mktemp("home") / "demo", DemoCorpusConfig(seed=7))
 
 

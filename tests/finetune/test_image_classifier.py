@@ -251,3 +251,12 @@ def test_eval_damage_cli_reports_the_metrics(damage_data, tiny_corpus, tmp_path)
         ],
     )
     assert wrong.exit_code == 1 and "no such file" in wrong.output
+
+
+def test_every_shipped_vision_config_loads_into_the_recipe_config():
+    root = Path(__file__).resolve().parents[2] / "configs" / "vision"
+    configs = sorted(root.glob("*.yaml"))
+    assert configs
+    for path in configs:
+        config = load_config(ImageClassifierConfig, path)
+        assert config.task in ("damage", "classify"), path
