@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ingest.jsonl import parse_lines
+from ingest.jsonl import parse_lines, read_utf8
 from ingest.records import BLOCK_KINDS, ManualBlock, QAPair
 
 # Short on purpose: it is repeated in every training example, and most answers are a few tokens.
@@ -125,12 +125,7 @@ def demo_examples(demo_dir: Path) -> tuple[list[SFTExample], list[SFTExample]]:
 
 def read_sft_jsonl(path: Path) -> tuple[list[SFTExample], list[dict[str, Any]]]:
     """Users' own ``{"messages": [...]}`` JSONL: the valid examples and a per-line report."""
-    try:
-        text = path.read_text("utf-8")
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: no such file.") from None
-    except UnicodeDecodeError:
-        raise DatasetError(f"{path}: not UTF-8; re-save it as UTF-8 JSONL.") from None
+    text = read_utf8(path, DatasetError)
     examples, rejected = [], []
     for number, record, malformed in parse_lines(text):
         problem = malformed or _message_problem(record)

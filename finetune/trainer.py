@@ -50,6 +50,19 @@ class LoraArgs:
         if not 0 <= self.dropout < 1:
             raise ValueError(f"lora.dropout={self.dropout}: use 0 <= dropout < 1")
 
+    def peft_config(self, **extra: Any) -> Any:
+        """PEFT's ``LoraConfig`` for these arguments; ``extra``: task type, layers, modules to
+        save."""
+        from peft import LoraConfig
+
+        return LoraConfig(
+            r=self.r,
+            lora_alpha=self.alpha,
+            lora_dropout=self.dropout,
+            target_modules=list(self.target_modules),
+            **extra,
+        )
+
 
 @dataclass
 class TrainArgs:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ingest.jsonl import parse_lines
+from ingest.jsonl import parse_lines, read_utf8
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 DEFAULT_INSTRUCTION = "Classify the photo."
@@ -76,12 +76,7 @@ class ClassificationReport:
 def read_classification_jsonl(path: Path) -> ClassificationReport:
     """Examples of an OpenAI-format vision JSONL file, and the lines that were rejected."""
     path = Path(path)
-    try:
-        text = path.read_text("utf-8")
-    except FileNotFoundError:
-        raise ClassificationError(f"{path}: no such file.") from None
-    except UnicodeDecodeError:
-        raise ClassificationError(f"{path}: not UTF-8; re-save it as UTF-8 JSONL.") from None
+    text = read_utf8(path, ClassificationError)
     report = ClassificationReport(str(path))
     for number, record, malformed in parse_lines(text):
         try:

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+
+
+def read_utf8(path: Path, error: type[Exception]) -> str:
+    """The text of a JSONL file; a missing or non-UTF-8 file raises ``error`` naming it."""
+    try:
+        return Path(path).read_text("utf-8")
+    except FileNotFoundError:
+        raise error(f"{path}: no such file.") from None
+    except UnicodeDecodeError:
+        raise error(f"{path}: not UTF-8; re-save it as UTF-8 JSONL.") from None
 
 
 def parse_lines(text: str) -> Iterator[tuple[int, Any, str | None]]:

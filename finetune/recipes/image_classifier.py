@@ -155,19 +155,10 @@ def build_model(config: ImageClassifierConfig, n_outputs: int) -> tuple[Any, dic
         preprocessing["std"] = list(getattr(processor, "image_std", STD))
     except (OSError, ValueError):
         pass  # no processor saved with the backbone: keep tunegraph's normalisation
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
     head = [n for n in ("classifier", "fc", "head") if hasattr(model, n)]
-    model = get_peft_model(
-        model,
-        LoraConfig(
-            r=config.lora.r,
-            lora_alpha=config.lora.alpha,
-            lora_dropout=config.lora.dropout,
-            target_modules=list(config.lora.target_modules),
-            modules_to_save=head,
-        ),
-    )
+    model = get_peft_model(model, config.lora.peft_config(modules_to_save=head))
     return model, preprocessing
 
 

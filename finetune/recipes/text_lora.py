@@ -155,7 +155,7 @@ def run(
     ``stop_after_steps`` ends the run early after saving a checkpoint (used to test resume).
     """
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
     args = config.train
     require_cuda_for_nf4(args)
@@ -163,11 +163,7 @@ def run(
     model.config.use_cache = False
     peft_model = get_peft_model(
         model,
-        LoraConfig(
-            r=config.lora.r,
-            lora_alpha=config.lora.alpha,
-            lora_dropout=config.lora.dropout,
-            target_modules=list(config.lora.target_modules),
+        config.lora.peft_config(
             layers_to_transform=_layers(config.lora.last_layers, model.config),
             task_type="CAUSAL_LM",
         ),
