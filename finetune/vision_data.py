@@ -5,19 +5,17 @@ tensors with light augmentation.
   a box for each pair present (:class:`DamageLabels`).
 - The vision-language model's target is the Assessment fields as JSON, in the conversation
   format of the Llama-4 damage seed (:func:`conversation`).
-Pure functions over ``ingest`` records; images are decoded by :func:`ingest.images.load_image`.
+Pure functions over ``ingest`` records and decoded PIL images.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ingest.coco import DamageExample
-from ingest.images import load_image
 from ingest.taxonomy import PART_DAMAGES, REPAIR_ACTION, SEVERITIES, repair_cost
 
 ASSESS_INSTRUCTION = (
@@ -128,10 +126,6 @@ def crop_boxes(boxes: list[list[float]], crop: tuple[float, float, float, float]
     return moved
 
 
-def load_rgb(path: Path | str) -> Any:
-    return load_image(Path(path))
-
-
 # ---- the Assessment as a training target ---------------------------------------------------
 
 
@@ -188,31 +182,4 @@ def conversation(example: DamageExample, instruction: str = ASSESS_INSTRUCTION) 
                 "content": json.dumps(assessment_target(example), separators=(",", ":")),
             },
         ]
-    }
-
-
-def write_conversations(examples: Iterable[DamageExample], path: Path) -> int:
-    """COCO examples as conversation JSONL (written to a temp file, then renamed)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    count = 0
-    with tmp.open("w", encoding="utf-8") as handle:
-        for example in examples:
-            if example.damages:
-                handle.write(json.dumps(conversation(example)) + "\n")
-                count += 1
-    tmp.replace(path)
-    return count
-
-
-def detection_target(example: DamageExample) -> dict[str, Any]:
-    """The damage-detection target of one image: each damage's type, part, severity and box."""
-    return {
-        "image": str(example.path),
-        "width": example.width,
-        "height": example.height,
-        "damages": [
-            {"type": d.type, "part": d.part, "severity": d.severity, "bbox": list(d.bbox)}
-            for d in example.damages
-        ],
     }

@@ -89,23 +89,19 @@ def decode(
     split = Split()
     iterator = progress(items, desc=desc, unit="img") if progress else items
     for item in iterator:
+        if isinstance(item, DamageExample):
+            name = str(item.path)
+        elif item.source.startswith("data:"):
+            name = item.origin
+        else:
+            name = f"{item.origin} ({item.source})"
         try:
             if isinstance(item, DamageExample):
-                split.items.append((load_image(item.path), item))
+                split.items.append((load_image(item.path, name), item))
             else:
-                name = (
-                    item.origin
-                    if item.source.startswith("data:")
-                    else f"{item.origin} ({item.source})"
-                )
                 split.items.append((load_image(item.read_bytes(), name), item.label))
         except ImageError as exc:
-            split.rejected.append(
-                {
-                    "image": getattr(item, "origin", str(getattr(item, "path", ""))),
-                    "reason": str(exc),
-                }
-            )
+            split.rejected.append({"image": name, "reason": str(exc)})
         except OSError as exc:
-            split.rejected.append({"image": item.origin, "reason": f"cannot be read ({exc})"})
+            split.rejected.append({"image": name, "reason": f"cannot be read ({exc})"})
     return split

@@ -239,11 +239,7 @@ def run(
             if config.task == "damage" and augment:
                 target["boxes"] = crop_boxes(target["boxes"], crop)
             targets.append(target)
-        stacked = {
-            key: torch.tensor([t[key] for t in targets])
-            for key in targets[0]
-            if key in ("presence", "severity", "boxes", "label")
-        }
+        stacked = {key: torch.tensor([t[key] for t in targets]) for key in targets[0]}
         return torch.stack(pixels), stacked
 
     def loss_of(pixels: Any, targets: dict[str, Any]) -> Any:
