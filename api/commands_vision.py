@@ -58,7 +58,7 @@ def finetune_vision(
     from tqdm import tqdm
 
     from finetune.config import ConfigError, load_config
-    from finetune.recipes.image_classifier import ImageClassifierConfig, data_hash, run
+    from finetune.recipes.image_classifier import ImageClassifierConfig, run
     from finetune.trainer import TrainingError
     from finetune.vision_datasets import VisionDataError
 
@@ -79,7 +79,7 @@ def finetune_vision(
         raise click.UsageError(str(exc)) from None
     progress = None if as_json else tqdm
     try:
-        train, val, rejected = _training_data(config, settings.demo_dir, progress)
+        train, val, rejected, digest = _training_data(config, settings.demo_dir, progress)
     except (VisionDataError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     if not as_json:
@@ -94,7 +94,7 @@ def finetune_vision(
             train,
             val,
             run_dir,
-            data_hash=data_hash([(str(getattr(t, "path", "")), t) for _, t in train]),
+            data_hash=digest,
             model_dir=model_dir,
             resume=not no_resume,
             progress=progress,
@@ -114,6 +114,7 @@ def finetune_vision(
 
 
 def _training_data(config, demo_dir: Path, progress):
+    from finetune.recipes.image_classifier import data_hash
     from finetune.vision_datasets import (
         VisionDataError,
         classification_examples,
@@ -161,7 +162,8 @@ def _training_data(config, demo_dir: Path, progress):
     rejected += train.rejected + val.rejected
     if not train.items:
         raise VisionDataError("no training image could be read")
-    return train.items, val.items, rejected
+    # the hash names the images (paths or data URLs) and their targets, not only the labels
+    return train.items, val.items, rejected, data_hash(train_ex)
 
 
 @click.command("vision")
