@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from pathlib import Path
@@ -11,6 +12,7 @@ import click
 from api.cli_support import load_settings
 
 TASKS = click.Choice(["damage", "classify"])
+TRAIN_TASKS = click.Choice(["damage", "classify", "assess"])
 
 
 @click.command("vision", context_settings={"ignore_unknown_options": True})
@@ -21,7 +23,13 @@ TASKS = click.Choice(["damage", "classify"])
     default=None,
     help="YAML recipe, e.g. configs/vision/damage_quick.yaml [default: built-in defaults]",
 )
-@click.option("--task", type=TASKS, default=None, help="damage or classify [default: the config's]")
+@click.option(
+    "--task",
+    type=TRAIN_TASKS,
+    default=None,
+    help="damage (damage model), classify, or assess (vision-language model) [default: the "
+    "config's]",
+)
 @click.option(
     "--train",
     "train_file",
@@ -49,7 +57,8 @@ def finetune_vision(
     as_json: bool,
     overrides: tuple[str, ...],
 ) -> None:
-    """Train the damage model or an image classifier; KEY=VALUE pairs override the YAML.
+    """Train the damage model, an image classifier or the vision-language model (task
+    assess); KEY=VALUE pairs override the YAML.
 
     Short form for classification:
     `tunegraph finetune vision --task classify --train TRAIN.jsonl --val VAL.jsonl --out DIR`.
@@ -63,6 +72,9 @@ def finetune_vision(
     from finetune.vision_datasets import VisionDataError
 
     settings = load_settings()
+    if (task or _config_task(config_path)) == "assess":
+        _finetune_vlm(settings, config_path, overrides, out, no_resume, as_json)
+        return
     extra = list(overrides)
     if task:
         extra.append(f"task={task}")
@@ -77,7 +89,8 @@ def finetune_vision(
         config = load_config(ImageClassifierConfig, config_path, extra)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    progress = None if as_json else tqdm
+    # a disabled bar still counts steps: a job's child process reports them (job_process)
+    progress = functools.partial(tqdm, disable=as_json)
     try:
         train, val, rejected, digest = _training_data(config, settings.demo_dir, progress)
     except (VisionDataError, ValueError) as exc:
@@ -101,16 +114,120 @@ def finetune_vision(
         )
     except TrainingError as exc:
         raise click.ClickException(str(exc)) from None
-    output = {"model": str(result.model_dir), "run_dir": str(run_dir), "rejected": rejected}
-    output.update(result.metrics)
+    m = result.metrics
+    _report_training(
+        result,
+        run_dir,
+        rejected,
+        as_json,
+        f"{m.get('steps')} steps, train loss {m.get('train_loss', 0):.3f}, eval loss "
+        f"{m.get('eval_loss', 0):.3f}, {m.get('images_per_s', 0):.0f} images/s",
+    )
+
+
+def _report_training(result, run_dir: Path, rejected: list, as_json: bool, summary: str) -> None:
     if as_json:
-        click.echo(json.dumps(output, indent=2, default=str))
+        output = {"model": str(result.model_dir), "run_dir": str(run_dir), "rejected": rejected}
+        click.echo(json.dumps({**output, **result.metrics}, indent=2, default=str))
     else:
-        m = result.metrics
-        click.echo(
-            f"model: {result.model_dir}\n{m['steps']} steps, train loss {m['train_loss']:.3f}, "
-            f"eval loss {m['eval_loss']:.3f}, {m['images_per_s']:.0f} images/s"
+        click.echo(f"model: {result.model_dir}\n{summary}")
+
+
+def _config_task(config_path: Path | None) -> str | None:
+    import yaml
+
+    if config_path is None or not config_path.is_file():
+        return None  # load_config reports the missing file
+    try:
+        data = yaml.safe_load(config_path.read_text("utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError):
+        return None  # and the malformed one
+    return data.get("task") if isinstance(data, dict) else None
+
+
+def _finetune_vlm(settings, config_path, overrides, out, no_resume, as_json) -> None:
+    from tqdm import tqdm
+
+    from api.composition import model_store
+    from finetune.config import ConfigError, load_config
+    from finetune.model_store import ModelNotFoundError
+    from finetune.recipes.vision_lm import VisionLMConfig, run
+    from finetune.trainer import TrainingError
+    from finetune.vision_datasets import VisionDataError
+
+    try:
+        config = load_config(VisionLMConfig, config_path, ["task=assess", *overrides])
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    progress = functools.partial(tqdm, disable=as_json)
+    encoder = Path(config.encoder).expanduser()
+    if not encoder.is_dir():
+        encoder = settings.vision_dir / config.encoder
+    try:
+        train, val, rejected, digest = _damage_data(config.data, settings.demo_dir, progress)
+        decoder, tokenizer = model_store(settings).load_causal_lm(config.base_model)
+    except (VisionDataError, ModelNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if not as_json:
+        click.echo(f"data: {len(train)} train / {len(val)} val images, {len(rejected)} rejected")
+    run_dir = settings.runs_dir / config.name
+    try:
+        result = run(
+            config,
+            decoder,
+            tokenizer,
+            encoder,
+            train,
+            val,
+            run_dir,
+            data_hash=digest,
+            model_dir=out or settings.vision_dir / config.name,
+            resume=not no_resume,
+            progress=progress,
         )
+    except TrainingError as exc:
+        raise click.ClickException(str(exc)) from None
+    m = result.metrics
+    _report_training(
+        result,
+        run_dir,
+        rejected,
+        as_json,
+        f"{m.get('steps')} steps (align + instruct), align eval loss "
+        f"{m.get('align', {}).get('eval_loss', 0):.3f}, instruct eval loss "
+        f"{m.get('eval_loss', 0):.3f}, {m.get('tokens_per_s', 0):.0f} tokens/s",
+    )
+
+
+def _damage_data(data, demo_dir: Path, progress):
+    """Decoded (picture, DamageExample) train and val pairs of the demo corpus or COCO files,
+    the rejected items and the data hash."""
+    from finetune.recipes.image_classifier import data_hash
+    from finetune.vision_datasets import VisionDataError, damage_examples, decode
+
+    if data.source not in ("demo", "coco"):
+        raise VisionDataError(f"task=damage reads data.source=demo or coco, not {data.source}")
+    if data.source == "demo":
+        train_ex, bad = damage_examples("train", demo_dir=data.demo_dir or demo_dir)
+        val_ex, bad_val = damage_examples("val", demo_dir=data.demo_dir or demo_dir)
+    else:
+        if data.train_file is None:
+            raise VisionDataError("data.source=coco needs data.train_file=ANNOTATIONS.json")
+        kwargs = {"images_dir": data.images_dir}
+        train_ex, bad = damage_examples("train", coco_file=data.train_file, **kwargs)
+        val_ex, bad_val = (
+            damage_examples("val", coco_file=data.val_file, **kwargs) if data.val_file else ([], [])
+        )
+    train = decode(train_ex, progress, "train images")
+    val = decode(val_ex, progress, "val images")
+    if not train.items:
+        raise VisionDataError("no training image could be read")
+    return (
+        train.items,
+        val.items,
+        bad + bad_val + train.rejected + val.rejected,
+        data_hash(train_ex),
+    )
 
 
 def _training_data(config, demo_dir: Path, progress):
@@ -118,45 +235,28 @@ def _training_data(config, demo_dir: Path, progress):
     from finetune.vision_datasets import (
         VisionDataError,
         classification_examples,
-        damage_examples,
         decode,
         folder_splits,
     )
 
     data = config.data
-    rejected: list[dict] = []
     if config.task == "damage":
-        if data.source not in ("demo", "coco"):
-            raise VisionDataError(f"task=damage reads data.source=demo or coco, not {data.source}")
-        kwargs = {"images_dir": data.images_dir}
-        if data.source == "demo":
-            train_ex, bad = damage_examples("train", demo_dir=data.demo_dir or demo_dir)
-            val_ex, bad_val = damage_examples("val", demo_dir=data.demo_dir or demo_dir)
-        else:
-            if data.train_file is None:
-                raise VisionDataError("data.source=coco needs data.train_file=ANNOTATIONS.json")
-            train_ex, bad = damage_examples("train", coco_file=data.train_file, **kwargs)
-            val_ex, bad_val = (
-                damage_examples("val", coco_file=data.val_file, **kwargs)
-                if data.val_file
-                else ([], [])
-            )
-        rejected += bad + bad_val
+        return _damage_data(data, demo_dir, progress)
+    rejected: list[dict] = []
+    if data.source == "folders":
+        if data.folder is None:
+            raise VisionDataError("data.source=folders needs data.folder=DIR")
+        train_ex, val_ex, _ = folder_splits(data.folder, data.per_class, data.seed)
+    elif data.source == "jsonl":
+        if data.train_file is None:
+            raise VisionDataError("task=classify needs --train TRAIN.jsonl (data.train_file)")
+        train_ex, rejected = classification_examples(jsonl=data.train_file)
+        val_ex = []
+        if data.val_file:
+            val_ex, bad_val = classification_examples(jsonl=data.val_file)
+            rejected += bad_val
     else:
-        if data.source == "folders":
-            if data.folder is None:
-                raise VisionDataError("data.source=folders needs data.folder=DIR")
-            train_ex, val_ex, _ = folder_splits(data.folder, data.per_class, data.seed)
-        elif data.source == "jsonl":
-            if data.train_file is None:
-                raise VisionDataError("task=classify needs --train TRAIN.jsonl (data.train_file)")
-            train_ex, rejected = classification_examples(jsonl=data.train_file)
-            val_ex = []
-            if data.val_file:
-                val_ex, bad_val = classification_examples(jsonl=data.val_file)
-                rejected += bad_val
-        else:
-            raise VisionDataError("task=classify reads data.source=jsonl or folders")
+        raise VisionDataError("task=classify reads data.source=jsonl or folders")
     train = decode(train_ex, progress, "train images")
     val = decode(val_ex, progress, "val images")
     rejected += train.rejected + val.rejected
@@ -215,6 +315,7 @@ def eval_vision(
         damage_examples,
         decode,
     )
+    from finetune.vision_lm import CONFIG_FILE as VLM_CONFIG
     from finetune.vision_models import VisionModelError
 
     settings = load_settings()
@@ -237,6 +338,8 @@ def eval_vision(
         rejected += test.rejected
         if task == "classify":
             result = _eval_classify(model_dir, base_dir, test.items, out)
+        elif (model_dir / VLM_CONFIG).is_file():
+            result = _eval_vlm(settings, model_dir, test.items, progress)
         else:
             result = _eval_damage(model_dir, test.items)
     except (VisionDataError, VisionModelError, ValueError) as exc:
@@ -330,6 +433,52 @@ def _eval_damage(model_dir: Path, items) -> dict:
         true_cost=[e.cost for e in examples],
     )
     return {**scores, "latency_ms": latency_stats(latencies), "model": classifier.name}
+
+
+def _eval_vlm(settings, model_dir: Path, items, progress, latency_images: int = 16) -> dict:
+    """The vision-language model's answers to every test photo (batched), scored like the
+    damage model's; latency from one-photo calls on the first ``latency_images`` photos (a
+    call generates ~100 tokens: timing all of them one by one takes minutes on a CPU)."""
+    from api.composition import model_store
+    from finetune.metrics import latency_stats
+    from finetune.vision_lm import VisionLM
+    from finetune.vision_metrics import damage_scores
+
+    model = VisionLM.load(model_dir, model_store(settings).load_causal_lm)
+    pictures = [p for p, _ in items]
+    batch = 16
+    starts = range(0, len(pictures), batch)
+    if progress is not None:
+        starts = progress(starts, desc="answer test photos", unit="batch")
+    answers, started = [], time.perf_counter()
+    for start in starts:
+        answers += model.answer(pictures[start : start + batch])
+    seconds = time.perf_counter() - started
+    _, latencies = _timed(lambda p: model.answer([p]), pictures[:latency_images])
+    parsed = [json.loads(a.text) if a.complete else None for a in answers]
+    examples = [example for _, example in items]
+    scores = damage_scores(
+        [p["damages"] if p else None for p in parsed],
+        [
+            [{"type": d.type, "part": d.part, "severity": d.severity} for d in e.damages]
+            for e in examples
+        ],
+        predicted_overall=[p["overall_severity"] if p else None for p in parsed],
+        true_overall=[e.severity for e in examples],
+        predicted_cost=[
+            (p["cost_estimate"]["min"] + p["cost_estimate"]["max"]) / 2 if p else None
+            for p in parsed
+        ],
+        true_cost=[e.cost for e in examples],
+    )
+    return {
+        **scores,
+        "latency_ms": latency_stats(latencies),
+        "latency_images": len(latencies),
+        "batched_images_per_s": round(len(pictures) / seconds, 2) if seconds else None,
+        "tokens_per_s": round(sum(a.tokens for a in answers) / seconds, 1) if seconds else None,
+        "model": model.name,
+    }
 
 
 def _rank(severity: str) -> int:

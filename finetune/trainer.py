@@ -266,6 +266,8 @@ def train_loop(
                 state["epoch"] += 1
                 state["batch"] = 0
         elapsed = time.perf_counter() - started - eval_seconds
+        if state["step"] % args.save_every:  # a finished run resumes to its end
+            _save_checkpoint(checkpoints, state, model, optimizer, scheduler)
         if not evals or state["batch"]:
             run_eval()
     finally:

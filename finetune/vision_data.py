@@ -131,8 +131,9 @@ def crop_boxes(boxes: list[list[float]], crop: tuple[float, float, float, float]
 
 def assessment_target(example: DamageExample) -> dict[str, Any]:
     """The Assessment fields a photo supports, from its annotations: damages (type, part,
-    severity), overall severity (the worst damage), a cost range around the photo's cost (or the
-    price table's) and the manual's repair action per damaged part."""
+    severity), overall severity (the worst damage), a cost range in USD around the photo's cost
+    (or the price table's) and the manual's repair action per damaged part. Keys in the order of
+    :func:`finetune.vision_lm.answer_schema`, whose grammar constrains the model's answers."""
     damages = [
         {"type": d.type, "part": d.part, "severity": d.severity or "moderate"}
         for d in example.damages
@@ -148,7 +149,6 @@ def assessment_target(example: DamageExample) -> dict[str, Any]:
         "cost_estimate": {
             "min": _round_cost(cost * (1 - COST_SPREAD)),
             "max": _round_cost(cost * (1 + COST_SPREAD)),
-            "currency": "USD",
         },
         "repair_recommendations": [
             {"part": d["part"], "action": REPAIR_ACTION[(d["type"], d["severity"])]}

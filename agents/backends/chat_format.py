@@ -17,11 +17,10 @@ import uuid
 from typing import Any
 
 from agents.backends.base import ChatRequest, GenerationError, ToolCall
+from finetune.constrained import json_grammar
 
 CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
 _CALL = re.compile(re.escape(CALL_OPEN) + r"(.*?)" + re.escape(CALL_CLOSE), re.S)
-# JSON without free whitespace: small models otherwise loop on newlines inside objects.
-_JSON_OPTIONS = {"whitespace_flexible": False}
 MAX_ARGUMENT_CHARS = 100  # tool-argument strings that declare no maxLength
 
 
@@ -82,11 +81,11 @@ def grammar(request: ChatRequest) -> str | None:
     """The llguidance (Lark) grammar the answer must follow, or None for free text."""
     if request.response_schema is not None:
         schema = _closed(copy.deepcopy(request.response_schema), None)
-        return _lark("start: json_body", _with_options(schema))
+        return json_grammar(schema)
     if not request.tools or request.tool_choice == "none":
         return None
     tools = _chosen_tools(request)
-    calls = _with_options({"anyOf": [_call_schema(t["function"]) for t in tools]})
+    calls = {"anyOf": [_call_schema(t["function"]) for t in tools]}
     if request.tool_choice == "auto":
         # An answer cannot start with "<" or a space, so the first token decides which it is.
         rules = "start: calls | answer\nanswer: ANSWER\nANSWER: /[^<\\s][^\\x00]*/"
@@ -94,7 +93,7 @@ def grammar(request: ChatRequest) -> str | None:
         rules = "start: calls"
     repeat = ' ("\\n" call)*' if request.parallel_tool_calls else ""
     rules += f'\ncalls: call{repeat}\ncall: "{CALL_OPEN}" json_body "{CALL_CLOSE}"'
-    return _lark(rules, calls)
+    return json_grammar(calls, rules)
 
 
 def parse_tool_calls(text: str) -> list[ToolCall]:
@@ -168,14 +167,6 @@ def _closed(schema: dict[str, Any], max_chars: int | None) -> dict[str, Any]:
         if isinstance(child, dict):
             _closed(child, max_chars)
     return schema
-
-
-def _with_options(schema: dict[str, Any]) -> dict[str, Any]:
-    return {**schema, "x-guidance": {**_JSON_OPTIONS, **schema.get("x-guidance", {})}}
-
-
-def _lark(rules: str, schema: dict[str, Any]) -> str:
-    return f"{rules}\njson_body: %json {json.dumps(schema)}\n"
 
 
 def _call_text(call: dict[str, Any]) -> str:

@@ -24,6 +24,8 @@ from agents.backends.chat_format import (
     render_messages,
     supports_tools,
 )
+from finetune.constrained import GrammarError, allowed_logits, ll_tokenizer
+from finetune.constrained import matcher as new_matcher
 
 MANIFEST = "tunegraph-manifest.json"
 
@@ -86,7 +88,9 @@ class TransformersBackend:
                 if matcher is not None:
                     closing = mode != "text" or request.response_schema is not None
                     closing = closing and request.max_tokens - step <= _closing_reserve(request)
-                    logits = _mask(logits, matcher, self._closers(tokenizer) if closing else None)
+                    logits = allowed_logits(
+                        logits, matcher, self._closers(tokenizer) if closing else None
+                    )
                 token = _pick(logits, request, generator)
                 if token in self._eos:
                     finish = "stop"
@@ -159,19 +163,12 @@ class TransformersBackend:
     def _matcher(self, lark: str | None) -> Any:
         if lark is None:
             return None
-        import llguidance
-        import llguidance.hf
-
         if self._ll_tokenizer is None:
-            self._ll_tokenizer = llguidance.hf.from_tokenizer(
-                self.tokenizer, eos_token=sorted(self._eos)[0]
-            )
-        matcher = llguidance.LLMatcher(
-            self._ll_tokenizer, llguidance.LLMatcher.grammar_from_lark(lark), log_level=0
-        )
-        if matcher.is_error():
-            raise GenerationError(f"cannot compile the output grammar: {matcher.get_error()}")
-        return matcher
+            self._ll_tokenizer = ll_tokenizer(self.tokenizer, sorted(self._eos)[0])
+        try:
+            return new_matcher(self._ll_tokenizer, lark)
+        except GrammarError as exc:
+            raise GenerationError(str(exc)) from None
 
     # ---- adapters -------------------------------------------------------------------------------
 
@@ -224,28 +221,6 @@ def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
     ids.update(configured if isinstance(configured, list) else [configured])
     ids.discard(None)
     return ids
-
-
-def _mask(logits: Any, matcher: Any, prefer: Any = None) -> Any:
-    """Logits with every token the grammar forbids next set to -inf; with ``prefer`` (a bool per
-    token), only the preferred allowed tokens stay when there are any."""
-    import numpy as np
-    import torch
-
-    bits = np.unpackbits(
-        np.frombuffer(matcher.compute_bitmask(), dtype=np.uint8), bitorder="little"
-    )
-    allowed = torch.zeros(logits.shape[0], dtype=torch.bool)
-    n = min(len(bits), logits.shape[0])
-    allowed[:n] = torch.from_numpy(bits[:n].astype(bool))
-    if prefer is not None:
-        m = min(len(prefer), logits.shape[0])
-        preferred = allowed.clone()
-        preferred[:m] &= prefer[:m]
-        preferred[m:] = False
-        if preferred.any():
-            allowed = preferred
-    return logits.masked_fill(~allowed.to(logits.device), float("-inf"))
 
 
 def _closing_reserve(request: ChatRequest) -> int:

@@ -1,0 +1,270 @@
+"""Recipe: the composed vision-language model (``task: assess``), trained in two stages.
+
+1. **align**: the projector learns to speak the frozen decoder's language — photo -> a short
+   caption of its damages ("moderate dent on front_bumper").
+2. **instruct**: LoRA on the decoder, with the projector still training — photo + instruction
+   -> the Assessment's photo fields as compact JSON (:func:`finetune.vision_data.assessment_target`).
+
+The encoder is a trained tunegraph image model (by default the damage model of
+``configs/vision/damage_quick.yaml``), frozen in both stages, so its features are computed once.
+Both stages run through :func:`finetune.trainer.train_loop` (checkpoints, exact resume,
+progress, metrics), each in its own folder under the run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from finetune.config import to_dict
+from finetune.recipes.image_classifier import VisionDataArgs
+from finetune.trainer import (
+    LoraArgs,
+    TrainArgs,
+    TrainingError,
+    autocast,
+    require_cuda_for_nf4,
+    save_artifact,
+    train_loop,
+)
+from finetune.vision_data import ASSESS_INSTRUCTION, assessment_target
+
+CAPTION_INSTRUCTION = "List the damage in this photo."
+
+
+@dataclass
+class VisionLMConfig:
+    task: Literal["assess"] = "assess"
+    name: str = "damage-vlm"
+    base_model: str = "smollm2-135m-instruct"  # the decoder: embedded name, folder or hub id
+    # a trained tunegraph image model: a folder, or a name under TUNEGRAPH_HOME/vision
+    encoder: str = "damage-model"
+    grid: tuple[int, int] = (4, 4)  # visual tokens per photo: rows x columns of feature cells
+    instruction: str = ASSESS_INSTRUCTION
+    lora: LoraArgs = field(default_factory=LoraArgs)
+    align: TrainArgs = field(
+        default_factory=lambda: TrainArgs(lr=1e-3, batch_size=16, max_length=128)
+    )
+    train: TrainArgs = field(
+        default_factory=lambda: TrainArgs(lr=1e-3, batch_size=16, max_length=256)
+    )
+    data: VisionDataArgs = field(default_factory=VisionDataArgs)
+
+    def __post_init__(self) -> None:
+        if len(self.grid) != 2 or min(self.grid) < 1:
+            raise ValueError(f"grid={list(self.grid)}: give [rows, columns], each >= 1")
+
+
+@dataclass
+class TrainResult:
+    model_dir: Path
+    steps: int
+    metrics: dict[str, Any]
+
+
+def caption(example: Any) -> str:
+    """The align stage's target: the photo's damages in words.
+
+    >>> from ingest.coco import DamageAnnotation as A, DamageExample
+    >>> dents = (A("dent", (0, 0, 1, 1), "hood", "minor"), A("crack", (0, 0, 1, 1), "headlamp"))
+    >>> caption(DamageExample(1, "p.png", 10, 10, dents))
+    'minor dent on hood; moderate crack on headlamp'
+    """
+    target = assessment_target(example)
+    return (
+        "; ".join(f"{d['severity']} {d['type']} on {d['part']}" for d in target["damages"])
+        or "no damage"
+    )
+
+
+def answer_text(example: Any) -> str:
+    """The instruct stage's target: the Assessment's photo fields as compact JSON."""
+    return json.dumps(assessment_target(example), separators=(",", ":"))
+
+
+def run(
+    config: VisionLMConfig,
+    decoder: Any,
+    tokenizer: Any,
+    encoder_dir: Path,
+    train: Sequence[tuple[Any, Any]],
+    val: Sequence[tuple[Any, Any]],
+    output_dir: Path,
+    *,
+    data_hash: str,
+    model_dir: Path | None = None,
+    resume: bool = True,
+    progress: Callable[..., Any] | None = None,
+    stop_after_steps: int | None = None,
+) -> TrainResult:
+    """Train on ``(PIL image, DamageExample)`` pairs. ``decoder``/``tokenizer``: the base causal
+    LM; ``encoder_dir``: the trained image model. The model goes to ``model_dir`` (default
+    ``output_dir/model``); checkpoints and metrics to ``output_dir/align`` and
+    ``output_dir/instruct``. ``stop_after_steps`` (counted within the instruct stage) ends the
+    run early after a checkpoint (used to test resume)."""
+    import torch
+    from peft import get_peft_model
+
+    from finetune.vision_lm import ComposedVLM, ImageEncoder
+
+    require_cuda_for_nf4(config.train)
+    torch.manual_seed(config.train.seed)
+    try:
+        encoder = ImageEncoder.load(encoder_dir, config.grid)
+    except (OSError, ValueError) as exc:
+        raise TrainingError(
+            f"encoder={str(encoder_dir)!r}: {exc}; train the damage model first "
+            "(`tunegraph finetune vision --config configs/vision/damage_quick.yaml`)"
+        ) from None
+    decoder.config.use_cache = False
+    vlm = ComposedVLM(decoder, tokenizer, encoder.dim, config.grid[0] * config.grid[1])
+    vlm.decoder.requires_grad_(False)
+    train_features = encoder.features([p for p, _ in train], progress=progress)
+    val_features = encoder.features([p for p, _ in val], progress=progress)
+    examples = [e for _, e in train]
+    val_examples = [e for _, e in val]
+
+    # stage 1: projector only, decoder frozen
+    align = _stage(
+        vlm,
+        config.align,
+        train_features,
+        val_features,
+        [vlm.answer_ids(caption(e)) for e in examples],
+        [vlm.answer_ids(caption(e)) for e in val_examples],
+        vlm.prompt(CAPTION_INSTRUCTION),
+        output_dir / "align",
+        resume=resume,
+        progress=progress,
+        desc="align (projector)",
+    )
+    # stage 2: LoRA on the decoder + projector
+    vlm.decoder = get_peft_model(decoder, config.lora.peft_config(task_type="CAUSAL_LM"))
+    instruct = _stage(
+        vlm,
+        config.train,
+        train_features,
+        val_features,
+        [vlm.answer_ids(answer_text(e)) for e in examples],
+        [vlm.answer_ids(answer_text(e)) for e in val_examples],
+        vlm.prompt(config.instruction),
+        output_dir / "instruct",
+        resume=resume,
+        progress=progress,
+        stop_after_steps=stop_after_steps,
+        desc="instruct (LoRA)",
+    )
+    if instruct.stopped_early:
+        return TrainResult(output_dir, align.steps + instruct.steps, instruct.metrics)
+    metrics = {
+        "align": align.metrics,
+        **instruct.metrics,
+        "steps": align.steps + instruct.steps,
+        "val_examples": len(val),
+    }
+    target = model_dir or output_dir / "model"
+    layout = {
+        "base_model": config.base_model,
+        "grid": list(config.grid),
+        "cells": vlm.cells,
+        "feature_dim": encoder.dim,
+        "instruction": config.instruction,
+    }
+
+    def write(directory: Path) -> None:
+        from safetensors.torch import save_file
+
+        shutil.copytree(encoder_dir, directory / "encoder")
+        save_file(
+            {k: v.contiguous() for k, v in vlm.projector.state_dict().items()},
+            directory / "projector.safetensors",
+        )
+        vlm.decoder.save_pretrained(directory / "adapter")
+        tokenizer.save_pretrained(directory / "adapter")  # the chat template travels along
+        (directory / "vlm.json").write_text(json.dumps(layout, indent=2))
+
+    save_artifact(
+        target,
+        write,
+        {
+            "kind": "vision-language-model",
+            "base_model": config.base_model,
+            "encoder": str(encoder_dir),
+            "data_sha256": data_hash,
+            "config": to_dict(config),
+            "metrics": metrics,
+        },
+    )
+    return TrainResult(target, metrics["steps"], metrics)
+
+
+def _stage(
+    vlm: Any,
+    args: TrainArgs,
+    train_features: Any,
+    val_features: Any,
+    train_answers: list[list[int]],
+    val_answers: list[list[int]],
+    prompt: tuple[list[int], list[int]],
+    output_dir: Path,
+    *,
+    resume: bool,
+    progress: Callable[..., Any] | None,
+    desc: str,
+    stop_after_steps: int | None = None,
+) -> Any:
+    """One training stage over precomputed features; the loss is on answer tokens only."""
+    import torch
+
+    prefix = len(prompt[0]) + vlm.cells + len(prompt[1])
+    longest = prefix + max(len(a) for a in train_answers)
+    if longest > args.max_length:
+        raise TrainingError(
+            f"an example takes {longest} tokens (prompt, {vlm.cells} visual tokens and answer), "
+            f"more than max_length={args.max_length} of this stage: raise it"
+        )
+    device = next(vlm.projector.parameters()).device
+
+    def step(group: list[list[int]]) -> tuple[float, int]:
+        label_tokens = sum(len(train_answers[i]) for b in group for i in b)
+        total, seen = 0.0, 0
+        for batch in group:
+            answers = [train_answers[i] for i in batch]
+            with autocast(args.precision, device):
+                embeds, attention, labels = vlm.inputs(train_features[batch], prompt, answers)
+                loss = vlm.loss_sum(embeds, attention, labels)
+            (loss / label_tokens).backward()
+            total += loss.item() / label_tokens
+            seen += len(batch) * prefix + sum(len(a) for a in answers)
+        return total, seen
+
+    def evaluate() -> dict[str, float]:
+        if not val_answers:
+            return {"eval_loss": float("nan")}
+        total, count = 0.0, 0
+        with torch.no_grad():
+            for start in range(0, len(val_answers), args.batch_size):
+                answers = val_answers[start : start + args.batch_size]
+                with autocast(args.precision, device):
+                    inputs = vlm.inputs(val_features[start : start + len(answers)], prompt, answers)
+                    total += vlm.loss_sum(*inputs).item()
+                count += sum(len(a) for a in answers)
+        return {"eval_loss": total / count}
+
+    return train_loop(
+        args,
+        vlm,
+        len(train_answers),
+        step,
+        evaluate,
+        output_dir,
+        unit="tokens",
+        resume=resume,
+        progress=progress,
+        stop_after_steps=stop_after_steps,
+        desc=desc,
+    )

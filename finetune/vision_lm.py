@@ -1,0 +1,395 @@
+"""The composed vision-language model: a small LLaVA-style assessor for CPUs.
+
+An image encoder (a trained tunegraph image model, frozen) turns a photo into a grid of feature
+vectors; a two-layer projector maps each to one "visual token" in the decoder's embedding space;
+the decoder (SmolLM2 by default, with a LoRA adapter) reads
+
+    <chat template prefix> [visual tokens] <instruction, assistant turn opens> answer <eos>
+
+and answers with the Assessment's photo fields as compact JSON. At inference the answer is
+decoded under the JSON schema's grammar (:func:`answer_schema`), so it always parses.
+
+A saved model is a folder: ``vlm.json`` (layout and prompt), ``encoder/`` (a copy of the image
+model), ``projector.safetensors``, ``adapter/`` (LoRA adapter and tokenizer with its chat
+template) and ``tunegraph-manifest.json``. The decoder's base weights come from the model store.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, get_args
+
+import torch
+
+from finetune.constrained import allowed_logits, json_grammar, ll_tokenizer, matcher
+from ingest.assessment import Action
+from ingest.taxonomy import DAMAGE_TYPES, OVERALL_SEVERITIES, PARTS, SEVERITIES
+
+IGNORE = -100
+CONFIG_FILE = "vlm.json"
+PROJECTOR_FILE = "projector.safetensors"
+IMAGE_MARK = "<image>"
+SYSTEM = "You assess car damage from photos."
+MAX_DAMAGES = 8
+MAX_COST = 1_000_000
+
+
+class VisionLMError(ValueError):
+    """A vision-language model folder or input that cannot be used; the message says why."""
+
+
+def answer_schema() -> dict[str, Any]:
+    """The JSON schema of the model's answer, in the key order of the training targets."""
+
+    def closed(properties: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "type": "object",
+            "properties": properties,
+            "required": list(properties),
+            "additionalProperties": False,
+        }
+
+    damage = closed(
+        {
+            "type": {"enum": list(DAMAGE_TYPES)},
+            "part": {"enum": list(PARTS)},
+            "severity": {"enum": list(SEVERITIES)},
+        }
+    )
+    repair = closed({"part": {"enum": list(PARTS)}, "action": {"enum": list(get_args(Action))}})
+    cost = {"type": "integer", "minimum": 0, "maximum": MAX_COST}
+    return closed(
+        {
+            "damages": {"type": "array", "items": damage, "maxItems": MAX_DAMAGES},
+            "overall_severity": {"enum": list(OVERALL_SEVERITIES)},
+            "cost_estimate": closed({"min": cost, "max": cost}),
+            "repair_recommendations": {
+                "type": "array",
+                "items": repair,
+                "maxItems": MAX_DAMAGES,
+            },
+        }
+    )
+
+
+# ---- the image encoder --------------------------------------------------------------------
+
+
+class ImageEncoder:
+    """Feature grids of a trained tunegraph image model (its backbone before the head)."""
+
+    def __init__(self, classifier: Any, grid: tuple[int, int]) -> None:
+        self.classifier = classifier
+        self.grid = tuple(grid)
+        backbone = classifier.model.base_model
+        self.backbone = backbone.eval().requires_grad_(False)
+        probe = torch.zeros(1, 3, classifier.size[1], classifier.size[0])
+        with torch.inference_mode():
+            self.dim = int(
+                self._pooled(self.backbone(pixel_values=probe).last_hidden_state).shape[-1]
+            )
+
+    @classmethod
+    def load(cls, directory: Path, grid: tuple[int, int]) -> ImageEncoder:
+        from finetune.vision_models import ImageClassifier
+
+        return cls(ImageClassifier.load(directory), grid)
+
+    def _pooled(self, hidden: Any) -> Any:
+        """[B, C, H, W] (CNNs) or [B, tokens, C] (ViTs) -> [B, grid cells, C]."""
+        if hidden.dim() == 4:
+            pooled = torch.nn.functional.adaptive_avg_pool2d(hidden, self.grid)
+            return pooled.flatten(2).transpose(1, 2)
+        cells = self.grid[0] * self.grid[1]
+        return torch.nn.functional.adaptive_avg_pool1d(hidden.transpose(1, 2), cells).transpose(
+            1, 2
+        )
+
+    def features(
+        self,
+        pictures: Sequence[Any],
+        batch_size: int = 64,
+        progress: Callable[..., Any] | None = None,
+    ) -> Any:
+        """[len(pictures), grid cells, dim] float32."""
+        from finetune.vision_data import image_tensor
+
+        head = self.classifier.head
+        starts = range(0, len(pictures), batch_size)
+        if progress is not None:
+            starts = progress(starts, desc="encode images", unit="batch")
+        rows = []
+        with torch.inference_mode():
+            for start in starts:
+                pixels = torch.stack(
+                    [
+                        image_tensor(p, self.classifier.size, mean=head["mean"], std=head["std"])[0]
+                        for p in pictures[start : start + batch_size]
+                    ]
+                )
+                rows.append(self._pooled(self.backbone(pixel_values=pixels).last_hidden_state))
+        if not rows:
+            return torch.zeros(0, self.grid[0] * self.grid[1], self.dim)
+        return torch.cat(rows).float()
+
+
+# ---- projector + decoder --------------------------------------------------------------------
+
+
+class ComposedVLM(torch.nn.Module):
+    """Projector and decoder; the encoder's features come in precomputed."""
+
+    def __init__(self, decoder: Any, tokenizer: Any, feature_dim: int, cells: int) -> None:
+        super().__init__()
+        hidden = decoder.config.hidden_size
+        self.decoder = decoder
+        self.cells = cells
+        self.projector = torch.nn.Sequential(
+            torch.nn.Linear(feature_dim, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, hidden)
+        )
+        self.tokenizer = tokenizer
+        self.eos_id = tokenizer.eos_token_id
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
+
+    @property
+    def causal_lm(self) -> Any:
+        """The decoder without its PEFT wrapper (LoRA layers stay in place)."""
+        decoder = self.decoder
+        return decoder.get_base_model() if hasattr(decoder, "get_base_model") else decoder
+
+    def prompt(self, instruction: str) -> tuple[list[int], list[int]]:
+        """Token ids before and after the visual tokens, through the decoder's chat template."""
+        text = self.tokenizer.apply_chat_template(
+            [
+                {"role": "system", "content": SYSTEM},
+                {"role": "user", "content": f"{IMAGE_MARK}\n{instruction}"},
+            ],
+            add_generation_prompt=True,
+            tokenize=False,
+        )
+        before, after = text.split(IMAGE_MARK)
+        encode = self.tokenizer
+        return (
+            encode(before, add_special_tokens=False)["input_ids"],
+            encode(after, add_special_tokens=False)["input_ids"],
+        )
+
+    def answer_ids(self, answer: str) -> list[int]:
+        """The answer's tokens and the end of turn: what the loss is computed on."""
+        return [*self.tokenizer(answer, add_special_tokens=False)["input_ids"], self.eos_id]
+
+    def inputs(
+        self, features: Any, prompt: tuple[list[int], list[int]], answers: Sequence[list[int]]
+    ) -> tuple[Any, Any, Any]:
+        """inputs_embeds, attention mask and labels for a batch; answers are right-padded and
+        only their tokens carry labels (the prompt and the visual tokens never do)."""
+        before, after = prompt
+        start = len(before) + self.cells + len(after)
+        width = start + max((len(a) for a in answers), default=0)
+        ids = torch.full((len(answers), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(answers), width), IGNORE, dtype=torch.long)
+        attention = torch.zeros((len(answers), width), dtype=torch.long)
+        for row, answer in enumerate(answers):
+            ids[row, : len(before)] = torch.tensor(before)
+            ids[row, len(before) + self.cells : start] = torch.tensor(after)
+            ids[row, start : start + len(answer)] = torch.tensor(answer, dtype=torch.long)
+            labels[row, start : start + len(answer)] = torch.tensor(answer, dtype=torch.long)
+            attention[row, : start + len(answer)] = 1
+        device = next(self.projector.parameters()).device
+        embeds = self.causal_lm.get_input_embeddings()(ids.to(device))
+        visual = self.projector(features.to(device)).to(embeds.dtype)
+        embeds = torch.cat(
+            [embeds[:, : len(before)], visual, embeds[:, len(before) + self.cells :]], dim=1
+        )
+        return embeds, attention.to(device), labels.to(device)
+
+    def loss_sum(self, embeds: Any, attention: Any, labels: Any) -> Any:
+        """Summed next-token cross-entropy at the labelled positions (the vocabulary projection
+        runs only there)."""
+        hidden = self.causal_lm.get_decoder()(
+            inputs_embeds=embeds, attention_mask=attention, use_cache=False
+        ).last_hidden_state
+        targets = labels[:, 1:]
+        selected = targets != IGNORE
+        logits = self.causal_lm.get_output_embeddings()(hidden[:, :-1][selected])
+        return torch.nn.functional.cross_entropy(logits.float(), targets[selected], reduction="sum")
+
+
+@dataclass
+class Generated:
+    text: str
+    tokens: int
+    complete: bool  # the grammar reached its end (False: max_new_tokens ran out first)
+
+
+def generate(
+    vlm: ComposedVLM,
+    features: Any,
+    prompt: tuple[list[int], list[int]],
+    lark: str,
+    ll_tok: Any,
+    max_new_tokens: int = 384,
+) -> list[Generated]:
+    """Greedy, grammar-constrained answers for a batch of feature grids (one KV-cache loop)."""
+    n = len(features)
+    matchers = [matcher(ll_tok, lark) for _ in range(n)]
+    tokens: list[list[int]] = [[] for _ in range(n)]
+    done = [False] * n
+    with torch.inference_mode():
+        embeds, attention, _ = vlm.inputs(features, prompt, [[] for _ in range(n)])
+        out = vlm.causal_lm(inputs_embeds=embeds, attention_mask=attention, use_cache=True)
+        for _ in range(max_new_tokens):
+            logits = out.logits[:, -1].float()
+            chosen = []
+            for row in range(n):
+                if done[row]:
+                    chosen.append(vlm.pad_id)
+                    continue
+                token = int(allowed_logits(logits[row], matchers[row]).argmax())
+                matchers[row].consume_token(token)
+                if token == vlm.eos_id or matchers[row].is_stopped():
+                    done[row] = True
+                if token != vlm.eos_id:
+                    tokens[row].append(token)
+                chosen.append(token)
+            if all(done):
+                break
+            attention = torch.cat([attention, attention.new_ones((n, 1))], dim=1)
+            out = vlm.causal_lm(
+                input_ids=torch.tensor(chosen, device=attention.device)[:, None],
+                attention_mask=attention,
+                past_key_values=out.past_key_values,
+                use_cache=True,
+            )
+    return [
+        Generated(vlm.tokenizer.decode(t, skip_special_tokens=True), len(t), d)
+        for t, d in zip(tokens, done, strict=True)
+    ]
+
+
+# ---- the saved model -----------------------------------------------------------------------
+
+
+class VisionLM:
+    """A trained composed vision-language model, ready to assess photos."""
+
+    def __init__(self, vlm: ComposedVLM, encoder: ImageEncoder, layout: dict, name: str) -> None:
+        self.vlm = vlm.eval()
+        self.encoder = encoder
+        self.layout = layout
+        self.name = name
+        self.prompt = vlm.prompt(layout["instruction"])
+        self.grammar = json_grammar(answer_schema())
+        self._ll_tok = ll_tokenizer(vlm.tokenizer, vlm.eos_id)
+
+    @classmethod
+    def load(cls, directory: Path, load_decoder: Callable[[str], tuple[Any, Any]]) -> VisionLM:
+        """``load_decoder(base_model)`` returns the base causal LM and tokenizer (the model
+        store's ``load_causal_lm``)."""
+        from peft import PeftModel
+        from safetensors.torch import load_file
+        from transformers import AutoTokenizer
+
+        directory = Path(directory)
+        config_file = directory / CONFIG_FILE
+        if not config_file.is_file():
+            raise VisionLMError(
+                f"{directory}: not a vision-language model trained by tunegraph (no "
+                f"{CONFIG_FILE}); train one with `tunegraph finetune vision --config "
+                "configs/vision/vlm_quick.yaml`"
+            )
+        layout = json.loads(config_file.read_text("utf-8"))
+        encoder = ImageEncoder.load(directory / "encoder", tuple(layout["grid"]))
+        base, _ = load_decoder(layout["base_model"])
+        tokenizer = AutoTokenizer.from_pretrained(directory / "adapter")
+        decoder = PeftModel.from_pretrained(base, directory / "adapter")
+        vlm = ComposedVLM(decoder, tokenizer, layout["feature_dim"], layout["cells"])
+        vlm.projector.load_state_dict(load_file(directory / PROJECTOR_FILE))
+        manifest = directory / "tunegraph-manifest.json"
+        version = ""
+        if manifest.is_file():
+            version = json.loads(manifest.read_text("utf-8")).get("data_sha256", "")[:8]
+        return cls(
+            vlm, encoder, layout, f"{directory.name}@{version}" if version else directory.name
+        )
+
+    def answer(
+        self, pictures: Sequence[Any], batch_size: int = 16, max_new_tokens: int = 384
+    ) -> list[Generated]:
+        """One JSON answer per picture (PIL RGB images)."""
+        results = []
+        for start in range(0, len(pictures), batch_size):
+            features = self.encoder.features(pictures[start : start + batch_size])
+            results += generate(
+                self.vlm, features, self.prompt, self.grammar, self._ll_tok, max_new_tokens
+            )
+        return results
+
+
+class VisionLMAssessor:
+    """The fine-tuned approach's model (``agents.context.VisionAssessor``): photos -> the
+    Assessment's photo fields as JSON text.
+
+    Each photo is answered on its own (the model is trained on single photos) in one batch, and
+    the answers are merged: every damage seen (a part's worst severity per type), the worst
+    overall severity, and the estimate of the costliest photo — several photos of one incident
+    usually show the same damage from different angles, so the estimates are not summed.
+    """
+
+    def __init__(self, model: VisionLM) -> None:
+        self.model = model
+        self.name = model.name
+
+    def assess(
+        self, images: Sequence[bytes], claim: Any = None, feedback: str | None = None
+    ) -> str:
+        # claim context and feedback are not used: the model reads photos only, and its
+        # constrained output always parses, so a retry would repeat the same answer
+        from ingest.images import load_image
+
+        pictures = [load_image(data, f"image {i + 1}") for i, data in enumerate(images)]
+        answers = [json.loads(g.text) for g in self.model.answer(pictures) if g.complete]
+        if not answers:
+            return "".join(g.text for g in self.model.answer(pictures[:1]))
+        return json.dumps(merge_answers(answers), separators=(",", ":"))
+
+
+def merge_answers(answers: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Several photos' answers as one (see :class:`VisionLMAssessor`).
+
+    >>> a = {"damages": [{"type": "dent", "part": "hood", "severity": "minor"}],
+    ...      "overall_severity": "minor", "cost_estimate": {"min": 100, "max": 200},
+    ...      "repair_recommendations": [{"part": "hood", "action": "repair"}]}
+    >>> b = {"damages": [{"type": "dent", "part": "hood", "severity": "severe"}],
+    ...      "overall_severity": "severe", "cost_estimate": {"min": 150, "max": 900},
+    ...      "repair_recommendations": [{"part": "hood", "action": "replace"}]}
+    >>> merged = merge_answers([a, b])
+    >>> merged["damages"], merged["overall_severity"], merged["cost_estimate"]
+    ([{'type': 'dent', 'part': 'hood', 'severity': 'severe'}], 'severe', {'min': 150, 'max': 900})
+    """
+    damages: dict[tuple[str, str], dict[str, Any]] = {}
+    repairs: dict[str, dict[str, Any]] = {}
+    for answer in answers:
+        for damage in answer["damages"]:
+            key = (damage["part"], damage["type"])
+            seen = damages.get(key)
+            if seen is None or SEVERITIES.index(damage["severity"]) > SEVERITIES.index(
+                seen["severity"]
+            ):
+                damages[key] = damage
+                repairs.update(
+                    {r["part"]: r for r in answer["repair_recommendations"] if r["part"] == key[0]}
+                )
+        for repair in answer["repair_recommendations"]:
+            repairs.setdefault(repair["part"], repair)
+    return {
+        "damages": list(damages.values()),
+        "overall_severity": max(
+            (a["overall_severity"] for a in answers), key=OVERALL_SEVERITIES.index
+        ),
+        "cost_estimate": max((a["cost_estimate"] for a in answers), key=lambda c: c["max"]),
+        "repair_recommendations": list(repairs.values()),
+    }

@@ -1,0 +1,234 @@
+"""The composed vision-language model: its answer grammar, inputs and labels, the two-stage
+recipe with exact resume, loading, constrained answers, and the CLI — on a tiny damage model and
+a tiny random-weight decoder with SmolLM2's tokenizer."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+from safetensors.torch import load_file
+
+from agents.graphs.assess_finetuned import parse_answer
+from api.cli import main
+from finetune.config import load_config
+from finetune.constrained import json_grammar, ll_tokenizer, matcher
+from finetune.recipes.image_classifier import ImageClassifierConfig
+from finetune.recipes.image_classifier import run as train_classifier
+from finetune.recipes.vision_lm import VisionLMConfig, answer_text, caption, run
+from finetune.trainer import TrainingError
+from finetune.vision_lm import (
+    IGNORE,
+    ComposedVLM,
+    ImageEncoder,
+    VisionLM,
+    VisionLMAssessor,
+    VisionLMError,
+    answer_schema,
+)
+from ingest.images import image_bytes
+from tests.finetune.test_image_classifier import TINY, damage_data, tiny_corpus  # noqa: F401
+from tests.finetune.test_text_lora import tiny_model
+
+pytestmark = pytest.mark.real_model  # SmolLM2's tokenizer and chat template
+
+STAGES = [
+    "grid=2,2",
+    "lora.r=4",
+    "lora.alpha=8",
+    "align.batch_size=4",
+    "align.max_steps=3",
+    "align.save_every=2",
+    "train.batch_size=4",
+    "train.epochs=2",
+    "train.save_every=2",
+    "train.lr=0.005",
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(model_store):
+    return model_store.load_causal_lm("smollm2-135m-instruct")[1]
+
+
+@pytest.fixture(scope="module")
+def encoder_dir(damage_data, tmp_path_factory):  # noqa: F811
+    train, _ = damage_data
+    config = load_config(ImageClassifierConfig, None, [*TINY, "train.epochs=1"])
+    out = tmp_path_factory.mktemp("encoder")
+    return train_classifier(config, train, [], out, data_hash="e").model_dir
+
+
+def _config(*extra: str) -> VisionLMConfig:
+    return load_config(VisionLMConfig, None, [*STAGES, *extra])
+
+
+def test_the_grammar_accepts_every_training_target(damage_data, tokenizer):  # noqa: F811
+    train, val = damage_data
+    ll_tok = ll_tokenizer(tokenizer, tokenizer.eos_token_id)
+    lark = json_grammar(answer_schema())
+    for _, example in [*train, *val]:
+        text = answer_text(example)
+        found = matcher(ll_tok, lark)
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        assert all(found.consume_token(t) for t in ids), (text, found.get_error())
+        assert found.consume_token(tokenizer.eos_token_id) and found.is_stopped(), text
+        parse_answer(text)  # and the fine-tuned graph accepts it
+    rejected = matcher(ll_tok, lark)
+    bad = '{"damages":[{"type":"dent","part":"roof"'
+    assert not all(rejected.consume_token(t) for t in tokenizer(bad)["input_ids"])
+
+
+def test_labels_cover_only_the_answer_and_its_end_of_turn(tokenizer):
+    vlm = ComposedVLM(tiny_model(tokenizer), tokenizer, feature_dim=8, cells=4)
+    prompt = vlm.prompt("Assess.")
+    answers = [vlm.answer_ids('{"a":1}'), vlm.answer_ids("{}")]
+    embeds, attention, labels = vlm.inputs(torch.randn(2, 4, 8), prompt, answers)
+    start = len(prompt[0]) + 4 + len(prompt[1])
+    assert embeds.shape[:2] == labels.shape == attention.shape
+    assert (labels[:, :start] == IGNORE).all()
+    assert labels[0, start:].tolist() == answers[0]
+    assert labels[0, -1] == tokenizer.eos_token_id
+    assert labels[1, start : start + len(answers[1])].tolist() == answers[1]
+    assert (labels[1, start + len(answers[1]) :] == IGNORE).all()
+    assert attention[1].sum() == start + len(answers[1])
+    # the visual tokens sit between the two halves of the prompt
+    visual = vlm.projector(torch.randn(1, 4, 8))
+    embeds, _, _ = vlm.inputs(torch.zeros(1, 4, 8), prompt, [[]])
+    cut = len(prompt[0])
+    assert torch.allclose(embeds[0, cut : cut + 4], vlm.projector(torch.zeros(4, 8)))
+    assert visual.shape == (1, 4, tiny_model(tokenizer).config.hidden_size)
+
+
+def test_captions_name_every_damage(damage_data):  # noqa: F811
+    _, example = damage_data[0][0]
+    text = caption(example)
+    assert text.count(" on ") == len([d for d in example.damages if d.part])
+
+
+def _train(tokenizer, encoder_dir, damage_data, out, config=None, **kwargs):  # noqa: F811
+    train, val = damage_data
+    return run(
+        config or _config(),
+        tiny_model(tokenizer),
+        tokenizer,
+        encoder_dir,
+        train,
+        val,
+        out,
+        data_hash="d",
+        **kwargs,
+    )
+
+
+def test_two_stages_train_save_load_and_answer_valid_json(
+    tokenizer,
+    encoder_dir,
+    damage_data,  # noqa: F811
+    tmp_path,
+):
+    result = _train(tokenizer, encoder_dir, damage_data, tmp_path)
+    model_dir = result.model_dir
+    for name in ("vlm.json", "projector.safetensors", "tunegraph-manifest.json"):
+        assert (model_dir / name).is_file(), name
+    assert (model_dir / "encoder" / "labels.json").is_file()
+    assert (model_dir / "adapter" / "adapter_config.json").is_file()
+    assert (model_dir / "adapter" / "tokenizer_config.json").is_file()  # chat template
+    manifest = json.loads((model_dir / "tunegraph-manifest.json").read_text())
+    assert manifest["kind"] == "vision-language-model" and manifest["data_sha256"] == "d"
+    train, _ = damage_data
+    steps = 2 * -(-len(train) // 4)
+    assert result.steps == 3 + steps
+    assert result.metrics["align"]["steps"] == 3
+    for stage in ("align", "instruct"):
+        records = [json.loads(x) for x in (tmp_path / stage / "metrics.jsonl").read_text().splitlines()]
+        assert any("eval_loss" in r for r in records) and any("tokens_per_s" in r for r in records)
+
+    model = VisionLM.load(model_dir, lambda name: (tiny_model(tokenizer), tokenizer))
+    assert torch.equal(
+        model.vlm.projector[0].weight, load_file(model_dir / "projector.safetensors")["0.weight"]
+    )
+    pictures = [picture for picture, _ in train[:3]]
+    answers = model.answer(pictures, max_new_tokens=600)
+    assert len(answers) == 3
+    for answer in answers:
+        assert answer.complete, answer.text
+        parse_answer(answer.text)  # a random-weight decoder, and still a valid assessment
+
+    assessor = VisionLMAssessor(model)
+    photo = Image.open(train[0][1].path)
+    merged = parse_answer(assessor.assess([image_bytes(photo), image_bytes(photo, "PNG")]))
+    assert merged.overall_severity in ("minor", "moderate", "severe", "total_loss")
+    assert assessor.name.startswith(model_dir.name)
+
+
+def test_resume_continues_exactly(tokenizer, encoder_dir, damage_data, tmp_path):  # noqa: F811
+    straight = _train(tokenizer, encoder_dir, damage_data, tmp_path / "a")
+    stopped = _train(tokenizer, encoder_dir, damage_data, tmp_path / "b", stop_after_steps=3)
+    assert stopped.metrics == {"stopped_early": True}
+    resumed = _train(tokenizer, encoder_dir, damage_data, tmp_path / "b")
+    assert resumed.steps == straight.steps
+    a = load_file(straight.model_dir / "projector.safetensors")
+    b = load_file(resumed.model_dir / "projector.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    a = load_file(straight.model_dir / "adapter" / "adapter_model.safetensors")
+    b = load_file(resumed.model_dir / "adapter" / "adapter_model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_bad_inputs_fail_clearly(tokenizer, damage_data, tmp_path):  # noqa: F811
+    with pytest.raises(TrainingError, match=r"encoder=.*train the damage model first"):
+        _train(tokenizer, tmp_path / "missing", damage_data, tmp_path / "run")
+    with pytest.raises(VisionLMError, match="not a vision-language model"):
+        VisionLM.load(tmp_path, lambda name: (None, None))
+    with pytest.raises(ValueError, match="grid"):
+        VisionLMConfig(grid=(0, 2))
+
+
+def test_short_answers_fit_but_long_ones_are_refused(tokenizer, encoder_dir, damage_data, tmp_path):  # noqa: F811
+    with pytest.raises(TrainingError, match="max_length=40"):
+        _train(tokenizer, encoder_dir, damage_data, tmp_path, config=_config("train.max_length=40"))
+
+
+def test_the_encoder_pools_cnn_features_to_the_grid(encoder_dir, damage_data):  # noqa: F811
+    encoder = ImageEncoder.load(encoder_dir, (2, 3))
+    features = encoder.features([p for p, _ in damage_data[0][:5]], batch_size=2)
+    assert features.shape == (5, 6, encoder.dim) and features.dtype == torch.float32
+
+
+def test_cli_trains_and_evaluates_the_vlm(tokenizer, encoder_dir, tiny_corpus, tmp_path):  # noqa: F811
+    base = tmp_path / "tiny-base"
+    tiny_model(tokenizer).save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    config = tmp_path / "vlm.yaml"
+    config.write_text("task: assess\nname: test-vlm\n")
+    env = {"TUNEGRAPH_HOME": str(tmp_path / "home")}
+    runner = CliRunner()
+    overrides = [
+        *STAGES,
+        "train.epochs=1",
+        f"base_model={base}",
+        f"encoder={encoder_dir}",
+        f"data.demo_dir={tiny_corpus}",
+    ]
+    result = runner.invoke(
+        main, ["finetune", "vision", "--config", str(config), "--json", *overrides], env=env
+    )
+    assert result.exit_code == 0, result.output
+    trained = json.loads(result.stdout)
+    model_dir = tmp_path / "home" / "vision" / "test-vlm"
+    assert trained["model"] == str(model_dir) and (model_dir / "vlm.json").is_file()
+
+    result = runner.invoke(
+        main,
+        ["eval", "vision", "--task", "damage", "--model", str(model_dir), "--json"],
+        env={**env, "TUNEGRAPH_HOME": str(tiny_corpus.parent)},
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["n"] > 0 and 0 <= report["invalid_rate"] <= 1
+    assert {"type_f1_macro", "part_f1_micro", "severity_accuracy", "latency_ms"} <= set(report)
+    assert report["tokens_per_s"] > 0
