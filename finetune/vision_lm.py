@@ -1,7 +1,8 @@
 """The composed vision-language model: a small LLaVA-style assessor for CPUs.
 
 An image encoder (a trained tunegraph image model, frozen) turns a photo into a grid of feature
-vectors; a two-layer projector maps each to one "visual token" in the decoder's embedding space;
+vectors plus their mean (the vector the image model's own head reads); a two-layer projector maps
+each to one "visual token" in the decoder's embedding space;
 the decoder (SmolLM2 by default, with a LoRA adapter) reads
 
     <chat template prefix> [visual tokens] <instruction, assistant turn opens> answer <eos>
@@ -79,11 +80,13 @@ def answer_schema() -> dict[str, Any]:
 
 
 class ImageEncoder:
-    """Feature grids of a trained tunegraph image model (its backbone before the head)."""
+    """Feature grids of a trained tunegraph image model (its backbone before the head): the
+    last feature map pooled to ``grid`` cells, then the mean of the whole map."""
 
     def __init__(self, classifier: Any, grid: tuple[int, int]) -> None:
         self.classifier = classifier
         self.grid = tuple(grid)
+        self.cells = grid[0] * grid[1] + 1
         backbone = classifier.model.base_model
         self.backbone = backbone.eval().requires_grad_(False)
         probe = torch.zeros(1, 3, classifier.size[1], classifier.size[0])
@@ -99,14 +102,16 @@ class ImageEncoder:
         return cls(ImageClassifier.load(directory), grid)
 
     def _pooled(self, hidden: Any) -> Any:
-        """[B, C, H, W] (CNNs) or [B, tokens, C] (ViTs) -> [B, grid cells, C]."""
+        """[B, C, H, W] (CNNs) or [B, tokens, C] (ViTs) -> [B, cells, C]: the grid, then the
+        mean."""
+        pool = torch.nn.functional
         if hidden.dim() == 4:
-            pooled = torch.nn.functional.adaptive_avg_pool2d(hidden, self.grid)
-            return pooled.flatten(2).transpose(1, 2)
-        cells = self.grid[0] * self.grid[1]
-        return torch.nn.functional.adaptive_avg_pool1d(hidden.transpose(1, 2), cells).transpose(
-            1, 2
-        )
+            grid = pool.adaptive_avg_pool2d(hidden, self.grid).flatten(2).transpose(1, 2)
+            whole = hidden.mean((2, 3))
+        else:
+            grid = pool.adaptive_avg_pool1d(hidden.transpose(1, 2), self.cells - 1).transpose(1, 2)
+            whole = hidden.mean(1)
+        return torch.cat([grid, whole[:, None]], dim=1)
 
     def features(
         self,
@@ -132,7 +137,7 @@ class ImageEncoder:
                 )
                 rows.append(self._pooled(self.backbone(pixel_values=pixels).last_hidden_state))
         if not rows:
-            return torch.zeros(0, self.grid[0] * self.grid[1], self.dim)
+            return torch.zeros(0, self.cells, self.dim)
         return torch.cat(rows).float()
 
 
@@ -233,40 +238,74 @@ def generate(
     ll_tok: Any,
     max_new_tokens: int = 384,
 ) -> list[Generated]:
-    """Greedy, grammar-constrained answers for a batch of feature grids (one KV-cache loop)."""
+    """Greedy, grammar-constrained answers for a batch of feature grids (one KV-cache loop).
+
+    Tokens the grammar forces (keys, brackets, the rest of an enum value) are not generated one
+    by one: each row appends its chosen token and everything forced after it in one forward
+    pass, padded to the longest row (padding is masked out, and position ids count each row's
+    real tokens only) — most of an Assessment's JSON is forced, so this saves most passes.
+    """
     n = len(features)
     matchers = [matcher(ll_tok, lark) for _ in range(n)]
     tokens: list[list[int]] = [[] for _ in range(n)]
     done = [False] * n
     with torch.inference_mode():
         embeds, attention, _ = vlm.inputs(features, prompt, [[] for _ in range(n)])
-        out = vlm.causal_lm(inputs_embeds=embeds, attention_mask=attention, use_cache=True)
-        for _ in range(max_new_tokens):
-            logits = out.logits[:, -1].float()
-            chosen = []
+        lengths = [int(attention.shape[1])] * n
+        out = vlm.causal_lm(
+            inputs_embeds=embeds, attention_mask=attention, use_cache=True, logits_to_keep=1
+        )
+        last = out.logits[:, -1]
+        while not all(done):
+            chunks: list[list[int]] = []
             for row in range(n):
-                if done[row]:
-                    chosen.append(vlm.pad_id)
-                    continue
-                token = int(allowed_logits(logits[row], matchers[row]).argmax())
-                matchers[row].consume_token(token)
-                if token == vlm.eos_id or matchers[row].is_stopped():
+                if done[row] or len(tokens[row]) >= max_new_tokens:
                     done[row] = True
-                if token != vlm.eos_id:
-                    tokens[row].append(token)
-                chosen.append(token)
-            if all(done):
+                    chunks.append([])
+                    continue
+                found = matchers[row]
+                token = int(allowed_logits(last[row].float(), found).argmax())
+                found.consume_token(token)
+                chunk = [token]
+                if token != vlm.eos_id and not found.is_stopped():
+                    forced = found.compute_ff_tokens()
+                    found.consume_tokens(forced)
+                    chunk += forced
+                if token == vlm.eos_id or found.is_stopped():
+                    done[row] = True
+                real = [t for t in chunk if t != vlm.eos_id]
+                tokens[row] += real[: max_new_tokens - len(tokens[row])]
+                chunks.append([] if done[row] else chunk)
+            width = max(len(c) for c in chunks)
+            if width == 0:
                 break
-            attention = torch.cat([attention, attention.new_ones((n, 1))], dim=1)
+            ids = torch.full((n, width), vlm.pad_id, dtype=torch.long)
+            fresh = torch.zeros((n, width), dtype=attention.dtype)
+            positions = torch.zeros((n, width), dtype=torch.long)
+            for row, chunk in enumerate(chunks):
+                ids[row, : len(chunk)] = torch.tensor(chunk, dtype=torch.long)
+                fresh[row, : len(chunk)] = 1
+                positions[row] = lengths[row] + torch.arange(width).clamp(
+                    max=max(len(chunk) - 1, 0)
+                )
+                lengths[row] += len(chunk)
+            attention = torch.cat([attention, fresh.to(attention.device)], dim=1)
             out = vlm.causal_lm(
-                input_ids=torch.tensor(chosen, device=attention.device)[:, None],
+                input_ids=ids.to(attention.device),
                 attention_mask=attention,
+                position_ids=positions.to(attention.device),
                 past_key_values=out.past_key_values,
                 use_cache=True,
             )
+            ends = torch.tensor([max(len(c) - 1, 0) for c in chunks], device=attention.device)
+            last = out.logits[torch.arange(n), ends]
     return [
-        Generated(vlm.tokenizer.decode(t, skip_special_tokens=True), len(t), d)
-        for t, d in zip(tokens, done, strict=True)
+        Generated(
+            vlm.tokenizer.decode(t, skip_special_tokens=True),
+            len(t),
+            m.is_stopped() and len(t) <= max_new_tokens,
+        )
+        for t, m in zip(tokens, matchers, strict=True)
     ]
 
 

@@ -31,7 +31,7 @@ from finetune.trainer import (
     save_artifact,
     train_loop,
 )
-from finetune.vision_data import ASSESS_INSTRUCTION, assessment_target
+from finetune.vision_data import assessment_target
 
 CAPTION_INSTRUCTION = "List the damage in this photo."
 
@@ -43,8 +43,9 @@ class VisionLMConfig:
     base_model: str = "smollm2-135m-instruct"  # the decoder: embedded name, folder or hub id
     # a trained tunegraph image model: a folder, or a name under TUNEGRAPH_HOME/vision
     encoder: str = "damage-model"
-    grid: tuple[int, int] = (4, 4)  # visual tokens per photo: rows x columns of feature cells
-    instruction: str = ASSESS_INSTRUCTION
+    # visual tokens per photo: rows x columns of feature cells, and one for the whole photo
+    grid: tuple[int, int] = (2, 2)
+    instruction: str = "Assess the damage in this photo. Answer with JSON."
     lora: LoraArgs = field(default_factory=LoraArgs)
     align: TrainArgs = field(
         default_factory=lambda: TrainArgs(lr=1e-3, batch_size=16, max_length=128)
@@ -121,7 +122,7 @@ def run(
             "(`tunegraph finetune vision --config configs/vision/damage_quick.yaml`)"
         ) from None
     decoder.config.use_cache = False
-    vlm = ComposedVLM(decoder, tokenizer, encoder.dim, config.grid[0] * config.grid[1])
+    vlm = ComposedVLM(decoder, tokenizer, encoder.dim, encoder.cells)
     vlm.decoder.requires_grad_(False)
     train_features = encoder.features([p for p, _ in train], progress=progress)
     val_features = encoder.features([p for p, _ in val], progress=progress)
