@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -106,7 +107,8 @@ def finetune_text(
             data_hash=data_hash,
             adapter_dir=settings.adapters_dir / config.name,
             resume=not no_resume,
-            progress=None if as_json else tqdm,
+            # a disabled bar still counts steps: a job's child process reports them (job_process)
+            progress=functools.partial(tqdm, disable=as_json),
         )
     except TrainingError as exc:
         raise click.ClickException(str(exc)) from None

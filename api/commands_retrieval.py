@@ -230,11 +230,8 @@ def _write_examples(examples, path: Path) -> None:
 
 def _retriever(namespace: str):
     """The manual retriever over a namespace, or a clear error when nothing was ingested."""
-    from rag.retrieval import Retriever
-
     settings = load_settings()
-    embedder = composition.embedder(settings)
-    retriever = Retriever(embedder, composition.vector_store(settings, namespace, embedder.dim))
+    retriever = composition.retriever(settings, namespace, composition.embedder(settings))
     if retriever.store.count() == 0:
         raise click.ClickException(
             f"the {namespace!r} index is empty: run `tunegraph ingest manuals PATH` first."

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from api.settings import Settings
 
 if TYPE_CHECKING:
+    from agents.context import AgentContext
     from finetune.model_store import ModelStore
     from rag.claims_db import ClaimsDatabase
     from rag.embeddings import Embedder
+    from rag.retrieval import Retriever
     from rag.stores.base import VectorStore
 
+MANUALS = "manuals"
 CLAIMS = "claims"
+DAMAGE_MODEL = "damage-model"
+VISION_LM = "damage-vlm"
 
 
 def model_store(settings: Settings) -> ModelStore:
@@ -58,3 +65,84 @@ def claims_database(settings: Settings) -> ClaimsDatabase:
 
     settings.home.mkdir(parents=True, exist_ok=True)
     return ClaimsDatabase(settings.effective_database_url)
+
+
+def retriever(settings: Settings, namespace: str, embedder: Embedder) -> Retriever:
+    """Hybrid retrieval over one namespace of the configured vector store."""
+    from rag.retrieval import Retriever
+
+    return Retriever(embedder, vector_store(settings, namespace, embedder.dim))
+
+
+def text_adapter_dir(settings: Settings) -> Path | None:
+    """The served fine-tuned text adapter's folder, or None when it has not been trained."""
+    directory = settings.adapters_dir / settings.text_adapter
+    return directory if (directory / "adapter_config.json").exists() else None
+
+
+def damage_model_dir(settings: Settings) -> Path | None:
+    """The trained damage model's folder (``tunegraph finetune vision``), or None."""
+    directory = settings.vision_dir / DAMAGE_MODEL
+    return directory if directory.is_dir() and any(directory.iterdir()) else None
+
+
+def vision_lm_dir(settings: Settings) -> Path | None:
+    """The trained vision-language model's folder (``configs/vision/vlm_quick.yaml``), or None."""
+    from finetune.vision_lm import CONFIG_FILE
+
+    directory = settings.vision_dir / VISION_LM
+    return directory if (directory / CONFIG_FILE).is_file() else None
+
+
+def agent_context(settings: Settings) -> AgentContext:
+    """Everything the graphs need, loaded from settings (slow: loads the models).
+
+    The chat model is the configured text model with the fine-tuned adapter when one exists
+    (its manifest names the base it was trained on). Retrievers whose index is empty, and a
+    damage model or vision-language model that was never trained, are left out: each graph says
+    what it misses.
+    """
+    from agents.backends.transformers import MANIFEST, TransformersBackend
+    from agents.chat_model import LocalChatModel
+    from agents.context import AgentContext
+
+    adapter_dir = text_adapter_dir(settings)
+    base = settings.text_model
+    if adapter_dir is not None and (adapter_dir / MANIFEST).exists():
+        base = json.loads((adapter_dir / MANIFEST).read_text("utf-8"))["base_model"]
+    store = model_store(settings)
+    model, tokenizer = store.load_causal_lm(base)
+    adapters = {settings.text_adapter: adapter_dir} if adapter_dir else {}
+    llm = LocalChatModel(backend=TransformersBackend(model, tokenizer, base, adapters))
+
+    shared_embedder = embedder(settings)
+    manuals, claims_index = (
+        retriever(settings, namespace, shared_embedder) for namespace in (MANUALS, CLAIMS)
+    )
+    damage_dir = damage_model_dir(settings)
+    damage_model = None
+    if damage_dir is not None:
+        from finetune.vision_models import DamageDetector
+
+        damage_model = DamageDetector.load(damage_dir)
+    vision = None
+    if (vlm_dir := vision_lm_dir(settings)) is not None:
+        from finetune.vision_lm import VisionLM, VisionLMAssessor
+
+        vision = VisionLMAssessor(VisionLM.load(vlm_dir, store.load_causal_lm))
+    return AgentContext(
+        llm=llm,
+        finetuned_adapter=settings.text_adapter if adapter_dir else None,
+        manuals=manuals if manuals.store.count() else None,
+        claims_db=claims_database(settings),
+        claims_index=claims_index if claims_index.store.count() else None,
+        damage_model=damage_model,
+        vision=vision,
+        open_photo=lambda path: _photo_bytes(settings, path),
+    )
+
+
+def _photo_bytes(settings: Settings, path: str) -> bytes:
+    # Claims files store photo paths relative to the corpus they came with (the demo's root).
+    photo = Path(path)
+    return (photo if photo.is_absolute() else settings.demo_dir / photo).read_bytes()

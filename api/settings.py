@@ -19,6 +19,17 @@ _FALSE = {"0", "false", "no", "off", ""}
 _DEVICES = ("auto", "cpu", "cuda")
 _VECTOR_STORES = ("lancedb", "pinecone")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+_POSITIVE = (
+    "max_request_bytes",
+    "max_image_bytes",
+    "max_images",
+    "max_image_pixels",
+    "max_prompt_chars",
+    "max_tokens_limit",
+    "generation_timeout_s",
+    "rate_limit_burst",
+    "job_workers",
+)
 
 
 class SettingsError(ValueError):
@@ -72,6 +83,40 @@ class Settings:
     host: str = field(default="127.0.0.1", metadata={"help": "address `tunegraph serve` binds"})
     port: int = field(default=8000, metadata={"help": "port `tunegraph serve` binds"})
     log_level: str = field(default="INFO", metadata={"help": "DEBUG | INFO | WARNING | ERROR"})
+    text_adapter: str = field(
+        default="manual-lora",
+        metadata={"help": "fine-tuned text adapter the API serves (a name under home/adapters)"},
+    )
+    max_request_bytes: int = field(
+        default=64 * 1024 * 1024, metadata={"help": "largest HTTP request body the API accepts"}
+    )
+    max_image_bytes: int = field(
+        default=10 * 1024 * 1024, metadata={"help": "largest single uploaded image, in bytes"}
+    )
+    max_images: int = field(default=8, metadata={"help": "most images in one assessment"})
+    max_image_pixels: int = field(
+        default=40_000_000, metadata={"help": "most pixels (width x height) of one uploaded image"}
+    )
+    max_prompt_chars: int = field(
+        default=32_000, metadata={"help": "most characters in one chat request's messages"}
+    )
+    max_tokens_limit: int = field(
+        default=1024, metadata={"help": "highest max_tokens a chat request may ask for"}
+    )
+    generation_timeout_s: int = field(
+        default=120, metadata={"help": "seconds one chat answer or assessment may take"}
+    )
+    rate_limit_per_minute: int = field(
+        default=120, metadata={"help": "requests per minute per API key on /v1/* (0: no limit)"}
+    )
+    rate_limit_burst: int = field(
+        default=20,
+        metadata={"help": "requests an API key may send at once before the rate applies"},
+    )
+    job_workers: int = field(
+        default=1,
+        metadata={"help": "background jobs (ingest, fine-tune) that run at the same time"},
+    )
 
     def __post_init__(self) -> None:
         problems = []
@@ -94,6 +139,14 @@ class Settings:
             )
         if not 0 < self.port < 65536:
             problems.append(f"{env_name('port')}={self.port}: use a port between 1 and 65535")
+        for name in _POSITIVE:
+            if getattr(self, name) < 1:
+                problems.append(f"{env_name(name)}={getattr(self, name)}: use a number above 0")
+        if self.rate_limit_per_minute < 0:
+            problems.append(
+                f"{env_name('rate_limit_per_minute')}={self.rate_limit_per_minute}: "
+                "use 0 (no limit) or more"
+            )
         if problems:
             raise SettingsError(problems)
 
@@ -181,6 +234,22 @@ class Settings:
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
+
+    def to_env(self) -> dict[str, str]:
+        """``TUNEGRAPH_*`` variables that rebuild these settings in a child process.
+
+        >>> Settings.from_env(Settings(port=9000).to_env()).port
+        9000
+        """
+        env = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool):
+                value = "1" if value else "0"
+            elif isinstance(value, tuple):
+                value = ",".join(value)
+            env[env_name(f.name)] = str(value)
+        return env
 
 
 def env_name(field_name: str) -> str:

@@ -238,6 +238,7 @@ def _pick(logits: Any, request: ChatRequest, generator: Any) -> int:
     if request.top_p < 1.0:
         sorted_probs, order = probs.sort(descending=True)
         keep = sorted_probs.cumsum(0) - sorted_probs < request.top_p
+        keep[0] = True  # the likeliest token always stays: top_p=0 would keep none
         probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
     return int(torch.multinomial(probs.cpu(), 1, generator=generator))
 

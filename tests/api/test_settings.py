@@ -33,6 +33,17 @@ def test_every_field_is_overridable_from_env():
         "TUNEGRAPH_HOST": "0.0.0.0",
         "TUNEGRAPH_PORT": "9000",
         "TUNEGRAPH_LOG_LEVEL": "DEBUG",
+        "TUNEGRAPH_TEXT_ADAPTER": "fleet-lora",
+        "TUNEGRAPH_MAX_REQUEST_BYTES": "1000000",
+        "TUNEGRAPH_MAX_IMAGE_BYTES": "200000",
+        "TUNEGRAPH_MAX_IMAGES": "4",
+        "TUNEGRAPH_MAX_IMAGE_PIXELS": "1000000",
+        "TUNEGRAPH_MAX_PROMPT_CHARS": "4000",
+        "TUNEGRAPH_MAX_TOKENS_LIMIT": "256",
+        "TUNEGRAPH_GENERATION_TIMEOUT_S": "30",
+        "TUNEGRAPH_RATE_LIMIT_PER_MINUTE": "0",
+        "TUNEGRAPH_RATE_LIMIT_BURST": "5",
+        "TUNEGRAPH_JOB_WORKERS": "2",
     }
     settings = Settings.from_env(env)
     assert settings.home == Path("/data/tg") and settings.models_dir == Path("/data/tg/models")
@@ -63,3 +74,14 @@ def test_pinecone_needs_its_key():
         Settings.from_env({"TUNEGRAPH_VECTOR_STORE": "pinecone"})
     with pytest.raises(SettingsError, match="use one of lancedb, pinecone"):
         Settings.from_env({"TUNEGRAPH_VECTOR_STORE": "faiss"})
+
+
+def test_api_limits_must_be_positive_and_round_trip_through_env():
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"TUNEGRAPH_MAX_IMAGES": "0", "TUNEGRAPH_RATE_LIMIT_PER_MINUTE": "-1"})
+    assert "TUNEGRAPH_MAX_IMAGES=0: use a number above 0" in str(caught.value)
+    assert "TUNEGRAPH_RATE_LIMIT_PER_MINUTE=-1" in str(caught.value)
+    settings = Settings(
+        home=Path("/data/tg"), api_keys=("a", "b"), allow_network=True, max_images=3
+    )
+    assert Settings.from_env(settings.to_env()) == settings

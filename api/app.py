@@ -1,0 +1,102 @@
+"""The Flask app factory: ``create_app()`` for gunicorn (``api.app:create_app()``) and tests.
+
+Everything heavy hangs off ``app.extensions["tunegraph"]`` (:class:`Services`) and is built on
+first use: importing this module and creating the app load no model.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask, current_app
+
+from api import composition, errors, observability, protection
+from api.job_manager import JobKind, JobManager
+from api.jobs_store import JobStore
+from api.runtime import ContextFactory, ModelRuntime
+from api.settings import Settings
+
+EXTENSION = "tunegraph"
+ASSESSMENT_THREADS = 4  # both approaches of two concurrent requests
+
+
+@dataclass
+class Services:
+    """What the blueprints share: settings, the lazily loaded models, jobs and metrics."""
+
+    settings: Settings
+    runtime: ModelRuntime
+    jobs: JobManager
+    metrics: observability.Metrics
+    log: logging.Logger
+    pool: ThreadPoolExecutor  # runs the two assessment approaches side by side
+    started: int  # epoch seconds; the ``created`` of /v1/models
+
+
+def services() -> Services:
+    """The current app's :class:`Services`."""
+    return current_app.extensions[EXTENSION]
+
+
+def create_app(
+    config: Mapping[str, Any] | None = None,
+    *,
+    settings: Settings | None = None,
+    context_factory: ContextFactory | None = None,
+    job_kinds: Mapping[str, JobKind] | None = None,
+) -> Flask:
+    """Build the API.
+
+    ``config`` overrides Flask's config; ``settings`` default to the ``TUNEGRAPH_*``
+    environment; ``context_factory`` builds the graphs' AgentContext on first use (default:
+    :func:`api.composition.agent_context`, the real models); ``job_kinds`` replaces the
+    registry of background jobs (default: the CLI's ingest and fine-tune commands).
+    """
+    from api.blueprints import assessments, chat, health, jobs
+    from api.job_kinds import default_kinds
+
+    settings = settings or Settings.from_env()
+    app = Flask(__name__, static_folder=None)
+    app.config.update(MAX_CONTENT_LENGTH=settings.max_request_bytes)
+    app.config.update(config or {})
+    app.json.sort_keys = False
+
+    logger = observability.configure_logging(settings.log_level)
+    if not settings.database_url:
+        settings.home.mkdir(parents=True, exist_ok=True)
+    store = JobStore(settings.effective_database_url)
+    if store.interrupted:
+        logger.warning("jobs interrupted by a restart", extra={"count": store.interrupted})
+    manager = JobManager(
+        store,
+        default_kinds(settings) if job_kinds is None else job_kinds,
+        settings.job_workers,
+    )
+    # A clean exit (gunicorn's SIGTERM included) stops running jobs and their child processes.
+    # Not atexit: the interpreter joins the pool's worker threads (a running job) before atexit
+    # handlers run, so it would hang until the job ended. Hooks registered here run first.
+    threading._register_atexit(manager.shutdown)
+    metrics = observability.Metrics(store.counts)
+    app.extensions[EXTENSION] = Services(
+        settings=settings,
+        runtime=ModelRuntime(settings, context_factory or composition.agent_context),
+        jobs=manager,
+        metrics=metrics,
+        log=logger,
+        pool=ThreadPoolExecutor(ASSESSMENT_THREADS, thread_name_prefix="assess"),
+        started=int(time.time()),
+    )
+
+    # Order matters: the request id exists before auth can refuse a request.
+    observability.init_app(app, metrics, logger)
+    protection.init_app(app, settings)
+    errors.init_app(app)
+    for blueprint in (chat.bp, assessments.bp, jobs.bp, health.bp):
+        app.register_blueprint(blueprint)
+    return app

@@ -1,0 +1,201 @@
+"""``POST /v1/assessments``: damage photos in, an Assessment from each approach out.
+
+Multipart fields: ``images`` (1 to ``max_images`` JPEG/PNG/WebP files), ``approach``
+(``finetuned``, ``agentic`` or ``both``, the default) and an optional ``claim`` (ClaimContext as
+JSON). With ``both`` the two approaches run at the same time; one that fails is reported under
+``errors`` beside the other's result. The answer is 200 when at least one approach succeeded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+
+from flask import Blueprint, Response, g, jsonify, request
+
+from api.app import Services, services
+from api.errors import APIError
+from api.generation import GenerationTimeout, api_error, request_model
+from api.settings import Settings
+
+bp = Blueprint("assessments", __name__, url_prefix="/v1")
+APPROACHES = ("finetuned", "agentic")
+CHOICES = (*APPROACHES, "both")
+VISION_MISSING = (
+    "no fine-tuned vision model is trained: run "
+    "`tunegraph finetune vision --config configs/vision/vlm_quick.yaml`"
+)
+
+
+@bp.post("/assessments")
+def create() -> Response:
+    s = services()
+    if request.mimetype != "multipart/form-data":
+        raise APIError(
+            400,
+            "send multipart/form-data with one or more `images` files",
+            code="invalid_content_type",
+        )
+    approach = request.form.get("approach", "both")
+    if approach not in CHOICES:
+        raise APIError(
+            400,
+            f"unknown approach {approach!r}; use one of {', '.join(CHOICES)}",
+            param="approach",
+            code="invalid_value",
+        )
+    g.metric_model = approach
+    claim = _claim(request.form.get("claim"))
+    images = _images(s.settings)
+    context = s.runtime.context()
+
+    started = time.perf_counter()
+    deadline = time.monotonic() + s.settings.generation_timeout_s
+    wanted = APPROACHES if approach == "both" else (approach,)
+    futures = {name: s.pool.submit(_run, name, images, claim, context, deadline) for name in wanted}
+    results: dict[str, dict[str, Any]] = {}
+    failures: dict[str, APIError] = {}
+    for name, future in futures.items():
+        outcome = _outcome(s, future, deadline)
+        if isinstance(outcome, APIError):
+            failures[name] = outcome
+        else:
+            results[name] = outcome
+    if not results:
+        # Nothing to show: answer with the failure itself (the agentic one first with `both`).
+        raise next(failures[name] for name in ("agentic", "finetuned") if name in failures)
+
+    body: dict[str, Any] = {
+        "id": f"asmt_{uuid.uuid4().hex}",
+        "object": "assessment",
+        "approach": approach,
+        "assessments": {name: r["assessment"] for name, r in results.items()},
+        "errors": {name: error.body()["error"] for name, error in failures.items()},
+        "notes": {name: r["notes"] for name, r in results.items() if r["notes"]},
+        "agreement": None,
+        "timings_ms": {name: r["ms"] for name, r in results.items()}
+        | {"total": round((time.perf_counter() - started) * 1000, 1)},
+    }
+    if len(results) == len(APPROACHES):
+        from api.agreement import agreement
+        from ingest.assessment import Assessment
+
+        body["agreement"] = agreement(
+            Assessment.model_validate(results["finetuned"]["assessment"]),
+            Assessment.model_validate(results["agentic"]["assessment"]),
+        )
+    return jsonify(body)
+
+
+def _claim(raw: str | None) -> dict[str, Any] | None:
+    if not raw:
+        return None
+    from pydantic import ValidationError
+
+    from ingest.assessment import ClaimContext
+
+    try:
+        return ClaimContext.model_validate_json(raw).model_dump(mode="json")
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'claim'}: {e['msg']}" for e in exc.errors()
+        )
+        raise APIError(
+            400,
+            "claim must be a JSON object with policy_id, vin, incident_date (YYYY-MM-DD), "
+            f"description, claimed_amount ({problems})",
+            param="claim",
+            code="invalid_claim",
+        ) from None
+
+
+def _images(settings: Settings) -> list[bytes]:
+    """The uploaded images' bytes, each checked for size, format, integrity and pixels."""
+    from ingest.images import ImageError, load_image
+
+    files = request.files.getlist("images")
+    if not files:
+        raise APIError(
+            400, "upload at least one image as `images`", param="images", code="missing_images"
+        )
+    if len(files) > settings.max_images:
+        raise APIError(
+            400,
+            f"{len(files)} images uploaded; at most {settings.max_images} per assessment",
+            param="images",
+            code="too_many_images",
+        )
+    images = []
+    for number, upload in enumerate(files, 1):
+        name = upload.filename or f"image {number}"
+        data = upload.stream.read(settings.max_image_bytes + 1)
+        if len(data) > settings.max_image_bytes:
+            raise APIError(
+                413,
+                f"{name}: larger than {settings.max_image_bytes:,} bytes "
+                "(TUNEGRAPH_MAX_IMAGE_BYTES); downscale or recompress it",
+                param="images",
+                code="image_too_large",
+            )
+        try:
+            load_image(data, name, max_pixels=settings.max_image_pixels)
+        except ImageError as exc:
+            raise APIError(400, str(exc), param="images", code="invalid_image") from None
+        except (OSError, SyntaxError, ValueError):
+            # PIL can fail while still reading the header, before load_image's own checks
+            raise APIError(
+                400,
+                f"{name}: the image data is corrupt or cut off; upload the original file again",
+                param="images",
+                code="invalid_image",
+            ) from None
+        images.append(data)
+    return images
+
+
+def _run(
+    name: str, images: list[bytes], claim: dict[str, Any] | None, context: Any, deadline: float
+) -> dict[str, Any]:
+    """One approach's graph run: its Assessment, the problems it went on without, its time."""
+    from agents.graphs import assess_agentic, assess_finetuned
+
+    started = time.perf_counter()
+    if name == "finetuned":
+        if context.vision is None:
+            raise APIError(503, VISION_MISSING, code="model_not_trained")
+        graph = assess_finetuned.graph
+    else:
+        graph = assess_agentic.graph
+        if context.llm is not None:
+            context = dataclasses.replace(context, llm=request_model(context.llm, deadline))
+    state = graph.invoke({"images": images, "claim": claim}, context=context)
+    return {
+        "assessment": state["assessment"],
+        "notes": state.get("errors", []),
+        "ms": round((time.perf_counter() - started) * 1000, 1),
+    }
+
+
+def _outcome(s: Services, future: Future, deadline: float) -> dict[str, Any] | APIError:
+    timeout_s = s.settings.generation_timeout_s
+    try:
+        # the report model stops itself at the deadline; this bounds the rest of the graph
+        return future.result(timeout=max(0.0, deadline - time.monotonic()) + 1)
+    except FutureTimeout:
+        future.cancel()  # still queued behind other requests: never start it
+        late = GenerationTimeout("the assessment took longer than the request timeout")
+        return api_error(late, timeout_s)
+    except Exception as exc:
+        error = api_error(exc, timeout_s)
+        if error is None:
+            s.log.exception("assessment failed", extra={"request_id": g.get("request_id")})
+            error = APIError(
+                500,
+                f"internal error; quote request id {g.get('request_id')} when reporting it",
+                code="internal_error",
+            )
+        return error

@@ -1,0 +1,188 @@
+"""``/v1/models`` and the OpenAI-compatible ``/v1/chat/completions`` over the service-chat graph.
+
+The five models are the graph's modes. ``stream: true`` answers with server-sent events: one
+``chat.completion.chunk`` per text delta of the final answer, a last chunk with the finish
+reason, a usage chunk when ``stream_options.include_usage`` is set, then ``data: [DONE]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from flask import Blueprint, Response, g, jsonify
+
+from api.app import Services, services
+from api.blueprints import json_body
+from api.chat_request import MODES, ChatParams, parse_chat
+from api.errors import APIError
+from api.generation import api_error, request_model
+
+bp = Blueprint("chat", __name__, url_prefix="/v1")
+ANSWER_NODES = ("answer", "agent")  # graph nodes whose model output is the reply
+
+
+@bp.get("/models")
+def list_models() -> Response:
+    created = services().started
+    return jsonify(
+        {
+            "object": "list",
+            "data": [
+                {"id": mode, "object": "model", "created": created, "owned_by": "tunegraph"}
+                for mode in MODES
+            ],
+        }
+    )
+
+
+@bp.post("/chat/completions")
+def completions() -> Response:
+    s = services()
+    params = parse_chat(json_body(), s.settings)
+    g.metric_model = params.model
+    context = s.runtime.context()
+    limit = s.settings.max_tokens_limit
+    llm = request_model(
+        context.llm,
+        time.monotonic() + s.settings.generation_timeout_s,
+        # without max_tokens the model's default applies, but never above the limit
+        max_tokens=params.max_tokens or min(getattr(context.llm, "max_tokens", limit), limit),
+        temperature=params.temperature,
+        top_p=params.top_p,
+        stop=list(params.stop) or None,
+        # the backend seeds its sampler with the request's seed (None: 0); without one, each
+        # sampled answer would be the same
+        seed=params.seed if params.seed is not None else random.randrange(2**31),
+    )
+    run = _Run(s, params, dataclasses.replace(context, llm=llm))
+    if params.stream:
+        return Response(
+            run.events(),
+            mimetype="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+    return jsonify(run.complete())
+
+
+class _Run:
+    """One chat completion: the graph run, its usage, and its OpenAI-shaped output."""
+
+    def __init__(self, s: Services, params: ChatParams, context: Any) -> None:
+        from langchain_core.callbacks import UsageMetadataCallbackHandler
+
+        self.s, self.params, self.context = s, params, context
+        self.id = f"chatcmpl-{uuid.uuid4().hex}"
+        self.created = int(time.time())
+        self.usage = UsageMetadataCallbackHandler()
+        self.state = {"messages": params.langchain_messages(), "mode": params.model}
+        self.config = {"callbacks": [self.usage]}
+
+    def complete(self) -> dict[str, Any]:
+        from agents.graphs import service_chat
+
+        try:
+            final = service_chat.graph.invoke(self.state, self.config, context=self.context)
+        except Exception as exc:
+            raise api_error(exc, self.s.settings.generation_timeout_s) or exc from None
+        reply = final["messages"][-1]
+        return {
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.params.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": reply.text},
+                    "finish_reason": reply.response_metadata.get("finish_reason", "stop"),
+                }
+            ],
+            "usage": self._usage(),
+            "tunegraph": _details(final),
+        }
+
+    def events(self) -> Iterator[str]:
+        from langchain_core.messages import AIMessageChunk
+
+        from agents.graphs import service_chat
+
+        yield self._chunk({"role": "assistant", "content": ""})
+        final: dict[str, Any] = {}
+        finish = "stop"
+        try:
+            for mode, data in service_chat.graph.stream(
+                self.state, self.config, context=self.context, stream_mode=["messages", "values"]
+            ):
+                if mode == "values":
+                    final = data
+                    continue
+                chunk, meta = data
+                if (
+                    not isinstance(chunk, AIMessageChunk)
+                    or meta.get("langgraph_node") not in ANSWER_NODES
+                ):
+                    continue
+                finish = chunk.response_metadata.get("finish_reason", finish)
+                if chunk.text:
+                    yield self._chunk({"content": chunk.text})
+        except Exception as exc:
+            error = api_error(exc, self.s.settings.generation_timeout_s)
+            if error is None:
+                self.s.log.exception("chat stream failed", extra={"completion": self.id})
+                error = APIError(
+                    500, f"internal error in completion {self.id}", code="internal_error"
+                )
+            yield _sse(error.body())
+            yield "data: [DONE]\n\n"
+            return
+        yield self._chunk({}, finish)
+        usage = self._usage()
+        if self.params.include_usage:
+            yield _sse(
+                {**self._base(), "choices": [], "usage": usage, "tunegraph": _details(final)}
+            )
+        yield "data: [DONE]\n\n"
+
+    def _base(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.params.model,
+        }
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> str:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        return _sse({**self._base(), "choices": [choice]})
+
+    def _usage(self) -> dict[str, int]:
+        """Tokens of every model call the run made (the agent may call the model twice)."""
+        calls = self.usage.usage_metadata.values()
+        prompt = sum(u.get("input_tokens", 0) for u in calls)
+        completion = sum(u.get("output_tokens", 0) for u in calls)
+        self.s.metrics.tokens.labels(self.params.model, "prompt").inc(prompt)
+        self.s.metrics.tokens.labels(self.params.model, "completion").inc(completion)
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
+
+
+def _details(state: dict[str, Any]) -> dict[str, Any]:
+    """tunegraph's additions to an answer: where time went, which models, which sources."""
+    return {
+        "timings_ms": {name: span["ms"] for name, span in state.get("timings", {}).items()},
+        "models": state.get("models", {}),
+        "sources": [hit["id"] for hit in state.get("context", [])],
+    }
+
+
+def _sse(data: dict[str, Any]) -> str:
+    return f"data: {json.dumps(data)}\n\n"

@@ -1,0 +1,74 @@
+"""One request's view of the shared chat model (its sampling, stop sequences and deadline), and
+the mapping of graph failures to API errors."""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from api.errors import APIError
+
+
+class GenerationTimeout(RuntimeError):
+    """The answer was still being generated when the request's deadline passed."""
+
+
+def request_model(llm: Any, deadline: float, **sampling: Any) -> Any:
+    """A copy of ``llm`` (a :class:`agents.chat_model.LocalChatModel`) that answers with
+    ``sampling`` (max_tokens, temperature, top_p, stop) and stops generating at ``deadline``
+    (``time.monotonic()``); the backend and its loaded weights are shared."""
+    if llm is None:
+        raise APIError(503, "no chat model is configured", code="model_unavailable")
+    names = ("backend", "adapter", "seed", "max_tokens", "temperature", "top_p")
+    fields = {name: getattr(llm, name) for name in names}
+    fields.update({k: v for k, v in sampling.items() if v is not None})
+    return _request_chat_model()(**fields, deadline=deadline)
+
+
+@functools.cache
+def _request_chat_model() -> type:
+    # Built on first use: importing the chat model pulls in LangChain.
+    from pydantic import Field
+
+    from agents.chat_model import LocalChatModel
+
+    class RequestChatModel(LocalChatModel):
+        stop: list[str] = Field(default_factory=list)
+        deadline: float
+
+        def _stream(self, messages, stop=None, run_manager=None, **kwargs) -> Iterator[Any]:
+            chunks = super()._stream(messages, [*(stop or []), *self.stop], run_manager, **kwargs)
+            try:
+                for chunk in chunks:
+                    # Checked per token: a timed-out answer frees the model at once.
+                    if time.monotonic() > self.deadline:
+                        raise GenerationTimeout("the answer took longer than the request timeout")
+                    yield chunk
+            finally:
+                chunks.close()
+
+    return RequestChatModel
+
+
+def api_error(exc: Exception, timeout_s: int) -> APIError | None:
+    """The API error for a graph run's failure, or None for an unexpected one (a 500)."""
+    from agents.backends.base import GenerationError
+    from agents.context import MissingDependencyError
+    from agents.errors import AgentError
+
+    if isinstance(exc, APIError):
+        return exc
+    if isinstance(exc, GenerationTimeout):
+        return APIError(
+            504,
+            f"generation took longer than {timeout_s} s (TUNEGRAPH_GENERATION_TIMEOUT_S); "
+            "ask for fewer max_tokens or retry",
+            code="timeout",
+        )
+    if isinstance(exc, MissingDependencyError):
+        return APIError(503, str(exc), code="dependency_missing")
+    if isinstance(exc, AgentError | GenerationError):
+        return APIError(500, str(exc), code="generation_failed")
+    return None

@@ -1,0 +1,190 @@
+"""The job kinds the API offers: each runs a ``tunegraph`` command in a child process.
+
+``ingest-manuals``, ``ingest-claims``, ``ingest-coco``, ``finetune-text`` and
+``finetune-vision`` take the command's arguments as JSON parameters (see :data:`COMMANDS`), run
+it with ``--json`` under the app's settings, stream its progress and log lines into the job, and
+return its JSON summary as the job's result. ``compare`` joins when its command exists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from api.job_manager import JobCancelled, JobKind
+from api.job_process import PROGRESS_PREFIX
+from api.settings import Settings
+
+STOP_GRACE_S = 10  # after SIGTERM, a cancelled command gets this long before SIGKILL
+_ERROR_LINES = 5  # stderr lines quoted when a command fails
+
+
+@dataclass(frozen=True)
+class Param:
+    """One job parameter: its JSON type and how it goes on the command line: as argument(s)
+    (no flag), after ``flag`` (once per item of a list), or, for a boolean, as the bare
+    ``flag`` when the value equals ``switch``."""
+
+    type: type
+    required: bool = False
+    flag: str | None = None
+    switch: bool | None = None
+
+
+@dataclass(frozen=True)
+class Command:
+    """A CLI command as a job kind; ``unit`` names the progress bar that measures the job."""
+
+    words: tuple[str, ...]
+    params: dict[str, Param]
+    unit: str | None = None
+
+
+_RESUME = Param(bool, flag="--no-resume", switch=False)
+COMMANDS = {
+    "ingest-manuals": Command(
+        ("ingest", "manuals"),
+        {"paths": Param(list, required=True), "namespace": Param(str, flag="--namespace"),
+         "force": Param(bool, flag="--force", switch=True)},
+    ),
+    "ingest-claims": Command(
+        ("ingest", "claims"),
+        {"file": Param(str, required=True), "map": Param(list, flag="--map"),
+         "date_format": Param(str, flag="--date-format")},
+        unit="claim",
+    ),
+    "ingest-coco": Command(
+        ("ingest", "coco"),
+        {"annotations": Param(str, required=True), "images": Param(str, flag="--images"),
+         "name": Param(str, flag="--name")},
+    ),
+    "finetune-text": Command(
+        ("finetune", "text"),
+        {"config": Param(str, flag="--config"), "overrides": Param(list), "resume": _RESUME},
+        unit="step",
+    ),
+    "finetune-vision": Command(
+        ("finetune", "vision"),
+        {"config": Param(str, flag="--config"), "task": Param(str, flag="--task"),
+         "train": Param(str, flag="--train"), "val": Param(str, flag="--val"),
+         "out": Param(str, flag="--out"), "overrides": Param(list), "resume": _RESUME},
+        unit="step",
+    ),
+}  # fmt: skip
+
+
+def arguments(kind: str, params: dict[str, Any]) -> list[str]:
+    """The command line for a job's parameters; ``ValueError`` names any bad parameter.
+
+    >>> arguments("ingest-claims", {"file": "claims.csv", "map": ["vin=VIN"]})
+    ['ingest', 'claims', 'claims.csv', '--map', 'vin=VIN', '--json']
+    """
+    command = COMMANDS[kind]
+    unknown = sorted(set(params) - set(command.params))
+    if unknown:
+        raise ValueError(
+            f"unknown parameter(s) {', '.join(unknown)} for {kind}; use "
+            + ", ".join(command.params)
+        )
+    args = list(command.words)
+    for name, param in command.params.items():
+        if name not in params:
+            if param.required:
+                raise ValueError(f"{kind} needs the parameter {name!r}")
+            continue
+        value = params[name]
+        if not isinstance(value, param.type) or (
+            param.type is list and not all(isinstance(v, str) for v in value)
+        ):
+            wanted = "a list of strings" if param.type is list else param.type.__name__
+            raise ValueError(f"parameter {name!r} of {kind} must be {wanted}")
+        if param.switch is not None:
+            args += [param.flag] if value == param.switch else []
+            continue
+        for item in value if isinstance(value, list) else [value]:
+            args += [param.flag, str(item)] if param.flag else [str(item)]
+    return [*args, "--json"]
+
+
+@dataclass(frozen=True)
+class CliJob:
+    """A job kind that runs one ``tunegraph`` command in a child process."""
+
+    kind: str
+    settings: Settings
+
+    def check(self, params: dict[str, Any]) -> None:
+        arguments(self.kind, params)
+
+    def __call__(
+        self,
+        params: dict[str, Any],
+        progress: Callable[[float], None],
+        log: Callable[[str], None],
+        cancel: threading.Event,
+    ) -> dict[str, Any]:
+        unit = COMMANDS[self.kind].unit
+        argv = [sys.executable, "-m", "api.job_process", *arguments(self.kind, params)]
+        log("$ tunegraph " + " ".join(argv[3:]))
+        child = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **self.settings.to_env()},
+        )
+        tail: deque[str] = deque(maxlen=_ERROR_LINES)
+        out: list[str] = []
+
+        def read_stderr() -> None:
+            for line in child.stderr:
+                line = line.rstrip("\n")
+                if line.startswith(PROGRESS_PREFIX):
+                    bar_unit, _, fraction = line.removeprefix(PROGRESS_PREFIX).partition(" ")
+                    if bar_unit == unit:
+                        progress(float(fraction))
+                elif line.strip():
+                    tail.append(line)
+                    log(line)
+
+        readers = [
+            threading.Thread(target=read_stderr, daemon=True),
+            threading.Thread(target=lambda: out.append(child.stdout.read()), daemon=True),
+        ]
+        for reader in readers:
+            reader.start()
+        while child.poll() is None:
+            if cancel.wait(0.2):
+                child.terminate()
+                try:
+                    child.wait(STOP_GRACE_S)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                    child.wait()
+                log("cancelled: the command was stopped")
+                raise JobCancelled
+        for reader in readers:
+            reader.join()
+        if child.returncode != 0:
+            raise RuntimeError(
+                f"`tunegraph {' '.join(argv[3:5])}` exited with code {child.returncode}: "
+                + (" | ".join(tail) or "".join(out)[:500] or "no output")
+            )
+        try:
+            return json.loads("".join(out))
+        except json.JSONDecodeError:
+            raise RuntimeError(
+                f"`tunegraph {' '.join(argv[3:5])}` printed no JSON summary"
+            ) from None
+
+
+def default_kinds(settings: Settings) -> dict[str, JobKind]:
+    """Every job kind the CLI can run today, bound to ``settings``."""
+    return {kind: CliJob(kind, settings) for kind in COMMANDS}

@@ -1,0 +1,188 @@
+"""Runs background jobs on a small thread pool and keeps their state in the :class:`JobStore`.
+
+A job kind is a callable ``(params, progress, log, cancel) -> result``: ``progress(fraction)``
+reports 0..1, ``log(line)`` appends to the job's log tail, ``cancel`` is a
+:class:`threading.Event` the kind checks (and stops at) when it is set. A kind may also have a
+``check(params)`` method that raises ``ValueError`` for bad parameters, so that a bad request is
+refused with 400 instead of queueing a job that can only fail.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+
+from api.jobs_store import FINISHED, Job, JobStore
+
+LOG_TAIL = 200  # lines of a job's log that are kept
+SAVE_EVERY_S = 0.5  # progress and log are written at most this often (and at the end)
+
+log = logging.getLogger("tunegraph.api")
+
+
+class JobKind(Protocol):
+    def __call__(
+        self,
+        params: dict[str, Any],
+        progress: Callable[[float], None],
+        log: Callable[[str], None],
+        cancel: threading.Event,
+    ) -> dict[str, Any]: ...
+
+
+class JobCancelled(Exception):
+    """Raised by a kind that stopped because its cancel event was set."""
+
+
+class UnknownJobKind(ValueError):
+    pass
+
+
+class JobFinished(ValueError):
+    """A finished job cannot be cancelled."""
+
+
+class JobManager:
+    def __init__(self, store: JobStore, kinds: Mapping[str, JobKind], workers: int = 1) -> None:
+        self.store = store
+        self.kinds = dict(kinds)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="job")
+        self._cancel: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+        self._stopping = False
+
+    def submit(self, kind: str, params: dict[str, Any]) -> Job:
+        """Queue a job; raises :class:`UnknownJobKind` or the kind's own ``ValueError``."""
+        if kind not in self.kinds:
+            valid = ", ".join(sorted(self.kinds)) or "none"
+            raise UnknownJobKind(f"unknown job kind {kind!r}; use one of {valid}")
+        check = getattr(self.kinds[kind], "check", None)
+        if check is not None:
+            check(params)
+        job = Job(
+            id=f"job_{uuid.uuid4().hex}", kind=kind, state="queued", params=params,
+            created_at=time.time(),
+        )  # fmt: skip
+        self.store.add(job)
+        with self._lock:
+            self._cancel[job.id] = threading.Event()
+        self._pool.submit(self._run, job)
+        return job
+
+    def cancel(self, job_id: str) -> Job | None:
+        """Ask a queued or running job to stop; None if there is no such job."""
+        job = self.store.get(job_id)
+        if job is None:
+            return None
+        if job.state in FINISHED:
+            raise JobFinished(f"job {job_id} has already {job.state}")
+        with self._lock:
+            event = self._cancel.get(job_id)
+        if event is not None:
+            event.set()
+        self.store.update(job_id, cancel_requested=True)
+        # A queued job is cancelled at once (its worker then skips it); a running one when its
+        # kind stops.
+        self.store.update(job_id, "queued", state="cancelled", finished_at=time.time())
+        return self.store.get(job_id)
+
+    def shutdown(self) -> None:
+        """Stop every job and wait for them (a server's clean exit): they end ``interrupted``."""
+        with self._lock:
+            self._stopping = True
+            for event in self._cancel.values():
+                event.set()
+        self._pool.shutdown(wait=True, cancel_futures=False)
+
+    def _run(self, job: Job) -> None:
+        with self._lock:
+            cancel = self._cancel[job.id]
+        try:
+            if cancel.is_set():
+                self.store.update(job.id, "queued", **self._stopped(), finished_at=time.time())
+                return
+            if not self.store.update(job.id, "queued", state="running", started_at=time.time()):
+                return  # cancelled while it waited
+            reporter = _Reporter(self.store, job.id)
+            try:
+                result = self.kinds[job.kind](job.params, reporter.progress, reporter.log, cancel)
+            except JobCancelled:
+                reporter.finish(**self._stopped())
+                return
+            except Exception as exc:
+                log.warning("job failed", extra={"job_id": job.id, "kind": job.kind}, exc_info=True)
+                reporter.log(f"failed: {exc}")
+                reporter.finish(state="failed", error=f"{type(exc).__name__}: {exc}")
+                return
+            # A kind that finished although a cancel came in has a result: keep it.
+            reporter.finish(state="succeeded", result=result or {}, progress=1.0)
+        finally:
+            with self._lock:
+                self._cancel.pop(job.id, None)
+
+    def _stopped(self) -> dict[str, str]:
+        if self._stopping:
+            return {"state": "interrupted", "error": "the server stopped; submit the job again"}
+        return {"state": "cancelled"}
+
+
+class _Reporter:
+    """Collects a running job's progress and log lines; writes them at most every
+    SAVE_EVERY_S, and a last time SAVE_EVERY_S after a burst, so a reader is never further
+    behind than that. Writes go out one at a time and none after the final one: a timer or a
+    late reader thread must not overwrite a finished job's progress and log."""
+
+    def __init__(self, store: JobStore, job_id: str) -> None:
+        self.store, self.job_id = store, job_id
+        self.lines: deque[str] = deque(maxlen=LOG_TAIL)
+        self.fraction = 0.0
+        self.saved = 0.0
+        self._timer: threading.Timer | None = None
+        self._lock = threading.Lock()
+        self._writing = threading.Lock()  # orders the store writes
+        self._finished = False
+
+    def progress(self, fraction: float) -> None:
+        with self._lock:
+            self.fraction = min(1.0, max(0.0, float(fraction)))
+        self._save()
+
+    def log(self, line: str) -> None:
+        with self._lock:
+            self.lines.extend(str(line).splitlines() or [""])
+        self._save()
+
+    def _save(self) -> None:
+        with self._lock:
+            wait = self.saved + SAVE_EVERY_S - time.monotonic()
+            if wait > 0:
+                if self._timer is None:
+                    self._timer = threading.Timer(wait, self._write)
+                    self._timer.daemon = True
+                    self._timer.start()
+                return
+        self._write()
+
+    def _write(self, **extra: Any) -> None:
+        with self._writing:
+            with self._lock:
+                self._timer = None
+                if self._finished:
+                    return
+                self._finished = "finished_at" in extra
+                self.saved = time.monotonic()
+                values = {"progress": self.fraction, "log": list(self.lines)}
+            self.store.update(self.job_id, **values, **extra)
+
+    def finish(self, **values: Any) -> None:
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+            self.fraction = values.pop("progress", self.fraction)
+        self._write(finished_at=time.time(), **values)

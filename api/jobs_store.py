@@ -1,0 +1,153 @@
+"""The ``jobs`` table: every background job's state, progress, log tail and result.
+
+SQLAlchemy over the settings' database (SQLite by default), so jobs outlive the process: when a
+store opens, jobs that were queued or running in an earlier process are marked ``interrupted``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Float, String, Text, create_engine, func, select, text, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+ACTIVE = ("queued", "running")
+FINISHED = ("succeeded", "failed", "cancelled", "interrupted")
+STATES = ACTIVE + FINISHED
+
+
+class _Base(DeclarativeBase):
+    pass
+
+
+class JobRow(_Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    params: Mapped[str] = mapped_column(Text, default="{}")
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    log: Mapped[str] = mapped_column(Text, default="[]")
+    result: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[float] = mapped_column(Float, index=True)
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+@dataclass
+class Job:
+    """A job as the API shows it."""
+
+    id: str
+    kind: str
+    state: str
+    params: dict[str, Any]
+    progress: float = 0.0
+    log: list[str] = field(default_factory=list)
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    cancel_requested: bool = False
+    created_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    @classmethod
+    def from_row(cls, row: JobRow) -> Job:
+        return cls(
+            id=row.id,
+            kind=row.kind,
+            state=row.state,
+            params=json.loads(row.params),
+            progress=row.progress,
+            log=json.loads(row.log),
+            result=json.loads(row.result) if row.result is not None else None,
+            error=row.error,
+            cancel_requested=row.cancel_requested,
+            created_at=row.created_at,
+            started_at=row.started_at,
+            finished_at=row.finished_at,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {"object": "job", **self.__dict__}
+
+
+class JobStore:
+    def __init__(self, url: str) -> None:
+        # SQLite: wait for a concurrent writer (the claims ingest, another job) instead of failing
+        connect_args = {"timeout": 30} if url.startswith("sqlite") else {}
+        self.engine: Engine = create_engine(url, connect_args=connect_args)
+        _Base.metadata.create_all(self.engine)
+        self.interrupted = self._interrupt_leftovers()
+
+    def _interrupt_leftovers(self) -> int:
+        """Jobs a previous process left queued or running: it died, so they never finish."""
+        with Session(self.engine) as session, session.begin():
+            result = session.execute(
+                update(JobRow)
+                .where(JobRow.state.in_(ACTIVE))
+                .values(
+                    state="interrupted",
+                    finished_at=time.time(),
+                    error="the server stopped while this job was queued or running; submit "
+                    "it again",
+                )
+            )
+            return result.rowcount
+
+    def add(self, job: Job) -> None:
+        with Session(self.engine) as session, session.begin():
+            session.add(
+                JobRow(
+                    id=job.id,
+                    kind=job.kind,
+                    state=job.state,
+                    params=json.dumps(job.params),
+                    progress=job.progress,
+                    log=json.dumps(job.log),
+                    created_at=job.created_at,
+                )
+            )
+
+    def update(self, job_id: str, only_if_state: str | None = None, **values: Any) -> bool:
+        """Set columns of one job (only while it is in ``only_if_state``, when given); whether
+        it changed. ``params``, ``log`` and ``result`` are given as JSON values."""
+        for name in ("params", "log", "result"):
+            if name in values and values[name] is not None:
+                values[name] = json.dumps(values[name], default=str)
+        query = update(JobRow).where(JobRow.id == job_id)
+        if only_if_state is not None:
+            query = query.where(JobRow.state == only_if_state)
+        with Session(self.engine) as session, session.begin():
+            return session.execute(query.values(**values)).rowcount > 0
+
+    def get(self, job_id: str) -> Job | None:
+        with Session(self.engine) as session:
+            row = session.get(JobRow, job_id)
+            return Job.from_row(row) if row else None
+
+    def list(self, limit: int = 50, state: str | None = None) -> list[Job]:
+        query = select(JobRow).order_by(JobRow.created_at.desc()).limit(limit)
+        if state:
+            query = query.where(JobRow.state == state)
+        with Session(self.engine) as session:
+            return [Job.from_row(row) for row in session.scalars(query)]
+
+    def counts(self) -> dict[str, int]:
+        """Jobs per state (every state, zeros included)."""
+        with Session(self.engine) as session:
+            found = dict(
+                session.execute(select(JobRow.state, func.count()).group_by(JobRow.state)).all()
+            )
+        return {state: found.get(state, 0) for state in STATES}
+
+    def ping(self) -> None:
+        with self.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))

@@ -1,0 +1,392 @@
+"""The OpenAPI 3.1 description of every route (served at ``/openapi.json``).
+
+The Assessment and ClaimContext schemas come from the pydantic records themselves; limits and
+model names from the running app's settings, so the spec says what this server accepts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from api.chat_request import MAX_STOP, MODES, ROLES
+from api.jobs_store import STATES
+from api.settings import Settings
+
+REF = "#/components/schemas/{model}"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": REF.format(model=name)}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    reasons = {
+        400: "invalid request",
+        401: "missing or invalid API key",
+        404: "not found",
+        409: "conflict",
+        413: "body or image too large",
+        429: "rate limit reached",
+        500: "internal error",
+        503: "a model or store is unavailable",
+        504: "generation timeout",
+    }
+    return {str(s): _json(_ref("Error"), reasons[s]) for s in statuses}
+
+
+def _operation(
+    summary: str,
+    responses: dict[str, Any],
+    *,
+    body: dict[str, Any] | None = None,
+    secured: bool = True,
+    errors: Iterable[int] = (),
+) -> dict[str, Any]:
+    operation: dict[str, Any] = {"summary": summary, "responses": {**responses, **_errors(*errors)}}
+    if body:
+        operation["requestBody"] = {"required": True, "content": body}
+    if secured:
+        operation["security"] = [{"bearer": []}]
+        operation["responses"].update(_errors(401, 429))
+    return operation
+
+
+def _schemas(settings: Settings, job_kinds: list[str]) -> dict[str, Any]:
+    from pydantic.json_schema import models_json_schema
+
+    from ingest.assessment import Assessment, ClaimContext
+
+    _, records = models_json_schema(
+        [(Assessment, "serialization"), (ClaimContext, "validation")], ref_template=REF
+    )
+    nullable_str = {"type": ["string", "null"]}
+    usage = {
+        "type": "object",
+        "properties": {
+            k: {"type": "integer"} for k in ("prompt_tokens", "completion_tokens", "total_tokens")
+        },
+    }
+    job = {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"const": "job"},
+            "kind": {"type": "string"},
+            "state": {"enum": list(STATES)},
+            "params": {"type": "object"},
+            "progress": {"type": "number", "minimum": 0, "maximum": 1},
+            "log": {"type": "array", "items": {"type": "string"}},
+            "result": {"type": ["object", "null"]},
+            "error": nullable_str,
+            "cancel_requested": {"type": "boolean"},
+            "created_at": {"type": "number"},
+            "started_at": {"type": ["number", "null"]},
+            "finished_at": {"type": ["number", "null"]},
+        },
+    }
+    error_object = {
+        "type": "object",
+        "properties": {
+            "type": {"type": "string"},
+            "message": {"type": "string"},
+            "param": nullable_str,
+            "code": nullable_str,
+        },
+        "required": ["type", "message", "param", "code"],
+    }
+    return {
+        **records["$defs"],
+        "Error": {"type": "object", "properties": {"error": error_object}, "required": ["error"]},
+        "ChatCompletionRequest": {
+            "type": "object",
+            "required": ["model", "messages"],
+            "properties": {
+                "model": {"enum": list(MODES)},
+                "messages": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "required": ["role", "content"],
+                        "properties": {
+                            "role": {"enum": list(ROLES)},
+                            "content": {
+                                "oneOf": [
+                                    {"type": "string"},
+                                    {
+                                        "type": "array",
+                                        "items": {
+                                            "type": "object",
+                                            "properties": {
+                                                "type": {"const": "text"},
+                                                "text": {"type": "string"},
+                                            },
+                                        },
+                                    },
+                                ]
+                            },
+                        },
+                    },
+                    "description": f"at most {settings.max_prompt_chars} characters in all",
+                },
+                "max_tokens": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": settings.max_tokens_limit,
+                },
+                "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+                "top_p": {"type": "number", "minimum": 0, "maximum": 1},
+                "stop": {
+                    "oneOf": [
+                        {"type": "string"},
+                        {"type": "array", "maxItems": MAX_STOP, "items": {"type": "string"}},
+                    ]
+                },
+                "seed": {"type": "integer"},
+                "stream": {"type": "boolean", "default": False},
+                "stream_options": {
+                    "type": "object",
+                    "properties": {"include_usage": {"type": "boolean"}},
+                },
+                "n": {"const": 1},
+            },
+        },
+        "ChatCompletion": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "string"},
+                "object": {"const": "chat.completion"},
+                "created": {"type": "integer"},
+                "model": {"type": "string"},
+                "choices": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "index": {"type": "integer"},
+                            "message": {
+                                "type": "object",
+                                "properties": {
+                                    "role": {"const": "assistant"},
+                                    "content": {"type": "string"},
+                                },
+                            },
+                            "finish_reason": {"enum": ["stop", "length"]},
+                        },
+                    },
+                },
+                "usage": usage,
+                "tunegraph": {"type": "object", "description": "timings_ms, models, sources"},
+            },
+        },
+        "ChatCompletionChunk": {
+            "type": "object",
+            "description": "one server-sent event `data: {...}`; the stream ends `data: [DONE]`",
+            "properties": {
+                "id": {"type": "string"},
+                "object": {"const": "chat.completion.chunk"},
+                "choices": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "index": {"type": "integer"},
+                            "delta": {
+                                "type": "object",
+                                "properties": {
+                                    "role": {"type": "string"},
+                                    "content": {"type": "string"},
+                                },
+                            },
+                            "finish_reason": {"type": ["string", "null"]},
+                        },
+                    },
+                },
+                "usage": usage,
+            },
+        },
+        "ModelList": {
+            "type": "object",
+            "properties": {
+                "object": {"const": "list"},
+                "data": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "id": {"enum": list(MODES)},
+                            "object": {"const": "model"},
+                            "created": {"type": "integer"},
+                            "owned_by": {"type": "string"},
+                        },
+                    },
+                },
+            },
+        },
+        "AssessmentResult": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "string"},
+                "object": {"const": "assessment"},
+                "approach": {"enum": ["finetuned", "agentic", "both"]},
+                "assessments": {"type": "object", "additionalProperties": _ref("Assessment")},
+                "errors": {"type": "object", "additionalProperties": error_object},
+                "notes": {
+                    "type": "object",
+                    "additionalProperties": {"type": "array", "items": {"type": "string"}},
+                },
+                "agreement": {
+                    "type": ["object", "null"],
+                    "description": "field-by-field agreement when both succeeded",
+                },
+                "timings_ms": {"type": "object", "additionalProperties": {"type": "number"}},
+            },
+        },
+        "JobRequest": {
+            "type": "object",
+            "required": ["kind"],
+            "properties": {"kind": {"enum": job_kinds}, "params": {"type": "object"}},
+        },
+        "Job": job,
+        "JobList": {
+            "type": "object",
+            "properties": {
+                "object": {"const": "list"},
+                "data": {"type": "array", "items": _ref("Job")},
+            },
+        },
+    }
+
+
+def spec(settings: Settings, job_kinds: list[str]) -> dict[str, Any]:
+    """The OpenAPI 3.1 document for this app's settings and job kinds."""
+    ok = {"200": _json({"type": "object"}, "ok")}
+    job_id = [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+    multipart = {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["images"],
+                "properties": {
+                    "images": {
+                        "type": "array",
+                        "minItems": 1,
+                        "maxItems": settings.max_images,
+                        "items": {"type": "string", "contentMediaType": "image/*"},
+                        "description": f"JPEG, PNG or WebP; each at most {settings.max_image_bytes} "
+                        f"bytes and {settings.max_image_pixels} pixels",
+                    },
+                    "approach": {"enum": ["finetuned", "agentic", "both"], "default": "both"},
+                    "claim": {
+                        "type": "string",
+                        "contentMediaType": "application/json",
+                        "contentSchema": _ref("ClaimContext"),
+                    },
+                },
+            }
+        }
+    }
+    chat_ok = {
+        "200": {
+            "description": "the answer, or server-sent events with `stream: true`",
+            "content": {
+                "application/json": {"schema": _ref("ChatCompletion")},
+                "text/event-stream": {"schema": _ref("ChatCompletionChunk")},
+            },
+        }
+    }
+    paths = {
+        "/v1/models": {
+            "get": _operation("The chat models", {"200": _json(_ref("ModelList"), "models")})
+        },
+        "/v1/chat/completions": {
+            "post": _operation(
+                "OpenAI-compatible chat over the service manuals",
+                chat_ok,
+                body={"application/json": {"schema": _ref("ChatCompletionRequest")}},
+                errors=(400, 404, 413, 500, 503, 504),
+            )
+        },
+        "/v1/assessments": {
+            "post": _operation(
+                "Assess damage photos with the fine-tuned and/or agentic approach",
+                {"200": _json(_ref("AssessmentResult"), "each approach's Assessment or error")},
+                body=multipart,
+                errors=(400, 413, 500, 503, 504),
+            )
+        },
+        "/v1/jobs": {
+            "post": _operation(
+                "Start a background job",
+                {"202": _json(_ref("Job"), "queued")},
+                body={"application/json": {"schema": _ref("JobRequest")}},
+                errors=(400, 413),
+            ),
+            "get": {
+                **_operation(
+                    "List jobs, newest first",
+                    {"200": _json(_ref("JobList"), "jobs")},
+                    errors=(400,),
+                ),
+                "parameters": [
+                    {"name": "state", "in": "query", "schema": {"enum": list(STATES)}},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "default": 50}},
+                ],
+            },
+        },
+        "/v1/jobs/{job_id}": {
+            "parameters": job_id,
+            "get": _operation(
+                "A job's state, progress, log tail and result",
+                {"200": _json(_ref("Job"), "the job")},
+                errors=(404,),
+            ),
+            "delete": _operation(
+                "Cancel a queued or running job",
+                {"202": _json(_ref("Job"), "cancel requested")},
+                errors=(404, 409),
+            ),
+        },
+        "/healthz": {"get": _operation("Liveness", ok, secured=False)},
+        "/readyz": {
+            "get": _operation(
+                "Readiness: database, configured and loaded models",
+                ok,
+                secured=False,
+                errors=(503,),
+            )
+        },
+        "/metrics": {
+            "get": _operation(
+                "Prometheus metrics",
+                {
+                    "200": {
+                        "description": "text exposition format",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+                secured=False,
+            )
+        },
+        "/openapi.json": {"get": _operation("This document", ok, secured=False)},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "tunegraph",
+            "version": "1",
+            "description": "Fine-tuned models versus LangGraph agents over vehicle data. Every "
+            "error uses OpenAI's envelope. /v1/* needs `Authorization: Bearer <key>` when "
+            "TUNEGRAPH_API_KEYS is set.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": _schemas(settings, job_kinds),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }

@@ -1,0 +1,214 @@
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import pytest
+
+from api.job_kinds import COMMANDS, arguments
+from api.jobs_store import JobStore
+from tests.api.conftest import checked, wait_for
+
+
+def submit(client, kind, **params):
+    return client.post("/v1/jobs", json={"kind": kind, "params": params})
+
+
+def test_a_job_runs_to_completion_with_progress_log_and_result(client):
+    response = submit(client, "count", n=4)
+    assert response.status_code == 202
+    job = response.get_json()
+    assert response.headers["Location"] == f"/v1/jobs/{job['id']}"
+    assert job["object"] == "job" and job["state"] == "queued" and job["params"] == {"n": 4}
+    job = wait_for(client, job["id"], "succeeded")
+    assert job["state"] == "succeeded"
+    assert job["progress"] == 1.0
+    assert job["log"] == ["step 1", "step 2", "step 3", "step 4"]
+    assert job["result"] == {"counted": 4}
+    assert job["started_at"] >= job["created_at"] and job["finished_at"] >= job["started_at"]
+    listed = client.get("/v1/jobs").get_json()
+    assert listed["object"] == "list" and [j["id"] for j in listed["data"]] == [job["id"]]
+
+
+def test_a_running_job_shows_progress_and_can_be_cancelled(client, release):
+    job = submit(client, "release").get_json()
+    assert release.started.wait(5)
+    running = wait_for(client, job["id"], "running")
+    assert running["state"] == "running" and running["progress"] == 0.5
+    response = client.delete(f"/v1/jobs/{job['id']}")
+    assert response.status_code == 202 and response.get_json()["cancel_requested"] is True
+    job = wait_for(client, job["id"], "cancelled")
+    assert job["state"] == "cancelled" and job["log"][-1] == "stopping"
+    again = client.delete(f"/v1/jobs/{job['id']}")
+    assert again.status_code == 409
+    assert again.get_json()["error"]["code"] == "job_finished"
+
+
+def test_a_queued_job_cancelled_before_it_starts_never_runs(make_app, release):
+    client = make_app(job_workers=1).test_client()
+    blocker = submit(client, "release").get_json()
+    assert release.started.wait(5)
+    queued = submit(client, "count", n=2).get_json()
+    cancelled = client.delete(f"/v1/jobs/{queued['id']}")
+    assert cancelled.status_code == 202 and cancelled.get_json()["state"] == "cancelled"
+    release.release.set()
+    wait_for(client, blocker["id"], "succeeded")
+    job = wait_for(client, queued["id"], "cancelled")
+    assert job["state"] == "cancelled" and job["log"] == [] and job["result"] is None
+
+
+def test_a_failing_job_records_the_error(client):
+    job = submit(client, "broken").get_json()
+    job = wait_for(client, job["id"], "failed")
+    assert job["state"] == "failed"
+    assert job["error"] == "OSError: disk full"
+    assert job["log"] == ["about to fail", "failed: disk full"]
+
+
+def test_jobs_survive_a_restart_and_running_ones_are_interrupted(make_app, release):
+    first = make_app(job_workers=1).test_client()
+    done = submit(first, "count", n=1).get_json()
+    wait_for(first, done["id"], "succeeded")
+    running = submit(first, "release").get_json()
+    assert release.started.wait(5)
+    queued = submit(first, "count").get_json()
+    # the log line written right after the progress is saved within SAVE_EVERY_S
+    deadline = time.monotonic() + 5
+    while first.get(f"/v1/jobs/{running['id']}").get_json()["log"] != ["waiting"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+    second = make_app().test_client()  # a new process on the same database
+    states = {j["id"]: j["state"] for j in second.get("/v1/jobs").get_json()["data"]}
+    assert states == {
+        done["id"]: "succeeded",
+        running["id"]: "interrupted",
+        queued["id"]: "interrupted",
+    }
+    job = second.get(f"/v1/jobs/{running['id']}").get_json()
+    assert "server stopped" in job["error"] and job["log"] == ["waiting"]
+
+
+def test_bad_job_requests(client):
+    response = submit(client, "compare")
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert error["param"] == "kind" and error["code"] == "unknown_job_kind"
+    assert error["message"] == "unknown job kind 'compare'; use one of broken, count, release"
+    response = client.post("/v1/jobs", json={"kind": "count", "params": [1]})
+    assert response.get_json()["error"]["param"] == "params"
+    response = client.post("/v1/jobs", data="{", content_type="application/json")
+    assert response.get_json()["error"]["code"] == "invalid_json"
+    response = client.get("/v1/jobs/job_missing")
+    assert response.status_code == 404 and response.get_json()["error"]["code"] == "job_not_found"
+    assert client.delete("/v1/jobs/job_missing").status_code == 404
+    assert client.get("/v1/jobs?state=sleeping").status_code == 400
+    assert client.get("/v1/jobs?limit=0").get_json()["error"]["param"] == "limit"
+    assert client.get("/v1/jobs?limit=²").status_code == 400  # isdigit, yet int() refuses it
+
+
+def test_jobs_store_counts_every_state(tmp_path):
+    store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
+    counts = store.counts()
+    assert set(counts) == {"queued", "running", "succeeded", "failed", "cancelled", "interrupted"}
+    assert not any(counts.values())
+
+
+# ---- the real job kinds: CLI commands in a child process --------------------------------
+
+
+def test_the_real_kinds_are_the_cli_commands_and_compare_is_left_out():
+    assert set(COMMANDS) == {
+        "ingest-manuals", "ingest-claims", "ingest-coco", "finetune-text", "finetune-vision"
+    }  # fmt: skip
+    assert arguments("ingest-manuals", {"paths": ["a.pdf", "b"], "force": True}) == [
+        "ingest", "manuals", "a.pdf", "b", "--force", "--json"
+    ]  # fmt: skip
+    assert arguments("finetune-text", {"overrides": ["train.lr=1e-4"], "resume": False}) == [
+        "finetune", "text", "train.lr=1e-4", "--no-resume", "--json"
+    ]  # fmt: skip
+    for params, message in [
+        ({}, "needs the parameter 'paths'"),
+        ({"paths": "a.pdf"}, "must be a list of strings"),
+        ({"paths": ["a"], "depth": 3}, "unknown parameter(s) depth"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            arguments("ingest-manuals", params)
+
+
+@pytest.fixture
+def real_client(settings, context):
+    from api.app import create_app
+
+    app = create_app(settings=settings, context_factory=lambda _: context)
+    yield checked(app).test_client()
+    app.extensions["tunegraph"].jobs.shutdown()
+
+
+def test_real_kinds_refuse_bad_params_at_submission(real_client):
+    response = submit(real_client, "ingest-claims", files=["a.csv"])
+    assert response.status_code == 400
+    assert "unknown parameter(s) files" in response.get_json()["error"]["message"]
+
+
+def test_a_real_ingest_job_runs_the_cli_in_a_child_process(real_client, tmp_path):
+    from tests.agents.conftest import photo
+
+    (tmp_path / "a.png").write_bytes(photo(1))
+    coco = {
+        "images": [{"id": 1, "file_name": "a.png", "width": 256, "height": 192}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 50, 40],
+                         "part": "hood", "severity": "moderate"}],
+        "categories": [{"id": 1, "name": "dent"}],
+    }  # fmt: skip
+    (tmp_path / "coco.json").write_text(json.dumps(coco))
+    job = submit(real_client, "ingest-coco", annotations=str(tmp_path / "coco.json"),
+                 name="api-test").get_json()  # fmt: skip
+    job = wait_for(real_client, job["id"], "succeeded", "failed", timeout_s=60)
+    assert job["state"] == "succeeded", job
+    assert job["result"]["ingested"] == 1 and job["result"]["dataset"].endswith("api-test.jsonl")
+    assert job["log"][0].startswith("$ tunegraph ingest coco")
+
+    job = submit(real_client, "ingest-coco", annotations=str(tmp_path / "nope.json")).get_json()
+    job = wait_for(real_client, job["id"], "succeeded", "failed", timeout_s=60)
+    assert job["state"] == "failed"
+    assert "exited with code 1" in job["error"] and "nope.json" in job["error"]
+
+
+def test_a_clean_shutdown_interrupts_running_jobs(app, client, release):
+    job = submit(client, "release").get_json()
+    assert release.started.wait(5)
+    app.extensions["tunegraph"].jobs.shutdown()
+    job = client.get(f"/v1/jobs/{job['id']}").get_json()
+    assert job["state"] == "interrupted" and "server stopped" in job["error"]
+
+
+def test_a_process_exit_stops_running_jobs_instead_of_waiting_for_them(tmp_path):
+    import subprocess
+    import sys
+
+    code = f"""
+import sys, threading
+from pathlib import Path
+from api.app import create_app
+from api.job_manager import JobCancelled
+from api.settings import Settings
+
+started = threading.Event()
+
+def waits(params, progress, log, cancel):
+    started.set()
+    while not cancel.wait(0.05):
+        pass
+    raise JobCancelled
+
+app = create_app(settings=Settings(home=Path({str(tmp_path)!r})), job_kinds={{"waits": waits}},
+                 context_factory=lambda _: None)
+app.extensions["tunegraph"].jobs.submit("waits", {{}})
+assert started.wait(5)
+sys.exit(0)
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=20, capture_output=True)
+    (job,) = JobStore(f"sqlite:///{(tmp_path / 'tunegraph.db').resolve()}").list()
+    assert job.state == "interrupted" and "server stopped" in job.error
