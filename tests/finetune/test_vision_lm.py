@@ -175,7 +175,9 @@ def test_two_stages_train_save_load_and_answer_valid_json(
     assert result.steps == 3 + steps
     assert result.metrics["align"]["steps"] == 3
     for stage in ("align", "instruct"):
-        records = [json.loads(x) for x in (tmp_path / stage / "metrics.jsonl").read_text().splitlines()]
+        records = [
+            json.loads(x) for x in (tmp_path / stage / "metrics.jsonl").read_text().splitlines()
+        ]
         assert any("eval_loss" in r for r in records) and any("tokens_per_s" in r for r in records)
 
     model = VisionLM.load(model_dir, lambda name: (tiny_model(tokenizer), tokenizer))
