@@ -48,7 +48,8 @@ def load_image(
         raise ImageError(f"{label}: the file is empty")
     try:
         picture = Image.open(io.BytesIO(data))
-    except UnidentifiedImageError:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        # OSError/SyntaxError: a file cut off or damaged inside its header
         raise ImageError(
             f"{label}: not a JPEG, PNG or WebP image (the file is not an image or is corrupt)"
         ) from None

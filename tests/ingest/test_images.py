@@ -50,6 +50,9 @@ def test_corrupt_truncated_missing_and_other_formats_name_the_file(tmp_path):
     jpeg = image_bytes(Image.effect_noise((200, 200), 60).convert("RGB"))
     with pytest.raises(ImageError, match=r"cut\.jpg: the JPEG data is corrupt or cut off"):
         load_image(jpeg[: len(jpeg) // 2], "cut.jpg")
+    for cut in (jpeg[:20], jpeg[:100]):  # cut off inside the header
+        with pytest.raises(ImageError, match=r"head\.jpg: not a JPEG, PNG or WebP image"):
+            load_image(cut, "head.jpg")
     with pytest.raises(ImageError, match=r"notes\.txt: not a JPEG, PNG or WebP image"):
         load_image(b"hello", "notes.txt")
     with pytest.raises(ImageError, match=r"anim\.gif: GIF images are not accepted"):
