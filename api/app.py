@@ -1,47 +1,27 @@
 """The Flask app factory: ``create_app()`` for gunicorn (``api.app:create_app()``) and tests.
 
-Everything heavy hangs off ``app.extensions["tunegraph"]`` (:class:`Services`) and is built on
-first use: importing this module and creating the app load no model.
+Everything heavy hangs off ``app.extensions["tunegraph"]`` (:class:`api.services.Services`)
+and is built on first use: importing this module and creating the app load no model.
 """
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
-from flask import Flask, current_app
+from flask import Flask
 
 from api import composition, errors, observability, protection
 from api.job_manager import JobKind, JobManager
 from api.jobs_store import JobStore
 from api.runtime import ContextFactory, ModelRuntime
+from api.services import EXTENSION, Services
 from api.settings import Settings
 
-EXTENSION = "tunegraph"
 ASSESSMENT_THREADS = 4  # both approaches of two concurrent requests
-
-
-@dataclass
-class Services:
-    """What the blueprints share: settings, the lazily loaded models, jobs and metrics."""
-
-    settings: Settings
-    runtime: ModelRuntime
-    jobs: JobManager
-    metrics: observability.Metrics
-    log: logging.Logger
-    pool: ThreadPoolExecutor  # runs the two assessment approaches side by side
-    started: int  # epoch seconds; the ``created`` of /v1/models
-
-
-def services() -> Services:
-    """The current app's :class:`Services`."""
-    return current_app.extensions[EXTENSION]
 
 
 def create_app(

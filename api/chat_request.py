@@ -12,6 +12,8 @@ from api.errors import APIError
 from api.settings import Settings
 
 MODES = ("base", "rag", "finetuned", "finetuned-rag", "agent")  # service_chat.MODES
+# /v1/models lists the assessment approaches too; they answer on /v1/assessments, not here
+ASSESSMENT_MODELS = ("assessment-finetuned", "assessment-agentic", "assessment-both")
 ROLES = ("system", "developer", "user", "assistant")  # developer: OpenAI's newer name for system
 MAX_STOP = 4
 
@@ -72,6 +74,13 @@ def parse_chat(body: Any, settings: Settings) -> ChatParams:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise _bad("model is required: one of " + ", ".join(MODES), "model", "missing_model")
+    if model in ASSESSMENT_MODELS:
+        raise _bad(
+            f"{model!r} is an assessment approach: upload photos to POST /v1/assessments with "
+            f"approach={model.removeprefix('assessment-')}; chat with one of {', '.join(MODES)}",
+            "model",
+            "model_not_chat",
+        )
     if model not in MODES:
         raise APIError(
             404,

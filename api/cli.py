@@ -16,6 +16,7 @@ import click
 
 from api import composition
 from api.cli_support import load_settings
+from api.commands_client import client
 from api.commands_finetune import eval_text, finetune_text, models_export
 from api.commands_retrieval import (
     eval_retrieval,
@@ -280,9 +281,50 @@ finetune.add_command(finetune_text)
 finetune.add_command(finetune_vision)
 
 
-@main.group()
-def client() -> None:
-    """Call a running tunegraph server over HTTP (issue #7)."""
+@main.command()
+@click.option("--host", default=None, help="address to bind [default: TUNEGRAPH_HOST]")
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=None, help="[default: TUNEGRAPH_PORT]"
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(1, 256),
+    default=8,
+    show_default=True,
+    help="requests served at the same time (threads of the one worker process)",
+)
+@click.option(
+    "--timeout",
+    type=click.IntRange(1),
+    default=None,
+    help="seconds before a stuck worker is restarted [default: TUNEGRAPH_GENERATION_TIMEOUT_S "
+    "+ 30]",
+)
+def serve(host: str | None, port: int | None, threads: int, timeout: int | None) -> None:
+    """Serve the Flask API under gunicorn: ONE worker process with --threads threads.
+
+    One process because the models are loaded once per process (a second worker would load
+    them all again) and the job manager assumes it is the only process running jobs. The
+    models load on the first request that needs them, or when /readyz is first asked.
+    """
+    from api.app import create_app
+    from api.serve import TIMEOUT_MARGIN_S
+    from api.serve import serve as run_server
+
+    settings = load_settings()
+    host, port = host or settings.host, port or settings.port
+    click.echo(f"tunegraph API on http://{host}:{port} (1 worker, {threads} threads)", err=True)
+    run_server(
+        lambda: create_app(settings=settings),
+        host=host,
+        port=port,
+        threads=threads,
+        timeout_s=timeout or settings.generation_timeout_s + TIMEOUT_MARGIN_S,
+        log_level=settings.log_level,
+    )
+
+
+main.add_command(client)
 
 
 def _pending(group: click.Group, name: str, issue: str, help_text: str) -> None:
@@ -296,14 +338,7 @@ def _pending(group: click.Group, name: str, issue: str, help_text: str) -> None:
     group.command(name, help=f"{help_text} ({issue})", context_settings=_PASSTHROUGH)(callback)
 
 
-for _group, _name, _issue, _help in (
-    (main, "compare", "issue #8", "Compare the fine-tuned and agentic approaches in a report."),
-    (main, "serve", "issue #7", "Serve the Flask API under gunicorn."),
-    (client, "chat", "issue #7", "Chat with a model over the OpenAI-compatible API."),
-    (client, "assess", "issue #7", "Upload damage photos for an assessment."),
-    (client, "jobs", "issue #7", "List, follow or cancel background jobs."),
-):
-    _pending(_group, _name, _issue, _help)
+_pending(main, "compare", "issue #8", "Compare the fine-tuned and agentic approaches in a report.")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,9 @@ from flask import Flask, g, jsonify
 from flask.wrappers import Response
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-log = logging.getLogger("tunegraph.api")
+from api.observability import LOGGER
+
+log = logging.getLogger(LOGGER)
 
 _TYPES = {
     401: "authentication_error",
@@ -45,6 +47,16 @@ class APIError(Exception):
 
     def body(self) -> dict[str, Any]:
         return envelope(self.status, self.message, self.param, self.code)
+
+
+def internal_error(request_id: str | None) -> APIError:
+    """The 500 for an unexpected failure: no detail (that goes to the log), only the request id
+    to quote when reporting it."""
+    return APIError(
+        500,
+        f"internal error; quote request id {request_id or '-'} when reporting it",
+        code="internal_error",
+    )
 
 
 def envelope(
@@ -80,5 +92,5 @@ def init_app(app: Flask) -> None:
     def unexpected(exc: Exception) -> Response:
         request_id = g.get("request_id", "-")
         log.exception("unhandled error", extra={"request_id": request_id})
-        message = f"internal error; quote request id {request_id} when reporting it"
-        return _response(envelope(500, message, code="internal_error"), 500, {})
+        error = internal_error(request_id)
+        return _response(error.body(), error.status, {})

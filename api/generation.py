@@ -4,6 +4,7 @@ the mapping of graph failures to API errors."""
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -15,16 +16,23 @@ class GenerationTimeout(RuntimeError):
     """The answer was still being generated when the request's deadline passed."""
 
 
-def request_model(llm: Any, deadline: float, **sampling: Any) -> Any:
+class GenerationCancelled(RuntimeError):
+    """The request's ``cancel`` event was set (its client went away) while generating."""
+
+
+def request_model(
+    llm: Any, deadline: float, cancel: threading.Event | None = None, **sampling: Any
+) -> Any:
     """A copy of ``llm`` (a :class:`agents.chat_model.LocalChatModel`) that answers with
     ``sampling`` (max_tokens, temperature, top_p, stop) and stops generating at ``deadline``
-    (``time.monotonic()``); the backend and its loaded weights are shared."""
+    (``time.monotonic()``) or once ``cancel`` is set; the backend and its loaded weights are
+    shared."""
     if llm is None:
         raise APIError(503, "no chat model is configured", code="model_unavailable")
     names = ("backend", "adapter", "seed", "max_tokens", "temperature", "top_p")
     fields = {name: getattr(llm, name) for name in names}
     fields.update({k: v for k, v in sampling.items() if v is not None})
-    return _request_chat_model()(**fields, deadline=deadline)
+    return _request_chat_model()(**fields, deadline=deadline, cancel=cancel)
 
 
 @functools.cache
@@ -37,6 +45,7 @@ def _request_chat_model() -> type:
     class RequestChatModel(LocalChatModel):
         stop: list[str] = Field(default_factory=list)
         deadline: float
+        cancel: Any = None  # threading.Event
 
         def _stream(self, messages, stop=None, run_manager=None, **kwargs) -> Iterator[Any]:
             chunks = super()._stream(messages, [*(stop or []), *self.stop], run_manager, **kwargs)
@@ -45,6 +54,8 @@ def _request_chat_model() -> type:
                     # Checked per token: a timed-out answer frees the model at once.
                     if time.monotonic() > self.deadline:
                         raise GenerationTimeout("the answer took longer than the request timeout")
+                    if self.cancel is not None and self.cancel.is_set():
+                        raise GenerationCancelled("the client went away")
                     yield chunk
             finally:
                 chunks.close()

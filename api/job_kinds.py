@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -84,7 +85,7 @@ def arguments(kind: str, params: dict[str, Any]) -> list[str]:
     """The command line for a job's parameters; ``ValueError`` names any bad parameter.
 
     >>> arguments("ingest-claims", {"file": "claims.csv", "map": ["vin=VIN"]})
-    ['ingest', 'claims', 'claims.csv', '--map', 'vin=VIN', '--json']
+    ['ingest', 'claims', '--map', 'vin=VIN', '--json', '--', 'claims.csv']
     """
     command = COMMANDS[kind]
     unknown = sorted(set(params) - set(command.params))
@@ -93,7 +94,7 @@ def arguments(kind: str, params: dict[str, Any]) -> list[str]:
             f"unknown parameter(s) {', '.join(unknown)} for {kind}; use "
             + ", ".join(command.params)
         )
-    args = list(command.words)
+    options, positionals = [], []
     for name, param in command.params.items():
         if name not in params:
             if param.required:
@@ -106,11 +107,34 @@ def arguments(kind: str, params: dict[str, Any]) -> list[str]:
             wanted = "a list of strings" if param.type is list else param.type.__name__
             raise ValueError(f"parameter {name!r} of {kind} must be {wanted}")
         if param.switch is not None:
-            args += [param.flag] if value == param.switch else []
+            options += [param.flag] if value == param.switch else []
             continue
         for item in value if isinstance(value, list) else [value]:
-            args += [param.flag, str(item)] if param.flag else [str(item)]
-    return [*args, "--json"]
+            if param.flag:
+                options += [param.flag, str(item)]
+            else:
+                positionals.append(str(item))
+    # `--` ends the options: a positional value such as "--help" stays a value
+    return [*command.words, *options, "--json", "--", *positionals]
+
+
+def last_json_object(text: str) -> dict[str, Any]:
+    """The last top-level JSON object in a command's output (its summary, printed with
+    ``indent=2`` after whatever else the command printed); ``ValueError`` when there is none.
+
+    >>> last_json_object('loaded {1} model\\n{"a": 1}\\n{\\n  "b": {\\n    "c": 2\\n  }\\n}\\n')
+    {'b': {'c': 2}}
+    """
+    decoder = json.JSONDecoder()
+    # a top-level object starts a line; nested ones are indented
+    for match in reversed(list(re.finditer(r"^\{", text, re.MULTILINE))):
+        try:
+            value, _ = decoder.raw_decode(text, match.start())
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, dict):
+            return value
+    raise ValueError("no JSON object in the output")
 
 
 @dataclass(frozen=True)
@@ -178,8 +202,8 @@ class CliJob:
                 + (" | ".join(tail) or "".join(out)[:500] or "no output")
             )
         try:
-            return json.loads("".join(out))
-        except json.JSONDecodeError:
+            return last_json_object("".join(out))
+        except ValueError:
             raise RuntimeError(
                 f"`tunegraph {' '.join(argv[3:5])}` printed no JSON summary"
             ) from None

@@ -18,12 +18,14 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
-from api.jobs_store import FINISHED, Job, JobStore
+from api.jobs_store import ACTIVE, FINISHED, Job, JobStore
+from api.observability import LOGGER
 
 LOG_TAIL = 200  # lines of a job's log that are kept
 SAVE_EVERY_S = 0.5  # progress and log are written at most this often (and at the end)
+STOPPED = "the server is stopping; submit the job again once it is back"
 
-log = logging.getLogger("tunegraph.api")
+log = logging.getLogger(LOGGER)
 
 
 class JobKind(Protocol):
@@ -48,6 +50,10 @@ class JobFinished(ValueError):
     """A finished job cannot be cancelled."""
 
 
+class JobsStopped(RuntimeError):
+    """The manager was shut down (the server is stopping): no new job is accepted."""
+
+
 class JobManager:
     def __init__(self, store: JobStore, kinds: Mapping[str, JobKind], workers: int = 1) -> None:
         self.store = store
@@ -65,15 +71,20 @@ class JobManager:
         check = getattr(self.kinds[kind], "check", None)
         if check is not None:
             check(params)
+        if self._stopping:
+            raise JobsStopped(STOPPED)
         job = Job(
             id=f"job_{uuid.uuid4().hex}", kind=kind, state="queued", params=params,
             created_at=time.time(),
         )  # fmt: skip
         self.store.add(job)
-        with self._lock:
-            self._cancel[job.id] = threading.Event()
-        self._pool.submit(self._run, job)
-        return job
+        with self._lock:  # shutdown() sets _stopping under this lock, then closes the pool
+            if not self._stopping:
+                self._cancel[job.id] = threading.Event()
+                self._pool.submit(self._run, job)
+                return job
+        self.store.update(job.id, "queued", **self._stopped(), finished_at=time.time())
+        raise JobsStopped(STOPPED)
 
     def cancel(self, job_id: str) -> Job | None:
         """Ask a queued or running job to stop; None if there is no such job."""
@@ -101,30 +112,47 @@ class JobManager:
         self._pool.shutdown(wait=True, cancel_futures=False)
 
     def _run(self, job: Job) -> None:
-        with self._lock:
-            cancel = self._cancel[job.id]
         try:
-            if cancel.is_set():
-                self.store.update(job.id, "queued", **self._stopped(), finished_at=time.time())
-                return
-            if not self.store.update(job.id, "queued", state="running", started_at=time.time()):
-                return  # cancelled while it waited
-            reporter = _Reporter(self.store, job.id)
-            try:
-                result = self.kinds[job.kind](job.params, reporter.progress, reporter.log, cancel)
-            except JobCancelled:
-                reporter.finish(**self._stopped())
-                return
-            except Exception as exc:
-                log.warning("job failed", extra={"job_id": job.id, "kind": job.kind}, exc_info=True)
-                reporter.log(f"failed: {exc}")
-                reporter.finish(state="failed", error=f"{type(exc).__name__}: {exc}")
-                return
-            # A kind that finished although a cancel came in has a result: keep it.
-            reporter.finish(state="succeeded", result=result or {}, progress=1.0)
+            self._execute(job)
+        except Exception as exc:
+            # The runner's own bookkeeping failed (the database, most likely): a job left
+            # queued or running would look alive forever.
+            log.exception("job runner failed", extra={"job_id": job.id, "kind": job.kind})
+            self._mark_failed(job.id, exc)
         finally:
             with self._lock:
                 self._cancel.pop(job.id, None)
+
+    def _mark_failed(self, job_id: str, exc: Exception) -> None:
+        values = {"state": "failed", "error": f"{type(exc).__name__}: {exc}"}
+        try:
+            for state in ACTIVE:
+                self.store.update(job_id, state, **values, finished_at=time.time())
+        except Exception:
+            # the store is down; it marks the job interrupted when the server starts again
+            log.exception("could not mark the job failed", extra={"job_id": job_id})
+
+    def _execute(self, job: Job) -> None:
+        with self._lock:
+            cancel = self._cancel[job.id]
+        if cancel.is_set():
+            self.store.update(job.id, "queued", **self._stopped(), finished_at=time.time())
+            return
+        if not self.store.update(job.id, "queued", state="running", started_at=time.time()):
+            return  # cancelled while it waited
+        reporter = _Reporter(self.store, job.id)
+        try:
+            result = self.kinds[job.kind](job.params, reporter.progress, reporter.log, cancel)
+        except JobCancelled:
+            reporter.finish(**self._stopped())
+            return
+        except Exception as exc:
+            log.warning("job failed", extra={"job_id": job.id, "kind": job.kind}, exc_info=True)
+            reporter.log(f"failed: {exc}")
+            reporter.finish(state="failed", error=f"{type(exc).__name__}: {exc}")
+            return
+        # A kind that finished although a cancel came in has a result: keep it.
+        reporter.finish(state="succeeded", result=result or {}, progress=1.0)
 
     def _stopped(self) -> dict[str, str]:
         if self._stopping:

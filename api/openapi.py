@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from api.chat_request import MAX_STOP, MODES, ROLES
+from api.chat_request import ASSESSMENT_MODELS, MAX_STOP, MODES, ROLES
 from api.jobs_store import STATES
 from api.settings import Settings
 
@@ -219,7 +219,7 @@ def _schemas(settings: Settings, job_kinds: list[str]) -> dict[str, Any]:
                     "items": {
                         "type": "object",
                         "properties": {
-                            "id": {"enum": list(MODES)},
+                            "id": {"enum": [*MODES, *ASSESSMENT_MODELS]},
                             "object": {"const": "model"},
                             "created": {"type": "integer"},
                             "owned_by": {"type": "string"},
@@ -302,7 +302,10 @@ def spec(settings: Settings, job_kinds: list[str]) -> dict[str, Any]:
     }
     paths = {
         "/v1/models": {
-            "get": _operation("The chat models", {"200": _json(_ref("ModelList"), "models")})
+            "get": _operation(
+                "The chat models and the assessment approaches",
+                {"200": _json(_ref("ModelList"), "models")},
+            )
         },
         "/v1/chat/completions": {
             "post": _operation(
@@ -325,7 +328,7 @@ def spec(settings: Settings, job_kinds: list[str]) -> dict[str, Any]:
                 "Start a background job",
                 {"202": _json(_ref("Job"), "queued")},
                 body={"application/json": {"schema": _ref("JobRequest")}},
-                errors=(400, 413),
+                errors=(400, 413, 503),
             ),
             "get": {
                 **_operation(
@@ -355,7 +358,8 @@ def spec(settings: Settings, job_kinds: list[str]) -> dict[str, Any]:
         "/healthz": {"get": _operation("Liveness", ok, secured=False)},
         "/readyz": {
             "get": _operation(
-                "Readiness: database, configured and loaded models",
+                "Readiness: database and models; 503 until the models are loaded (the first "
+                "call starts loading them in the background)",
                 ok,
                 secured=False,
                 errors=(503,),

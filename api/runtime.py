@@ -2,11 +2,13 @@
 
 Loading SmolLM2, the embedder and the damage model takes seconds to minutes, so it happens once
 per process, on the first request that needs it (not at app creation: a gunicorn master that
-imports the app stays light). A failed load answers 503 and is tried again by the next request.
+imports the app stays light), or in the background when ``/readyz`` first asks. A failed load
+answers 503 (the detail goes to the log) and is tried again by the next request.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -14,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from api import composition
 from api.errors import APIError
+from api.observability import LOGGER
 from api.settings import Settings
 
 if TYPE_CHECKING:
@@ -30,7 +33,12 @@ COMPONENTS = (
     "vision",
 )
 
-log = logging.getLogger("tunegraph.api")
+log = logging.getLogger(LOGGER)
+LOAD_FAILED = (
+    "the models could not be loaded (the server log has the detail); check TUNEGRAPH_HOME, "
+    "TUNEGRAPH_TEXT_MODEL and TUNEGRAPH_TEXT_ADAPTER with `tunegraph config show` and "
+    "`tunegraph models list`, or run `tunegraph demo`"
+)
 
 
 class ModelRuntime:
@@ -39,10 +47,17 @@ class ModelRuntime:
         self._factory = factory
         self._context: AgentContext | None = None
         self._lock = threading.Lock()
+        self._warming: threading.Thread | None = None
+        self._warm_lock = threading.Lock()
+        self.load_failed = False  # the last load raised; the next caller tries again
 
     @property
     def loaded(self) -> bool:
         return self._context is not None
+
+    @property
+    def warming(self) -> bool:
+        return self._warming is not None and self._warming.is_alive()
 
     def context(self) -> AgentContext:
         """The shared AgentContext, built by the first caller (the others wait for it)."""
@@ -52,14 +67,27 @@ class ModelRuntime:
                     try:
                         self._context = self._factory(self.settings)
                     except Exception as exc:
+                        # The detail (paths, library messages) goes to the log, not to callers.
                         log.exception("loading the models failed")
-                        raise APIError(
-                            503,
-                            f"the models could not be loaded ({type(exc).__name__}: {exc}); "
-                            "check the settings with `tunegraph config show`",
-                            code="models_unavailable",
-                        ) from exc
+                        self.load_failed = True
+                        raise APIError(503, LOAD_FAILED, code="models_unavailable") from exc
+                    self.load_failed = False
         return self._context
+
+    def warm_up(self) -> bool:
+        """Start loading the models in a background thread; whether this call started it
+        (False when they are loaded or a warm-up is already running)."""
+        with self._warm_lock:
+            if self.loaded or self.warming:
+                return False
+            self._warming = threading.Thread(target=self._warm, name="warm-up", daemon=True)
+            self._warming.start()
+            return True
+
+    def _warm(self) -> None:
+        # a failure is logged by context() and shown by /readyz through load_failed
+        with contextlib.suppress(APIError):
+            self.context()
 
     def describe(self) -> dict[str, Any]:
         """What is configured on disk and, once loaded, what each component is."""

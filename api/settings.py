@@ -13,14 +13,16 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ingest.images import MAX_PIXELS
+
 ENV_PREFIX = "TUNEGRAPH_"
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 _DEVICES = ("auto", "cpu", "cuda")
 _VECTOR_STORES = ("lancedb", "pinecone")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+REQUEST_HEADROOM_BYTES = 16 * 1024 * 1024  # the claim, form fields and multipart framing
 _POSITIVE = (
-    "max_request_bytes",
     "max_image_bytes",
     "max_images",
     "max_image_pixels",
@@ -88,14 +90,19 @@ class Settings:
         metadata={"help": "fine-tuned text adapter the API serves (a name under home/adapters)"},
     )
     max_request_bytes: int = field(
-        default=64 * 1024 * 1024, metadata={"help": "largest HTTP request body the API accepts"}
+        default=0,
+        metadata={
+            "help": "largest HTTP request body the API accepts (0: max_images x "
+            "max_image_bytes + 16 MiB, so the largest valid upload fits)"
+        },
     )
     max_image_bytes: int = field(
         default=10 * 1024 * 1024, metadata={"help": "largest single uploaded image, in bytes"}
     )
     max_images: int = field(default=8, metadata={"help": "most images in one assessment"})
     max_image_pixels: int = field(
-        default=40_000_000, metadata={"help": "most pixels (width x height) of one uploaded image"}
+        default=40_000_000,
+        metadata={"help": "most pixels (width x height) of one uploaded image (at most 40000000)"},
     )
     max_prompt_chars: int = field(
         default=32_000, metadata={"help": "most characters in one chat request's messages"}
@@ -142,6 +149,19 @@ class Settings:
         for name in _POSITIVE:
             if getattr(self, name) < 1:
                 problems.append(f"{env_name(name)}={getattr(self, name)}: use a number above 0")
+        if self.max_request_bytes < 0:
+            problems.append(
+                f"{env_name('max_request_bytes')}={self.max_request_bytes}: use 0 (derived from "
+                "the image limits) or a number of bytes"
+            )
+        elif self.max_request_bytes == 0:
+            # frozen dataclass: the derived default is set once, here
+            object.__setattr__(self, "max_request_bytes", self._derived_request_bytes())
+        if self.max_image_pixels > MAX_PIXELS:
+            problems.append(
+                f"{env_name('max_image_pixels')}={self.max_image_pixels}: at most {MAX_PIXELS} "
+                "(the decoder's own decompression-bomb limit); downscale larger photos"
+            )
         if self.rate_limit_per_minute < 0:
             problems.append(
                 f"{env_name('rate_limit_per_minute')}={self.rate_limit_per_minute}: "
@@ -232,7 +252,17 @@ class Settings:
             )
         return rows
 
+    def _derived_request_bytes(self) -> int:
+        return self.max_images * self.max_image_bytes + REQUEST_HEADROOM_BYTES
+
     def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes``; a derived request limit is derived again from the copy's
+        image limits."""
+        if (
+            "max_request_bytes" not in changes
+            and self.max_request_bytes == self._derived_request_bytes()
+        ):
+            changes["max_request_bytes"] = 0
         return dataclasses.replace(self, **changes)
 
     def to_env(self) -> dict[str, str]:

@@ -17,9 +17,9 @@ from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
 
-from api.app import Services, services
-from api.errors import APIError
+from api.errors import APIError, internal_error
 from api.generation import GenerationTimeout, api_error, request_model
+from api.services import Services, services
 from api.settings import Settings
 
 bp = Blueprint("assessments", __name__, url_prefix="/v1")
@@ -193,9 +193,5 @@ def _outcome(s: Services, future: Future, deadline: float) -> dict[str, Any] | A
         error = api_error(exc, timeout_s)
         if error is None:
             s.log.exception("assessment failed", extra={"request_id": g.get("request_id")})
-            error = APIError(
-                500,
-                f"internal error; quote request id {g.get('request_id')} when reporting it",
-                code="internal_error",
-            )
+            error = internal_error(g.get("request_id"))
         return error

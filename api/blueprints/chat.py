@@ -1,6 +1,7 @@
 """``/v1/models`` and the OpenAI-compatible ``/v1/chat/completions`` over the service-chat graph.
 
-The five models are the graph's modes. ``stream: true`` answers with server-sent events: one
+The five chat models are the graph's modes; ``/v1/models`` also lists the assessment
+approaches (``assessment-*``), which chat refuses with a 400 pointing to ``/v1/assessments``. ``stream: true`` answers with server-sent events: one
 ``chat.completion.chunk`` per text delta of the final answer, a last chunk with the finish
 reason, a usage chunk when ``stream_options.include_usage`` is set, then ``data: [DONE]``.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,11 +19,11 @@ from typing import Any
 
 from flask import Blueprint, Response, g, jsonify
 
-from api.app import Services, services
 from api.blueprints import json_body
-from api.chat_request import MODES, ChatParams, parse_chat
-from api.errors import APIError
+from api.chat_request import ASSESSMENT_MODELS, MODES, ChatParams, parse_chat
+from api.errors import internal_error
 from api.generation import api_error, request_model
+from api.services import Services, services
 
 bp = Blueprint("chat", __name__, url_prefix="/v1")
 ANSWER_NODES = ("answer", "agent")  # graph nodes whose model output is the reply
@@ -35,7 +37,7 @@ def list_models() -> Response:
             "object": "list",
             "data": [
                 {"id": mode, "object": "model", "created": created, "owned_by": "tunegraph"}
-                for mode in MODES
+                for mode in (*MODES, *ASSESSMENT_MODELS)
             ],
         }
     )
@@ -48,9 +50,11 @@ def completions() -> Response:
     g.metric_model = params.model
     context = s.runtime.context()
     limit = s.settings.max_tokens_limit
+    cancel = threading.Event()  # set when a streamed answer's client goes away
     llm = request_model(
         context.llm,
         time.monotonic() + s.settings.generation_timeout_s,
+        cancel,
         # without max_tokens the model's default applies, but never above the limit
         max_tokens=params.max_tokens or min(getattr(context.llm, "max_tokens", limit), limit),
         temperature=params.temperature,
@@ -60,7 +64,7 @@ def completions() -> Response:
         # sampled answer would be the same
         seed=params.seed if params.seed is not None else random.randrange(2**31),
     )
-    run = _Run(s, params, dataclasses.replace(context, llm=llm))
+    run = _Run(s, params, dataclasses.replace(context, llm=llm), cancel)
     if params.stream:
         return Response(
             run.events(),
@@ -73,11 +77,15 @@ def completions() -> Response:
 class _Run:
     """One chat completion: the graph run, its usage, and its OpenAI-shaped output."""
 
-    def __init__(self, s: Services, params: ChatParams, context: Any) -> None:
+    def __init__(
+        self, s: Services, params: ChatParams, context: Any, cancel: threading.Event
+    ) -> None:
         from langchain_core.callbacks import UsageMetadataCallbackHandler
 
-        self.s, self.params, self.context = s, params, context
+        self.s, self.params, self.context, self.cancel = s, params, context, cancel
         self.id = f"chatcmpl-{uuid.uuid4().hex}"
+        # read now: a streamed body is generated after the request context is gone
+        self.request_id = g.get("request_id")
         self.created = int(time.time())
         self.usage = UsageMetadataCallbackHandler()
         self.state = {"messages": params.langchain_messages(), "mode": params.model}
@@ -108,6 +116,8 @@ class _Run:
         }
 
     def events(self) -> Iterator[str]:
+        """The SSE events. When the client goes away the server closes this generator: the
+        model then stops at its next token instead of generating for no one."""
         from langchain_core.messages import AIMessageChunk
 
         from agents.graphs import service_chat
@@ -115,10 +125,11 @@ class _Run:
         yield self._chunk({"role": "assistant", "content": ""})
         final: dict[str, Any] = {}
         finish = "stop"
+        stream = service_chat.graph.stream(
+            self.state, self.config, context=self.context, stream_mode=["messages", "values"]
+        )
         try:
-            for mode, data in service_chat.graph.stream(
-                self.state, self.config, context=self.context, stream_mode=["messages", "values"]
-            ):
+            for mode, data in stream:
                 if mode == "values":
                     final = data
                     continue
@@ -134,13 +145,18 @@ class _Run:
         except Exception as exc:
             error = api_error(exc, self.s.settings.generation_timeout_s)
             if error is None:
-                self.s.log.exception("chat stream failed", extra={"completion": self.id})
-                error = APIError(
-                    500, f"internal error in completion {self.id}", code="internal_error"
+                self.s.log.exception(
+                    "chat stream failed",
+                    extra={"completion": self.id, "request_id": self.request_id},
                 )
+                error = internal_error(self.request_id)
             yield _sse(error.body())
             yield "data: [DONE]\n\n"
             return
+        finally:
+            # Cancel first: closing the graph's stream waits for its running node (the model).
+            self.cancel.set()
+            stream.close()
         yield self._chunk({}, finish)
         usage = self._usage()
         if self.params.include_usage:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
-from api.app import services
 from api.errors import APIError
+from api.services import services
 
 bp = Blueprint("health", __name__)
 
@@ -17,7 +17,9 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> Response:
-    """Ready when the jobs database answers; says which models are configured and loaded."""
+    """Ready when the jobs database answers and the models are loaded; says which models are
+    configured and loaded. The first call while they are not loaded starts loading them in the
+    background (503 until that ends), so a load balancer's probe also warms the server up."""
     s = services()
     try:
         s.jobs.store.ping()
@@ -29,6 +31,20 @@ def readyz() -> Response:
             "TUNEGRAPH_DATABASE_URL",
             code="database_unavailable",
         ) from None
+    if not s.runtime.loaded:
+        failed = s.runtime.load_failed
+        if not s.runtime.warm_up():
+            state = "they are loading in the background"
+        elif failed:
+            state = "the last load failed (see the server log); loading them again started"
+        else:
+            state = "loading them started in the background"
+        raise APIError(
+            503,
+            f"the models are not loaded yet: {state}; retry /readyz in a few seconds",
+            code="models_loading",
+            headers={"Retry-After": "5"},
+        )
     return jsonify({"status": "ready", "models": s.runtime.describe()})
 
 

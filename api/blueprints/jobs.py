@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
-from api.app import services
 from api.blueprints import json_body
 from api.errors import APIError
-from api.job_manager import JobFinished, UnknownJobKind
+from api.job_manager import JobFinished, JobsStopped, UnknownJobKind
 from api.jobs_store import STATES
+from api.services import services
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1")
 MAX_LIST = 500
@@ -34,6 +34,8 @@ def create() -> tuple[Response, int, dict[str, str]]:
         raise APIError(400, str(exc), param="kind", code="unknown_job_kind") from None
     except ValueError as exc:
         raise APIError(400, str(exc), param="params", code="invalid_value") from None
+    except JobsStopped as exc:
+        raise APIError(503, str(exc), code="shutting_down", headers={"Retry-After": "30"}) from None
     return jsonify(job.to_json()), 202, {"Location": f"/v1/jobs/{job.id}"}
 
 

@@ -6,10 +6,13 @@ from __future__ import annotations
 import io
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from flask.testing import FlaskClient
 from PIL import Image
+from werkzeug.serving import make_server
 
 from agents.context import AgentContext
 from api.app import create_app
@@ -141,3 +144,23 @@ def wait_for(client, job_id: str, *states: str, timeout_s: float = 5.0) -> dict:
 
 def report(cited=("blk-hood-dent",)) -> str:
     return report_json(cited=list(cited))
+
+
+@contextmanager
+def serving(app) -> Iterator[str]:
+    """``app`` on a real HTTP server (werkzeug, threaded) on a free loopback port: its URL."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(5)
+
+
+@pytest.fixture
+def live(app) -> Iterator[str]:
+    """The URL of the fake-model app served over HTTP."""
+    with serving(app) as url:
+        yield url

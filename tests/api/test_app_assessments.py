@@ -2,13 +2,14 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 
 import pytest
 
 from api.blueprints.assessments import VISION_MISSING
 from ingest.assessment import Assessment
-from tests.agents.conftest import INCIDENT, PHOTOS, VIN
-from tests.agents.fakes import FakeVision, fake_llm
+from tests.agents.conftest import DAMAGE, INCIDENT, PHOTOS, VIN
+from tests.agents.fakes import FakeDamageModel, FakeVision, fake_llm
 from tests.api.conftest import jpeg, report
 
 CLAIM = {"policy_id": "POL-1", "vin": VIN, "incident_date": INCIDENT.isoformat(),
@@ -68,9 +69,35 @@ def test_both_without_a_vision_model_still_returns_the_agentic_result(client, co
     assert body["agreement"] is None
 
 
+class MeetingVision(FakeVision):
+    """A vision model that only answers once the damage model is running too."""
+
+    def __init__(self, answers, barrier):
+        super().__init__(answers)
+        self.barrier = barrier
+
+    def assess(self, images, claim, feedback=None):
+        self.barrier.wait()
+        return super().assess(images, claim, feedback)
+
+
+class MeetingDamageModel(FakeDamageModel):
+    def __init__(self, damages, barrier):
+        super().__init__(damages)
+        self.barrier = barrier
+
+    def detect(self, images):
+        self.barrier.wait()
+        return super().detect(images)
+
+
 def test_both_run_side_by_side_and_are_compared(client, context):
+    # Each approach's first model call waits for the other's: run one after the other, they
+    # would break the barrier after 5 s and both fail.
+    barrier = threading.Barrier(2, timeout=5)
     context.llm = fake_llm(report())
-    context.vision = FakeVision([json.dumps(VISION_ANSWER)])
+    context.vision = MeetingVision([json.dumps(VISION_ANSWER)], barrier)
+    context.damage_model = MeetingDamageModel([DAMAGE], barrier)
     response = assess(client, images=[("a.png", PHOTOS["p/own.png"]), ("b.jpg", jpeg(3))])
     assert response.status_code == 200
     body = response.get_json()
@@ -82,9 +109,11 @@ def test_both_run_side_by_side_and_are_compared(client, context):
     assert agreement["overall_severity"] == {
         "finetuned": "moderate", "agentic": "moderate", "equal": True
     }  # fmt: skip
-    assert agreement["fraud_level"]["finetuned"] == "low"
+    # the agentic fraud check finds a.png among an earlier claim's photos; the VLM cannot
+    assert agreement["fraud_level"] == {"finetuned": "low", "agentic": "high", "equal": False}
     assert agreement["cost_estimate"]["finetuned"] == [700, 900]
-    assert agreement["checked"] == 6 and 0 <= agreement["agreed"] <= 6
+    assert agreement["cost_estimate"]["overlap"] is True
+    assert (agreement["agreed"], agreement["checked"]) == (5, 6)  # all but the fraud level
     assert set(body["timings_ms"]) == {"finetuned", "agentic", "total"}
 
 
@@ -102,7 +131,8 @@ def test_a_failing_approach_is_reported_beside_the_other(client, context):
     ("images", "status", "code", "message"),
     [
         ([("notes.txt", b"hello, not a photo")], 400, "invalid_image", "notes.txt: not a JPEG"),
-        ([("cut.jpg", jpeg(size=(320, 240))[:400])], 400, "invalid_image", "corrupt or cut off"),
+        # cut inside the header: load_image itself refuses it
+        ([("cut.jpg", jpeg(size=(320, 240))[:400])], 400, "invalid_image", "cut.jpg: not a JPEG"),
         ([("tail.jpg", jpeg(size=(320, 240))[:-200])], 400, "invalid_image", "corrupt or cut off"),
         ([(f"{i}.jpg", jpeg(i)) for i in range(9)], 400, "too_many_images", "at most 8"),
         ([("hood.gif", b"GIF89a" + b"\0" * 64)], 400, "invalid_image", "hood.gif"),
@@ -156,3 +186,13 @@ def test_size_and_pixel_limits(make_app):
     response = assess(client, images=[("a.jpg", jpeg() + b"\0" * 6_000)])
     assert response.status_code == 413
     assert response.get_json()["error"]["code"] == "request_too_large"
+
+
+def test_the_largest_valid_upload_fits_the_default_request_limit(make_app, context):
+    # max_request_bytes left at its default: derived from max_images x max_image_bytes
+    client = make_app(max_image_bytes=300_000).test_client()
+    context.llm = fake_llm(report())
+    photo = jpeg(size=(320, 240))
+    largest = photo + b"\0" * (300_000 - len(photo))  # padding after the JPEG's end marker
+    response = assess(client, images=[(f"{i}.jpg", largest) for i in range(8)], approach="agentic")
+    assert response.status_code == 200, response.get_json()

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from agents.backends.base import Event, GenerationError, Usage
 from agents.graphs import service_chat
+from api.blueprints.assessments import CHOICES
 from api.chat_request import MODES
 from tests.agents.fakes import ScriptedBackend, fake_llm
 
@@ -22,11 +23,23 @@ def events(response) -> list[str]:
     return [part.removeprefix("data: ") for part in response.text.split("\n\n") if part]
 
 
-def test_models_are_the_service_chat_modes(client):
+def test_models_are_the_service_chat_modes_and_the_assessment_approaches(client):
     body = client.get("/v1/models").get_json()
     assert body["object"] == "list"
-    assert [m["id"] for m in body["data"]] == list(service_chat.MODES) == list(MODES)
+    assessments = [f"assessment-{approach}" for approach in CHOICES]
+    assert [m["id"] for m in body["data"]] == [*service_chat.MODES, *assessments]
+    assert list(MODES) == list(service_chat.MODES)
     assert all(m["object"] == "model" and m["owned_by"] == "tunegraph" for m in body["data"])
+
+
+def test_chat_refuses_an_assessment_approach_with_a_pointer_to_assessments(client, context):
+    for approach in CHOICES:
+        response = chat(client, model=f"assessment-{approach}")
+        assert response.status_code == 400
+        error = response.get_json()["error"]
+        assert (error["param"], error["code"]) == ("model", "model_not_chat")
+        assert f"POST /v1/assessments with approach={approach}" in error["message"]
+    assert context.llm.backend.requests == []
 
 
 def test_a_completion_is_openai_shaped_with_usage_and_sources(client, context):
@@ -94,26 +107,37 @@ def test_a_generation_error_mid_stream_is_an_error_event(client, context):
 
 @dataclass
 class SlowBackend(ScriptedBackend):
+    """Would say ``words`` words, one per ``delay_s``; counts what it generated."""
+
     delay_s: float = 0.4
+    words: int = 50
+    generated: int = 0
+    closed: bool = False
 
     def stream(self, request):
-        for word in ["one", " two", " three", " four", " five"]:
-            time.sleep(self.delay_s)
-            yield Event(text=word)
-        yield Event(finish_reason="stop", usage=Usage(1, 5))
+        try:
+            for i in range(self.words):
+                time.sleep(self.delay_s)
+                self.generated += 1
+                yield Event(text=f" w{i}")
+            yield Event(finish_reason="stop", usage=Usage(1, self.words))
+        finally:
+            self.closed = True
 
 
 def test_generation_stops_at_the_timeout(make_app, context):
     from agents.chat_model import LocalChatModel
 
-    context.llm = LocalChatModel(backend=SlowBackend())
+    backend = SlowBackend()
+    context.llm = LocalChatModel(backend=backend)
     client = make_app(generation_timeout_s=1).test_client()
-    started = time.monotonic()
     response = chat(client)
     assert response.status_code == 504
     error = response.get_json()["error"]
     assert error["code"] == "timeout" and "TUNEGRAPH_GENERATION_TIMEOUT_S" in error["message"]
-    assert time.monotonic() - started < 1.9  # stopped at the deadline, not after five words
+    # 1 s at 0.4 s a word: the word that crossed the deadline is the last one generated (a
+    # slow machine may get there sooner, never later), and the backend's stream was closed
+    assert 1 <= backend.generated <= 3 and backend.closed
 
 
 def test_bad_requests_name_the_parameter(client, context):

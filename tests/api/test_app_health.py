@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import threading
+import time
 
 from tests.agents.fakes import fake_llm
 from tests.api.conftest import wait_for
@@ -17,22 +19,46 @@ def test_healthz(client):
     assert response.status_code == 200 and response.get_json() == {"status": "ok"}
 
 
-def test_readyz_says_what_is_configured_then_what_is_loaded(client, context):
-    before = client.get("/readyz").get_json()
-    assert before["status"] == "ready"
-    models = before["models"]
-    assert models["loaded"] is False and models["components"] == {}
+def ready(client, timeout_s: float = 5.0):
+    """Poll /readyz until it answers 200 (or the time is up); the last response."""
+    deadline = time.monotonic() + timeout_s
+    while (response := client.get("/readyz")).status_code != 200:
+        if time.monotonic() > deadline:
+            return response
+        time.sleep(0.02)
+    return response
+
+
+def test_readyz_is_503_until_a_warm_up_it_starts_has_loaded_the_models(make_app, context):
+    gate = threading.Event()
+
+    def slow_factory(_settings):
+        assert gate.wait(5)
+        return context
+
+    app = make_app()
+    app.extensions["tunegraph"].runtime._factory = slow_factory
+    client = app.test_client()
+    first = client.get("/readyz")
+    assert first.status_code == 503 and first.headers["Retry-After"] == "5"
+    error = first.get_json()["error"]
+    assert error["code"] == "models_loading"
+    assert "loading them started in the background" in error["message"]
+    again = client.get("/readyz").get_json()["error"]["message"]
+    assert "they are loading in the background" in again  # one warm-up, not one per probe
+    gate.set()
+
+    loaded = ready(client)
+    assert loaded.status_code == 200
+    models = loaded.get_json()["models"]
+    assert models["loaded"] is True
     assert models["configured"] == {
         "llm": "smollm2-135m-instruct",
         "finetuned_adapter": None,  # none trained under the temp home
         "damage_model": None,
         "vision": None,
     }
-    context.llm = fake_llm("24 Nm.")
-    client.post("/v1/chat/completions", json=CHAT)
-    loaded = client.get("/readyz").get_json()["models"]
-    assert loaded["loaded"] is True
-    assert loaded["components"] == {
+    assert models["components"] == {
         "llm": "fake-llm",
         "finetuned_adapter": "ft",
         "manuals": "FakeRetriever",
@@ -41,6 +67,33 @@ def test_readyz_says_what_is_configured_then_what_is_loaded(client, context):
         "damage_model": "fake-damage@1",
         "vision": None,
     }
+    # the warmed-up models serve requests
+    context.llm = fake_llm("24 Nm.")
+    assert client.post("/v1/chat/completions", json=CHAT).status_code == 200
+
+
+def test_readyz_after_a_failed_warm_up_starts_another(make_app, context):
+    outcomes = [FileNotFoundError("/secret/model.gguf"), context]
+
+    def flaky(_settings):
+        outcome = outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    app = make_app()
+    runtime = app.extensions["tunegraph"].runtime
+    runtime._factory = flaky
+    client = app.test_client()
+    assert client.get("/readyz").status_code == 503
+    deadline = time.monotonic() + 5
+    while runtime.warming or not runtime.load_failed:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    retry = client.get("/readyz")
+    assert retry.status_code == 503 and "/secret" not in retry.text
+    assert "the last load failed (see the server log)" in retry.get_json()["error"]["message"]
+    assert ready(client).status_code == 200
 
 
 def test_readyz_is_503_when_the_database_is_gone(client, app):
@@ -141,6 +194,6 @@ def test_readyz_sees_a_trained_adapter_and_damage_model(client, settings):
     (settings.adapters_dir / "manual-lora" / "adapter_config.json").write_text("{}")
     (settings.vision_dir / "damage-model").mkdir(parents=True)
     (settings.vision_dir / "damage-model" / "model.safetensors").write_bytes(b"")
-    configured = client.get("/readyz").get_json()["models"]["configured"]
+    configured = ready(client).get_json()["models"]["configured"]
     assert configured["finetuned_adapter"] == "manual-lora"
     assert configured["damage_model"] == str(settings.vision_dir / "damage-model")

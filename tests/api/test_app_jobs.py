@@ -2,12 +2,12 @@ from __future__ import annotations
 
 import json
 import re
-import time
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
-from api.job_kinds import COMMANDS, arguments
-from api.jobs_store import JobStore
+from api.job_kinds import COMMANDS, arguments, last_json_object
+from api.jobs_store import Job, JobStore
 from tests.api.conftest import checked, wait_for
 
 
@@ -66,28 +66,55 @@ def test_a_failing_job_records_the_error(client):
     assert job["log"] == ["about to fail", "failed: disk full"]
 
 
-def test_jobs_survive_a_restart_and_running_ones_are_interrupted(make_app, release):
-    first = make_app(job_workers=1).test_client()
-    done = submit(first, "count", n=1).get_json()
-    wait_for(first, done["id"], "succeeded")
-    running = submit(first, "release").get_json()
-    assert release.started.wait(5)
-    queued = submit(first, "count").get_json()
-    # the log line written right after the progress is saved within SAVE_EVERY_S
-    deadline = time.monotonic() + 5
-    while first.get(f"/v1/jobs/{running['id']}").get_json()["log"] != ["waiting"]:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+def test_jobs_survive_a_restart_and_running_ones_are_interrupted(make_app):
+    first = make_app(job_workers=1)
+    client = first.test_client()
+    done = submit(client, "count", n=1).get_json()
+    wait_for(client, done["id"], "succeeded")
+    # What a killed server leaves behind: rows still queued and running (written directly, so
+    # that no job of this process is still running when the "next" process starts).
+    store = first.extensions["tunegraph"].jobs.store
+    first.extensions["tunegraph"].jobs.shutdown()
+    store.add(Job(id="job_running", kind="release", state="running", params={}, created_at=2e9))
+    store.update("job_running", log=["waiting"], progress=0.5)
+    store.add(Job(id="job_queued", kind="count", state="queued", params={}, created_at=2e9 + 1))
 
     second = make_app().test_client()  # a new process on the same database
     states = {j["id"]: j["state"] for j in second.get("/v1/jobs").get_json()["data"]}
     assert states == {
         done["id"]: "succeeded",
-        running["id"]: "interrupted",
-        queued["id"]: "interrupted",
+        "job_running": "interrupted",
+        "job_queued": "interrupted",
     }
-    job = second.get(f"/v1/jobs/{running['id']}").get_json()
+    job = second.get("/v1/jobs/job_running").get_json()
     assert "server stopped" in job["error"] and job["log"] == ["waiting"]
+    assert job["progress"] == 0.5 and job["finished_at"] is not None
+
+
+def test_a_job_submitted_after_shutdown_is_503(app, client):
+    app.extensions["tunegraph"].jobs.shutdown()
+    response = submit(client, "count")
+    assert response.status_code == 503
+    error = response.get_json()["error"]
+    assert error["code"] == "shutting_down" and "server is stopping" in error["message"]
+    assert response.headers["Retry-After"] == "30"
+    assert client.get("/v1/jobs").get_json()["data"] == []  # nothing left queued
+
+
+def test_a_failure_in_the_runners_bookkeeping_marks_the_job_failed(app, client, monkeypatch):
+    store = app.extensions["tunegraph"].jobs.store
+    update = store.update
+
+    def flaky(job_id, only_if_state=None, **values):
+        if values.get("state") == "running":
+            raise OperationalError("UPDATE jobs", {}, Exception("database is locked"))
+        return update(job_id, only_if_state, **values)
+
+    monkeypatch.setattr(store, "update", flaky)
+    job = submit(client, "count", n=1).get_json()
+    job = wait_for(client, job["id"], "failed")
+    assert job["state"] == "failed" and "database is locked" in job["error"]
+    assert job["finished_at"] is not None
 
 
 def test_bad_job_requests(client):
@@ -123,10 +150,10 @@ def test_the_real_kinds_are_the_cli_commands_and_compare_is_left_out():
         "ingest-manuals", "ingest-claims", "ingest-coco", "finetune-text", "finetune-vision"
     }  # fmt: skip
     assert arguments("ingest-manuals", {"paths": ["a.pdf", "b"], "force": True}) == [
-        "ingest", "manuals", "a.pdf", "b", "--force", "--json"
+        "ingest", "manuals", "--force", "--json", "--", "a.pdf", "b"
     ]  # fmt: skip
     assert arguments("finetune-text", {"overrides": ["train.lr=1e-4"], "resume": False}) == [
-        "finetune", "text", "train.lr=1e-4", "--no-resume", "--json"
+        "finetune", "text", "--no-resume", "--json", "--", "train.lr=1e-4"
     ]  # fmt: skip
     for params, message in [
         ({}, "needs the parameter 'paths'"),
@@ -135,6 +162,25 @@ def test_the_real_kinds_are_the_cli_commands_and_compare_is_left_out():
     ]:
         with pytest.raises(ValueError, match=re.escape(message)):
             arguments("ingest-manuals", params)
+
+
+def test_a_parameter_cannot_inject_a_flag():
+    from api.commands_retrieval import ingest_claims
+
+    args = arguments("ingest-claims", {"file": "--help", "date_format": "--json"})
+    assert args[:2] == ["ingest", "claims"]
+    # click parses the rest as the command would: --help is the file, not the help flag
+    context = ingest_claims.make_context("claims", args[2:])
+    assert str(context.params["file"]) == "--help"
+    assert context.params["date_format"] == "--json" and context.params["as_json"] is True
+
+
+def test_the_summary_is_the_last_json_object_of_the_output():
+    summary = {"ingested": 3, "dataset": {"path": "x.jsonl"}}
+    output = 'loading 2 files {"note": 1}\n{"progress": 0.5}\n' + json.dumps(summary, indent=2)
+    assert last_json_object(output + "\n") == summary
+    with pytest.raises(ValueError, match="no JSON object"):
+        last_json_object("done, nothing to report\n")
 
 
 @pytest.fixture

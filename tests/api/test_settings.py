@@ -85,3 +85,27 @@ def test_api_limits_must_be_positive_and_round_trip_through_env():
         home=Path("/data/tg"), api_keys=("a", "b"), allow_network=True, max_images=3
     )
     assert Settings.from_env(settings.to_env()) == settings
+
+
+def test_the_request_limit_follows_the_image_limits_by_default():
+    settings = Settings.from_env({})
+    assert settings.max_request_bytes == 8 * 10 * 2**20 + 16 * 2**20  # 8 images + headroom
+    smaller = Settings.from_env({"TUNEGRAPH_MAX_IMAGES": "2", "TUNEGRAPH_MAX_IMAGE_BYTES": "1000"})
+    assert smaller.max_request_bytes == 2_000 + 16 * 2**20
+    explicit = Settings.from_env({"TUNEGRAPH_MAX_REQUEST_BYTES": "5000"})
+    assert explicit.max_request_bytes == 5_000
+    # replace() derives it again; an explicit value stays
+    assert Settings().replace(max_images=2).max_request_bytes == 2 * 10 * 2**20 + 16 * 2**20
+    assert explicit.replace(max_images=2).max_request_bytes == 5_000
+    # the derived value travels to child processes as a plain number
+    assert Settings.from_env(settings.to_env()).max_request_bytes == settings.max_request_bytes
+    with pytest.raises(SettingsError, match="TUNEGRAPH_MAX_REQUEST_BYTES=-1"):
+        Settings.from_env({"TUNEGRAPH_MAX_REQUEST_BYTES": "-1"})
+
+
+def test_the_pixel_limit_cannot_exceed_the_decoders():
+    from ingest.images import MAX_PIXELS
+
+    assert Settings().max_image_pixels <= MAX_PIXELS
+    with pytest.raises(SettingsError, match=f"TUNEGRAPH_MAX_IMAGE_PIXELS=.*at most {MAX_PIXELS}"):
+        Settings.from_env({"TUNEGRAPH_MAX_IMAGE_PIXELS": str(MAX_PIXELS + 1)})

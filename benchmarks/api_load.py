@@ -1,0 +1,374 @@
+"""The HTTP API under load: concurrent clients on loopback against /v1/chat/completions and
+/v1/assessments (approach=agentic), first over instant fake models, then over the real embedded
+models.
+
+Baseline, measured in the same run: the same fake graphs called directly in-process, one call
+at a time. ``overhead_p50_ms`` is what the API adds to a request (HTTP, Flask, validation of the
+body and photos, JSON): the p50 of one client's sequential requests minus the p50 of the direct
+calls, the larger of the two endpoints. The load runs then report requests/s, p50/p95/p99,
+errors and the server's RSS growth from after warm-up to the end (the server runs in this
+process under werkzeug's threaded server, so /proc/self/status is its memory).
+
+The real run needs `make demo` (the manual and claims indexes, the demo photos); without them
+it says what is missing and is skipped (``--fake-only`` skips it always).
+
+    python benchmarks/api_load.py [--quick] [--fake-only] [--clients N] [--seconds S]
+
+Last line: {"errors": ..., "p95_ms": ..., "overhead_p50_ms": ..., "rss_growth_pct": ...} with
+p95 and RSS growth of the fake load run; ``errors`` counts every run's failed requests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import httpx
+from PIL import Image
+from werkzeug.serving import make_server
+
+from agents.backends.base import ChatRequest, Event, Usage
+from agents.chat_model import LocalChatModel
+from agents.context import AgentContext
+from api.app import create_app
+from api.settings import Settings
+from ingest.assessment import Damage
+from ingest.claims import Claim
+from rag.claims_db import ClaimsDatabase
+from rag.stores.base import Hit
+
+QUESTION = "What is the hood hinge bolt torque?"
+CHAT_MODEL = "rag"
+REAL_MAX_TOKENS = 16  # keeps a real chat answer to a few seconds on CPU
+
+
+# ---- the fake models ---------------------------------------------------------------------------
+
+
+class InstantBackend:
+    """Answers every request at once with a report the assessment graph accepts."""
+
+    name = "instant"
+
+    def adapters(self) -> list[str]:
+        return ["ft"]
+
+    def stream(self, request: ChatRequest):
+        yield Event(text=json.dumps({"report": "Hood dent; repair per the manual.", "cited": []}))
+        yield Event(finish_reason="stop", usage=Usage(10, 12))
+
+
+class InstantDamage:
+    name = "instant-damage"
+
+    def detect(self, images):
+        return [Damage(type="dent", part="hood", severity="moderate", confidence=0.9)]
+
+
+class InstantRetriever:
+    def search(self, query, k=5, filter=None, mode="hybrid"):
+        return [Hit("blk-1", "Hood hinge bolt torque 24 Nm; dent repair procedure.", 0.9, {})]
+
+
+def fake_context(folder: Path) -> AgentContext:
+    database = ClaimsDatabase(f"sqlite:///{folder / 'claims.db'}")
+    database.upsert(
+        [
+            Claim(f"C-{i}", f"POL-{i % 7}", f"2FTRX18W1XCA{i:05d}", date(2025, 1, 1 + i % 28),
+                  "hood dent", "hood", "dent", "moderate", 700.0 + i,
+                  policy_start=date(2020, 1, 1))
+            for i in range(1, 200)
+        ]
+    )  # fmt: skip
+    return AgentContext(
+        llm=LocalChatModel(backend=InstantBackend()),
+        finetuned_adapter="ft",
+        manuals=InstantRetriever(),
+        claims_db=database,
+        claims_index=InstantRetriever(),
+        damage_model=InstantDamage(),
+        open_photo=lambda path: b"",
+    )
+
+
+def photo() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (640, 480), (150, 80, 120)).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+# ---- measuring -------------------------------------------------------------------------------
+
+
+@dataclass
+class Requests:
+    """One client's (or one run's) latencies per endpoint and its failures."""
+
+    ms: dict[str, list[float]] = field(default_factory=lambda: {"chat": [], "assess": []})
+    errors: list[str] = field(default_factory=list)
+
+    def merge(self, other: Requests) -> None:
+        for name, values in other.ms.items():
+            self.ms[name] += values
+        self.errors += other.errors
+
+    @property
+    def all_ms(self) -> list[float]:
+        return self.ms["chat"] + self.ms["assess"]
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))], 2)
+
+
+def rss_mb() -> float:
+    """This process's resident memory (the in-process server's), from /proc/self/status."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status (Linux only)")
+
+
+def send(http: httpx.Client, kind: str, image: bytes, max_tokens: int | None) -> httpx.Response:
+    if kind == "chat":
+        body = {"model": CHAT_MODEL, "messages": [{"role": "user", "content": QUESTION}]}
+        return http.post(
+            "/v1/chat/completions", json=body | ({"max_tokens": max_tokens} if max_tokens else {})
+        )
+    return http.post(
+        "/v1/assessments",
+        data={"approach": "agentic"},
+        files=[("images", ("car.jpg", image, "image/jpeg"))],
+    )
+
+
+def client_loop(
+    url: str, until: float, image: bytes, offset: int, max_tokens: int | None, out: Requests
+) -> None:
+    """Alternate chat and assessment requests until ``until`` (time.monotonic())."""
+    with httpx.Client(base_url=url, timeout=300) as http:
+        i = offset
+        while time.monotonic() < until:
+            kind = ("chat", "assess")[i % 2]
+            i += 1
+            started = time.perf_counter()
+            try:
+                response = send(http, kind, image, max_tokens)
+                ok = response.status_code == 200
+                detail = f"{kind}: HTTP {response.status_code} {response.text[:120]}"
+            except httpx.HTTPError as exc:
+                ok, detail = False, f"{kind}: {type(exc).__name__}: {exc}"
+            if ok:
+                out.ms[kind].append((time.perf_counter() - started) * 1000)
+            else:
+                out.errors.append(detail)
+
+
+def load(url: str, clients: int, seconds: float, image: bytes, max_tokens: int | None) -> dict:
+    """``clients`` threads for ``seconds``: throughput, latency percentiles, errors, RSS."""
+    rss_start = rss_mb()
+    until = time.monotonic() + seconds
+    results = [Requests() for _ in range(clients)]
+    threads = [
+        threading.Thread(target=client_loop, args=(url, until, image, i, max_tokens, results[i]))
+        for i in range(clients)
+    ]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    total = Requests()
+    for result in results:
+        total.merge(result)
+    rss_end = rss_mb()
+    return {
+        "clients": clients,
+        "seconds": round(elapsed, 1),
+        "requests": len(total.all_ms),
+        "requests_per_s": round(len(total.all_ms) / elapsed, 2),
+        "p50_ms": percentile(total.all_ms, 50),
+        "p95_ms": percentile(total.all_ms, 95),
+        "p99_ms": percentile(total.all_ms, 99),
+        "chat_p50_ms": percentile(total.ms["chat"], 50),
+        "assess_p50_ms": percentile(total.ms["assess"], 50),
+        "errors": len(total.errors),
+        "error_samples": total.errors[:3],
+        "rss_start_mb": round(rss_start, 1),
+        "rss_end_mb": round(rss_end, 1),
+        "rss_growth_pct": round((rss_end - rss_start) / rss_start * 100, 2),
+    }
+
+
+def timed(call: Callable[[], Any], n: int) -> list[float]:
+    values = []
+    for _ in range(n):
+        started = time.perf_counter()
+        call()
+        values.append((time.perf_counter() - started) * 1000)
+    return values
+
+
+def overhead(url: str, context: AgentContext, image: bytes, n: int) -> dict:
+    """p50 of sequential HTTP requests against p50 of the same graph called directly."""
+    from langchain_core.messages import HumanMessage
+
+    from agents.graphs import assess_agentic, service_chat
+
+    direct = {
+        "chat": lambda: service_chat.graph.invoke(
+            {"messages": [HumanMessage(QUESTION)], "mode": CHAT_MODEL}, context=context
+        ),
+        "assess": lambda: assess_agentic.graph.invoke(
+            {"images": [image], "claim": None}, context=context
+        ),
+    }
+    figures = {}
+    with httpx.Client(base_url=url, timeout=60) as http:
+        for kind, call in direct.items():
+            call(), send(http, kind, image, None)  # warm-up
+            direct_p50 = statistics.median(timed(call, n))
+            http_p50 = statistics.median(timed(lambda k=kind: send(http, k, image, None), n))
+            figures[kind] = {
+                "direct_p50_ms": round(direct_p50, 2),
+                "http_p50_ms": round(http_p50, 2),
+                "overhead_p50_ms": round(http_p50 - direct_p50, 2),
+            }
+    return figures
+
+
+class Server:
+    """An app on werkzeug's threaded server in this process, on a free loopback port."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> Server:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.server.shutdown()
+        self.app.extensions["tunegraph"].jobs.shutdown()
+
+
+# ---- the two runs ----------------------------------------------------------------------------
+
+
+def fake_run(clients: int, seconds: float, n_overhead: int, folder: Path) -> dict:
+    context = fake_context(folder)
+    settings = Settings(home=folder / "home", rate_limit_per_minute=0, log_level="WARNING")
+    app = create_app(settings=settings, context_factory=lambda _: context, job_kinds={})
+    image = photo()
+    with Server(app) as server:
+        figures = overhead(server.url, context, image, n_overhead)
+        # warm-up under load (thread pools, allocator) before RSS is taken as the start
+        load(server.url, clients, min(3.0, seconds / 5), image, None)
+        result = load(server.url, clients, seconds, image, None)
+    return {"overhead": figures, "load": result}
+
+
+def missing_for_real(settings: Settings) -> list[str]:
+    """What `make demo` would have produced and the real run needs."""
+    needs = {
+        "the manuals and claims indexes": settings.indexes_dir / "lancedb",
+        "the demo photos": settings.demo_dir / "damage" / "images",
+    }
+    return [f"{what} ({path})" for what, path in needs.items() if not path.is_dir()]
+
+
+def real_run(clients: int, seconds: float, timeout_s: int) -> dict:
+    from api import composition
+
+    settings = Settings.from_env(
+        rate_limit_per_minute=0, log_level="WARNING", generation_timeout_s=timeout_s
+    )
+    missing = missing_for_real(settings)
+    if missing:
+        return {"skipped": "missing " + "; ".join(missing) + ": run `make demo` first"}
+    started = time.perf_counter()
+    context = composition.agent_context(settings)
+    load_s = time.perf_counter() - started
+    absent = [
+        name for name in ("manuals", "claims_index", "damage_model") if not getattr(context, name)
+    ]
+    if "manuals" in absent:
+        return {"skipped": "the manuals index is empty: run `make demo` first"}
+    image = next(iter(sorted((settings.demo_dir / "damage" / "images").glob("*.jpg")))).read_bytes()
+    app = create_app(settings=settings, context_factory=lambda _: context, job_kinds={})
+    with Server(app) as server:
+        with httpx.Client(base_url=server.url, timeout=300) as http:  # first requests: warm-up
+            send(http, "chat", image, REAL_MAX_TOKENS)
+        result = load(server.url, clients, seconds, image, REAL_MAX_TOKENS)
+    return {"model_load_s": round(load_s, 1), "without": absent, **result}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short runs (<= 5 minutes)")
+    parser.add_argument("--fake-only", action="store_true", help="skip the real-model run")
+    parser.add_argument("--clients", type=int, default=None, help="concurrent clients (fake run)")
+    parser.add_argument("--seconds", type=float, default=None, help="length of the fake load run")
+    args = parser.parse_args()
+    clients = args.clients or 4
+    seconds = args.seconds or (20.0 if args.quick else 60.0)
+    # the real run's request timeout bounds how long the last in-flight assessment may take
+    real_clients, real_seconds, real_timeout = (2, 20.0, 90) if args.quick else (4, 120.0, 300)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access line per request
+
+    with tempfile.TemporaryDirectory() as folder:
+        fake = fake_run(clients, seconds, 30 if args.quick else 100, Path(folder))
+    worst = max(fake["overhead"].values(), key=lambda f: f["overhead_p50_ms"])
+    fl = fake["load"]
+    print(f"fake models: overhead p50 chat {fake['overhead']['chat']['overhead_p50_ms']} ms, "
+          f"assess {fake['overhead']['assess']['overhead_p50_ms']} ms; load with {clients} "
+          f"clients: {fl['requests_per_s']} req/s, p50 {fl['p50_ms']} / p95 {fl['p95_ms']} / "
+          f"p99 {fl['p99_ms']} ms, {fl['errors']} errors, RSS {fl['rss_start_mb']} -> "
+          f"{fl['rss_end_mb']} MB")  # fmt: skip
+    print(json.dumps({"fake": fake}, indent=2))
+
+    real = (
+        {"skipped": "--fake-only"}
+        if args.fake_only
+        else real_run(real_clients, real_seconds, real_timeout)
+    )
+    if "skipped" in real:
+        print(f"real models: skipped ({real['skipped']})")
+    else:
+        print(f"real models with {real_clients} clients: {real['requests_per_s']} req/s, "
+              f"p50 {real['p50_ms']} / p95 {real['p95_ms']} / p99 {real['p99_ms']} ms, "
+              f"{real['errors']} errors, RSS growth {real['rss_growth_pct']} %")  # fmt: skip
+        print(json.dumps({"real": real}, indent=2))
+
+    print(json.dumps({
+        "errors": fl["errors"] + real.get("errors", 0),
+        "p95_ms": fl["p95_ms"],
+        "overhead_p50_ms": worst["overhead_p50_ms"],
+        "rss_growth_pct": fl["rss_growth_pct"],
+        "requests_per_s": fl["requests_per_s"],
+        "real_p95_ms": real.get("p95_ms"),
+        "real_requests_per_s": real.get("requests_per_s"),
+        "real_rss_growth_pct": real.get("rss_growth_pct"),
+    }))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
