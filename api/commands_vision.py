@@ -13,6 +13,7 @@ from api.cli_support import load_settings
 
 TASKS = click.Choice(["damage", "classify"])
 TRAIN_TASKS = click.Choice(["damage", "classify", "assess"])
+VLM_MAX_SIDE = 512
 
 
 @click.command("vision", context_settings={"ignore_unknown_options": True})
@@ -164,7 +165,10 @@ def _finetune_vlm(settings, config_path, overrides, out, no_resume, as_json) -> 
     if not encoder.is_dir():
         encoder = settings.vision_dir / config.encoder
     try:
-        train, val, rejected, digest = _damage_data(config.data, settings.demo_dir, progress)
+        # the encoder reads small images: keep small copies in memory
+        train, val, rejected, digest = _damage_data(
+            config.data, settings.demo_dir, progress, max_side=VLM_MAX_SIDE
+        )
         decoder, tokenizer = model_store(settings).load_causal_lm(config.base_model)
     except (VisionDataError, ModelNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
@@ -199,7 +203,7 @@ def _finetune_vlm(settings, config_path, overrides, out, no_resume, as_json) -> 
     )
 
 
-def _damage_data(data, demo_dir: Path, progress):
+def _damage_data(data, demo_dir: Path, progress, max_side: int | None = None):
     """Decoded (picture, DamageExample) train and val pairs of the demo corpus or COCO files,
     the rejected items and the data hash."""
     from finetune.recipes.image_classifier import data_hash
@@ -218,8 +222,8 @@ def _damage_data(data, demo_dir: Path, progress):
         val_ex, bad_val = (
             damage_examples("val", coco_file=data.val_file, **kwargs) if data.val_file else ([], [])
         )
-    train = decode(train_ex, progress, "train images")
-    val = decode(val_ex, progress, "val images")
+    train = decode(train_ex, progress, "train images", max_side)
+    val = decode(val_ex, progress, "val images", max_side)
     if not train.items:
         raise VisionDataError("no training image could be read")
     return (

@@ -83,9 +83,11 @@ def decode(
     items: Sequence[Any],
     progress: Callable[..., Any] | None = None,
     desc: str = "images",
+    max_side: int | None = None,
 ) -> Split:
     """Decode ``DamageExample`` s (target: the example) or ``LabeledImage`` s (target: the
-    label); unreadable images are skipped and reported."""
+    label); unreadable images are skipped and reported. ``max_side``: shrink each picture to
+    fit (a model that only needs small inputs does not keep every full photo in memory)."""
     split = Split()
     iterator = progress(items, desc=desc, unit="img") if progress else items
     for item in iterator:
@@ -97,9 +99,12 @@ def decode(
             name = f"{item.origin} ({item.source})"
         try:
             if isinstance(item, DamageExample):
-                split.items.append((load_image(item.path, name), item))
+                picture, target = load_image(item.path, name), item
             else:
-                split.items.append((load_image(item.read_bytes(), name), item.label))
+                picture, target = load_image(item.read_bytes(), name), item.label
+            if max_side:
+                picture.thumbnail((max_side, max_side))
+            split.items.append((picture, target))
         except ImageError as exc:
             split.rejected.append({"image": name, "reason": str(exc)})
         except OSError as exc:

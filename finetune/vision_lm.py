@@ -33,9 +33,10 @@ IGNORE = -100
 CONFIG_FILE = "vlm.json"
 PROJECTOR_FILE = "projector.safetensors"
 IMAGE_MARK = "<image>"
-SYSTEM = "You assess car damage from photos."
+SYSTEM = "You assess car damage."  # short: every training example carries it
 MAX_DAMAGES = 8
 MAX_COST = 1_000_000
+RETRY_TEMPERATURE = 0.7
 
 
 class VisionLMError(ValueError):
@@ -237,15 +238,21 @@ def generate(
     lark: str,
     ll_tok: Any,
     max_new_tokens: int = 384,
+    temperature: float = 0.0,
+    seed: int = 0,
+    fast_forward: bool = True,
 ) -> list[Generated]:
-    """Greedy, grammar-constrained answers for a batch of feature grids (one KV-cache loop).
+    """Grammar-constrained answers for a batch of feature grids (one KV-cache loop): greedy,
+    or sampled at ``temperature`` > 0.
 
     Tokens the grammar forces (keys, brackets, the rest of an enum value) are not generated one
     by one: each row appends its chosen token and everything forced after it in one forward
     pass, padded to the longest row (padding is masked out, and position ids count each row's
     real tokens only) — most of an Assessment's JSON is forced, so this saves most passes.
+    ``fast_forward=False`` generates every token in its own pass (the benchmark's baseline).
     """
     n = len(features)
+    sampler = torch.Generator().manual_seed(seed)
     matchers = [matcher(ll_tok, lark) for _ in range(n)]
     tokens: list[list[int]] = [[] for _ in range(n)]
     done = [False] * n
@@ -264,10 +271,10 @@ def generate(
                     chunks.append([])
                     continue
                 found = matchers[row]
-                token = int(allowed_logits(last[row].float(), found).argmax())
+                token = _pick(allowed_logits(last[row].float(), found), temperature, sampler)
                 found.consume_token(token)
                 chunk = [token]
-                if token != vlm.eos_id and not found.is_stopped():
+                if fast_forward and token != vlm.eos_id and not found.is_stopped():
                     forced = found.compute_ff_tokens()
                     found.consume_tokens(forced)
                     chunk += forced
@@ -307,6 +314,13 @@ def generate(
         )
         for t, m in zip(tokens, matchers, strict=True)
     ]
+
+
+def _pick(logits: Any, temperature: float, sampler: Any) -> int:
+    if temperature <= 0:
+        return int(logits.argmax())
+    probs = torch.softmax(logits / temperature, dim=-1)
+    return int(torch.multinomial(probs, 1, generator=sampler))
 
 
 # ---- the saved model -----------------------------------------------------------------------
@@ -356,14 +370,25 @@ class VisionLM:
         )
 
     def answer(
-        self, pictures: Sequence[Any], batch_size: int = 16, max_new_tokens: int = 384
+        self,
+        pictures: Sequence[Any],
+        batch_size: int = 16,
+        max_new_tokens: int = 384,
+        temperature: float = 0.0,
     ) -> list[Generated]:
         """One JSON answer per picture (PIL RGB images)."""
         results = []
         for start in range(0, len(pictures), batch_size):
             features = self.encoder.features(pictures[start : start + batch_size])
             results += generate(
-                self.vlm, features, self.prompt, self.grammar, self._ll_tok, max_new_tokens
+                self.vlm,
+                features,
+                self.prompt,
+                self.grammar,
+                self._ll_tok,
+                max_new_tokens,
+                temperature,
+                seed=start,
             )
         return results
 
@@ -385,14 +410,16 @@ class VisionLMAssessor:
     def assess(
         self, images: Sequence[bytes], claim: Any = None, feedback: str | None = None
     ) -> str:
-        # claim context and feedback are not used: the model reads photos only, and its
-        # constrained output always parses, so a retry would repeat the same answer
+        # The model reads photos only: the claim context is not part of its prompt. Its answer
+        # always parses, but can break a rule the grammar cannot state (a cost range's max
+        # below its min); asked again (``feedback``), it samples instead of answering greedily.
         from ingest.images import load_image
 
         pictures = [load_image(data, f"image {i + 1}") for i, data in enumerate(images)]
-        answers = [json.loads(g.text) for g in self.model.answer(pictures) if g.complete]
+        generated = self.model.answer(pictures, temperature=RETRY_TEMPERATURE if feedback else 0)
+        answers = [json.loads(g.text) for g in generated if g.complete]
         if not answers:
-            return "".join(g.text for g in self.model.answer(pictures[:1]))
+            return generated[0].text  # cut off: the graph reports it as invalid
         return json.dumps(merge_answers(answers), separators=(",", ":"))
 
 

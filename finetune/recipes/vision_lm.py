@@ -45,7 +45,7 @@ class VisionLMConfig:
     encoder: str = "damage-model"
     # visual tokens per photo: rows x columns of feature cells, and one for the whole photo
     grid: tuple[int, int] = (2, 2)
-    instruction: str = "Assess the damage in this photo. Answer with JSON."
+    instruction: str = "Assess the damage. Answer in JSON."
     lora: LoraArgs = field(default_factory=LoraArgs)
     align: TrainArgs = field(
         default_factory=lambda: TrainArgs(lr=1e-3, batch_size=16, max_length=128)

@@ -12,7 +12,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 from agents.backends.transformers import TransformersBackend
 from agents.chat_model import LocalChatModel
 from agents.context import AgentContext
-from agents.graphs import assess_agentic, service_chat
+from agents.graphs import assess_agentic, assess_finetuned, service_chat
 from finetune.recipes.text_lora import run
 from ingest.assessment import Assessment
 from rag.embeddings import Embedder
@@ -116,13 +116,13 @@ def test_assess_agentic_with_the_real_report_model(llm, manuals, claims_db):
 
 
 @pytest.fixture(scope="module")
-def damage_model(tmp_path_factory):
-    """The damage model recipe, briefly trained on a tiny demo corpus; and one of its photos."""
+def damage_run(tmp_path_factory):
+    """The damage model recipe, briefly trained on a tiny demo corpus: its folder and the
+    decoded training pairs."""
     from finetune.config import load_config
     from finetune.recipes.image_classifier import ImageClassifierConfig
     from finetune.recipes.image_classifier import run as train_classifier
     from finetune.vision_datasets import damage_examples, decode
-    from finetune.vision_models import DamageDetector
     from ingest.demo.corpus import DemoCorpusConfig, generate_demo_corpus
     from tests.finetune.test_image_classifier import TINY
 
@@ -132,10 +132,18 @@ def damage_model(tmp_path_factory):
     )
     examples, _ = damage_examples("train", demo_dir=root)
     config = load_config(ImageClassifierConfig, None, [*TINY, "train.epochs=1"])
-    result = train_classifier(
-        config, decode(examples).items, [], root.parent / "run", data_hash="t"
-    )
-    return DamageDetector.load(result.model_dir), examples[0].path.read_bytes()
+    pairs = decode(examples).items
+    result = train_classifier(config, pairs, [], root.parent / "run", data_hash="t")
+    return result.model_dir, pairs
+
+
+@pytest.fixture(scope="module")
+def damage_model(damage_run):
+    """The damage model and one of its training photos."""
+    from finetune.vision_models import DamageDetector
+
+    model_dir, pairs = damage_run
+    return DamageDetector.load(model_dir), pairs[0][1].path.read_bytes()
 
 
 def test_assess_agentic_with_the_real_damage_and_report_models(
@@ -160,3 +168,35 @@ def test_assess_agentic_with_the_real_damage_and_report_models(
     }
     assert assessment.cost_estimate.max >= assessment.cost_estimate.min > 0
     assert assessment.report.strip() and not state.get("errors")
+
+
+def test_assess_finetuned_with_a_vision_language_model_on_smollm2(
+    model_store, damage_run, tmp_path
+):
+    """The fine-tuned approach end to end: the VLM recipe (the damage model as encoder, the
+    embedded SmolLM2 as decoder) briefly trained, loaded, and called by the graph."""
+    from finetune.config import load_config
+    from finetune.recipes.vision_lm import VisionLMConfig
+    from finetune.recipes.vision_lm import run as train_vlm
+    from finetune.vision_lm import VisionLM, VisionLMAssessor
+
+    encoder_dir, pairs = damage_run
+    config = load_config(
+        VisionLMConfig,
+        None,
+        ["align.max_steps=2", "align.batch_size=4", "train.max_steps=8", "train.batch_size=4"],
+    )
+    decoder, tokenizer = model_store.load_causal_lm(BASE)
+    result = train_vlm(
+        config, decoder, tokenizer, encoder_dir, pairs, pairs[:4], tmp_path, data_hash="v"
+    )
+    vision = VisionLMAssessor(VisionLM.load(result.model_dir, model_store.load_causal_lm))
+    photo = pairs[0][1].path.read_bytes()
+    state = assess_finetuned.graph.invoke(
+        {"images": [photo, photo], "claim": {"vin": VIN}}, context=AgentContext(vision=vision)
+    )
+    assessment = Assessment.model_validate(state["assessment"])
+    assert assessment.approach == "finetuned"
+    assert assessment.models["vision"] == vision.name
+    assert assessment.cost_estimate.max >= assessment.cost_estimate.min
+    assert set(assessment.timings_ms) >= {"vision", "total"}
