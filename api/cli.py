@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
 from api import composition
 from api.cli_support import load_settings
 from api.commands_client import client
+from api.commands_compare import compare
 from api.commands_finetune import eval_text, finetune_text, models_export
 from api.commands_retrieval import (
     eval_retrieval,
@@ -28,8 +28,6 @@ from api.commands_retrieval import (
 )
 from api.commands_vision import eval_vision, finetune_vision
 from api.settings import Settings
-
-_PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": True}
 
 
 def _read_yaml(path: str) -> dict[str, Any]:
@@ -327,18 +325,7 @@ def serve(host: str | None, port: int | None, threads: int, timeout: int | None)
 main.add_command(client)
 
 
-def _pending(group: click.Group, name: str, issue: str, help_text: str) -> None:
-    """Register a command whose capability arrives with a later issue: it says so, exit code 2."""
-    command = f"{group.name} {name}" if group is not main else name
-
-    def callback() -> NoReturn:
-        click.echo(f"`tunegraph {command}` is not built yet: it arrives with {issue}.", err=True)
-        sys.exit(2)
-
-    group.command(name, help=f"{help_text} ({issue})", context_settings=_PASSTHROUGH)(callback)
-
-
-_pending(main, "compare", "issue #8", "Compare the fine-tuned and agentic approaches in a report.")
+main.add_command(compare)
 
 
 if __name__ == "__main__":

@@ -50,18 +50,6 @@ def test_help_works_for_every_command(path):
     assert "Usage: " in result.output
 
 
-@pytest.mark.parametrize(
-    ("args", "issue"),
-    [
-        (["compare"], "#8"),
-    ],
-)
-def test_unbuilt_commands_name_their_issue_and_exit_2(args, issue):
-    result = CliRunner().invoke(main, args)
-    assert result.exit_code == 2
-    assert issue in result.output and "not built yet" in result.output
-
-
 def test_help_does_not_import_heavy_libraries():
     code = (
         "import sys; from click.testing import CliRunner; from api.cli import main; "

@@ -1,0 +1,113 @@
+"""``tunegraph compare``: a thin command over :func:`api.comparison.run_compare`."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import click
+
+from api.cli_support import load_settings
+
+
+@click.command("compare")
+@click.option(
+    "--name",
+    default="compare",
+    show_default=True,
+    help="report folder under TUNEGRAPH_HOME/runs",
+)
+@click.option(
+    "--images",
+    type=click.IntRange(0),
+    default=24,
+    show_default=True,
+    help="held-out photos (a seeded sample of the demo's test split; 0: skip the assessments)",
+)
+@click.option(
+    "--questions",
+    type=click.IntRange(0),
+    default=40,
+    show_default=True,
+    help="held-out manual questions, asked in each of the 5 chat modes (0: skip the chat)",
+)
+@click.option(
+    "--prices",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="YAML price table overriding the defaults (keys: text_input_per_1m, "
+    "text_output_per_1m, vision_input_per_1m, vision_output_per_1m, training_per_1m_tokens, "
+    "training_per_1k_images, hosting_per_hour, currency)",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="sampling and bootstrap seed")
+@click.option("--json", "as_json", is_flag=True, help="print the scores and verdicts as JSON")
+@click.pass_context
+def compare(
+    ctx: click.Context,
+    name: str,
+    images: int,
+    questions: int,
+    prices: Path | None,
+    seed: int,
+    as_json: bool,
+) -> None:
+    """Compare the fine-tuned and agentic assessments on held-out photos and the five chat
+    modes (base, rag, finetuned, finetuned-rag, agent) on held-out questions.
+
+    Writes TUNEGRAPH_HOME/runs/NAME/report.md, a self-contained report.html, report.json and
+    PNG plots: quality per approach, per-class deltas, confusion matrices, latency
+    (mean/p50/p90/p95/p99/min/max/std, sequential throughput), cost (inference per 1,000
+    requests, training, hosting) and a verdict per metric with bootstrap 95 % intervals.
+
+    Slow on a CPU: every call runs one at a time; on a 2-core machine an agentic assessment
+    (its report written by SmolLM2) takes ~35 s and a chat answer ~25 s, so the defaults take
+    over an hour there. Start with --images 4 --questions 8. Approaches whose models are not
+    trained yet fail on every item and say so in the report.
+    """
+    from tqdm import tqdm
+
+    from agents.compare import ComparisonCancelled
+    from api import composition
+    from api.comparison import CompareError, CompareOptions, run_compare
+
+    settings = load_settings()
+    # tests (and embedders) pass their own context factory: CliRunner.invoke(..., obj={...})
+    factory = (ctx.obj or {}).get("context_factory", composition.agent_context)
+    try:
+        options = CompareOptions(
+            name=name, images=images, questions=questions, prices=prices, seed=seed
+        )
+        result = run_compare(
+            settings,
+            options,
+            context_factory=factory,
+            bar=functools.partial(tqdm, disable=as_json),
+        )
+    except (CompareError, ComparisonCancelled) as exc:
+        raise click.ClickException(str(exc)) from None
+    comparison = result.comparison
+    if as_json:
+        data = comparison.to_dict()
+        data.pop("items")
+        click.echo(json.dumps({"out": str(result.out), **data}, indent=2, default=str))
+        return
+    for task, verdicts in comparison.verdicts.items():
+        if not verdicts or not verdicts[0].values:
+            continue
+        click.echo(f"{task}:")
+        for v in verdicts:
+            if v.best is None:
+                click.echo(f"  {v.metric}: not comparable")
+                continue
+            outcome = "tie" if v.tie else f"{v.best} wins"
+            click.echo(
+                f"  {v.metric}: {outcome} ({v.best} {_g(v.values[v.best])} vs {v.runner_up} "
+                f"{_g(v.values[v.runner_up])}; margin {_g(v.margin)} [{_g(v.ci_low)}, "
+                f"{_g(v.ci_high)}])"
+            )
+    click.echo(f"report: {result.files['report.md']} and {result.files['report.html']}")
+
+
+def _g(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"

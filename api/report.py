@@ -1,0 +1,424 @@
+"""The comparison report: PNG plots (matplotlib, Agg), ``report.md``, a self-contained
+``report.html`` (the plots embedded as data URLs) and ``report.json``.
+
+Both documents are rendered from one list of blocks (headings, paragraphs, tables, images), so
+they always say the same thing.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agents.compare import Comparison
+    from finetune.bootstrap import Verdict
+
+LATENCY_KEYS = ("mean", "p50", "p90", "p95", "p99", "min", "max", "std")
+
+
+@dataclass(frozen=True)
+class Block:
+    kind: str  # h1 | h2 | h3 | p | table | img
+    text: str = ""
+    header: tuple[str, ...] = ()
+    rows: tuple[tuple[str, ...], ...] = ()
+
+
+def write_report(comparison: Comparison, out: Path, title: str) -> dict[str, Path]:
+    """Write the plots and the three reports to ``out``; returns them by name."""
+    out.mkdir(parents=True, exist_ok=True)
+    plots = _plots(comparison, out)
+    blocks = _blocks(comparison, title, plots)
+    files = {
+        "report.md": out / "report.md",
+        "report.html": out / "report.html",
+        "report.json": out / "report.json",
+    }
+    files["report.md"].write_text(to_markdown(blocks), "utf-8")
+    files["report.html"].write_text(to_html(blocks, out, title), "utf-8")
+    data = {"title": title, **comparison.to_dict(), "plots": sorted(p.name for p in plots.values())}
+    files["report.json"].write_text(json.dumps(data, indent=2, default=str), "utf-8")
+    return {**files, **{p.name: p for p in plots.values()}}
+
+
+# ---- documents ------------------------------------------------------------------------------
+
+
+def to_markdown(blocks: Sequence[Block]) -> str:
+    lines: list[str] = []
+    for b in blocks:
+        if b.kind in ("h1", "h2", "h3"):
+            lines += ["#" * int(b.kind[1]) + " " + b.text, ""]
+        elif b.kind == "p":
+            lines += [b.text, ""]
+        elif b.kind == "table":
+            lines.append("| " + " | ".join(b.header) + " |")
+            lines.append("|" + " --- |" * len(b.header))
+            lines += ["| " + " | ".join(row) + " |" for row in b.rows]
+            lines.append("")
+        elif b.kind == "img":
+            lines += [f"![{b.text}]({b.text})", ""]
+    return "\n".join(lines)
+
+
+def to_html(blocks: Sequence[Block], folder: Path, title: str) -> str:
+    """One HTML file with everything inline: no external script, style or image."""
+    body: list[str] = []
+    for b in blocks:
+        if b.kind in ("h1", "h2", "h3"):
+            body.append(f"<{b.kind}>{html.escape(b.text)}</{b.kind}>")
+        elif b.kind == "p":
+            body.append(f"<p>{html.escape(b.text)}</p>")
+        elif b.kind == "table":
+            head = "".join(f"<th>{html.escape(h)}</th>" for h in b.header)
+            rows = "".join(
+                "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+                for row in b.rows
+            )
+            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+        elif b.kind == "img":
+            data = base64.b64encode((folder / b.text).read_bytes()).decode("ascii")
+            body.append(f'<img alt="{html.escape(b.text)}" src="data:image/png;base64,{data}">')
+    style = (
+        "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
+        "padding:4px 8px;text-align:right}td:first-child,th:first-child{text-align:left}"
+        "img{max-width:100%;display:block;margin:1em 0}"
+    )
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title><style>{style}</style></head><body>\n"
+        + "\n".join(body)
+        + "\n</body></html>\n"
+    )
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _verdict_rows(verdicts: Sequence[Verdict], names: Sequence[str]) -> tuple[tuple[str, ...], ...]:
+    rows = []
+    for v in verdicts:
+        if v.best is None:
+            outcome, margin = "not comparable", "-"
+        else:
+            margin = f"{_fmt(v.margin)} [{_fmt(v.ci_low)}, {_fmt(v.ci_high)}]"
+            if not v.tie:
+                outcome = f"{v.best} wins over {v.runner_up}"
+            elif v.margin == 0:
+                outcome = f"tie ({v.best} = {v.runner_up})"
+            else:
+                outcome = f"tie ({v.best} ahead of {v.runner_up} within noise)"
+        direction = "higher" if v.higher_is_better else "lower"
+        rows.append(
+            (
+                f"{v.metric} ({direction} is better)",
+                *(_fmt(v.values[n]) for n in names),
+                margin,
+                outcome,
+            )
+        )
+    return tuple(rows)
+
+
+def _blocks(c: Comparison, title: str, plots: dict[str, Path]) -> list[Block]:
+    approaches, modes = list(c.assessments), list(c.chats)
+    blocks = [
+        Block("h1", title),
+        Block(
+            "p",
+            f"{len(c.photos)} held-out photos (assessment approaches: {', '.join(approaches)}) "
+            f"and {len(c.questions)} held-out manual questions (service-chat modes: "
+            f"{', '.join(modes)}), each call made one at a time. Margins are the best minus the "
+            "runner-up (positive: the best is better) with a paired-bootstrap 95 % interval "
+            "over the items; an interval that reaches 0 is a tie.",
+        ),
+        Block("h2", "Verdict"),
+    ]
+    for task, names, label in (
+        ("assessment", approaches, "Assessment"),
+        ("chat", modes, "Service chat"),
+    ):
+        if c.verdicts.get(task) and names:
+            blocks += [
+                Block("h3", label),
+                Block(
+                    "table",
+                    header=("metric", *names, "margin [95 % CI]", "verdict"),
+                    rows=_verdict_rows(c.verdicts[task], names),
+                ),
+            ]
+    if approaches:
+        blocks += _assessment_blocks(c, approaches, plots)
+    if modes:
+        blocks += _chat_blocks(c, modes, plots)
+    blocks += _latency_blocks(c, plots)
+    blocks += _cost_blocks(c)
+    errors = [
+        (name, message, str(count))
+        for name, s in _labelled(c.assessment_scores, c.chat_scores)
+        for message, count in s["errors"].items()
+    ]
+    if errors:
+        blocks += [
+            Block("h2", "Failures (most frequent per approach)"),
+            Block("table", header=("approach", "error", "calls"), rows=tuple(errors)),
+        ]
+    return blocks
+
+
+def _labelled(assessment: dict[str, Any], chat: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Rows of both tasks, named apart (both have a ``finetuned``)."""
+    return [(f"{n} (assessment)", v) for n, v in assessment.items()] + [
+        (f"{n} (chat)", v) for n, v in chat.items()
+    ]
+
+
+def _assessment_blocks(c: Comparison, names: list[str], plots: dict[str, Path]) -> list[Block]:
+    keys = [
+        ("type_f1_micro", "type F1 micro"),
+        ("type_f1_macro", "type F1 macro"),
+        ("part_f1_micro", "part F1 micro"),
+        ("pair_f1", "(part, type) F1"),
+        ("severity_accuracy", "severity acc."),
+        ("overall_severity_accuracy", "overall-severity acc."),
+        ("cost_mae", "cost MAE"),
+        ("failure_rate", "failed"),
+    ]
+    s = c.assessment_scores
+    blocks = [
+        Block("h2", "Assessment quality"),
+        Block(
+            "table",
+            header=("approach", *(label for _, label in keys)),
+            rows=tuple((n, *(_fmt(s[n].get(k)) for k, _ in keys)) for n in names),
+        ),
+        Block("img", plots["assessment_scores"].name),
+    ]
+    if c.per_class_delta:
+        classes = sorted({k for d in c.per_class_delta.values() for k in d})
+        blocks += [
+            Block("h3", "Per-class deltas (fine-tuned minus agentic)"),
+            Block(
+                "table",
+                header=("class", *c.per_class_delta),
+                rows=tuple(
+                    (k, *(_fmt(d.get(k)) for d in c.per_class_delta.values())) for k in classes
+                ),
+            ),
+            Block("img", plots["per_class_delta"].name),
+        ]
+    blocks.append(Block("h3", "Overall-severity confusion matrices"))
+    blocks += [
+        Block("img", plots[f"confusion_{n}"].name) for n in names if f"confusion_{n}" in plots
+    ]
+    return blocks
+
+
+def _chat_blocks(c: Comparison, names: list[str], plots: dict[str, Path]) -> list[Block]:
+    kinds = sorted({k for s in c.chat_scores.values() for k in s["per_kind"]})
+    s = c.chat_scores
+
+    def kind_value(name: str, kind: str) -> str:
+        row = s[name]["per_kind"].get(kind, {})
+        return _fmt(row.get("spec_exact_match", row.get("rouge_l")))
+
+    return [
+        Block("h2", "Service-chat quality"),
+        Block("p", "SPEC: exact match of the value; the other kinds: ROUGE-L F1."),
+        Block(
+            "table",
+            header=("mode", *kinds, "ROUGE-L (all non-SPEC)", "halluc. numbers", "EOS", "failed"),
+            rows=tuple(
+                (
+                    n,
+                    *(kind_value(n, k) for k in kinds),
+                    _fmt(s[n]["rouge_l"]),
+                    _fmt(s[n]["hallucinated_number_rate"]),
+                    _fmt(s[n]["stopped_with_eos"]),
+                    _fmt(s[n]["failure_rate"]),
+                )
+                for n in names
+            ),
+        ),
+        Block("img", plots["chat_scores"].name),
+    ]
+
+
+def _latency_blocks(c: Comparison, plots: dict[str, Path]) -> list[Block]:
+    rows = []
+    for name, s in _labelled(c.assessment_scores, c.chat_scores):
+        lat = s["latency_ms"]
+        ok = s["n"] - s["failed"]
+        rows.append(
+            (
+                name,
+                str(ok),
+                *(_fmt(lat.get(k), 1) for k in LATENCY_KEYS),
+                _fmt(lat.get("throughput_per_s")),
+            )
+        )
+    blocks = [
+        Block("h2", "Latency (ms, successful calls)"),
+        Block(
+            "table",
+            header=("approach", "ok calls", *LATENCY_KEYS, "sequential req/s"),
+            rows=tuple(rows),
+        ),
+    ]
+    blocks += [Block("img", plots[k].name) for k in sorted(plots) if k.startswith("latency_")]
+    return blocks
+
+
+def _cost_blocks(c: Comparison) -> list[Block]:
+    p = c.prices
+    currency = p.currency
+    rows = tuple(
+        (
+            name,
+            _fmt(k["input_tokens_per_call"], 1),
+            _fmt(k["output_tokens_per_call"], 1),
+            _fmt(k["inference_per_1k"], 4),
+            _fmt(k["hosting_per_1k"], 4),
+            _fmt(k["hosting_per_hour"], 2),
+            f"{k['training_tokens']:,}"
+            + (f" + {k['training_images']:,} images" if k["training_images"] else ""),
+            _fmt(k["training"], 2),
+        )
+        for name, k in _labelled(c.costs.get("assessment", {}), c.costs.get("chat", {}))
+    )
+    return [
+        Block("h2", f"Cost ({currency})"),
+        Block(
+            "p",
+            "Inference per 1,000 requests from the mean input/output tokens of the successful "
+            "calls ('-': tokens not counted, or no call succeeded); hosting per 1,000 requests "
+            "at their mean latency, one request at a time; training from the "
+            "training tokens in the models' manifests (0: not fine-tuned, or not trained yet). "
+            f"Prices per 1M tokens: text {p.text_input_per_1m} in / {p.text_output_per_1m} out, "
+            f"vision {p.vision_input_per_1m} in / {p.vision_output_per_1m} out, training "
+            f"{p.training_per_1m_tokens} (+ {p.training_per_1k_images} per 1k images); hosting "
+            f"{p.hosting_per_hour} per hour.",
+        ),
+        Block(
+            "table",
+            header=(
+                "approach",
+                "input tok/call",
+                "output tok/call",
+                "inference /1k req",
+                "hosting /1k req",
+                "hosting /hour",
+                "training tokens",
+                "training",
+            ),
+            rows=rows,
+        ),
+    ]
+
+
+# ---- plots ----------------------------------------------------------------------------------
+
+
+def _plots(c: Comparison, out: Path) -> dict[str, Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from finetune.vision_metrics import confusion_png
+
+    plots: dict[str, Path] = {}
+
+    def save(figure: Any, key: str) -> None:
+        figure.tight_layout()
+        path = out / f"{key}.png"
+        figure.savefig(path, dpi=110)
+        plt.close(figure)
+        plots[key] = path
+
+    if c.assessment_scores:
+        keys = [
+            "type_f1_micro",
+            "type_f1_macro",
+            "part_f1_micro",
+            "severity_accuracy",
+            "overall_severity_accuracy",
+        ]
+        save(
+            _bars(plt, c.assessment_scores, keys, "Assessment quality (higher is better)"),
+            "assessment_scores",
+        )
+        if c.per_class_delta:
+            figure, axes = plt.subplots(1, len(c.per_class_delta), figsize=(10, 4), squeeze=False)
+            for ax, (label, delta) in zip(axes[0], c.per_class_delta.items(), strict=True):
+                names = list(delta)
+                ax.barh(
+                    names,
+                    [delta[n] for n in names],
+                    color=["tab:green" if delta[n] >= 0 else "tab:red" for n in names],
+                )
+                ax.axvline(0, color="black", linewidth=0.8)
+                ax.set_title(f"{label}: fine-tuned - agentic", fontsize=9)
+            save(figure, "per_class_delta")
+        for name, scores in c.assessment_scores.items():
+            path = out / f"confusion_{name}.png"
+            if confusion_png(scores["overall_confusion"], path, f"overall severity: {name}"):
+                plots[f"confusion_{name}"] = path
+    if c.chat_scores:
+        save(
+            _bars(
+                plt,
+                c.chat_scores,
+                ["spec_exact_match", "rouge_l", "hallucinated_number_rate"],
+                "Service chat: exact match and ROUGE-L (higher), hallucinated numbers (lower)",
+            ),
+            "chat_scores",
+        )
+    for task, outcomes in (("assessment", c.assessments), ("chat", c.chats)):
+        latencies = {
+            n: [o.latency_ms for o in rows if o.error is None] for n, rows in outcomes.items()
+        }
+        latencies = {n: v for n, v in latencies.items() if v}
+        if not latencies:
+            continue
+        figure, ax = plt.subplots(figsize=(8, 4))
+        for name, values in latencies.items():
+            ax.hist(values, bins=min(20, max(5, len(values) // 2)), alpha=0.5, label=name)
+        ax.set_xlabel("latency (ms)")
+        ax.set_ylabel("calls")
+        ax.set_title(f"{task}: latency per call")
+        ax.legend(fontsize=8)
+        save(figure, f"latency_hist_{task}")
+        figure, ax = plt.subplots(figsize=(8, 4))
+        ax.boxplot(list(latencies.values()))
+        ax.set_xticks(range(1, len(latencies) + 1), list(latencies), fontsize=8)
+        ax.set_ylabel("latency (ms)")
+        ax.set_title(f"{task}: latency distribution")
+        save(figure, f"latency_box_{task}")
+    return plots
+
+
+def _bars(plt: Any, scores: dict[str, dict[str, Any]], keys: list[str], title: str) -> Any:
+    names = list(scores)
+    figure, ax = plt.subplots(figsize=(max(6, 1.6 * len(keys) * len(names) / 2), 4))
+    width = 0.8 / len(names)
+    for i, name in enumerate(names):
+        values = [scores[name].get(k) or 0.0 for k in keys]
+        ax.bar([k + i * width for k in range(len(keys))], values, width, label=name)
+    ax.set_xticks([k + 0.4 - width / 2 for k in range(len(keys))], keys, fontsize=8, rotation=15)
+    ax.set_ylim(0, 1.05)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    return figure

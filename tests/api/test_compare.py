@@ -1,0 +1,173 @@
+"""``tunegraph compare`` on a tiny generated demo corpus, with fake models."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from click.testing import CliRunner
+
+from agents.chat_model import LocalChatModel
+from agents.context import AgentContext
+from api.cli import main
+from api.comparison import (
+    CompareError,
+    CompareOptions,
+    load_prices,
+    photo_cases,
+    run_compare,
+    training_usage,
+)
+from api.settings import Settings
+from ingest.demo.corpus import DemoCorpusConfig, generate_demo_corpus
+from tests.agents.fakes import FakeRetriever
+from tests.agents.test_compare import (
+    MANUAL,
+    MapDamageModel,
+    OracleBackend,
+    TruthVision,
+    truth_answer,
+)
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    root = tmp_path_factory.mktemp("compare") / "home"
+    generate_demo_corpus(
+        root / "demo",
+        DemoCorpusConfig(seed=3, n_claims=60, n_images=24, n_scanned_pages=0, test_fraction=0.4),
+    )
+    return root
+
+
+def fake_context(settings: Settings) -> AgentContext:
+    """A perfect fine-tuned vision model; an agentic damage model that always sees a hood
+    dent; a chat model that repeats the question's first number."""
+    cases = photo_cases(settings.demo_dir, 100)
+
+    def answer(question, adapter, prompt):
+        return f"It is {question.split()[0]}." if adapter else "It is 12 Nm."
+
+    return AgentContext(
+        llm=LocalChatModel(backend=OracleBackend(answer)),
+        finetuned_adapter="ft",
+        manuals=FakeRetriever(MANUAL),
+        damage_model=MapDamageModel(),
+        vision=TruthVision({c.image: truth_answer(c) for c in cases}),
+    )
+
+
+def test_run_compare_writes_a_self_contained_report(home):
+    settings = Settings(home=home)
+    seen = []
+    result = run_compare(
+        settings,
+        CompareOptions(name="t1", images=6, questions=5, resamples=200),
+        context_factory=fake_context,
+        progress=lambda fraction, message: seen.append(fraction),
+    )
+    assert result.out == home / "runs" / "t1"
+    assert seen[0] == 0.0 and seen[-1] == 1.0 and len(seen) == 1 + 2 * 6 + 5 * 5
+    fine = result.comparison.assessment_scores["finetuned"]
+    assert fine["n"] == 6 and fine["type_f1_micro"] == 1.0 and fine["cost_mae"] == 0.0
+    costs = result.comparison.costs["assessment"]
+    assert costs["finetuned"]["inference_per_1k"] is None  # a fake VLM: tokens not counted
+    assert costs["agentic"]["inference_per_1k"] > 0
+
+    pngs = sorted(p.name for p in result.out.glob("*.png"))
+    assert {
+        "assessment_scores.png",
+        "per_class_delta.png",
+        "confusion_finetuned.png",
+        "confusion_agentic.png",
+        "chat_scores.png",
+        "latency_hist_assessment.png",
+        "latency_box_assessment.png",
+        "latency_hist_chat.png",
+        "latency_box_chat.png",
+    } <= set(pngs)
+    for name in pngs:
+        assert (result.out / name).read_bytes().startswith(PNG), name
+
+    markdown = (result.out / "report.md").read_text()
+    assert "## Verdict" in markdown and "finetuned wins over agentic" in markdown
+    assert "| damage-type F1 (micro) (higher is better) | 1.000 |" in markdown
+    assert "![assessment_scores.png](assessment_scores.png)" in markdown
+    assert "p99" in markdown and "inference /1k req" in markdown
+
+    page = (result.out / "report.html").read_text()
+    sources = re.findall(r'(?:src|href)="([^"]*)"', page)
+    assert len(sources) == len(pngs)  # every plot inline, nothing else referenced
+    assert all(s.startswith("data:image/png;base64,") for s in sources)
+    assert "<script" not in page and "finetuned wins over agentic" in page
+
+    report = json.loads((result.out / "report.json").read_text())
+    assert report["photos"] == 6 and len(report["items"]["chat"]["agent"]) == 5
+    assert report["verdicts"]["assessment"][0]["best"] == "finetuned"
+
+
+def test_the_cli_runs_end_to_end_with_an_injected_context(home):
+    runner = CliRunner(env={"TUNEGRAPH_HOME": str(home)})
+    result = runner.invoke(
+        main,
+        ["compare", "--name", "cli", "--images", "3", "--questions", "0", "--json"],
+        obj={"context_factory": fake_context},
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["out"] == str(home / "runs" / "cli") and data["photos"] == 3
+    assert data["chat_scores"] == {} and "items" not in data
+    assert (home / "runs" / "cli" / "report.html").is_file()
+
+    text = runner.invoke(
+        main,
+        ["compare", "--name", "cli2", "--images", "2", "--questions", "2"],
+        obj={"context_factory": fake_context},
+    )
+    assert text.exit_code == 0, text.output
+    assert "assessment:" in text.output and "report: " in text.output
+
+
+def test_bad_input_is_a_clear_error(home, tmp_path):
+    runner = CliRunner(env={"TUNEGRAPH_HOME": str(home)})
+    result = runner.invoke(
+        main, ["compare", "--name", "../x"], obj={"context_factory": fake_context}
+    )
+    assert result.exit_code == 1 and "name: use 1-64 letters" in result.output
+    empty = CliRunner(env={"TUNEGRAPH_HOME": str(tmp_path)})
+    result = empty.invoke(main, ["compare"], obj={"context_factory": fake_context})
+    assert result.exit_code == 1 and "tunegraph demo" in result.output
+
+
+def test_a_prices_file_overrides_the_defaults_and_rejects_unknown_keys(tmp_path):
+    good = tmp_path / "prices.yaml"
+    good.write_text("text_input_per_1m: 0.5\nhosting_per_hour: 0.9\ncurrency: EUR\n")
+    prices = load_prices(good)
+    assert (prices.text_input_per_1m, prices.hosting_per_hour, prices.currency) == (0.5, 0.9, "EUR")
+    assert prices.training_per_1m_tokens == 27.5  # the default
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("gpu_per_hour: 2\ntext_output_per_1m: -1\n")
+    with pytest.raises(CompareError) as error:
+        load_prices(bad)
+    message = str(error.value)
+    assert "unknown key gpu_per_hour" in message and "hosting_per_hour" in message
+    assert "cannot be negative: text_output_per_1m" in message
+
+
+def test_training_tokens_come_from_the_manifests(tmp_path):
+    settings = Settings(home=tmp_path)
+    adapter = settings.adapters_dir / settings.text_adapter
+    damage = settings.vision_dir / "damage-model"
+    for directory, metrics in ((adapter, {"train_tokens": 5000}), (damage, {"train_images": 900})):
+        directory.mkdir(parents=True)
+        (directory / "tunegraph-manifest.json").write_text(json.dumps({"metrics": metrics}))
+    (adapter / "adapter_config.json").write_text("{}")
+    usage = training_usage(settings)
+    agentic = usage["assessment"]["agentic"]
+    assert (agentic.tokens, agentic.images) == (5000, 900)
+    assert set(agentic.models) == {"damage-model", settings.text_adapter}
+    assert usage["assessment"]["finetuned"].tokens == 0  # no vision-language model trained
+    assert usage["chat"]["finetuned-rag"].tokens == 5000 and "base" not in usage["chat"]
