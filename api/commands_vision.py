@@ -169,26 +169,26 @@ def _finetune_vlm(settings, config_path, overrides, out, no_resume, as_json) -> 
         train, val, rejected, digest = _damage_data(
             config.data, settings.demo_dir, progress, max_side=VLM_MAX_SIDE
         )
-        decoder, tokenizer = model_store(settings).load_causal_lm(config.base_model)
+        if not config.hf_model:
+            decoder, tokenizer = model_store(settings).load_causal_lm(config.base_model)
     except (VisionDataError, ModelNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     if not as_json:
         click.echo(f"data: {len(train)} train / {len(val)} val images, {len(rejected)} rejected")
     run_dir = settings.runs_dir / config.name
+    common = {
+        "data_hash": digest,
+        "model_dir": out or settings.vision_dir / config.name,
+        "resume": not no_resume,
+        "progress": progress,
+    }
     try:
-        result = run(
-            config,
-            decoder,
-            tokenizer,
-            encoder,
-            train,
-            val,
-            run_dir,
-            data_hash=digest,
-            model_dir=out or settings.vision_dir / config.name,
-            resume=not no_resume,
-            progress=progress,
-        )
+        if config.hf_model:
+            from finetune.recipes import image_text_lora
+
+            result = image_text_lora.run(config, train, val, run_dir, **common)
+        else:
+            result = run(config, decoder, tokenizer, encoder, train, val, run_dir, **common)
     except TrainingError as exc:
         raise click.ClickException(str(exc)) from None
     m = result.metrics
@@ -197,9 +197,8 @@ def _finetune_vlm(settings, config_path, overrides, out, no_resume, as_json) -> 
         run_dir,
         rejected,
         as_json,
-        f"{m.get('steps')} steps (align + instruct), align eval loss "
-        f"{m.get('align', {}).get('eval_loss', 0):.3f}, instruct eval loss "
-        f"{m.get('eval_loss', 0):.3f}, {m.get('tokens_per_s', 0):.0f} tokens/s",
+        f"{m.get('steps')} steps, eval loss {m.get('eval_loss', 0):.3f}, "
+        f"{m.get('tokens_per_s', 0):.0f} tokens/s",
     )
 
 

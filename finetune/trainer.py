@@ -52,16 +52,16 @@ class LoraArgs:
 
     def peft_config(self, **extra: Any) -> Any:
         """PEFT's ``LoraConfig`` for these arguments; ``extra``: task type, layers, modules to
-        save."""
+        save, or other target modules (a regex)."""
         from peft import LoraConfig
 
-        return LoraConfig(
-            r=self.r,
-            lora_alpha=self.alpha,
-            lora_dropout=self.dropout,
-            target_modules=list(self.target_modules),
-            **extra,
-        )
+        options = {
+            "r": self.r,
+            "lora_alpha": self.alpha,
+            "lora_dropout": self.dropout,
+            "target_modules": list(self.target_modules),
+        }
+        return LoraConfig(**{**options, **extra})
 
 
 @dataclass

@@ -339,9 +339,12 @@ class VisionLM:
         self._ll_tok = ll_tokenizer(vlm.tokenizer, vlm.eos_id)
 
     @classmethod
-    def load(cls, directory: Path, load_decoder: Callable[[str], tuple[Any, Any]]) -> VisionLM:
+    def load(
+        cls, directory: Path, load_decoder: Callable[[str], tuple[Any, Any]]
+    ) -> VisionLM | ImageTextToTextLM:
         """``load_decoder(base_model)`` returns the base causal LM and tokenizer (the model
-        store's ``load_causal_lm``)."""
+        store's ``load_causal_lm``); a LoRA-tuned ``AutoModelForImageTextToText`` loads its
+        own base."""
         from peft import PeftModel
         from safetensors.torch import load_file
         from transformers import AutoTokenizer
@@ -355,6 +358,8 @@ class VisionLM:
                 "configs/vision/vlm_quick.yaml`"
             )
         layout = json.loads(config_file.read_text("utf-8"))
+        if layout.get("kind") == "image-text-to-text":
+            return ImageTextToTextLM.load(directory, layout)
         encoder = ImageEncoder.load(directory / "encoder", tuple(layout["grid"]))
         base, _ = load_decoder(layout["base_model"])
         tokenizer = AutoTokenizer.from_pretrained(directory / "adapter")
@@ -391,6 +396,88 @@ class VisionLM:
                 seed=start,
             )
         return results
+
+
+class ImageTextToTextLM:
+    """A LoRA-tuned ``AutoModelForImageTextToText`` (``finetune/recipes/image_text_lora.py``),
+    answering like :class:`VisionLM`: the same grammar, through ``generate``."""
+
+    def __init__(self, model: Any, processor: Any, layout: dict, name: str) -> None:
+        self.model = model.eval()
+        self.processor = processor
+        self.layout = layout
+        self.name = name
+        self.grammar = json_grammar(answer_schema())
+        tokenizer = processor.tokenizer
+        self._ll_tok = ll_tokenizer(tokenizer, tokenizer.eos_token_id)
+
+    @classmethod
+    def load(cls, directory: Path, layout: dict) -> ImageTextToTextLM:
+        from peft import PeftModel
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        base = AutoModelForImageTextToText.from_pretrained(layout["base_model"])
+        model = PeftModel.from_pretrained(base, directory / "adapter")
+        processor = AutoProcessor.from_pretrained(directory / "adapter")
+        return cls(model, processor, layout, directory.name)
+
+    def answer(
+        self,
+        pictures: Sequence[Any],
+        batch_size: int = 8,
+        max_new_tokens: int = 384,
+        temperature: float = 0.0,
+    ) -> list[Generated]:
+        from finetune.recipes.image_text_lora import messages
+
+        tokenizer = self.processor.tokenizer
+        tokenizer.padding_side = "left"  # generation continues every row from its end
+        prompt = self.processor.apply_chat_template(
+            messages(self.layout["instruction"]), add_generation_prompt=True
+        )
+        results = []
+        for start in range(0, len(pictures), batch_size):
+            chunk = list(pictures[start : start + batch_size])
+            inputs = self.processor(
+                text=[prompt] * len(chunk), images=chunk, padding=True, return_tensors="pt"
+            )
+            matchers = [matcher(self._ll_tok, self.grammar) for _ in chunk]
+            width = inputs["input_ids"].shape[1]
+            with torch.inference_mode():
+                out = self.model.generate(
+                    **inputs,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=temperature > 0,
+                    temperature=temperature or None,
+                    logits_processor=[_grammar_processor(matchers, width, tokenizer.eos_token_id)],
+                    pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
+                )
+            for row, found in enumerate(matchers):
+                new = [t for t in out[row, width:].tolist() if t != tokenizer.eos_token_id]
+                text = tokenizer.decode(new, skip_special_tokens=True)
+                # generate stops at the end of turn before the matcher sees it
+                complete = found.is_stopped() or found.is_accepting()
+                results.append(Generated(text, len(new), complete))
+        return results
+
+
+def _grammar_processor(matchers: list[Any], prompt_width: int, eos_id: int) -> Any:
+    """A ``generate`` logits processor: each row's next tokens are those its grammar allows."""
+    from transformers import LogitsProcessor
+
+    class GrammarLogits(LogitsProcessor):
+        def __call__(self, input_ids: Any, scores: Any) -> Any:
+            for row, found in enumerate(matchers):
+                if input_ids.shape[1] > prompt_width and not found.is_stopped():
+                    found.consume_token(int(input_ids[row, -1]))
+                if found.is_stopped():
+                    scores[row] = torch.full_like(scores[row], float("-inf"))
+                    scores[row, eos_id] = 0.0
+                else:
+                    scores[row] = allowed_logits(scores[row], found)
+            return scores
+
+    return GrammarLogits()
 
 
 class VisionLMAssessor:

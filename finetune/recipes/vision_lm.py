@@ -46,6 +46,10 @@ class VisionLMConfig:
     # visual tokens per photo: rows x columns of feature cells, and one for the whole photo
     grid: tuple[int, int] = (2, 2)
     instruction: str = "Assess the damage. Answer in JSON."
+    # Instead of the composed model: a folder or hub id of any AutoModelForImageTextToText
+    # (LLaVA-1.5, Llama 3.2 Vision, Qwen2-VL, SmolVLM, Llama 4), LoRA on its language model
+    # (finetune/recipes/image_text_lora.py); QLoRA with train.quantization=nf4 on CUDA.
+    hf_model: str = ""
     lora: LoraArgs = field(default_factory=LoraArgs)
     align: TrainArgs = field(
         default_factory=lambda: TrainArgs(lr=1e-3, batch_size=16, max_length=128)

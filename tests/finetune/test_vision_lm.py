@@ -265,3 +265,138 @@ def test_cli_trains_and_evaluates_the_vlm(tokenizer, encoder_dir, tiny_corpus, t
     assert report["n"] > 0 and 0 <= report["invalid_rate"] <= 1
     assert {"type_f1_macro", "part_f1_micro", "severity_accuracy", "latency_ms"} <= set(report)
     assert report["tokens_per_s"] > 0
+
+
+# ---- LoRA on an AutoModelForImageTextToText (a tiny random LLaVA) -------------------------------
+
+CONTENT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['content'] is string %}"
+    "{{ m['content'] }}{% else %}{% for c in m['content'] %}{% if c['type'] == 'image' %}<image>"
+    "{% else %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_llava(model_store, tmp_path_factory):
+    """A 2-layer LLaVA (CLIP tower 32x32, Llama decoder) with SmolLM2's tokenizer, saved with its
+    processor like a hub checkpoint."""
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    tokenizer = model_store.load_causal_lm("smollm2-135m-instruct")[1]
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    torch.manual_seed(0)
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+        ),
+        text_config=LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.eos_token_id,
+        ),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+    )
+    processor = LlavaProcessor(
+        image_processor=CLIPImageProcessor(
+            size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+        ),
+        tokenizer=tokenizer,
+        patch_size=8,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=CONTENT_TEMPLATE,
+    )
+    folder = tmp_path_factory.mktemp("tiny-llava")
+    LlavaForConditionalGeneration(config).save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def test_lora_on_an_image_text_to_text_model_trains_loads_and_answers(
+    tiny_llava,
+    damage_data,  # noqa: F811
+    tmp_path,
+):
+    from finetune.recipes import image_text_lora
+    from finetune.vision_lm import ImageTextToTextLM
+
+    train, val = damage_data
+    config = _config(f"hf_model={tiny_llava}", "train.epochs=1")
+    model, processor = image_text_lora.load(str(tiny_llava))
+    image_id = model.config.image_token_index
+    inputs, labels = image_text_lora.batch_inputs(
+        processor, config.instruction, [train[0][0], train[1][0]], ['{"a":1}', "{}"]
+    )
+    assert (inputs["input_ids"] == image_id).sum() == 2 * 16  # the image tokens, expanded
+    assert (labels[inputs["input_ids"] == image_id] == IGNORE).all()
+    assert (labels != IGNORE).sum(1).tolist()[0] > (labels != IGNORE).sum(1).tolist()[1] > 0
+
+    result = image_text_lora.run(config, train, val, tmp_path, data_hash="h")
+    layout = json.loads((result.model_dir / "vlm.json").read_text())
+    assert layout["kind"] == "image-text-to-text" and layout["base_model"] == str(tiny_llava)
+    adapter = load_file(result.model_dir / "adapter" / "adapter_model.safetensors")
+    assert adapter and all("language_model" in name for name in adapter)  # the tower is frozen
+    assert result.metrics["eval_loss"] > 0 and result.metrics["tokens_per_s"] > 0
+
+    loaded = VisionLM.load(result.model_dir, load_decoder=None)
+    assert isinstance(loaded, ImageTextToTextLM)
+    for answer in loaded.answer([p for p, _ in train[:2]], max_new_tokens=600):
+        assert answer.complete, answer.text
+        _follows_the_schema(answer.text)
+
+
+def test_image_text_to_text_bad_inputs_fail_clearly(damage_data, tmp_path):  # noqa: F811
+    from finetune.recipes import image_text_lora
+
+    train, val = damage_data
+    with pytest.raises(TrainingError, match="not an image-text-to-text model"):
+        image_text_lora.run(
+            _config(f"hf_model={tmp_path / 'nothing'}"), train, val, tmp_path, data_hash="h"
+        )
+    if not torch.cuda.is_available():
+        with pytest.raises(TrainingError, match="needs a CUDA GPU"):
+            image_text_lora.run(
+                _config("hf_model=x", "train.quantization=nf4"), train, val, tmp_path, data_hash="h"
+            )
+
+
+def test_cli_trains_an_image_text_to_text_model(tiny_llava, tiny_corpus, tmp_path):  # noqa: F811
+    config = tmp_path / "llava.yaml"
+    config.write_text("task: assess\nname: test-llava\n")
+    result = CliRunner().invoke(
+        main,
+        [
+            "finetune",
+            "vision",
+            "--config",
+            str(config),
+            "--json",
+            f"hf_model={tiny_llava}",
+            f"data.demo_dir={tiny_corpus}",
+            "train.max_steps=2",
+            "train.batch_size=4",
+        ],
+        env={"TUNEGRAPH_HOME": str(tmp_path / "home")},
+    )
+    assert result.exit_code == 0, result.output
+    model_dir = tmp_path / "home" / "vision" / "test-llava"
+    assert json.loads(result.stdout)["steps"] == 2
+    assert json.loads((model_dir / "vlm.json").read_text())["kind"] == "image-text-to-text"
