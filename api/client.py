@@ -1,4 +1,5 @@
-"""The bundled HTTP client of the tunegraph API (httpx): chat, streaming chat, assessments, jobs.
+"""The bundled HTTP client of the tunegraph API (httpx): chat, streaming chat, assessments, jobs
+and compare reports.
 
     with TunegraphClient("http://127.0.0.1:8000", api_key="k") as client:
         answer = client.chat([{"role": "user", "content": "Hood hinge bolt torque?"}], model="rag")
@@ -214,6 +215,13 @@ class TunegraphClient:
 
     def cancel_job(self, job_id: str) -> dict[str, Any]:
         return self._json("DELETE", f"/v1/jobs/{job_id}")
+
+    def job_report(self, job_id: str, format: str = "html") -> bytes:
+        """The report file of a succeeded ``compare`` job: ``html`` (self-contained), ``md``
+        or ``json``."""
+        path = f"/v1/jobs/{job_id}/report"
+        with closing(self._send("GET", path, params={"format": format})) as response:
+            return response.read()
 
     def wait_job(
         self, job_id: str, poll: float = 1.0, timeout: float | None = None

@@ -192,7 +192,7 @@ def assessment_table(result: AssessmentResult) -> str:
 
 @client.group()
 def jobs() -> None:
-    """List, follow, submit or cancel background jobs."""
+    """List, follow, submit or cancel background jobs; download a compare job's report."""
 
 
 def _job_line(job: dict[str, Any]) -> str:
@@ -271,3 +271,34 @@ def jobs_cancel(connect: Callable[[], Any], job_id: str, wait: bool, as_json: bo
         if wait:
             job = api.wait_job(job_id)
         click.echo(json.dumps(job, indent=2) if as_json else _job_line(job))
+
+
+@jobs.command("report")
+@click.argument("job_id")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["html", "md", "json"]),
+    default="html",
+    show_default=True,
+    help="html (self-contained, plots inline), md or json",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    default=None,
+    help="write the report to this file [default: standard output]",
+)
+@_connection
+def jobs_report(connect: Callable[[], Any], job_id: str, fmt: str, out: Path | None) -> None:
+    """Download the report of a finished compare job (`jobs submit compare ...`)."""
+    with connect() as api:
+        data = api.job_report(job_id, format=fmt)
+    if out is None:
+        click.echo(data, nl=False)  # bytes go to the binary stream as they are
+        return
+    try:
+        out.write_bytes(data)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {out}: {exc}") from None
+    click.echo(f"{out} ({len(data):,} bytes)")

@@ -69,11 +69,24 @@ def compare(
 
     from agents.compare import ComparisonCancelled
     from api import composition
-    from api.comparison import CompareError, CompareOptions, run_compare
+    from api.comparison import (
+        PROGRESS_STEPS,
+        PROGRESS_UNIT,
+        CompareError,
+        CompareOptions,
+        run_compare,
+    )
 
     settings = load_settings()
     # tests (and embedders) pass their own context factory: CliRunner.invoke(..., obj={...})
     factory = (ctx.obj or {}).get("context_factory", composition.agent_context)
+    # The whole comparison as one bar: never drawn here (the per-call bars are), but a job's
+    # child process (api.job_process) replaces tqdm and reports it as the job's progress.
+    overall = tqdm(total=PROGRESS_STEPS, unit=PROGRESS_UNIT, disable=True)
+
+    def progress(fraction: float, _message: str) -> None:
+        overall.update(round(fraction * PROGRESS_STEPS) - overall.n)
+
     try:
         options = CompareOptions(
             name=name, images=images, questions=questions, prices=prices, seed=seed
@@ -82,10 +95,13 @@ def compare(
             settings,
             options,
             context_factory=factory,
+            progress=progress,
             bar=functools.partial(tqdm, disable=as_json),
         )
     except (CompareError, ComparisonCancelled) as exc:
         raise click.ClickException(str(exc)) from None
+    finally:
+        overall.close()
     comparison = result.comparison
     if as_json:
         data = comparison.to_dict()

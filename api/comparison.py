@@ -21,6 +21,10 @@ if TYPE_CHECKING:
     from ingest.records import QAPair
 
 MANIFEST = "tunegraph-manifest.json"
+# The unit of the bar `tunegraph compare --json` moves from 0 to PROGRESS_STEPS over the whole
+# comparison: what a compare job reports as its progress (see api.job_process).
+PROGRESS_UNIT = "comparison"
+PROGRESS_STEPS = 1000
 
 
 class CompareError(ValueError):

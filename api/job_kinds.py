@@ -1,9 +1,10 @@
 """The job kinds the API offers: each runs a ``tunegraph`` command in a child process.
 
-``ingest-manuals``, ``ingest-claims``, ``ingest-coco``, ``finetune-text`` and
-``finetune-vision`` take the command's arguments as JSON parameters (see :data:`COMMANDS`), run
-it with ``--json`` under the app's settings, stream its progress and log lines into the job, and
-return its JSON summary as the job's result. ``compare`` joins when its command exists.
+``ingest-manuals``, ``ingest-claims``, ``ingest-coco``, ``finetune-text``, ``finetune-vision``
+and ``compare`` take the command's arguments as JSON parameters (see :data:`COMMANDS`), run it
+with ``--json`` under the app's settings, stream its progress and log lines into the job, and
+return its JSON summary as the job's result (a ``compare`` job's ``out`` is the folder of its
+report, served by ``GET /v1/jobs/<id>/report``).
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from api.comparison import PROGRESS_UNIT, CompareOptions
 from api.job_manager import JobCancelled, JobKind
 from api.job_process import PROGRESS_PREFIX
 from api.settings import Settings
@@ -41,11 +44,25 @@ class Param:
 
 @dataclass(frozen=True)
 class Command:
-    """A CLI command as a job kind; ``unit`` names the progress bar that measures the job."""
+    """A CLI command as a job kind; ``unit`` names the progress bar that measures the job;
+    ``check`` refuses bad values (``ValueError``) at submission, before a job is queued."""
 
     words: tuple[str, ...]
     params: dict[str, Param]
     unit: str | None = None
+    check: Callable[[dict[str, Any]], None] | None = None
+
+
+def _check_compare(params: dict[str, Any]) -> None:
+    """What ``tunegraph compare`` would refuse: a bad name, negative counts, no prices file."""
+    try:
+        CompareOptions(
+            **{k: params[k] for k in ("name", "images", "questions", "seed") if k in params}
+        )
+    except ValueError as exc:
+        raise ValueError(f"bad parameter(s) of compare: {exc}") from None
+    if "prices" in params and not Path(params["prices"]).is_file():
+        raise ValueError(f"parameter 'prices' of compare: no file {params['prices']}")
 
 
 _RESUME = Param(bool, flag="--no-resume", switch=False)
@@ -78,6 +95,14 @@ COMMANDS = {
          "out": Param(str, flag="--out"), "overrides": Param(list), "resume": _RESUME},
         unit="step",
     ),
+    "compare": Command(
+        ("compare",),
+        {"name": Param(str, flag="--name"), "images": Param(int, flag="--images"),
+         "questions": Param(int, flag="--questions"), "prices": Param(str, flag="--prices"),
+         "seed": Param(int, flag="--seed")},
+        unit=PROGRESS_UNIT,
+        check=_check_compare,
+    ),
 }  # fmt: skip
 
 
@@ -101,8 +126,10 @@ def arguments(kind: str, params: dict[str, Any]) -> list[str]:
                 raise ValueError(f"{kind} needs the parameter {name!r}")
             continue
         value = params[name]
-        if not isinstance(value, param.type) or (
-            param.type is list and not all(isinstance(v, str) for v in value)
+        if (
+            not isinstance(value, param.type)
+            or (param.type is list and not all(isinstance(v, str) for v in value))
+            or (param.type is int and isinstance(value, bool))  # True is an int to Python
         ):
             wanted = "a list of strings" if param.type is list else param.type.__name__
             raise ValueError(f"parameter {name!r} of {kind} must be {wanted}")
@@ -114,6 +141,8 @@ def arguments(kind: str, params: dict[str, Any]) -> list[str]:
                 options += [param.flag, str(item)]
             else:
                 positionals.append(str(item))
+    if command.check is not None:
+        command.check(params)
     # `--` ends the options: a positional value such as "--help" stays a value
     return [*command.words, *options, "--json", "--", *positionals]
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from api.blueprints.jobs import REPORT_KIND, REPORT_TYPES
 from api.chat_request import ASSESSMENT_MODELS, MAX_STOP, MODES, ROLES
+from api.job_kinds import COMMANDS
 from api.jobs_store import STATES
 from api.settings import Settings
 
@@ -54,6 +56,41 @@ def _operation(
         operation["security"] = [{"bearer": []}]
         operation["responses"].update(_errors(401, 429))
     return operation
+
+
+def _job_params(job_kinds: list[str]) -> dict[str, Any]:
+    """``JobParams-<kind>``: the parameters of each CLI job kind this app offers."""
+    types = {
+        str: {"type": "string"},
+        int: {"type": "integer"},
+        bool: {"type": "boolean"},
+        list: {"type": "array", "items": {"type": "string"}},
+    }
+    schemas = {}
+    for kind in job_kinds:
+        if kind not in COMMANDS:
+            continue  # a kind an embedder registered: its params are its own
+        command = COMMANDS[kind]
+        schema: dict[str, Any] = {
+            "type": "object",
+            "description": f"`tunegraph {' '.join(command.words)}`'s arguments",
+            "properties": {name: dict(types[p.type]) for name, p in command.params.items()},
+            "additionalProperties": False,
+        }
+        required = [name for name, p in command.params.items() if p.required]
+        if required:
+            schema["required"] = required
+        schemas[f"JobParams-{kind}"] = schema
+    if "JobParams-compare" in schemas:
+        compare = schemas["JobParams-compare"]
+        compare["description"] += (
+            "; the report goes to TUNEGRAPH_HOME/runs/NAME: GET /v1/jobs/{job_id}/report"
+        )
+        for name in ("images", "questions"):
+            compare["properties"][name]["minimum"] = 0
+        compare["properties"]["name"]["pattern"] = "^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$"
+        compare["properties"]["prices"]["description"] = "a YAML price table on the server"
+    return schemas
 
 
 def _schemas(settings: Settings, job_kinds: list[str]) -> dict[str, Any]:
@@ -251,7 +288,17 @@ def _schemas(settings: Settings, job_kinds: list[str]) -> dict[str, Any]:
             "type": "object",
             "required": ["kind"],
             "properties": {"kind": {"enum": job_kinds}, "params": {"type": "object"}},
+            # each kind's params (unknown ones are refused with 400 listing the valid ones)
+            "allOf": [
+                {
+                    "if": {"properties": {"kind": {"const": kind}}},
+                    "then": {"properties": {"params": _ref(f"JobParams-{kind}")}},
+                }
+                for kind in job_kinds
+                if kind in COMMANDS
+            ],
         },
+        **_job_params(job_kinds),
         "Job": job,
         "JobList": {
             "type": "object",
@@ -354,6 +401,31 @@ def spec(settings: Settings, job_kinds: list[str]) -> dict[str, Any]:
                 {"202": _json(_ref("Job"), "cancel requested")},
                 errors=(404, 409),
             ),
+        },
+        "/v1/jobs/{job_id}/report": {
+            "parameters": job_id,
+            "get": {
+                **_operation(
+                    f"A succeeded {REPORT_KIND} job's report, as a download",
+                    {
+                        "200": {
+                            "description": "the report file (Content-Disposition: attachment)",
+                            "content": {
+                                media: {"schema": {"type": "object" if fmt == "json" else "string"}}
+                                for fmt, media in REPORT_TYPES.items()
+                            },
+                        }
+                    },
+                    errors=(400, 404, 409),
+                ),
+                "parameters": [
+                    {
+                        "name": "format",
+                        "in": "query",
+                        "schema": {"enum": list(REPORT_TYPES), "default": "html"},
+                    }
+                ],
+            },
         },
         "/healthz": {"get": _operation("Liveness", ok, secured=False)},
         "/readyz": {

@@ -1,18 +1,26 @@
 """Background jobs: ``POST /v1/jobs`` (202 + the job), ``GET /v1/jobs[/<id>]``,
-``DELETE /v1/jobs/<id>`` (cancel). Body of a new job: ``{"kind": ..., "params": {...}}``."""
+``DELETE /v1/jobs/<id>`` (cancel), ``GET /v1/jobs/<id>/report`` (a finished compare job's
+report as a download). Body of a new job: ``{"kind": ..., "params": {...}}``."""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify, request
+from pathlib import Path
+
+from flask import Blueprint, Response, jsonify, request, send_file
 
 from api.blueprints import json_body
 from api.errors import APIError
 from api.job_manager import JobFinished, JobsStopped, UnknownJobKind
-from api.jobs_store import STATES
+from api.jobs_store import ACTIVE, STATES
 from api.services import services
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1")
 MAX_LIST = 500
+# the report files of `tunegraph compare`, by ?format= (text/* is served as UTF-8)
+REPORT_TYPES = {"html": "text/html", "md": "text/markdown", "json": "application/json"}
+REPORT_KIND = "compare"
+# A report written this long after its job finished belongs to a later run of the same name.
+REWRITE_SLACK_S = 1.0
 
 
 def _missing(job_id: str) -> APIError:
@@ -71,3 +79,76 @@ def cancel(job_id: str) -> tuple[Response, int]:
     if job is None:
         raise _missing(job_id)
     return jsonify(job.to_json()), 202
+
+
+@bp.get("/jobs/<job_id>/report")
+def report(job_id: str) -> Response:
+    """The report a succeeded compare job wrote, as an attachment (``?format=html|md|json``)."""
+    fmt = request.args.get("format", "html")
+    if fmt not in REPORT_TYPES:
+        raise APIError(
+            400, f"unknown format {fmt!r}; use one of {', '.join(REPORT_TYPES)}", param="format"
+        )
+    s = services()
+    job = s.jobs.store.get(job_id)
+    if job is None:
+        raise _missing(job_id)
+    if job.kind != REPORT_KIND:
+        raise APIError(
+            400,
+            f"job {job_id} is a {job.kind} job; only {REPORT_KIND} jobs have a report",
+            param="job_id",
+            code="not_a_compare_job",
+        )
+    if job.state in ACTIVE:
+        raise APIError(
+            409,
+            f"job {job_id} is still {job.state}; its report exists once it has succeeded",
+            param="job_id",
+            code="job_not_finished",
+        )
+    if job.state != "succeeded":
+        raise APIError(
+            409,
+            f"job {job_id} {job.state}: it wrote no report",
+            param="job_id",
+            code="job_not_succeeded",
+        )
+    path = _report_path(job.result, fmt, s.settings.runs_dir)
+    if path is None:
+        # not the caller's doing: the stored result was changed, or the runs folder moved
+        s.log.warning(
+            "a compare job's result names no folder inside the runs folder",
+            extra={"job_id": job_id},
+        )
+    if path is None or not path.is_file():
+        raise APIError(
+            404, f"the report of job {job_id} is gone", param="job_id", code="report_not_found"
+        )
+    if path.stat().st_mtime > (job.finished_at or 0) + REWRITE_SLACK_S:
+        raise APIError(
+            404,
+            f"the report of job {job_id} was replaced by a later comparison named "
+            f"{path.parent.name!r}",
+            param="job_id",
+            code="report_not_found",
+        )
+    response = send_file(
+        path,
+        mimetype=REPORT_TYPES[fmt],
+        as_attachment=True,
+        download_name=f"{path.parent.name}-report.{fmt}",
+    )
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+def _report_path(result: object, fmt: str, runs_dir: Path) -> Path | None:
+    """``report.<fmt>`` in the folder the job's result names (``out``), or None when that
+    folder is not inside ``runs_dir`` once links and ``..`` are resolved (a tampered result)."""
+    out = result.get("out") if isinstance(result, dict) else None
+    if not isinstance(out, str) or not out or "\x00" in out:
+        return None
+    runs = runs_dir.resolve()
+    path = (runs / out / f"report.{fmt}").resolve()  # an absolute `out` replaces `runs`
+    return path if path.parent.is_relative_to(runs) and path.parent != runs else None

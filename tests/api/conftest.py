@@ -4,6 +4,7 @@ claims database, and fake job kinds; settings under a temp home with small limit
 from __future__ import annotations
 
 import io
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -79,6 +80,34 @@ def broken(params, progress, log, cancel):
     raise OSError("disk full")
 
 
+class FakeCompare:
+    """A ``compare`` job kind that writes a small report to the settings' runs folder as
+    ``tunegraph compare`` does, and returns its folder as ``out``. ``hold``: wait until the
+    test sets ``release``; ``fail``: fail instead."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, params, progress, log, cancel):
+        if params.get("hold"):
+            self.started.set()
+            while not self.release.wait(0.02):
+                if cancel.is_set():
+                    raise JobCancelled
+        if params.get("fail"):
+            raise RuntimeError("`tunegraph compare` exited with code 1: no demo corpus")
+        name = params.get("name", "compare")
+        out = self.settings.runs_dir / name
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.md").write_text(f"# tunegraph compare: {name}\n")
+        (out / "report.html").write_text(f"<h1>tunegraph compare: {name}</h1>")
+        (out / "report.json").write_text(json.dumps({"title": f"tunegraph compare: {name}"}))
+        progress(1.0)
+        return {"out": str(out), "photos": 2}
+
+
 @pytest.fixture
 def settings(tmp_path) -> Settings:
     return Settings(home=tmp_path / "home", rate_limit_per_minute=0, generation_timeout_s=10)
@@ -104,15 +133,16 @@ def release() -> Release:
 
 @pytest.fixture
 def make_app(settings, context, release):
-    """``make_app(**setting_changes)``: a new app on the same home and database."""
+    """``make_app(kinds=None, **setting_changes)``: a new app on the same home and database;
+    ``kinds``: job kinds beside count, release and broken."""
     apps = []
 
-    def make(**changes):
+    def make(kinds=None, **changes):
         app = create_app(
             {"TESTING": True},
             settings=settings.replace(**changes),
             context_factory=lambda _settings: context,
-            job_kinds={"count": count_to, "release": release, "broken": broken},
+            job_kinds={"count": count_to, "release": release, "broken": broken, **(kinds or {})},
         )
         apps.append(checked(app))
         return app
@@ -126,6 +156,17 @@ def make_app(settings, context, release):
 @pytest.fixture
 def app(make_app):
     return make_app()
+
+
+@pytest.fixture
+def fake_compare(settings) -> FakeCompare:
+    return FakeCompare(settings)
+
+
+@pytest.fixture
+def compare_app(make_app, fake_compare):
+    """The app with a fake ``compare`` job kind beside the others."""
+    return make_app(kinds={"compare": fake_compare})
 
 
 @pytest.fixture

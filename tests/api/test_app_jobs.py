@@ -145,9 +145,10 @@ def test_jobs_store_counts_every_state(tmp_path):
 # ---- the real job kinds: CLI commands in a child process --------------------------------
 
 
-def test_the_real_kinds_are_the_cli_commands_and_compare_is_left_out():
+def test_the_real_kinds_are_the_cli_commands():
     assert set(COMMANDS) == {
-        "ingest-manuals", "ingest-claims", "ingest-coco", "finetune-text", "finetune-vision"
+        "ingest-manuals", "ingest-claims", "ingest-coco", "finetune-text", "finetune-vision",
+        "compare",
     }  # fmt: skip
     assert arguments("ingest-manuals", {"paths": ["a.pdf", "b"], "force": True}) == [
         "ingest", "manuals", "--force", "--json", "--", "a.pdf", "b"
@@ -196,6 +197,176 @@ def test_real_kinds_refuse_bad_params_at_submission(real_client):
     response = submit(real_client, "ingest-claims", files=["a.csv"])
     assert response.status_code == 400
     assert "unknown parameter(s) files" in response.get_json()["error"]["message"]
+
+
+def test_the_compare_kind_runs_tunegraph_compare_json():
+    args = arguments("compare", {"name": "t1", "images": 4, "questions": 0, "seed": 7})
+    assert args == [
+        "compare", "--name", "t1", "--images", "4", "--questions", "0", "--seed", "7",
+        "--json", "--",
+    ]  # fmt: skip
+    assert arguments("compare", {}) == ["compare", "--json", "--"]  # the CLI's defaults
+    assert COMMANDS["compare"].unit == "comparison"  # the bar `compare --json` moves
+
+
+def test_the_compare_kind_validates_its_params_at_submission(real_client, tmp_path):
+    prices = tmp_path / "prices.yaml"
+    prices.write_text("currency: EUR\n")
+    for params, message in [
+        ({"images": 2, "resamples": 200},
+         "unknown parameter(s) resamples for compare; use name, images, questions, prices, seed"),
+        ({"images": "2"}, "parameter 'images' of compare must be int"),
+        ({"questions": True}, "parameter 'questions' of compare must be int"),
+        ({"seed": 1.5}, "parameter 'seed' of compare must be int"),
+        ({"images": -1}, "images cannot be negative"),
+        ({"name": "../x"}, "name: use 1-64 letters"),
+        ({"name": ".hidden"}, "name: use 1-64 letters"),
+        ({"prices": str(tmp_path / "nope.yaml")}, "parameter 'prices' of compare: no file"),
+    ]:  # fmt: skip
+        response = submit(real_client, "compare", **params)
+        assert response.status_code == 400, params
+        error = response.get_json()["error"]
+        assert error["param"] == "params" and error["code"] == "invalid_value"
+        assert message in error["message"], (params, error["message"])
+    assert real_client.get("/v1/jobs").get_json()["data"] == []  # nothing was queued
+    # good params pass the check (the command itself is not run here)
+    COMMANDS["compare"].check({"name": "t-1.a", "images": 0, "questions": 3, "seed": -2,
+                               "prices": str(prices)})  # fmt: skip
+
+
+def test_the_spec_documents_the_compare_kind_and_its_report(real_client):
+    spec = real_client.get("/openapi.json").get_json()
+    schemas = spec["components"]["schemas"]
+    assert "compare" in schemas["JobRequest"]["properties"]["kind"]["enum"]
+    compare = schemas["JobParams-compare"]
+    assert list(compare["properties"]) == ["name", "images", "questions", "prices", "seed"]
+    assert compare["additionalProperties"] is False
+    assert compare["properties"]["images"] == {"type": "integer", "minimum": 0}
+    assert schemas["JobParams-ingest-claims"]["required"] == ["file"]
+    report = spec["paths"]["/v1/jobs/{job_id}/report"]["get"]
+    assert report["parameters"][0]["schema"] == {"enum": ["html", "md", "json"], "default": "html"}
+    assert set(report["responses"]["200"]["content"]) == {
+        "text/html", "text/markdown", "application/json"
+    }  # fmt: skip
+    assert {"400", "404", "409"} <= set(report["responses"])
+
+
+# ---- GET /v1/jobs/<id>/report -------------------------------------------------------------
+
+
+@pytest.fixture
+def compare_client(compare_app):
+    return compare_app.test_client()
+
+
+def finished_compare(client, **params):
+    job = submit(client, "compare", **params).get_json()
+    job = wait_for(client, job["id"], "succeeded", "failed")
+    assert job["state"] == "succeeded", job
+    return job
+
+
+def test_a_compare_jobs_report_downloads_in_each_format(compare_client, settings):
+    job = finished_compare(compare_client, name="t1")
+    assert job["result"]["out"] == str(settings.runs_dir / "t1")
+    url = f"/v1/jobs/{job['id']}/report"
+    response = compare_client.get(url)  # html by default
+    assert response.status_code == 200
+    assert response.content_type == "text/html; charset=utf-8"
+    assert response.headers["Content-Disposition"] == "attachment; filename=t1-report.html"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.get_data(as_text=True) == "<h1>tunegraph compare: t1</h1>"
+    for fmt, media in (("md", "text/markdown; charset=utf-8"), ("json", "application/json")):
+        response = compare_client.get(f"{url}?format={fmt}")
+        assert response.status_code == 200 and response.content_type == media
+        assert response.headers["Content-Disposition"] == f"attachment; filename=t1-report.{fmt}"
+        expected = (settings.runs_dir / "t1" / f"report.{fmt}").read_bytes()
+        assert response.get_data() == expected
+
+
+def test_a_running_compare_job_has_no_report_yet(compare_client, fake_compare):
+    job = submit(compare_client, "compare", name="slow", hold=True).get_json()
+    assert fake_compare.started.wait(5)
+    response = compare_client.get(f"/v1/jobs/{job['id']}/report")
+    assert response.status_code == 409
+    error = response.get_json()["error"]
+    assert error["code"] == "job_not_finished" and error["type"] == "conflict_error"
+    assert "still running" in error["message"]
+    fake_compare.release.set()
+    wait_for(compare_client, job["id"], "succeeded")
+    assert compare_client.get(f"/v1/jobs/{job['id']}/report").status_code == 200
+
+
+def test_report_requests_that_cannot_be_served(compare_client):
+    response = compare_client.get("/v1/jobs/job_missing/report")
+    assert response.status_code == 404 and response.get_json()["error"]["code"] == "job_not_found"
+    job = finished_compare(compare_client)
+    response = compare_client.get(f"/v1/jobs/{job['id']}/report?format=pdf")
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert error["param"] == "format" and error["message"] == (
+        "unknown format 'pdf'; use one of html, md, json"
+    )
+    counted = submit(compare_client, "count", n=1).get_json()
+    wait_for(compare_client, counted["id"], "succeeded")
+    response = compare_client.get(f"/v1/jobs/{counted['id']}/report")
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert error["code"] == "not_a_compare_job" and "is a count job" in error["message"]
+    failed = submit(compare_client, "compare", fail=True).get_json()
+    wait_for(compare_client, failed["id"], "failed")
+    response = compare_client.get(f"/v1/jobs/{failed['id']}/report")
+    assert response.status_code == 409
+    assert response.get_json()["error"]["code"] == "job_not_succeeded"
+
+
+def test_a_deleted_or_replaced_report_is_404(compare_app, compare_client, settings):
+    import os
+
+    job = finished_compare(compare_client, name="gone")
+    url = f"/v1/jobs/{job['id']}/report"
+    (settings.runs_dir / "gone" / "report.md").unlink()
+    response = compare_client.get(url + "?format=md")
+    assert response.status_code == 404
+    assert response.get_json()["error"]["code"] == "report_not_found"
+    assert compare_client.get(url).status_code == 200
+    # a later comparison of the same name rewrote the folder: not this job's report any more
+    later = job["finished_at"] + 60
+    os.utime(settings.runs_dir / "gone" / "report.html", (later, later))
+    response = compare_client.get(url)
+    assert response.status_code == 404
+    assert "replaced by a later comparison named 'gone'" in response.get_json()["error"]["message"]
+
+
+def test_a_tampered_result_never_serves_a_file_outside_the_runs_folder(
+    compare_app, compare_client, settings, tmp_path
+):
+    job = finished_compare(compare_client, name="ok")
+    store = compare_app.extensions["tunegraph"].jobs.store
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "report.html").write_text("SECRET")
+    (settings.runs_dir / "report.html").write_text("not a run's report")
+    (settings.runs_dir / "link").symlink_to(secret, target_is_directory=True)
+    for out in [
+        str(secret),  # absolute, elsewhere
+        str(settings.runs_dir / ".." / ".." / "secret"),  # inside, then out again
+        "../../secret",  # relative to the runs folder
+        str(settings.runs_dir / "link"),  # a link out of it
+        str(settings.runs_dir),  # the runs folder itself, not a run's folder
+        "",
+        "ok\x00",
+        ["ok"],
+        None,
+    ]:
+        store.update(job["id"], result={"out": out})
+        response = compare_client.get(f"/v1/jobs/{job['id']}/report")
+        assert response.status_code == 404, out
+        assert response.get_json()["error"]["code"] == "report_not_found"
+    store.update(job["id"], result={"photos": 2})  # no `out` at all
+    assert compare_client.get(f"/v1/jobs/{job['id']}/report").status_code == 404
+    store.update(job["id"], result={"out": str(settings.runs_dir / "ok")})
+    assert compare_client.get(f"/v1/jobs/{job['id']}/report").status_code == 200
 
 
 def test_a_real_ingest_job_runs_the_cli_in_a_child_process(real_client, tmp_path):

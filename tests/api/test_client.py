@@ -105,6 +105,59 @@ def test_jobs_submit_wait_list_show_and_cancel(api, release):
         api.submit_job("nope")
 
 
+@pytest.fixture
+def compare_api(compare_app):
+    with serving(compare_app) as url, TunegraphClient(url, backoff_s=0.01) as client:
+        yield client
+
+
+def test_job_report_downloads_a_compare_jobs_report(compare_api, fake_compare, settings):
+    job = compare_api.submit_job("compare", {"name": "c1"})
+    assert compare_api.wait_job(job["id"], poll=0.02, timeout=5)["state"] == "succeeded"
+    assert compare_api.job_report(job["id"]) == b"<h1>tunegraph compare: c1</h1>"
+    for fmt in ("md", "json"):
+        expected = (settings.runs_dir / "c1" / f"report.{fmt}").read_bytes()
+        assert compare_api.job_report(job["id"], format=fmt) == expected
+
+    held = compare_api.submit_job("compare", {"name": "c2", "hold": True})
+    assert fake_compare.started.wait(5)
+    with pytest.raises(APIError) as caught:
+        compare_api.job_report(held["id"])
+    assert (caught.value.status, caught.value.code) == (409, "job_not_finished")
+    fake_compare.release.set()
+    with pytest.raises(APIError) as caught:
+        compare_api.job_report("job_missing")
+    assert (caught.value.status, caught.value.code) == (404, "job_not_found")
+    with pytest.raises(APIError) as caught:
+        compare_api.job_report(job["id"], format="pdf")
+    assert caught.value.status == 400 and caught.value.param == "format"
+
+
+def test_cli_jobs_report_writes_the_file_or_prints_it(compare_api, tmp_path):
+    from click.testing import CliRunner
+
+    from api.cli import main
+
+    job = compare_api.submit_job("compare", {"name": "c3"})
+    compare_api.wait_job(job["id"], poll=0.02, timeout=5)
+    url = ["--url", compare_api.base_url]
+    runner = CliRunner()
+    out = tmp_path / "report.md"
+    result = runner.invoke(
+        main, ["client", "jobs", "report", job["id"], "--format", "md", "--out", str(out), *url]
+    )
+    assert result.exit_code == 0, result.output
+    assert out.read_text() == "# tunegraph compare: c3\n"
+    assert result.output == f"{out} (24 bytes)\n"
+    result = runner.invoke(main, ["client", "jobs", "report", job["id"], *url])
+    assert result.exit_code == 0 and result.stdout == "<h1>tunegraph compare: c3</h1>"
+    result = runner.invoke(main, ["client", "jobs", "report", "job_missing", *url])
+    assert result.exit_code == 1
+    assert "Error: no job 'job_missing' (HTTP 404, job_not_found)" in result.output
+    result = runner.invoke(main, ["client", "jobs", "report", job["id"], "--format", "pdf", *url])
+    assert result.exit_code == 2 and "'pdf' is not one of 'html', 'md', 'json'" in result.output
+
+
 def test_a_missing_or_wrong_key_is_a_401_api_error(make_app):
     with serving(make_app(api_keys=("k-one",))) as url:
         with TunegraphClient(url) as anonymous, pytest.raises(APIError) as caught:

@@ -131,6 +131,33 @@ def test_the_cli_runs_end_to_end_with_an_injected_context(home):
     assert "assessment:" in text.output and "report: " in text.output
 
 
+def test_as_a_job_child_it_reports_the_whole_comparison_and_ends_with_its_summary(
+    home, monkeypatch
+):
+    """What a compare job's child process (api.job_process) does: tqdm replaced by its
+    ProgressBar; the job follows the `comparison` bar and reads the last JSON object."""
+    import tqdm
+
+    from api.job_kinds import COMMANDS, arguments, last_json_object
+    from api.job_process import PROGRESS_PREFIX, ProgressBar
+
+    monkeypatch.setattr(tqdm, "tqdm", ProgressBar)
+    args = arguments("compare", {"name": "job", "images": 2, "questions": 1})
+    result = CliRunner(env={"TUNEGRAPH_HOME": str(home)}).invoke(
+        main, args, obj={"context_factory": fake_context}
+    )
+    assert result.exit_code == 0, result.output
+    summary = last_json_object(result.stdout)
+    assert summary["out"] == str(home / "runs" / "job") and summary["photos"] == 2
+    assert (home / "runs" / "job" / "report.html").is_file()
+    bars = [line.removeprefix(PROGRESS_PREFIX).split() for line in result.stderr.splitlines()]
+    overall = [float(f) for unit, f in bars if unit == COMMANDS["compare"].unit]
+    # 2 approaches x 2 photos + 5 modes x 1 question: 9 calls, one report each, after 0 first
+    assert overall == sorted(overall) and overall[0] == 0.0 and overall[-1] == 1.0
+    assert len(overall) == 1 + 9
+    assert {unit for unit, _ in bars} == {"comparison", "call"}  # the per-call bars too
+
+
 def test_bad_input_is_a_clear_error(home, tmp_path):
     runner = CliRunner(env={"TUNEGRAPH_HOME": str(home)})
     result = runner.invoke(
