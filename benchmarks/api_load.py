@@ -42,6 +42,7 @@ from agents.backends.base import ChatRequest, Event, Usage
 from agents.chat_model import LocalChatModel
 from agents.context import AgentContext
 from api.app import create_app
+from api.serve import limit_malloc_arenas
 from api.settings import Settings
 from ingest.assessment import Damage
 from ingest.claims import Claim
@@ -333,6 +334,9 @@ def main() -> None:
     # the real run's request timeout bounds how long the last in-flight assessment may take
     real_clients, real_seconds, real_timeout = (2, 20.0, 90) if args.quick else (4, 120.0, 300)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access line per request
+    # as `tunegraph serve` does: without it the thread-per-request server grows by malloc arenas
+    arenas_capped = limit_malloc_arenas()
+    print(f"malloc arenas capped like `tunegraph serve`: {arenas_capped}")
 
     with tempfile.TemporaryDirectory() as folder:
         fake = fake_run(clients, seconds, 30 if args.quick else 100, Path(folder))

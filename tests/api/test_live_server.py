@@ -269,3 +269,13 @@ def test_tunegraph_serve_answers_and_stops_cleanly(tmp_path):
     assert server.returncode == 0, output
     assert "Booting worker" in output and "Shutting down" in output
     assert "Traceback" not in output
+
+
+def test_serve_caps_malloc_arenas_on_glibc():
+    """`tunegraph serve` caps glibc's per-thread malloc arenas (a threaded server otherwise
+    grows by arenas); elsewhere it says it could not."""
+    import platform
+
+    from api.serve import limit_malloc_arenas
+
+    assert limit_malloc_arenas() is (platform.libc_ver()[0] == "glibc")
