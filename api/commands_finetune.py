@@ -42,7 +42,9 @@ def finetune_text(
         build_dataset,
         chat_token_counter,
         demo_examples,
+        read_blocks,
         read_sft_jsonl,
+        spec_paraphrases,
         write_jsonl,
     )
     from finetune.model_store import ModelNotFoundError
@@ -72,6 +74,19 @@ def finetune_text(
             if data.val_file:
                 val_examples, val_rejected = read_sft_jsonl(data.val_file)
                 rejected += val_rejected
+        extra = []
+        if data.spec_paraphrases:
+            blocks_file = data.blocks_file
+            if blocks_file is None and data.source == "demo":
+                blocks_file = (data.demo_dir or settings.demo_dir) / "manual" / "blocks.jsonl"
+            if blocks_file is None:
+                raise DatasetError(
+                    "data.spec_paraphrases needs the manual's spec rows: add "
+                    "data.blocks_file=PATH (a blocks.jsonl written by `tunegraph ingest`)"
+                )
+            extra = spec_paraphrases(
+                read_blocks(blocks_file), data.spec_paraphrases, config.train.seed
+            )
         report = build_dataset(
             examples,
             count_tokens=chat_token_counter(tokenizer),
@@ -81,6 +96,7 @@ def finetune_text(
             max_ratio=data.max_ratio,
             max_val=data.max_val_examples,
             seed=config.train.seed,
+            extra_train=extra,
         )
         report.rejected = rejected
     except DatasetError as exc:
@@ -93,7 +109,8 @@ def finetune_text(
     if not as_json:
         click.echo(
             f"data: {summary['train']} train / {summary['val']} val examples; train per kind "
-            f"{summary['train_per_kind']} (before balancing {summary['train_per_kind_before_balancing']}); "
+            f"{summary['train_per_kind']} (before balancing {summary['train_per_kind_before_balancing']}; "
+            f"{summary['added_after_balancing']} added after it); "
             f"{len(report.too_long)} too long, {len(rejected)} rejected lines"
         )
     try:

@@ -51,6 +51,7 @@ class DatasetReport:
     too_long: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[dict[str, Any]] = field(default_factory=list)  # malformed input lines
     counts_before_balancing: dict[str, int] = field(default_factory=dict)
+    added_after_balancing: int = 0  # e.g. spec paraphrases (see build_dataset's ``extra_train``)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -58,6 +59,7 @@ class DatasetReport:
             "val": len(self.val),
             "train_per_kind": dict(sorted(Counter(e.kind for e in self.train).items())),
             "train_per_kind_before_balancing": self.counts_before_balancing,
+            "added_after_balancing": self.added_after_balancing,
             "val_per_kind": dict(sorted(Counter(e.kind for e in self.val).items())),
             "dropped_too_long": self.too_long,
             "rejected": self.rejected,
@@ -99,6 +101,70 @@ def examples_from_blocks(blocks: Iterable[ManualBlock]) -> list[SFTExample]:
             }.get(block.kind, f"What does the manual say about {title}?")
             result.append(example(block.kind, question, rest.strip(), block.id))
     return result
+
+
+# Generic ways to ask for one spec value; `spec_paraphrases` draws from them. Written for any
+# manual (no vehicle names), and none is a template of the demo's test questions.
+SPEC_PARAPHRASES = (
+    "What is the {x}?",
+    "{X}?",
+    "Tell me the {x}.",
+    "What does the manual give for the {x}?",
+    "What is the specified {x}?",
+    "Look up the {x}.",
+    "{X}: what is the spec?",
+    "I need the {x}.",
+    "Quick question: the {x}?",
+    "According to the service manual, what is the {x}?",
+)
+
+
+def spec_paraphrases(
+    blocks: Iterable[ManualBlock], per_block: int, seed: int = 42
+) -> list[SFTExample]:
+    """``per_block`` extra questions for each spec row ``"Name: value"``, in the phrasings of
+    :data:`SPEC_PARAPHRASES` (seeded; all distinct up to their number, then round after round).
+
+    A spec answer is a few tokens, so asking for each value in several phrasings is cheap, and
+    it is what teaches a small model the value rather than the wording of one question.
+
+    >>> block = ManualBlock("b1", "m.pdf", 1, (), "SPEC", "Wheel bolt torque: 120 Nm")
+    >>> [e.messages[2]["content"] for e in spec_paraphrases([block], 2)]
+    ['120 Nm', '120 Nm']
+    """
+    if per_block < 0:
+        raise DatasetError(f"data.spec_paraphrases={per_block}: use 0 (none) or more")
+    rng = random.Random(seed)
+    result = []
+    for block in blocks:
+        first = block.text.partition("\n")[0]
+        if block.kind != "SPEC" or ": " not in first:
+            continue
+        name, value = (part.strip() for part in first.split(": ", 1))
+        templates: list[str] = []
+        while len(templates) < per_block:
+            templates += rng.sample(SPEC_PARAPHRASES, len(SPEC_PARAPHRASES))
+        for template in templates[:per_block]:
+            question = template.format(x=_lower_first(name), X=name[:1].upper() + name[1:])
+            result.append(example("SPEC", question, value, block.id))
+    return result
+
+
+def read_blocks(path: Path) -> list[ManualBlock]:
+    """A ``blocks.jsonl`` file (what `tunegraph ingest` and the demo corpus write)."""
+    text = read_utf8(path, DatasetError)
+    blocks = []
+    for number, record, malformed in parse_lines(text):
+        try:
+            if malformed:
+                raise ValueError(malformed)
+            blocks.append(ManualBlock.from_dict(record))
+        except (TypeError, KeyError, ValueError) as exc:
+            raise DatasetError(
+                f"{path}, line {number}: not a manual block ({exc}); expected "
+                '{"id", "source", "page", "section", "kind", "text"}'
+            ) from None
+    return blocks
 
 
 def examples_from_qa(pairs: Iterable[QAPair]) -> list[SFTExample]:
@@ -227,6 +293,7 @@ def build_dataset(
     max_ratio: float = 2.0,
     max_val: int = 0,
     seed: int = 42,
+    extra_train: Sequence[SFTExample] = (),
 ) -> DatasetReport:
     """Length check, deterministic split (unless ``val_examples`` are given), then balancing of
     the training side only.
@@ -235,6 +302,8 @@ def build_dataset(
     every epoch costs a pass over them). Give ``val_examples`` when the validation set asks
     about the same facts in other words (the demo's val questions): a fine-tuned model is meant
     to learn every block, so holding whole blocks out would cap what it can answer.
+    ``extra_train`` (length-checked too) joins the training side after balancing, so that it
+    does not drive the upsampling of the other kinds: spec paraphrases are a few tokens each.
     """
     report = DatasetReport()
     fitting, report.too_long = drop_too_long(examples, count_tokens, max_length)
@@ -249,6 +318,10 @@ def build_dataset(
         report.val = [e for i, e in enumerate(report.val) if i in keep]
     report.counts_before_balancing = dict(sorted(Counter(e.kind for e in train).items()))
     report.train = balance(train, max_ratio, seed)
+    extra, too_long_extra = drop_too_long(extra_train, count_tokens, max_length)
+    report.too_long += too_long_extra
+    report.train += extra
+    report.added_after_balancing = len(extra)
     return report
 
 

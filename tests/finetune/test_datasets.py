@@ -11,7 +11,9 @@ from finetune.datasets import (
     chat_token_counter,
     examples_from_blocks,
     examples_from_qa,
+    read_blocks,
     read_sft_jsonl,
+    spec_paraphrases,
     write_jsonl,
 )
 from ingest.records import ManualBlock, QAPair
@@ -186,3 +188,49 @@ def test_given_val_examples_keep_every_block_in_training(demo_corpus):
     assert not {e.messages[1]["content"] for e in report.train} & {
         e.messages[1]["content"] for e in report.val
     }
+
+
+def test_spec_paraphrases_ask_each_value_in_distinct_phrasings_after_balancing(demo_corpus):
+    root = demo_corpus.root / "manual"
+    blocks = read_blocks(root / "blocks.jsonl")
+    specs = {b.id: b.text.split(": ", 1)[1] for b in blocks if b.kind == "SPEC"}
+    extra = spec_paraphrases(blocks, 4, seed=7)
+    assert len(extra) == 4 * len(specs)
+    for block_id, value in specs.items():
+        asked = [e for e in extra if e.group == block_id]
+        questions = {e.messages[1]["content"] for e in asked}
+        assert len(questions) == 4 and all(q.startswith("[SPEC] ") for q in questions)
+        assert {e.messages[2]["content"] for e in asked} == {value}
+    assert spec_paraphrases(blocks, 4, seed=7) == extra  # seeded
+    # none of them is a test question, and they join after balancing: the other kinds'
+    # upsampling is the same as without them
+    test_questions = {
+        json.loads(line)["question"]
+        for line in (root / "qa" / "test.jsonl").read_text().split("\n")
+        if line
+    }
+    assert not {e.messages[1]["content"][len("[SPEC] ") :] for e in extra} & test_questions
+    train = examples_from_qa(
+        QAPair(**json.loads(line))
+        for line in (root / "qa" / "train.jsonl").read_text().splitlines()
+    )
+    plain = build_dataset(train, count_tokens=_words, val_examples=[])
+    more = build_dataset(train, count_tokens=_words, val_examples=[], extra_train=extra)
+    assert more.train[: len(plain.train)] == plain.train
+    assert more.added_after_balancing == len(extra) == len(more.train) - len(plain.train)
+    assert more.summary()["added_after_balancing"] == len(extra)
+
+
+def test_spec_paraphrases_and_blocks_files_reject_bad_input(tmp_path):
+    block = ManualBlock("b1", "m", 1, (), "SPEC", "Wheel bolt torque: 120 Nm")
+    with pytest.raises(DatasetError, match="data.spec_paraphrases=-1: use 0"):
+        spec_paraphrases([block], -1)
+    questions = [e.messages[1]["content"] for e in spec_paraphrases([block], 25)]
+    assert len(questions) == 25 and len(set(questions[:10])) == 10  # all, then round after round
+    assert len(set(questions)) == 10
+    bad = tmp_path / "blocks.jsonl"
+    bad.write_text(json.dumps(block.to_dict()) + '\n{"id": "b2"}\n')
+    with pytest.raises(DatasetError, match=r"blocks.jsonl, line 2: not a manual block"):
+        read_blocks(bad)
+    with pytest.raises(DatasetError, match="no such file"):
+        read_blocks(tmp_path / "missing.jsonl")
