@@ -50,6 +50,16 @@ class LoraArgs:
         if not 0 <= self.dropout < 1:
             raise ValueError(f"lora.dropout={self.dropout}: use 0 <= dropout < 1")
 
+    def layers(self, total: int) -> list[int] | None:
+        """The decoder layer indices LoRA goes into (of ``total``): None for all.
+
+        >>> LoraArgs(last_layers=2).layers(30), LoraArgs().layers(30)
+        ([28, 29], None)
+        """
+        if not self.last_layers or self.last_layers >= total:
+            return None
+        return list(range(total - self.last_layers, total))
+
     def peft_config(self, **extra: Any) -> Any:
         """PEFT's ``LoraConfig`` for these arguments; ``extra``: task type, layers, modules to
         save, or other target modules (a regex)."""

@@ -37,12 +37,19 @@ class DataArgs:
     val_fraction: float = 0.2
     max_ratio: float = 2.0
     max_val_examples: int = 0  # 0: all; N: a seeded sample of N (cheaper per-epoch eval loss)
+    # N > 0: each spec row of the manual is also asked in N other phrasings (added after
+    # balancing); the rows come from blocks_file (default for source=demo: the demo's blocks).
+    spec_paraphrases: int = 0
+    blocks_file: Path | None = None
 
 
 @dataclass
 class TextRecipeConfig:
     base_model: str = "smollm2-135m-instruct"
     name: str = "manual-lora"
+    # How a step's loss averages: "token" (every answer token counts the same, so a long
+    # procedure outweighs a spec value ~20x) or "example" (each answer counts the same).
+    loss_weighting: Literal["token", "example"] = "token"
     lora: LoraArgs = field(default_factory=LoraArgs)
     train: TrainArgs = field(default_factory=TrainArgs)
     data: DataArgs = field(default_factory=DataArgs)
@@ -164,7 +171,7 @@ def run(
     peft_model = get_peft_model(
         model,
         config.lora.peft_config(
-            layers_to_transform=_layers(config.lora.last_layers, model.config),
+            layers_to_transform=config.lora.layers(model.config.num_hidden_layers),
             task_type="CAUSAL_LM",
         ),
     )
@@ -182,12 +189,16 @@ def run(
         )
     device = next(peft_model.parameters()).device
 
+    per_example = config.loss_weighting == "example"
+
     def step(group: list[list[int]]) -> tuple[float, int]:
         label_tokens = sum(
             sum(1 for t in train_data[i][1] if t != IGNORE) for b in group for i in b
         )
         if label_tokens == 0:
             raise TrainingError("a batch has no label tokens: every answer was cut off")
+        # the loss is a mean over the step's answer tokens, or over its answers
+        denominator = sum(len(b) for b in group) if per_example else label_tokens
         step_loss, seen = 0.0, 0
         for batch in group:
             input_ids, positions, labels, tokens = collate_packed(
@@ -200,9 +211,10 @@ def run(
                     None,
                     labels.to(device),
                     position_ids=positions.to(device),
+                    weights=example_weights(positions, labels).to(device) if per_example else None,
                 )
-            (loss_sum / label_tokens).backward()
-            step_loss += loss_sum.item() / label_tokens
+            (loss_sum / denominator).backward()
+            step_loss += loss_sum.item() / denominator
             seen += tokens
         return step_loss, seen
 
@@ -233,10 +245,31 @@ def run(
     return TrainResult(target, loop.steps, metrics)
 
 
+def example_weights(positions: Any, labels: Any) -> Any:
+    """For packed rows (position ids restart at 0 per example): 1 / (the example's label
+    tokens) at every label position, in the order of ``labels[:, 1:][labels[:, 1:] != IGNORE]``
+    — summed with these weights, each example's loss is its mean over its own answer tokens.
+    """
+    import torch
+
+    segment = (positions == 0).cumsum(dim=1)[:, 1:]  # the example each target belongs to
+    key = segment + torch.arange(len(positions)).unsqueeze(1) * (segment.max() + 1)
+    selected = key[labels[:, 1:] != IGNORE]
+    counts = torch.bincount(selected)
+    return 1.0 / counts[selected].float()
+
+
 def label_loss_sum(
-    model: Any, input_ids: Any, attention: Any, labels: Any, *, position_ids: Any = None
+    model: Any,
+    input_ids: Any,
+    attention: Any,
+    labels: Any,
+    *,
+    position_ids: Any = None,
+    weights: Any = None,
 ) -> Any:
-    """Summed next-token cross-entropy over the positions that have labels.
+    """Summed next-token cross-entropy over the positions that have labels (each position's
+    term times ``weights``, one per label position in row-major order, when given).
 
     The vocabulary projection runs only at those positions (a short answer after a long prompt
     needs a few rows of logits, not one per token); models that rescale or soft-cap their
@@ -254,12 +287,11 @@ def label_loss_sum(
             position_ids=position_ids,
             use_cache=False,  # with a cache, transformers ignores packed position ids
         ).logits[:, :-1]
-        return torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.size(-1)).float(),
-            targets.reshape(-1),
-            ignore_index=IGNORE,
-            reduction="sum",
+        selected = targets != IGNORE
+        losses = torch.nn.functional.cross_entropy(
+            logits[selected].float(), targets[selected], reduction="none"
         )
+        return (losses * weights).sum() if weights is not None else losses.sum()
     hidden = causal_lm.get_decoder()(
         input_ids=input_ids,
         attention_mask=attention,
@@ -268,15 +300,8 @@ def label_loss_sum(
     )
     selected = targets != IGNORE
     logits = causal_lm.get_output_embeddings()(hidden.last_hidden_state[:, :-1][selected])
-    return torch.nn.functional.cross_entropy(logits.float(), targets[selected], reduction="sum")
-
-
-def _layers(last: int, model_config: Any) -> list[int] | None:
-    """The decoder layer indices LoRA goes into: None for all, else the last ``last``."""
-    total = model_config.num_hidden_layers
-    if not last or last >= total:
-        return None
-    return list(range(total - last, total))
+    losses = torch.nn.functional.cross_entropy(logits.float(), targets[selected], reduction="none")
+    return (losses * weights).sum() if weights is not None else losses.sum()
 
 
 def evaluate_loss(

@@ -12,6 +12,7 @@ from finetune.recipes.text_lora import (
     collate,
     collate_packed,
     encode,
+    example_weights,
     label_loss_sum,
     pack,
     run,
@@ -105,6 +106,46 @@ def test_packing_fills_rows_and_keeps_examples_apart(tokenizer):
     running = torch.arange(input_ids.shape[1]).unsqueeze(0)
     leaky = label_loss_sum(model, input_ids, None, labels, position_ids=running)
     assert not torch.allclose(leaky, alone, rtol=1e-5)
+
+
+def test_example_weighting_makes_the_packed_loss_the_sum_of_per_answer_means(tokenizer):
+    model = tiny_model(tokenizer).eval()
+    long_answer = example("PROCEDURE", "How?", "Step one. " * 20, "p")
+    items = [encode(e, tokenizer) for e in [*EXAMPLES[:3], long_answer]]
+    input_ids, positions, labels, _ = collate_packed(items, 256, tokenizer.eos_token_id)
+    weighted = label_loss_sum(
+        model,
+        input_ids,
+        None,
+        labels,
+        position_ids=positions,
+        weights=example_weights(positions, labels),
+    )
+    means = [
+        label_loss_sum(model, torch.tensor([ids]), None, torch.tensor([labs]))
+        / sum(1 for t in labs[1:] if t != IGNORE)
+        for ids, labs in items
+    ]
+    assert torch.allclose(weighted, sum(means), rtol=1e-5)
+    # per token, the long answer would dominate: the plain sum is not this
+    plain = label_loss_sum(model, input_ids, None, labels, position_ids=positions)
+    assert not torch.allclose(plain / len(items), weighted / len(items), rtol=1e-2)
+
+
+def test_example_weighted_training_runs(tokenizer, tmp_path):
+    config = _config(epochs=2)
+    config.loss_weighting = "example"
+    result = run(
+        config,
+        tiny_model(tokenizer),
+        tokenizer,
+        EXAMPLES[:8],
+        EXAMPLES[8:],
+        tmp_path,
+        data_hash="x",
+    )
+    manifest = json.loads((result.adapter_dir / "tunegraph-manifest.json").read_text())
+    assert manifest["config"]["loss_weighting"] == "example" and result.steps == 4
 
 
 def test_training_lowers_loss_and_saves_adapter_with_manifest(tokenizer, tmp_path):
