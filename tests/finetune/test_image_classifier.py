@@ -79,9 +79,10 @@ def test_damage_model_trains_saves_and_detects(damage_data, tiny_corpus, tmp_pat
         assert 0 <= x <= x + w <= photo.width + 0.5 and 0 <= y <= y + h <= photo.height + 0.5
 
 
-def test_resume_continues_exactly(damage_data, tmp_path):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])  # bf16: autocast, channels-last
+def test_resume_continues_exactly(damage_data, tmp_path, precision):
     train, val = damage_data
-    config = _config("train.max_steps=6")
+    config = _config("train.max_steps=6", f"train.precision={precision}")
     straight = run(config, train, val, tmp_path / "a", data_hash="x")
     run(config, train, val, tmp_path / "b", data_hash="x", stop_after_steps=4)
     resumed = run(config, train, val, tmp_path / "b", data_hash="x")
