@@ -2,7 +2,8 @@
 
 1. **align**: the projector learns to speak the frozen decoder's language — photo -> a short
    caption of its damages ("moderate dent on front_bumper").
-2. **instruct**: LoRA on the decoder, with the projector still training — photo + instruction
+2. **instruct**: LoRA on the decoder, with the projector still training unless
+   ``instruct_projector: false`` — photo + instruction
    -> the Assessment's photo fields as compact JSON (:func:`finetune.vision_data.assessment_target`).
 
 The encoder is a trained tunegraph image model (by default the damage model of
@@ -50,6 +51,9 @@ class VisionLMConfig:
     # (LLaVA-1.5, Llama 3.2 Vision, Qwen2-VL, SmolVLM, Llama 4), LoRA on its language model
     # (finetune/recipes/image_text_lora.py); QLoRA with train.quantization=nf4 on CUDA.
     hf_model: str = ""
+    # False: the instruct stage trains LoRA only, with the projector as the align stage left it;
+    # with lora.last_layers=N the backward pass then stops below those N layers (much faster)
+    instruct_projector: bool = True
     lora: LoraArgs = field(default_factory=LoraArgs)
     align: TrainArgs = field(
         default_factory=lambda: TrainArgs(lr=1e-3, batch_size=16, max_length=128)
@@ -147,8 +151,15 @@ def run(
         progress=progress,
         desc="align (projector)",
     )
-    # stage 2: LoRA on the decoder + projector
-    vlm.decoder = get_peft_model(decoder, config.lora.peft_config(task_type="CAUSAL_LM"))
+    # stage 2: LoRA on the decoder (+ the projector unless instruct_projector is off)
+    vlm.projector.requires_grad_(config.instruct_projector)
+    vlm.decoder = get_peft_model(
+        decoder,
+        config.lora.peft_config(
+            task_type="CAUSAL_LM",
+            layers_to_transform=config.lora.layers(decoder.config.num_hidden_layers),
+        ),
+    )
     instruct = _stage(
         vlm,
         config.train,

@@ -198,6 +198,26 @@ def test_two_stages_train_save_load_and_answer_valid_json(
     assert assessor.name.startswith(model_dir.name)
 
 
+def test_instruct_can_train_lora_in_the_last_layers_only_with_the_projector_frozen(
+    tokenizer,
+    encoder_dir,
+    damage_data,  # noqa: F811
+    tmp_path,
+):
+    config = _config("instruct_projector=false", "lora.last_layers=1")
+    result = _train(tokenizer, encoder_dir, damage_data, tmp_path, config=config)
+    aligned = tmp_path / "align" / "checkpoints" / "step-000003" / "weights.safetensors"
+    after_align = load_file(aligned)
+    saved = load_file(result.model_dir / "projector.safetensors")
+    assert all(torch.equal(after_align[f"projector.{k}"], v) for k, v in saved.items())
+    adapter = load_file(result.model_dir / "adapter" / "adapter_model.safetensors")
+    last = tiny_model(tokenizer).config.num_hidden_layers - 1
+    assert adapter and all(f".layers.{last}." in name for name in adapter)
+    instruct = tmp_path / "instruct" / "checkpoints"
+    trained = load_file(max(instruct.iterdir()) / "weights.safetensors")
+    assert not any(name.startswith("projector.") for name in trained)
+
+
 def test_resume_continues_exactly(tokenizer, encoder_dir, damage_data, tmp_path):  # noqa: F811
     straight = _train(tokenizer, encoder_dir, damage_data, tmp_path / "a")
     stopped = _train(tokenizer, encoder_dir, damage_data, tmp_path / "b", stop_after_steps=3)
