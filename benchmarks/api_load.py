@@ -2,12 +2,15 @@
 /v1/assessments (approach=agentic), first over instant fake models, then over the real embedded
 models.
 
+The server is what `tunegraph serve` runs: gunicorn, one worker process with 8 threads, malloc
+arenas capped, in a child process of this one (so the clients here share no interpreter lock
+with it); its memory is the worker's VmRSS from /proc.
+
 Baseline, measured in the same run: the same fake graphs called directly in-process, one call
-at a time. ``overhead_p50_ms`` is what the API adds to a request (HTTP, Flask, validation of the
-body and photos, JSON): the p50 of one client's sequential requests minus the p50 of the direct
-calls, the larger of the two endpoints. The load runs then report requests/s, p50/p95/p99,
-errors and the server's RSS growth from after warm-up to the end (the server runs in this
-process under werkzeug's threaded server, so /proc/self/status is its memory).
+at a time. ``overhead_p50_ms`` is what the API adds to a request (loopback HTTP, gunicorn,
+Flask, validation of the body and photos, JSON): the p50 of one client's sequential requests
+minus the p50 of the direct calls, the larger of the two endpoints. The load runs then report
+requests/s, p50/p95/p99, errors and the worker's RSS growth from after warm-up to the end.
 
 The real run needs `make demo` (the manual and claims indexes, the demo photos); without them
 it says what is missing and is skipped (``--fake-only`` skips it always).
@@ -23,8 +26,10 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import logging
+import socket
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -36,13 +41,12 @@ from typing import Any
 
 import httpx
 from PIL import Image
-from werkzeug.serving import make_server
 
 from agents.backends.base import ChatRequest, Event, Usage
 from agents.chat_model import LocalChatModel
 from agents.context import AgentContext
 from api.app import create_app
-from api.serve import limit_malloc_arenas
+from api.serve import serve
 from api.settings import Settings
 from ingest.assessment import Damage
 from ingest.claims import Claim
@@ -136,12 +140,12 @@ def percentile(values: list[float], q: float) -> float | None:
     return round(ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))], 2)
 
 
-def rss_mb() -> float:
-    """This process's resident memory (the in-process server's), from /proc/self/status."""
-    for line in Path("/proc/self/status").read_text().splitlines():
+def rss_mb(pid: int) -> float:
+    """A process's resident memory, from /proc/PID/status."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc/self/status (Linux only)")
+    raise RuntimeError(f"no VmRSS in /proc/{pid}/status (Linux only)")
 
 
 def send(http: httpx.Client, kind: str, image: bytes, max_tokens: int | None) -> httpx.Response:
@@ -179,9 +183,12 @@ def client_loop(
                 out.errors.append(detail)
 
 
-def load(url: str, clients: int, seconds: float, image: bytes, max_tokens: int | None) -> dict:
+def load(
+    server: Server, clients: int, seconds: float, image: bytes, max_tokens: int | None
+) -> dict:
     """``clients`` threads for ``seconds``: throughput, latency percentiles, errors, RSS."""
-    rss_start = rss_mb()
+    url = server.url
+    rss_start = server.rss_mb()
     until = time.monotonic() + seconds
     results = [Requests() for _ in range(clients)]
     threads = [
@@ -197,7 +204,7 @@ def load(url: str, clients: int, seconds: float, image: bytes, max_tokens: int |
     total = Requests()
     for result in results:
         total.merge(result)
-    rss_end = rss_mb()
+    rss_end = server.rss_mb()
     return {
         "clients": clients,
         "seconds": round(elapsed, 1),
@@ -254,36 +261,96 @@ def overhead(url: str, context: AgentContext, image: bytes, n: int) -> dict:
 
 
 class Server:
-    """An app on werkzeug's threaded server in this process, on a free loopback port."""
+    """``tunegraph serve``'s gunicorn (one worker, 8 threads) in a child process running this
+    script with ``--serve fake|real``, on a free loopback port."""
 
-    def __init__(self, app) -> None:
-        self.app = app
-        self.server = make_server("127.0.0.1", 0, app, threaded=True)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+    THREADS = 8
+
+    def __init__(self, kind: str, folder: Path, timeout_s: int = 60) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.command = [
+            sys.executable, __file__, "--serve", kind, "--folder", str(folder),
+            "--port", str(self.port), "--timeout", str(timeout_s),
+        ]  # fmt: skip
+        self.log = folder / f"server-{kind}.log"
 
     def __enter__(self) -> Server:
-        self.thread.start()
-        return self
+        with self.log.open("w") as log:
+            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 600  # the real models load in the worker first
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the server exited: {self.log.read_text()[-2000:]}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        self.process.kill()
+        raise RuntimeError(f"the server did not answer in 600 s: {self.log.read_text()[-2000:]}")
+
+    def worker_pid(self) -> int:
+        """gunicorn's one worker: the child of the master process."""
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        pids = children.read_text().split()
+        if len(pids) != 1:
+            raise RuntimeError(f"expected one gunicorn worker, found {pids}")
+        return int(pids[0])
+
+    def rss_mb(self) -> float:
+        return rss_mb(self.worker_pid())
 
     def __exit__(self, *_exc: object) -> None:
-        self.server.shutdown()
-        self.app.extensions["tunegraph"].jobs.shutdown()
+        self.process.terminate()  # SIGTERM: gunicorn stops gracefully
+        try:
+            self.process.wait(60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def serve_child(kind: str, folder: Path, port: int, timeout_s: int) -> None:
+    """The server side of :class:`Server` (``--serve``): the app built in the worker."""
+
+    def factory():
+        if kind == "fake":
+            context = fake_context(folder)
+            settings = Settings(home=folder / "home", rate_limit_per_minute=0, log_level="WARNING")
+        else:
+            from api import composition
+
+            settings = Settings.from_env(
+                rate_limit_per_minute=0, log_level="WARNING", generation_timeout_s=timeout_s
+            )
+            context = composition.agent_context(settings)
+        return create_app(settings=settings, context_factory=lambda _: context, job_kinds={})
+
+    serve(
+        factory,
+        host="127.0.0.1",
+        port=port,
+        threads=Server.THREADS,
+        timeout_s=timeout_s + 30,
+        log_level="WARNING",
+    )
 
 
 # ---- the two runs ----------------------------------------------------------------------------
 
 
 def fake_run(clients: int, seconds: float, n_overhead: int, folder: Path) -> dict:
-    context = fake_context(folder)
-    settings = Settings(home=folder / "home", rate_limit_per_minute=0, log_level="WARNING")
-    app = create_app(settings=settings, context_factory=lambda _: context, job_kinds={})
+    (folder / "direct").mkdir()
+    (folder / "server").mkdir()
+    context = fake_context(folder / "direct")
     image = photo()
-    with Server(app) as server:
+    with Server("fake", folder / "server") as server:
         figures = overhead(server.url, context, image, n_overhead)
         # warm-up under load (thread pools, allocator) before RSS is taken as the start
-        load(server.url, clients, min(3.0, seconds / 5), image, None)
-        result = load(server.url, clients, seconds, image, None)
+        load(server, clients, min(3.0, seconds / 5), image, None)
+        result = load(server, clients, seconds, image, None)
     return {"overhead": figures, "load": result}
 
 
@@ -296,30 +363,20 @@ def missing_for_real(settings: Settings) -> list[str]:
     return [f"{what} ({path})" for what, path in needs.items() if not path.is_dir()]
 
 
-def real_run(clients: int, seconds: float, timeout_s: int) -> dict:
-    from api import composition
-
-    settings = Settings.from_env(
-        rate_limit_per_minute=0, log_level="WARNING", generation_timeout_s=timeout_s
-    )
+def real_run(clients: int, seconds: float, timeout_s: int, folder: Path) -> dict:
+    settings = Settings.from_env()
     missing = missing_for_real(settings)
     if missing:
         return {"skipped": "missing " + "; ".join(missing) + ": run `make demo` first"}
-    started = time.perf_counter()
-    context = composition.agent_context(settings)
-    load_s = time.perf_counter() - started
-    absent = [
-        name for name in ("manuals", "claims_index", "damage_model") if not getattr(context, name)
-    ]
-    if "manuals" in absent:
-        return {"skipped": "the manuals index is empty: run `make demo` first"}
     image = next(iter(sorted((settings.demo_dir / "damage" / "images").glob("*.jpg")))).read_bytes()
-    app = create_app(settings=settings, context_factory=lambda _: context, job_kinds={})
-    with Server(app) as server:
-        with httpx.Client(base_url=server.url, timeout=300) as http:  # first requests: warm-up
+    started = time.perf_counter()
+    with Server("real", folder, timeout_s) as server:
+        with httpx.Client(base_url=server.url, timeout=300) as http:  # loads the models
             send(http, "chat", image, REAL_MAX_TOKENS)
-        result = load(server.url, clients, seconds, image, REAL_MAX_TOKENS)
-    return {"model_load_s": round(load_s, 1), "without": absent, **result}
+            send(http, "assess", image, REAL_MAX_TOKENS)
+        load_s = time.perf_counter() - started
+        result = load(server, clients, seconds, image, REAL_MAX_TOKENS)
+    return {"start_and_warm_up_s": round(load_s, 1), **result}
 
 
 def main() -> None:
@@ -328,16 +385,19 @@ def main() -> None:
     parser.add_argument("--fake-only", action="store_true", help="skip the real-model run")
     parser.add_argument("--clients", type=int, default=None, help="concurrent clients (fake run)")
     parser.add_argument("--seconds", type=float, default=None, help="length of the fake load run")
+    # internal: the server side, started by Server
+    parser.add_argument("--serve", choices=("fake", "real"), help=argparse.SUPPRESS)
+    parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--timeout", type=int, default=60, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve:
+        serve_child(args.serve, args.folder, args.port, args.timeout)
+        return
     clients = args.clients or 4
     seconds = args.seconds or (20.0 if args.quick else 60.0)
     # the real run's request timeout bounds how long the last in-flight assessment may take
     real_clients, real_seconds, real_timeout = (2, 20.0, 90) if args.quick else (4, 120.0, 300)
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access line per request
-    # as `tunegraph serve` does: without it the thread-per-request server grows by malloc arenas
-    arenas_capped = limit_malloc_arenas()
-    print(f"malloc arenas capped like `tunegraph serve`: {arenas_capped}")
-
     with tempfile.TemporaryDirectory() as folder:
         fake = fake_run(clients, seconds, 30 if args.quick else 100, Path(folder))
     worst = max(fake["overhead"].values(), key=lambda f: f["overhead_p50_ms"])
@@ -349,11 +409,11 @@ def main() -> None:
           f"{fl['rss_end_mb']} MB")  # fmt: skip
     print(json.dumps({"fake": fake}, indent=2))
 
-    real = (
-        {"skipped": "--fake-only"}
-        if args.fake_only
-        else real_run(real_clients, real_seconds, real_timeout)
-    )
+    if args.fake_only:
+        real = {"skipped": "--fake-only"}
+    else:
+        with tempfile.TemporaryDirectory() as folder:
+            real = real_run(real_clients, real_seconds, real_timeout, Path(folder))
     if "skipped" in real:
         print(f"real models: skipped ({real['skipped']})")
     else:
