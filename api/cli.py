@@ -27,6 +27,7 @@ from api.commands_retrieval import (
     search,
 )
 from api.commands_vision import eval_vision, finetune_vision
+from api.demo_chain import headline, train_and_compare
 from api.settings import Settings
 
 
@@ -78,6 +79,8 @@ def main() -> None:
 
 # ---- demo ------------------------------------------------------------------------------------
 
+STAGES = 7  # corpus, models, ingest, retrieval, fine-tune text, fine-tune vision, compare
+
 
 @main.command()
 @click.option(
@@ -107,12 +110,17 @@ def demo(
     force: bool,
     skip_models: bool,
 ) -> None:
-    """Run the whole pipeline on the embedded defaults (what exists so far).
+    """Run the whole mission on the embedded defaults, from nothing to a comparison report.
 
-    Today: generate the synthetic demo corpus; load both embedded models (the first SmolLM2
-    load converts its GGUF file and caches it); ingest the manual (PDF, and the scanned pages
-    through OCR into their own namespace), the claims and the COCO photos; evaluate retrieval
-    on the held-out questions. Fine-tuning and the comparison join as their issues land.
+    Generate the synthetic demo corpus; load both embedded models (the first SmolLM2 load
+    converts its GGUF file and caches it); ingest the manual (PDF, and the scanned pages through
+    OCR into their own namespace), the claims and the COCO photos; evaluate retrieval; fine-tune
+    the text model and the vision models with the profile's recipes (from scratch); compare the
+    fine-tuned and agentic approaches; print where the report is and its headline numbers.
+
+    Profiles: quick (the CPU recipes), smoke (tiny training and a 2-photo comparison: checks
+    the chain, leaves weak models under the same names), full (GPU: Llama 3.1 8B QLoRA, a ViT
+    damage model, LLaVA-1.5 QLoRA; downloads from the Hugging Face hub).
     """
     from tqdm import tqdm
 
@@ -127,7 +135,12 @@ def demo(
         config = DemoCorpusConfig.from_mapping(values, source=corpus_config or "demo")
     except (TypeError, ValueError) as exc:
         raise click.BadParameter(str(exc), param_hint="--corpus-config") from None
-    click.echo(f"[1/4] demo corpus (seed {config.seed}, profile {profile}) -> {settings.demo_dir}")
+    stage = iter(range(1, STAGES + 1))
+
+    def step(title: str) -> None:
+        click.echo(f"[{next(stage)}/{STAGES}] {title}")
+
+    step(f"demo corpus (seed {config.seed}, profile {profile}) -> {settings.demo_dir}")
     started = time.perf_counter()
     corpus = generate_demo_corpus(settings.demo_dir, config, force=force, progress=tqdm)
     counts = corpus.counts
@@ -142,14 +155,14 @@ def demo(
         f"      ({time.perf_counter() - started:.1f} s)"
     )
     if skip_models:
-        click.echo("[2/4] embedded models, [3/4] ingest, [4/4] retrieval: skipped (--skip-models)")
+        click.echo("      models, ingest, retrieval, training and compare: skipped (--skip-models)")
         return
-    click.echo("[2/4] embedded models")
+    step("embedded models")
     _prepare_models(settings, [settings.text_model, settings.embedding_model])
 
     demo_dir = settings.demo_dir
     manual = demo_dir / "manual"
-    click.echo("[3/4] ingest: manual PDF -> namespace manuals")
+    step("ingest: manual PDF -> namespace manuals")
     ctx.invoke(ingest_manuals, paths=(manual / "vehicle_manual.pdf",), namespace="manuals")
     click.echo("      scanned pages (OCR) -> namespace manual_scans")
     ctx.invoke(
@@ -168,11 +181,19 @@ def demo(
             images=demo_dir / "damage" / "images",
             name=f"demo-damage-{split}",
         )
-    click.echo("[4/4] retrieval on the held-out manual questions")
+    step("retrieval on the held-out manual questions")
     ctx.invoke(eval_retrieval, questions=manual / "qa" / "test_retrieval.jsonl")
+    timings = train_and_compare(ctx, profile, settings, step)
+    report = settings.runs_dir / "demo"
     click.echo(
-        f"\nDone in {time.perf_counter() - started:.0f} s. Corpus: {demo_dir / 'README.md'}. "
-        'Try: tunegraph search "front brake caliper bolt torque"'
+        f"\nDone in {time.perf_counter() - started:.0f} s (training and compare: {timings})."
+    )
+    click.echo(f"Report: {report / 'report.html'} (also report.md, report.json, PNG plots)")
+    for line in headline(report / "report.json"):
+        click.echo(f"  {line}")
+    click.echo(
+        f"Corpus: {demo_dir / 'README.md'}. Serve both approaches: tunegraph serve, then "
+        "tunegraph client assess PHOTO.jpg --approach both"
     )
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import click
 import pytest
@@ -129,3 +130,34 @@ def _small(tmp_path) -> str:
     config = tmp_path / "small.yaml"
     config.write_text("n_claims: 100\nn_images: 12\nn_scanned_pages: 1\n")
     return str(config)
+
+
+def test_demo_summary_reads_the_headline_numbers_of_a_report(tmp_path):
+    from api.demo_chain import PROFILES, headline
+
+    report = tmp_path / "report.json"
+    report.write_text(
+        json.dumps(
+            {
+                "assessment_scores": {
+                    "finetuned": {"type_f1_macro": 0.81, "invalid_rate": 0.0, "latency_ms": {}},
+                    "agentic": {
+                        "type_f1_macro": 0.9,
+                        "invalid_rate": 0.0,
+                        "latency_ms": {"p50": 35000.0},
+                    },
+                },
+                "chat_scores": {
+                    "rag": {"spec_exact_match": 0.5, "rouge_l": 0.3, "latency_ms": {"p50": 2100}}
+                },
+            }
+        )
+    )
+    assert headline(report) == [
+        "assessment finetuned: damage-type F1 (macro) 0.81, invalid 0.0, p50 n/a",
+        "assessment agentic: damage-type F1 (macro) 0.9, invalid 0.0, p50 35.0 s",
+        "chat rag: SPEC exact match 0.5, ROUGE-L 0.3, p50 2.1 s",
+    ]
+    for profile in PROFILES.values():  # every profile names configs that ship
+        for config in (profile.text_config, profile.damage_config, profile.vlm_config):
+            assert (Path(__file__).parents[2] / "configs" / config).is_file(), config

@@ -223,7 +223,7 @@ def test_spec_paraphrases_ask_each_value_in_distinct_phrasings_after_balancing(d
 
 def test_spec_paraphrases_and_blocks_files_reject_bad_input(tmp_path):
     block = ManualBlock("b1", "m", 1, (), "SPEC", "Wheel bolt torque: 120 Nm")
-    with pytest.raises(DatasetError, match="data.spec_paraphrases=-1: use 0"):
+    with pytest.raises(DatasetError, match=r"data\.spec_paraphrases=-1: use 0"):
         spec_paraphrases([block], -1)
     questions = [e.messages[1]["content"] for e in spec_paraphrases([block], 25)]
     assert len(questions) == 25 and len(set(questions[:10])) == 10  # all, then round after round
