@@ -168,6 +168,13 @@ def finetune_text(
     "--limit", type=click.IntRange(1), default=None, help="evaluate a seeded sample of N questions"
 )
 @click.option(
+    "--kind",
+    "kinds",
+    type=click.Choice(["SPEC", "PROCEDURE", "EXPLANATION", "WIRING", "TROUBLESHOOTING"]),
+    multiple=True,
+    help="only questions of this block kind (repeatable) [default: all]",
+)
+@click.option(
     "--retrieval/--no-retrieval",
     default=True,
     show_default=True,
@@ -181,6 +188,7 @@ def eval_text(
     questions: Path | None,
     blocks: Path | None,
     limit: int | None,
+    kinds: tuple[str, ...],
     retrieval: bool,
     max_new_tokens: int,
     batch_size: int,
@@ -223,6 +231,10 @@ def eval_text(
         ]
     except (ValueError, TypeError, KeyError) as exc:
         raise click.ClickException(f"cannot read the questions or blocks: {exc}") from None
+    if kinds:
+        items = [q for q in items if q.kind in kinds]
+        if not items:
+            raise click.ClickException(f"no {'/'.join(kinds)} question in {questions}")
     if limit and limit < len(items):
         items = sorted(random.Random(0).sample(items, limit), key=lambda q: q.id)
     known = known_numbers(block_texts)

@@ -161,3 +161,20 @@ def test_demo_summary_reads_the_headline_numbers_of_a_report(tmp_path):
     for profile in PROFILES.values():  # every profile names configs that ship
         for config in (profile.text_config, profile.damage_config, profile.vlm_config):
             assert (Path(__file__).parents[2] / "configs" / config).is_file(), config
+
+
+def test_eval_text_can_keep_one_kind_of_question(monkeypatch, tmp_path, demo_corpus, model_store):
+    (tmp_path / "demo").symlink_to(demo_corpus.root)
+    model_store.config.cache_dir.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "models").symlink_to(model_store.config.cache_dir)  # SmolLM2, converted once
+    monkeypatch.setenv("TUNEGRAPH_HOME", str(tmp_path))
+    args = ["eval", "text", "--kind", "SPEC", "--limit", "3", "--no-retrieval"]
+    result = CliRunner().invoke(main, [*args, "--max-new-tokens", "4", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output[result.output.index("{") :])
+    assert list(report["base"]["per_kind"]) == ["SPEC"] and report["base"]["n"] == 3
+    empty = tmp_path / "qa.jsonl"
+    empty.write_text(json.dumps({"id": "q", "block_id": "b", "kind": "WIRING", "split": "test",
+                                 "question": "Pin 1?", "answer": "red"}) + "\n")  # fmt: skip
+    result = CliRunner().invoke(main, [*args, "--questions", str(empty)])
+    assert result.exit_code == 1 and "no SPEC question" in result.output
