@@ -115,7 +115,7 @@ def _claim(raw: str | None) -> dict[str, Any] | None:
 
 def _images(settings: Settings) -> list[bytes]:
     """The uploaded images' bytes, each checked for size, format, integrity and pixels."""
-    from ingest.images import ImageError, load_image
+    from ingest.images import ImageError, check_image
 
     files = request.files.getlist("images")
     if not files:
@@ -142,7 +142,7 @@ def _images(settings: Settings) -> list[bytes]:
                 code="image_too_large",
             )
         try:
-            load_image(data, name, max_pixels=settings.max_image_pixels)
+            check_image(data, name, max_pixels=settings.max_image_pixels)
         except ImageError as exc:
             raise APIError(400, str(exc), param="images", code="invalid_image") from None
         except (OSError, SyntaxError, ValueError):

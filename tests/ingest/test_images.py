@@ -5,7 +5,7 @@ import io
 import pytest
 from PIL import Image
 
-from ingest.images import ImageError, image_bytes, load_image
+from ingest.images import ImageError, check_image, image_bytes, load_image
 
 
 def _encoded(picture: Image.Image, fmt: str, **kwargs) -> bytes:
@@ -64,3 +64,40 @@ def test_corrupt_truncated_missing_and_other_formats_name_the_file(tmp_path):
     path = tmp_path / "ok.png"
     path.write_bytes(_encoded(Image.new("RGB", (3, 3)), "PNG"))
     assert load_image(path).size == (3, 3)
+
+
+def test_check_image_refuses_what_load_image_refuses():
+    import random
+
+    rng = random.Random(3)
+    photo = Image.effect_noise((320, 240), 60).convert("RGB")
+    good = {fmt: image_bytes(photo, fmt) for fmt in ("JPEG", "PNG", "WEBP")}
+    variants = {f"{fmt} whole": data for fmt, data in good.items()}
+    for fmt, data in good.items():
+        for cut in (0.3, 0.7, 0.95):
+            variants[f"{fmt} cut at {cut}"] = data[: int(len(data) * cut)]
+    jpeg = bytearray(good["JPEG"])
+    for n in range(5):  # damaged bytes inside the compressed data
+        damaged = bytearray(jpeg)
+        for _ in range(20):
+            damaged[rng.randrange(len(jpeg) // 3, len(jpeg) - 2)] = rng.randrange(256)
+        variants[f"JPEG damaged {n}"] = bytes(damaged)
+    variants["not an image"] = b"GIF89a" + bytes(100)
+    outcomes = {}
+    for label, data in variants.items():
+        try:
+            load_image(data, label)
+            loaded = None
+        except ImageError as exc:
+            loaded = str(exc).split(":")[0]
+        try:
+            check_image(data, label)
+            checked = None
+        except ImageError as exc:
+            checked = str(exc).split(":")[0]
+        outcomes[label] = (loaded, checked)
+    assert all(loaded == checked for loaded, checked in outcomes.values()), outcomes
+    assert outcomes["JPEG cut at 0.7"][0] == "JPEG cut at 0.7"  # refused, naming the upload
+    assert outcomes["JPEG whole"] == (None, None)
+    with pytest.raises(ImageError, match="above the limit"):
+        check_image(good["JPEG"], "big.jpg", max_pixels=1000)
