@@ -27,7 +27,7 @@ from api.commands_retrieval import (
     search,
 )
 from api.commands_vision import eval_vision, finetune_vision
-from api.demo_chain import headline, train_and_compare
+from api.demo_chain import PROFILES, headline, train_and_compare
 from api.settings import Settings
 
 
@@ -88,7 +88,7 @@ STAGES = 7  # corpus, models, ingest, retrieval, fine-tune text, fine-tune visio
     type=click.Choice(["smoke", "quick", "full"]),
     default="quick",
     show_default=True,
-    help="how much training later stages do (corpus is the same)",
+    help="how much training and comparing the later stages do (smoke: also a small corpus)",
 )
 @click.option("--seed", type=int, default=None, help="corpus seed [default: TUNEGRAPH_DEMO_SEED]")
 @click.option(
@@ -127,7 +127,7 @@ def demo(
     from ingest.demo.corpus import DemoCorpusConfig, generate_demo_corpus
 
     settings = load_settings()
-    values = _read_yaml(corpus_config) if corpus_config else {}
+    values = _read_yaml(corpus_config) if corpus_config else dict(PROFILES[profile].corpus)
     values.setdefault("seed", settings.demo_seed)
     if seed is not None:
         values["seed"] = seed

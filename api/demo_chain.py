@@ -33,6 +33,7 @@ class DemoProfile:
     # 2-core CPU an agentic assessment takes ~35 s and a chat answer up to ~25 s
     images: int = 4
     questions: int = 3
+    corpus: tuple[tuple[str, int], ...] = ()  # corpus sizes unless --corpus-config is given
 
 
 PROFILES = {
@@ -43,9 +44,10 @@ PROFILES = {
         "vision/vlm_quick.yaml",
         text=("train.epochs=1", "train.max_steps=4", "data.spec_paraphrases=0"),
         damage=("train.epochs=1",),
-        vlm=("align.max_steps=2", "train.max_steps=3"),
+        vlm=("align.max_steps=2", "align.batch_size=4", "train.max_steps=3", "train.batch_size=4"),
         images=2,
         questions=1,
+        corpus=(("n_claims", 300), ("n_images", 240), ("n_scanned_pages", 2)),
     ),
     # the quick CPU profiles the fine-tuning issues' targets are measured with
     "quick": DemoProfile(
@@ -71,11 +73,11 @@ def train_and_compare(ctx: click.Context, profile_name: str, settings: Settings,
     profile = PROFILES[profile_name]
     timings: dict[str, float] = {}
 
-    def timed(name: str, function, **kwargs) -> None:
+    def timed(stage: str, function, **kwargs) -> None:
         started = time.perf_counter()
         ctx.invoke(function, **kwargs)
-        timings[name] = round(time.perf_counter() - started, 1)
-        click.echo(f"      ({timings[name]:.0f} s)")
+        timings[stage] = round(time.perf_counter() - started, 1)
+        click.echo(f"      ({timings[stage]:.0f} s)")
 
     vision = {"task": None, "train_file": None, "val_file": None, "out": None}
     trainings = [
@@ -86,13 +88,13 @@ def train_and_compare(ctx: click.Context, profile_name: str, settings: Settings,
         ("vision_lm", f"      and the vision-language model ({profile.vlm_config})",
          finetune_vision, profile.vlm_config, profile.vlm, vision),
     ]  # fmt: skip
-    for name, title, command, config, overrides, extra in trainings:
+    for stage, title, command, config, overrides, extra in trainings:
         if title.startswith(" "):
             click.echo(title)  # a second model in the same stage
         else:
             step(title)
         timed(
-            name,
+            stage,
             command,
             config_path=CONFIGS / config,
             no_resume=True,
