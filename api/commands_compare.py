@@ -40,6 +40,12 @@ from api.cli_support import load_settings
     "text_output_per_1m, vision_input_per_1m, vision_output_per_1m, training_per_1m_tokens, "
     "training_per_1k_images, hosting_per_hour, currency)",
 )
+@click.option(
+    "--max-tokens",
+    type=click.IntRange(1, 4096),
+    default=None,
+    help="cap every text-model answer (chat, assessment reports) [default: the model's]",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="sampling and bootstrap seed")
 @click.option("--json", "as_json", is_flag=True, help="print the scores and verdicts as JSON")
 @click.pass_context
@@ -49,6 +55,7 @@ def compare(
     images: int,
     questions: int,
     prices: Path | None,
+    max_tokens: int | None,
     seed: int,
     as_json: bool,
 ) -> None:
@@ -89,7 +96,12 @@ def compare(
 
     try:
         options = CompareOptions(
-            name=name, images=images, questions=questions, prices=prices, seed=seed
+            name=name,
+            images=images,
+            questions=questions,
+            prices=prices,
+            seed=seed,
+            max_tokens=max_tokens,
         )
         result = run_compare(
             settings,

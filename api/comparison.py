@@ -8,7 +8,7 @@ import json
 import random
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +35,9 @@ class CompareError(ValueError):
 class CompareOptions:
     """What to compare on. ``images`` / ``questions``: seeded samples of the demo's test photos
     and test questions (0 skips that task); ``prices``: a YAML price table (see
-    :class:`agents.compare.Prices`); ``resamples``: bootstrap resamples per metric."""
+    :class:`agents.compare.Prices`); ``resamples``: bootstrap resamples per metric;
+    ``max_tokens``: a cap on every text-model answer (chat and assessment reports; None: the
+    model's own default)."""
 
     name: str = "compare"
     images: int = 24
@@ -43,6 +45,7 @@ class CompareOptions:
     prices: Path | None = None
     seed: int = 0
     resamples: int = 1000
+    max_tokens: int | None = None
 
     def __post_init__(self) -> None:
         problems = []
@@ -53,6 +56,8 @@ class CompareOptions:
                 problems.append(f"{key} cannot be negative")
         if self.resamples < 100:
             problems.append("resamples: use at least 100")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            problems.append("max_tokens: use at least 1")
         if problems:
             raise CompareError("; ".join(problems))
 
@@ -92,6 +97,9 @@ def run_compare(
     if progress:
         progress(0.0, "loading the models")
     context = context_factory(settings)
+    if options.max_tokens and context.llm is not None:
+        capped = context.llm.model_copy(update={"max_tokens": options.max_tokens})
+        context = replace(context, llm=capped)
     comparison = run_comparison(
         context,
         photos,

@@ -34,6 +34,7 @@ class DemoProfile:
     images: int = 4
     questions: int = 3
     corpus: tuple[tuple[str, int], ...] = ()  # corpus sizes unless --corpus-config is given
+    max_tokens: int | None = 160  # compare: cap on each text-model answer
 
 
 PROFILES = {
@@ -47,6 +48,7 @@ PROFILES = {
         vlm=("align.max_steps=2", "align.batch_size=4", "train.max_steps=3", "train.batch_size=4"),
         images=2,
         questions=1,
+        max_tokens=32,
         corpus=(("n_claims", 300), ("n_images", 240), ("n_scanned_pages", 2)),
     ),
     # the quick CPU profiles the fine-tuning issues' targets are measured with
@@ -60,6 +62,7 @@ PROFILES = {
         "vision/vlm_llava_qlora.yaml",
         images=24,
         questions=40,
+        max_tokens=None,
     ),
 }
 
@@ -110,6 +113,7 @@ def train_and_compare(ctx: click.Context, profile_name: str, settings: Settings,
         images=profile.images,
         questions=profile.questions,
         prices=None,
+        max_tokens=profile.max_tokens,
         seed=0,
         as_json=False,
     )

@@ -198,3 +198,25 @@ def test_training_tokens_come_from_the_manifests(tmp_path):
     assert set(agentic.models) == {"damage-model", settings.text_adapter}
     assert usage["assessment"]["finetuned"].tokens == 0  # no vision-language model trained
     assert usage["chat"]["finetuned-rag"].tokens == 5000 and "base" not in usage["chat"]
+
+
+def test_max_tokens_caps_every_text_model_request(home):
+    seen: list[int] = []
+
+    def recording(settings: Settings) -> AgentContext:
+        context = fake_context(settings)
+        backend = context.llm.backend
+        original = backend.stream
+
+        def stream(request):
+            seen.append(request.max_tokens)
+            yield from original(request)
+
+        backend.stream = stream
+        return context
+
+    options = CompareOptions(name="capped", images=2, questions=2, resamples=200, max_tokens=24)
+    run_compare(Settings(home=home), options, context_factory=recording)
+    assert len(seen) >= 2 * 5 and set(seen) == {24}  # chat in 5 modes and the reports
+    with pytest.raises(CompareError, match="max_tokens"):
+        CompareOptions(max_tokens=0)
