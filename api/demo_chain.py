@@ -68,7 +68,7 @@ PROFILES = {
 
 
 def train_and_compare(ctx: click.Context, profile_name: str, settings: Settings, step) -> dict:
-    """Stages 5-8 of the demo; ``step(title)`` prints a stage header. Returns the timings."""
+    """Stages 5-7 of the demo; ``step(title)`` prints a stage header. Returns the timings."""
     from api.commands_compare import compare
     from api.commands_finetune import finetune_text
     from api.commands_vision import finetune_vision
@@ -82,20 +82,7 @@ def train_and_compare(ctx: click.Context, profile_name: str, settings: Settings,
         timings[stage] = round(time.perf_counter() - started, 1)
         click.echo(f"      ({timings[stage]:.0f} s)")
 
-    vision = {"task": None, "train_file": None, "val_file": None, "out": None}
-    trainings = [
-        ("text", f"fine-tune text ({profile.text_config})", finetune_text, profile.text_config,
-         profile.text, {}),
-        ("damage_model", f"fine-tune vision: the damage model ({profile.damage_config})",
-         finetune_vision, profile.damage_config, profile.damage, vision),
-        ("vision_lm", f"      and the vision-language model ({profile.vlm_config})",
-         finetune_vision, profile.vlm_config, profile.vlm, vision),
-    ]  # fmt: skip
-    for stage, title, command, config, overrides, extra in trainings:
-        if title.startswith(" "):
-            click.echo(title)  # a second model in the same stage
-        else:
-            step(title)
+    def train(stage: str, command, config: str, overrides: tuple[str, ...], **extra) -> None:
         timed(
             stage,
             command,
@@ -105,6 +92,14 @@ def train_and_compare(ctx: click.Context, profile_name: str, settings: Settings,
             overrides=overrides,
             **extra,
         )
+
+    vision = {"task": None, "train_file": None, "val_file": None, "out": None}
+    step(f"fine-tune text ({profile.text_config})")
+    train("text", finetune_text, profile.text_config, profile.text)
+    step(f"fine-tune vision: the damage model ({profile.damage_config})")
+    train("damage_model", finetune_vision, profile.damage_config, profile.damage, **vision)
+    click.echo(f"      and the vision-language model ({profile.vlm_config})")
+    train("vision_lm", finetune_vision, profile.vlm_config, profile.vlm, **vision)
     step(f"compare on {profile.images} photos and {profile.questions} questions x 5 chat modes")
     timed(
         "compare",

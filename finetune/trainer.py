@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 from finetune.run_log import RunLog
 
+IGNORE = -100  # the label of a position the loss skips (prompt, padding, image tokens)
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 

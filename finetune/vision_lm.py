@@ -26,10 +26,10 @@ from typing import Any, get_args
 import torch
 
 from finetune.constrained import allowed_logits, json_grammar, ll_tokenizer, matcher
+from finetune.trainer import IGNORE
 from ingest.assessment import Action
 from ingest.taxonomy import DAMAGE_TYPES, OVERALL_SEVERITIES, PARTS, SEVERITIES
 
-IGNORE = -100
 CONFIG_FILE = "vlm.json"
 PROJECTOR_FILE = "projector.safetensors"
 IMAGE_MARK = "<image>"

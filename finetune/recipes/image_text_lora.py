@@ -19,6 +19,7 @@ from typing import Any
 from finetune.config import to_dict
 from finetune.recipes.vision_lm import TrainResult, VisionLMConfig, answer_text
 from finetune.trainer import (
+    IGNORE,
     TrainingError,
     autocast,
     require_cuda_for_nf4,
@@ -26,7 +27,6 @@ from finetune.trainer import (
     train_loop,
 )
 
-IGNORE = -100
 KIND = "image-text-to-text"
 # the language model's modules, whatever the family calls it
 LANGUAGE_MODEL = r".*(language_model|text_model)\..*"

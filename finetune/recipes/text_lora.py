@@ -16,6 +16,7 @@ from typing import Any, Literal
 from finetune.config import to_dict
 from finetune.datasets import SFTExample
 from finetune.trainer import (
+    IGNORE,
     LoraArgs,
     TrainArgs,
     TrainingError,
@@ -24,8 +25,6 @@ from finetune.trainer import (
     save_artifact,
     train_loop,
 )
-
-IGNORE = -100
 
 
 @dataclass

@@ -28,23 +28,29 @@ def tokenizer(model_store):
     return tokenizer
 
 
-def tiny_model(tokenizer, seed: int = 0):
-    """A 2-layer Llama with random weights and SmolLM2's vocabulary."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+def tiny_llama_config(tokenizer, **extra):
+    """A 2-layer, 32-wide Llama config with SmolLM2's vocabulary and end of turn."""
+    from transformers import LlamaConfig
 
-    torch.manual_seed(seed)
-    config = LlamaConfig(
+    return LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=32,
         intermediate_size=64,
         num_hidden_layers=2,
         num_attention_heads=2,
         num_key_value_heads=1,
-        max_position_embeddings=256,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.eos_token_id,
+        **extra,
     )
-    return LlamaForCausalLM(config)
+
+
+def tiny_model(tokenizer, seed: int = 0):
+    """A 2-layer Llama with random weights and SmolLM2's vocabulary."""
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(tiny_llama_config(tokenizer, max_position_embeddings=256))
 
 
 EXAMPLES = [example("SPEC", f"What is torque {i}?", f"{10 + i} Nm", f"b{i}") for i in range(12)]

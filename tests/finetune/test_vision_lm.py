@@ -32,7 +32,7 @@ from finetune.vision_lm import (
 )
 from ingest.images import image_bytes
 from tests.finetune.test_image_classifier import TINY, damage_data, tiny_corpus  # noqa: F401
-from tests.finetune.test_text_lora import tiny_model
+from tests.finetune.test_text_lora import tiny_llama_config, tiny_model
 
 pytestmark = pytest.mark.real_model  # SmolLM2's tokenizer and chat template
 
@@ -304,7 +304,6 @@ def tiny_llava(model_store, tmp_path_factory):
     from transformers import (
         CLIPImageProcessor,
         CLIPVisionConfig,
-        LlamaConfig,
         LlavaConfig,
         LlavaForConditionalGeneration,
         LlavaProcessor,
@@ -322,16 +321,7 @@ def tiny_llava(model_store, tmp_path_factory):
             image_size=32,
             patch_size=8,
         ),
-        text_config=LlamaConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.eos_token_id,
-        ),
+        text_config=tiny_llama_config(tokenizer),
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
     )
     processor = LlavaProcessor(
