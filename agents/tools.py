@@ -85,10 +85,6 @@ def cost_ranges(database: Any, damages: Sequence[Damage]) -> list[dict]:
     return ranges
 
 
-def claims_with_damage(database: Any, part: str, damage_type: str) -> list[dict]:
-    return [_claim_json(c) for c in database.with_damage(part, damage_type)]
-
-
 def manual_tools(retriever: Any, k: int = 3) -> list[BaseTool]:
     """search_manual, lookup_spec and lookup_fault_code over one manuals retriever."""
 

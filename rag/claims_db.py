@@ -136,16 +136,25 @@ class ClaimsDatabase:
         with Session(self.engine) as session:
             return [row.to_claim() for row in session.scalars(query)]
 
-    def with_damage(self, part: str, damage_type: str, limit: int = 200) -> list[Claim]:
-        """The latest claims of one part x damage type (candidates for photo comparison)."""
+    def photo_candidates(self, part: str, damage_type: str, limit: int = 200) -> list[dict]:
+        """The latest claims of one part x damage type that have photos (candidates for photo
+        comparison): ``claim_id``, ``policy_id`` and ``photo_paths`` of each, newest first."""
         query = (
-            select(ClaimRow)
-            .where(ClaimRow.part == part, ClaimRow.damage_type == damage_type)
+            select(ClaimRow.claim_id, ClaimRow.policy_id, ClaimRow.photo_paths)
+            .where(
+                ClaimRow.part == part,
+                ClaimRow.damage_type == damage_type,
+                ClaimRow.photo_paths != "[]",
+            )
             .order_by(ClaimRow.incident_date.desc(), ClaimRow.claim_id)
             .limit(limit)
         )
-        with Session(self.engine) as session:
-            return [row.to_claim() for row in session.scalars(query)]
+        with self.engine.connect() as connection:
+            rows = connection.execute(query).all()
+        return [
+            {"claim_id": c, "policy_id": p, "photo_paths": json.loads(paths)}
+            for c, p, paths in rows
+        ]
 
     def cost_distribution(self, part: str, damage_type: str, severity: str) -> CostStats:
         """Quartiles of claimed amounts for one part x damage x severity (fraud excluded)."""

@@ -8,6 +8,7 @@ on without it (the report says so); the damage tool and the report model are req
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Literal
 
 from langgraph.graph import END, START, StateGraph
@@ -105,7 +106,7 @@ def _photo_matches(state: AssessState, context: AgentContext, claim: ClaimContex
         return []
     candidates: dict[str, dict] = {}
     for damage in _damages(state):
-        for row in tools.claims_with_damage(context.claims_db, damage.part, damage.type):
+        for row in context.claims_db.photo_candidates(damage.part, damage.type):
             candidates[row["claim_id"]] = row
     return fraud.photo_matches(
         state["images"], list(candidates.values()), claim.policy_id, context.open_photo,
@@ -149,8 +150,10 @@ def _evidence(state: AssessState) -> list[Evidence]:
     return items
 
 
-def _report_schema(evidence_ids: list[str]) -> type[BaseModel]:
-    """The report model's output: text, and citations limited to the evidence at hand."""
+@functools.lru_cache(maxsize=256)
+def _report_schema(evidence_ids: tuple[str, ...]) -> type[BaseModel]:
+    """The report model's output: text, and citations limited to the evidence at hand (cached:
+    building a pydantic class per request costs milliseconds)."""
     cited_type: Any = Literal[tuple(evidence_ids)] if evidence_ids else str
 
     class Report(BaseModel):
@@ -174,7 +177,7 @@ def write_report(state: AssessState, runtime: Runtime[AgentContext]) -> dict:
         "claims": [e.id for e in evidence if e.source == "claims"],
         "unavailable": state.get("errors", []),
     }
-    schema = _report_schema([e.id for e in evidence])
+    schema = _report_schema(tuple(e.id for e in evidence))
     structured = llm.with_structured_output(schema, include_raw=True)
     feedback = None
     for _ in range(REPORT_ATTEMPTS):

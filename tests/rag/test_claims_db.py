@@ -76,13 +76,18 @@ def test_history_by_vin_policy_and_window(database, claims):
         database.history()
 
 
-def test_with_damage_lists_the_latest_claims_of_a_part_and_damage(database, claims):
+def test_photo_candidates_are_the_latest_claims_with_photos_of_a_part_and_damage(database, claims):
     expected = sorted(
-        (c for c in claims if (c.part, c.damage_type) == ("hood", "dent")),
+        (c for c in claims if (c.part, c.damage_type) == ("hood", "dent") and c.photo_paths),
         key=lambda c: (-c.incident_date.toordinal(), c.claim_id),
     )
-    assert database.with_damage("hood", "dent", limit=5) == expected[:5]
-    assert len(database.with_damage("hood", "dent")) == min(len(expected), 200)
+    assert len(expected) > 5
+    assert database.photo_candidates("hood", "dent", limit=5) == [
+        {"claim_id": c.claim_id, "policy_id": c.policy_id, "photo_paths": list(c.photo_paths)}
+        for c in expected[:5]
+    ]
+    assert len(database.photo_candidates("hood", "dent")) == min(len(expected), 200)
+    assert database.photo_candidates("hood", "no-such-damage") == []
 
 
 def test_cost_distribution_excludes_fraud_and_matches_the_price_table(database, claims):
