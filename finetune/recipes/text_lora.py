@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -49,6 +50,11 @@ class TextRecipeConfig:
     # How a step's loss averages: "token" (every answer token counts the same, so a long
     # procedure outweighs a spec value ~20x) or "example" (each answer counts the same).
     loss_weighting: Literal["token", "example"] = "token"
+    # With lora.last_layers and more than one epoch: keep each example's hidden state at the
+    # first trained layer from its first pass, and start later epochs there (the frozen layers
+    # below give the same output every time; finetune/layer_cache.py). Costs memory: tokens x
+    # hidden size x 4 bytes; skipped above MAX_LAYER_CACHE_BYTES or for unsupported models.
+    cache_frozen_layers: bool = True
     lora: LoraArgs = field(default_factory=LoraArgs)
     train: TrainArgs = field(default_factory=TrainArgs)
     data: DataArgs = field(default_factory=DataArgs)
@@ -77,6 +83,9 @@ def encode(example: SFTExample, tokenizer: Any) -> tuple[list[int], list[int]]:
     return full, labels
 
 
+MAX_LAYER_CACHE_BYTES = 4 * 2**30
+
+
 def pack(lengths: list[int], max_length: int) -> list[list[int]]:
     """Rows of at most ``max_length`` tokens holding whole examples (first fit, longest first);
     returns the positions in ``lengths`` of the examples in each row."""
@@ -100,21 +109,32 @@ def collate_packed(items: list[tuple[list[int], list[int]]], max_length: int, pa
     """
     import torch
 
-    rows = pack([len(ids) for ids, _ in items], max_length)
-    width = max(sum(len(items[i][0]) for i in row) for row in rows)
+    rows = row_spans([len(ids) for ids, _ in items], max_length)
+    width = max(start + length for row in rows for _, start, length in row)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
     positions = torch.zeros((len(rows), width), dtype=torch.long)
     for r, row in enumerate(rows):
-        start = 0
-        for i in row:
+        for i, start, length in row:
             ids, labs = items[i]
-            input_ids[r, start : start + len(ids)] = torch.tensor(ids)
-            labels[r, start : start + len(ids)] = torch.tensor(labs)
-            positions[r, start : start + len(ids)] = torch.arange(len(ids))
-            start += len(ids)
-        positions[r, start:] = torch.arange(width - start)  # the tail: its own segment
+            input_ids[r, start : start + length] = torch.tensor(ids)
+            labels[r, start : start + length] = torch.tensor(labs)
+            positions[r, start : start + length] = torch.arange(length)
+        end = start + length
+        positions[r, end:] = torch.arange(width - end)  # the tail: its own segment
     return input_ids, positions, labels, sum(len(ids) for ids, _ in items)
+
+
+def row_spans(lengths: list[int], max_length: int) -> list[list[tuple[int, int, int]]]:
+    """:func:`pack`'s rows as ``(position in lengths, start in the row, length)`` spans."""
+    rows = []
+    for row in pack(lengths, max_length):
+        spans, start = [], 0
+        for i in row:
+            spans.append((i, start, lengths[i]))
+            start += lengths[i]
+        rows.append(spans)
+    return rows
 
 
 def collate(items: list[tuple[list[int], list[int]]], pad_id: int):
@@ -189,6 +209,7 @@ def run(
     device = next(peft_model.parameters()).device
 
     per_example = config.loss_weighting == "example"
+    cache = _layer_cache(config, peft_model, train_data)
 
     def step(group: list[list[int]]) -> tuple[float, int]:
         label_tokens = sum(
@@ -200,17 +221,28 @@ def run(
         denominator = sum(len(b) for b in group) if per_example else label_tokens
         step_loss, seen = 0.0, 0
         for batch in group:
-            input_ids, positions, labels, tokens = collate_packed(
-                [train_data[i] for i in batch], args.max_length, pad_id
-            )
-            with autocast(args.precision, device):
+            items = [train_data[i] for i in batch]
+            input_ids, positions, labels, tokens = collate_packed(items, args.max_length, pad_id)
+            weights = example_weights(positions, labels).to(device) if per_example else None
+            inputs: dict[str, Any] = {"input_ids": input_ids.to(device)}
+            layers, record = nullcontext(), nullcontext()
+            if cache is not None:
+                rows = [
+                    [(batch[i], start, length) for i, start, length in row]
+                    for row in row_spans([len(ids) for ids, _ in items], args.max_length)
+                ]
+                if cache.ready(batch):
+                    inputs = {"inputs_embeds": cache.packed_states(rows, input_ids.shape[1])}
+                    layers = cache.trained_layers_only()
+                else:
+                    record = cache.capture(rows)
+            with layers, record, autocast(args.precision, device):
                 loss_sum = label_loss_sum(
                     peft_model,
-                    input_ids.to(device),
-                    None,
-                    labels.to(device),
+                    labels=labels.to(device),
                     position_ids=positions.to(device),
-                    weights=example_weights(positions, labels).to(device) if per_example else None,
+                    weights=weights,
+                    **inputs,
                 )
             (loss_sum / denominator).backward()
             step_loss += loss_sum.item() / denominator
@@ -244,6 +276,24 @@ def run(
     return TrainResult(target, loop.steps, metrics)
 
 
+def _layer_cache(config: TextRecipeConfig, peft_model: Any, train_data: list) -> Any:
+    """A :class:`FrozenLayerCache` when it can pay off (see ``cache_frozen_layers``)."""
+    from finetune.layer_cache import FrozenLayerCache, supported
+
+    decoder = peft_model.get_base_model().get_decoder()
+    total = len(decoder.layers)
+    first = total - min(config.lora.last_layers or total, total)
+    tokens = sum(len(ids) for ids, _ in train_data)
+    if (
+        not config.cache_frozen_layers
+        or config.train.epochs < 2
+        or not supported(decoder, first)
+        or tokens * decoder.config.hidden_size * 4 > MAX_LAYER_CACHE_BYTES
+    ):
+        return None
+    return FrozenLayerCache(decoder, first)
+
+
 def example_weights(positions: Any, labels: Any) -> Any:
     """For packed rows (position ids restart at 0 per example): 1 / (the example's label
     tokens) at every label position, in the order of ``labels[:, 1:][labels[:, 1:] != IGNORE]``
@@ -260,15 +310,17 @@ def example_weights(positions: Any, labels: Any) -> Any:
 
 def label_loss_sum(
     model: Any,
-    input_ids: Any,
-    attention: Any,
-    labels: Any,
+    input_ids: Any = None,
+    attention: Any = None,
+    labels: Any = None,
     *,
     position_ids: Any = None,
     weights: Any = None,
+    inputs_embeds: Any = None,
 ) -> Any:
     """Summed next-token cross-entropy over the positions that have labels (each position's
-    term times ``weights``, one per label position in row-major order, when given).
+    term times ``weights``, one per label position in row-major order, when given); the input
+    is ``input_ids`` or ``inputs_embeds``.
 
     The vocabulary projection runs only at those positions (a short answer after a long prompt
     needs a few rows of logits, not one per token); models that rescale or soft-cap their
@@ -282,6 +334,7 @@ def label_loss_sum(
     if getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None):
         logits = model(
             input_ids=input_ids,
+            inputs_embeds=inputs_embeds,
             attention_mask=attention,
             position_ids=position_ids,
             use_cache=False,  # with a cache, transformers ignores packed position ids
@@ -293,6 +346,7 @@ def label_loss_sum(
         return (losses * weights).sum() if weights is not None else losses.sum()
     hidden = causal_lm.get_decoder()(
         input_ids=input_ids,
+        inputs_embeds=inputs_embeds,
         attention_mask=attention,
         position_ids=position_ids,
         use_cache=False,  # with a cache, transformers ignores packed position ids

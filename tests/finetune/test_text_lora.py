@@ -216,6 +216,28 @@ def test_resume_continues_exactly(tokenizer, tmp_path):
         )
 
 
+def test_later_epochs_start_at_the_first_trained_layer_with_the_same_result(tokenizer, tmp_path):
+    from safetensors.torch import load_file
+
+    def train(out, cache):
+        config = _config(epochs=3)
+        config.lora.last_layers = 1  # layer 0 is frozen
+        config.cache_frozen_layers = cache
+        model = tiny_model(tokenizer)
+        calls = []
+        model.model.layers[0].register_forward_hook(lambda *_: calls.append(1))
+        result = run(config, model, tokenizer, EXAMPLES[:8], EXAMPLES[8:], out, data_hash="x")
+        return load_file(str(result.adapter_dir / "adapter_model.safetensors")), len(calls)
+
+    plain, plain_calls = train(tmp_path / "plain", cache=False)
+    cached, cached_calls = train(tmp_path / "cached", cache=True)
+    # 2 batches per epoch: epochs 2 and 3 skipped the frozen layer (eval passes still run it)
+    assert plain_calls - cached_calls == 4
+    assert plain.keys() == cached.keys()
+    for key in plain:
+        assert torch.allclose(plain[key], cached[key], atol=1e-6), key
+
+
 def test_metrics_also_go_to_tensorboard_when_it_is_installed(tokenizer, tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
