@@ -326,6 +326,23 @@ def _pick(logits: Any, temperature: float, sampler: Any) -> int:
 # ---- the saved model -----------------------------------------------------------------------
 
 
+def keep_first_layers(causal_lm: Any, count: int) -> Any:
+    """Cut ``causal_lm``'s decoder to its first ``count`` layers, in place (its final norm and
+    head stay); the config says the new depth, so the model saves and reloads as it is."""
+    decoder = causal_lm.get_decoder()
+    total = len(decoder.layers)
+    if not 1 <= count <= total:
+        raise VisionLMError(
+            f"decoder_layers={count}: the decoder {causal_lm.config.name_or_path or ''} has "
+            f"{total} layers; use 1..{total} (0 keeps all)"
+        )
+    decoder.layers = decoder.layers[:count]
+    causal_lm.config.num_hidden_layers = count
+    if getattr(causal_lm.config, "layer_types", None):
+        causal_lm.config.layer_types = causal_lm.config.layer_types[:count]
+    return causal_lm
+
+
 class VisionLM:
     """A trained composed vision-language model, ready to assess photos."""
 
@@ -362,6 +379,8 @@ class VisionLM:
             return ImageTextToTextLM.load(directory, layout)
         encoder = ImageEncoder.load(directory / "encoder", tuple(layout["grid"]))
         base, _ = load_decoder(layout["base_model"])
+        if layout.get("decoder_layers"):
+            keep_first_layers(base, layout["decoder_layers"])
         tokenizer = AutoTokenizer.from_pretrained(directory / "adapter")
         decoder = PeftModel.from_pretrained(base, directory / "adapter")
         vlm = ComposedVLM(decoder, tokenizer, layout["feature_dim"], layout["cells"])

@@ -54,6 +54,11 @@ class VisionLMConfig:
     # False: the instruct stage trains LoRA only, with the projector as the align stage left it;
     # with lora.last_layers=N the backward pass then stops below those N layers (much faster)
     instruct_projector: bool = True
+    # N > 0: keep only the decoder's first N layers (its norm and head stay): each token then
+    # costs about N / all of the layers' compute in both stages and at inference. The answer is
+    # a short JSON over a closed vocabulary, constrained by a grammar, so a shallow decoder can
+    # write it; the layer count is saved with the model and applied again when it loads.
+    decoder_layers: int = 0
     lora: LoraArgs = field(default_factory=LoraArgs)
     align: TrainArgs = field(
         default_factory=lambda: TrainArgs(lr=1e-3, batch_size=16, max_length=128)
@@ -66,6 +71,8 @@ class VisionLMConfig:
     def __post_init__(self) -> None:
         if len(self.grid) != 2 or min(self.grid) < 1:
             raise ValueError(f"grid={list(self.grid)}: give [rows, columns], each >= 1")
+        if self.decoder_layers < 0:
+            raise ValueError(f"decoder_layers={self.decoder_layers}: use 0 (all) or a count")
 
 
 @dataclass
@@ -118,7 +125,7 @@ def run(
     import torch
     from peft import get_peft_model
 
-    from finetune.vision_lm import ComposedVLM, ImageEncoder
+    from finetune.vision_lm import ComposedVLM, ImageEncoder, VisionLMError, keep_first_layers
 
     require_cuda_for_nf4(config.train)
     torch.manual_seed(config.train.seed)
@@ -130,6 +137,11 @@ def run(
             "(`tunegraph finetune vision --config configs/vision/damage_quick.yaml`)"
         ) from None
     decoder.config.use_cache = False
+    if config.decoder_layers:
+        try:
+            keep_first_layers(decoder, config.decoder_layers)
+        except VisionLMError as exc:
+            raise TrainingError(str(exc)) from None
     vlm = ComposedVLM(decoder, tokenizer, encoder.dim, encoder.cells)
     vlm.decoder.requires_grad_(False)
     train_features = encoder.features([p for p, _ in train], progress=progress)
@@ -189,6 +201,7 @@ def run(
         "cells": vlm.cells,
         "feature_dim": encoder.dim,
         "instruction": config.instruction,
+        "decoder_layers": config.decoder_layers,
     }
 
     def write(directory: Path) -> None:

@@ -218,6 +218,30 @@ def test_instruct_can_train_lora_in_the_last_layers_only_with_the_projector_froz
     assert not any(name.startswith("projector.") for name in trained)
 
 
+def test_a_shallower_decoder_trains_saves_and_loads_with_its_first_layers(
+    tokenizer,
+    encoder_dir,
+    damage_data,  # noqa: F811
+    tmp_path,
+):
+    result = _train(
+        tokenizer, encoder_dir, damage_data, tmp_path, config=_config("decoder_layers=1")
+    )
+    assert json.loads((result.model_dir / "vlm.json").read_text())["decoder_layers"] == 1
+    adapter = load_file(result.model_dir / "adapter" / "adapter_model.safetensors")
+    assert adapter and all(".layers.0." in name for name in adapter)
+    model = VisionLM.load(result.model_dir, lambda name: (tiny_model(tokenizer), tokenizer))
+    assert len(model.vlm.causal_lm.get_decoder().layers) == 1
+    train, _ = damage_data
+    (answer,) = model.answer([train[0][0]], max_new_tokens=600)
+    assert answer.complete, answer.text
+    _follows_the_schema(answer.text)
+    with pytest.raises(TrainingError, match=r"decoder_layers=3: .* has 2 layers; use 1..2"):
+        _train(
+            tokenizer, encoder_dir, damage_data, tmp_path / "x", config=_config("decoder_layers=3")
+        )
+
+
 def test_resume_continues_exactly(tokenizer, encoder_dir, damage_data, tmp_path):  # noqa: F811
     straight = _train(tokenizer, encoder_dir, damage_data, tmp_path / "a")
     stopped = _train(tokenizer, encoder_dir, damage_data, tmp_path / "b", stop_after_steps=3)
