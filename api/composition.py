@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from api.settings import Settings
 
@@ -111,9 +111,24 @@ def agent_context(settings: Settings) -> AgentContext:
     if adapter_dir is not None and (adapter_dir / MANIFEST).exists():
         base = json.loads((adapter_dir / MANIFEST).read_text("utf-8"))["base_model"]
     store = model_store(settings)
-    model, tokenizer = store.load_causal_lm(base)
-    adapters = {settings.text_adapter: adapter_dir} if adapter_dir else {}
-    llm = LocalChatModel(backend=TransformersBackend(model, tokenizer, base, adapters))
+    finetuned = settings.text_adapter if adapter_dir else None
+    if settings.llm_base_url:
+        from agents.backends.openai_compat import OpenAICompatibleBackend
+
+        # the server runs the model and serves the adapter under the text_adapter name
+        finetuned = settings.text_adapter
+        backend: Any = OpenAICompatibleBackend(
+            settings.llm_base_url,
+            settings.llm_model or settings.text_model,
+            api_key=settings.llm_api_key or None,
+            adapters={finetuned: finetuned},
+            timeout_s=settings.generation_timeout_s,
+        )
+    else:
+        model, tokenizer = store.load_causal_lm(base)
+        adapters = {settings.text_adapter: adapter_dir} if adapter_dir else {}
+        backend = TransformersBackend(model, tokenizer, base, adapters)
+    llm = LocalChatModel(backend=backend)
 
     shared_embedder = embedder(settings)
     manuals, claims_index = (
@@ -132,7 +147,7 @@ def agent_context(settings: Settings) -> AgentContext:
         vision = VisionLMAssessor(VisionLM.load(vlm_dir, store.load_causal_lm))
     return AgentContext(
         llm=llm,
-        finetuned_adapter=settings.text_adapter if adapter_dir else None,
+        finetuned_adapter=finetuned,
         manuals=manuals if manuals.store.count() else None,
         claims_db=claims_database(settings),
         claims_index=claims_index if claims_index.store.count() else None,

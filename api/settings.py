@@ -89,6 +89,21 @@ class Settings:
         default="manual-lora",
         metadata={"help": "fine-tuned text adapter the API serves (a name under home/adapters)"},
     )
+    llm_base_url: str = field(
+        default="",
+        metadata={
+            "help": "an OpenAI-compatible server (vLLM, llama.cpp, Ollama) that runs the chat "
+            "model, e.g. http://gpu-host:8000/v1; it serves the fine-tuned adapter under the "
+            "text_adapter name (empty: the text model runs in this process)"
+        },
+    )
+    llm_model: str = field(
+        default="",
+        metadata={"help": "the base model's name on llm_base_url's server (empty: text_model)"},
+    )
+    llm_api_key: str = field(
+        default="", metadata={"help": "API key of llm_base_url's server", "secret": True}
+    )
     max_request_bytes: int = field(
         default=0,
         metadata={
@@ -143,6 +158,11 @@ class Settings:
         elif self.vector_store == "pinecone" and not self.pinecone_api_key:
             problems.append(
                 f"{env_name('vector_store')}=pinecone needs {env_name('pinecone_api_key')}"
+            )
+        if self.llm_base_url and not self.llm_base_url.startswith(("http://", "https://")):
+            problems.append(
+                f"{env_name('llm_base_url')}={self.llm_base_url!r}: give the server's URL up to "
+                "/v1, e.g. http://localhost:8000/v1"
             )
         if not 0 < self.port < 65536:
             problems.append(f"{env_name('port')}={self.port}: use a port between 1 and 65535")

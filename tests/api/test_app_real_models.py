@@ -30,6 +30,24 @@ def test_composition_builds_what_exists(settings):
     assert context.claims_db.count() == 0
 
 
+def test_a_remote_openai_compatible_server_runs_the_chat_model(settings):
+    import dataclasses
+
+    from agents.backends.openai_compat import OpenAICompatibleBackend
+
+    remote = dataclasses.replace(
+        settings, llm_base_url="http://gpu-host:8000/v1", llm_model="meta-llama/Llama-3.1-8B"
+    )
+    context = composition.agent_context(remote)
+    backend = context.llm.backend
+    assert isinstance(backend, OpenAICompatibleBackend)
+    assert (
+        backend.base_url == "http://gpu-host:8000/v1" and backend.name == "meta-llama/Llama-3.1-8B"
+    )
+    # the server serves the fine-tuned adapter under the text_adapter name
+    assert context.finetuned_adapter == "manual-lora" and backend.adapters() == ["manual-lora"]
+
+
 def test_chat_on_the_real_model(settings):
     app = create_app(settings=settings, job_kinds={})
     client = app.test_client()

@@ -34,6 +34,9 @@ def test_every_field_is_overridable_from_env():
         "TUNEGRAPH_PORT": "9000",
         "TUNEGRAPH_LOG_LEVEL": "DEBUG",
         "TUNEGRAPH_TEXT_ADAPTER": "fleet-lora",
+        "TUNEGRAPH_LLM_BASE_URL": "http://gpu-host:8000/v1",
+        "TUNEGRAPH_LLM_MODEL": "meta-llama/Llama-3.1-8B-Instruct",
+        "TUNEGRAPH_LLM_API_KEY": "vllm-secret",
         "TUNEGRAPH_MAX_REQUEST_BYTES": "1000000",
         "TUNEGRAPH_MAX_IMAGE_BYTES": "200000",
         "TUNEGRAPH_MAX_IMAGES": "4",
@@ -56,6 +59,8 @@ def test_every_field_is_overridable_from_env():
     assert all(r["source"] == "env" for r in rows.values())
     assert rows["api_keys"]["value"] == "<2 set>"  # secrets never printed
     assert rows["pinecone_api_key"]["value"] == "<set>"
+    assert rows["llm_api_key"]["value"] == "<set>"
+    assert settings.llm_base_url == "http://gpu-host:8000/v1"
     assert settings.vector_store == "pinecone" and settings.pinecone_index == "fleet"
 
 
@@ -67,6 +72,11 @@ def test_all_invalid_values_are_reported_at_once():
     for name in env:
         assert name in message
     assert "use one of auto, cpu, cuda" in message
+
+
+def test_the_llm_server_url_must_be_http():
+    with pytest.raises(SettingsError, match=r"TUNEGRAPH_LLM_BASE_URL='gpu-host:8000'.*http://"):
+        Settings.from_env({"TUNEGRAPH_LLM_BASE_URL": "gpu-host:8000"})
 
 
 def test_pinecone_needs_its_key():
