@@ -59,6 +59,10 @@ class VisionLMConfig:
     # a short JSON over a closed vocabulary, constrained by a grammar, so a shallow decoder can
     # write it; the layer count is saved with the model and applied again when it loads.
     decoder_layers: int = 0
+    # True: LoRA trains in the align stage too (the instruct stage goes on with the same
+    # adapter). A decoder cut by decoder_layers cannot caption with its frozen layers alone, so
+    # the projector cannot align to it without this.
+    align_lora: bool = False
     lora: LoraArgs = field(default_factory=LoraArgs)
     align: TrainArgs = field(
         default_factory=lambda: TrainArgs(lr=1e-3, batch_size=16, max_length=128)
@@ -149,7 +153,18 @@ def run(
     examples = [e for _, e in train]
     val_examples = [e for _, e in val]
 
-    # stage 1: projector only, decoder frozen
+    def with_lora(decoder: Any) -> Any:
+        return get_peft_model(
+            decoder,
+            config.lora.peft_config(
+                task_type="CAUSAL_LM",
+                layers_to_transform=config.lora.layers(decoder.config.num_hidden_layers),
+            ),
+        )
+
+    # stage 1: the projector (and LoRA with align_lora), decoder frozen
+    if config.align_lora:
+        vlm.decoder = with_lora(decoder)
     align = _stage(
         vlm,
         config.align,
@@ -161,17 +176,12 @@ def run(
         output_dir / "align",
         resume=resume,
         progress=progress,
-        desc="align (projector)",
+        desc="align (projector + LoRA)" if config.align_lora else "align (projector)",
     )
     # stage 2: LoRA on the decoder (+ the projector unless instruct_projector is off)
     vlm.projector.requires_grad_(config.instruct_projector)
-    vlm.decoder = get_peft_model(
-        decoder,
-        config.lora.peft_config(
-            task_type="CAUSAL_LM",
-            layers_to_transform=config.lora.layers(decoder.config.num_hidden_layers),
-        ),
-    )
+    if not config.align_lora:
+        vlm.decoder = with_lora(decoder)
     instruct = _stage(
         vlm,
         config.train,

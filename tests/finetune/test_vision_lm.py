@@ -224,10 +224,12 @@ def test_a_shallower_decoder_trains_saves_and_loads_with_its_first_layers(
     damage_data,  # noqa: F811
     tmp_path,
 ):
-    result = _train(
-        tokenizer, encoder_dir, damage_data, tmp_path, config=_config("decoder_layers=1")
-    )
+    config = _config("decoder_layers=1", "align_lora=true")
+    result = _train(tokenizer, encoder_dir, damage_data, tmp_path, config=config)
     assert json.loads((result.model_dir / "vlm.json").read_text())["decoder_layers"] == 1
+    # align_lora: the adapter trains in the align stage already, and instruct goes on with it
+    aligned = load_file(tmp_path / "align" / "checkpoints" / "step-000003" / "weights.safetensors")
+    assert any("lora_" in name for name in aligned) and any("projector" in n for n in aligned)
     adapter = load_file(result.model_dir / "adapter" / "adapter_model.safetensors")
     assert adapter and all(".layers.0." in name for name in adapter)
     model = VisionLM.load(result.model_dir, lambda name: (tiny_model(tokenizer), tokenizer))
