@@ -182,7 +182,8 @@ def write_report(state: AssessState, runtime: Runtime[AgentContext]) -> dict:
     feedback = None
     for _ in range(REPORT_ATTEMPTS):
         try:
-            result = structured.invoke(report_messages(facts, feedback), max_tokens=400)
+            # the chat model's own max_tokens bounds the report (a cap set by the caller holds)
+            result = structured.invoke(report_messages(facts, feedback))
         except GenerationError as exc:
             feedback = _short(exc)
             continue
