@@ -46,10 +46,6 @@ class FrozenLayerCache:
     def ready(self, indices: Sequence[int]) -> bool:
         return all(i in self.states for i in indices)
 
-    @property
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.states.values())
-
     @contextmanager
     def capture(self, rows: Sequence[Sequence[tuple[int, int, int]]]) -> Iterator[None]:
         """Record, during one forward pass of packed ``rows`` (each a list of

@@ -102,14 +102,20 @@ def pack(lengths: list[int], max_length: int) -> list[list[int]]:
     return rows
 
 
-def collate_packed(items: list[tuple[list[int], list[int]]], max_length: int, pad_id: int):
+def collate_packed(
+    items: list[tuple[list[int], list[int]]],
+    max_length: int,
+    pad_id: int,
+    rows: list[list[tuple[int, int, int]]] | None = None,
+):
     """Pack examples into rows; position ids restart at 0 for every example, which makes the
     model's attention block-diagonal (no example sees another), so the loss of an example is
-    the same packed or alone. Returns input_ids, position_ids, labels and the real token count.
+    the same packed or alone. ``rows``: the layout, when the caller has :func:`row_spans`
+    already. Returns input_ids, position_ids, labels and the real token count.
     """
     import torch
 
-    rows = row_spans([len(ids) for ids, _ in items], max_length)
+    rows = rows or row_spans([len(ids) for ids, _ in items], max_length)
     width = max(start + length for row in rows for _, start, length in row)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
@@ -120,7 +126,7 @@ def collate_packed(items: list[tuple[list[int], list[int]]], max_length: int, pa
             input_ids[r, start : start + length] = torch.tensor(ids)
             labels[r, start : start + length] = torch.tensor(labs)
             positions[r, start : start + length] = torch.arange(length)
-        end = start + length
+        end = sum(length for _, _, length in row)
         positions[r, end:] = torch.arange(width - end)  # the tail: its own segment
     return input_ids, positions, labels, sum(len(ids) for ids, _ in items)
 
@@ -222,20 +228,21 @@ def run(
         step_loss, seen = 0.0, 0
         for batch in group:
             items = [train_data[i] for i in batch]
-            input_ids, positions, labels, tokens = collate_packed(items, args.max_length, pad_id)
+            rows = row_spans([len(ids) for ids, _ in items], args.max_length)
+            input_ids, positions, labels, tokens = collate_packed(
+                items, args.max_length, pad_id, rows
+            )
             weights = example_weights(positions, labels).to(device) if per_example else None
             inputs: dict[str, Any] = {"input_ids": input_ids.to(device)}
             layers, record = nullcontext(), nullcontext()
             if cache is not None:
-                rows = [
-                    [(batch[i], start, length) for i, start, length in row]
-                    for row in row_spans([len(ids) for ids, _ in items], args.max_length)
-                ]
+                # the same layout, by training-example index
+                spans = [[(batch[i], start, length) for i, start, length in row] for row in rows]
                 if cache.ready(batch):
-                    inputs = {"inputs_embeds": cache.packed_states(rows, input_ids.shape[1])}
+                    inputs = {"inputs_embeds": cache.packed_states(spans, input_ids.shape[1])}
                     layers = cache.trained_layers_only()
                 else:
-                    record = cache.capture(rows)
+                    record = cache.capture(spans)
             with layers, record, autocast(args.precision, device):
                 loss_sum = label_loss_sum(
                     peft_model,
@@ -281,8 +288,8 @@ def _layer_cache(config: TextRecipeConfig, peft_model: Any, train_data: list) ->
     from finetune.layer_cache import FrozenLayerCache, supported
 
     decoder = peft_model.get_base_model().get_decoder()
-    total = len(decoder.layers)
-    first = total - min(config.lora.last_layers or total, total)
+    trained = config.lora.layers(len(decoder.layers))  # None: every layer (nothing frozen)
+    first = trained[0] if trained else 0
     tokens = sum(len(ids) for ids, _ in train_data)
     if (
         not config.cache_frozen_layers
