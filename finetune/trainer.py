@@ -149,43 +149,6 @@ def autocast(precision: str, device: Any) -> Any:
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
-def cast_frozen_linears(model: Any) -> Callable[[], None]:
-    """Store the frozen fp32 weights of ``model``'s Linear layers in bf16 until the returned
-    function puts the fp32 tensors back.
-
-    Under bf16 autocast every matmul casts its fp32 weight again, frozen ones included (the
-    autocast cache keeps only weights that require grad): for a LoRA run that is the whole base
-    model, cast at every forward. Cast once, the matmuls get the same bf16 values. A weight
-    that another kind of layer shares (a head tied to the input embeddings) stays as it is.
-    """
-    import torch
-
-    shared = {
-        id(p)
-        for m in model.modules()
-        if not isinstance(m, torch.nn.Linear)
-        for p in m.parameters(recurse=False)
-    }
-    saved: dict[int, tuple[Any, Any]] = {}
-    for module in model.modules():
-        weight = getattr(module, "weight", None)
-        if (
-            isinstance(module, torch.nn.Linear)
-            and isinstance(weight, torch.nn.Parameter)
-            and not weight.requires_grad
-            and weight.dtype == torch.float32
-            and id(weight) not in shared | saved.keys()
-        ):
-            saved[id(weight)] = (weight, weight.data)
-            weight.data = weight.data.to(torch.bfloat16)
-
-    def restore() -> None:
-        for weight, data in saved.values():
-            weight.data = data
-
-    return restore
-
-
 @dataclass
 class LoopResult:
     steps: int
@@ -246,7 +209,6 @@ def train_loop(
     rate_key = f"{unit}_per_s"
 
     model.train()
-    restore_weights = cast_frozen_linears(model) if args.precision == "bf16" else lambda: None
     bar = (
         progress(total=total_steps, initial=state["step"], desc=desc, unit="step")
         if progress
@@ -320,7 +282,6 @@ def train_loop(
         if not evals or state["batch"]:
             run_eval()
     finally:
-        restore_weights()
         if bar is not None:
             bar.close()
         log.close()

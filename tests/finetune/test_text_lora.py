@@ -238,54 +238,6 @@ def test_later_epochs_start_at_the_first_trained_layer_with_the_same_result(toke
         assert torch.allclose(plain[key], cached[key], atol=1e-6), key
 
 
-def test_bf16_runs_cast_frozen_weights_once_with_the_same_result(tokenizer, tmp_path, monkeypatch):
-    from safetensors.torch import load_file
-
-    import finetune.trainer as trainer
-
-    def train(out):
-        model = tiny_model(tokenizer)
-        before = [(p, p.detach().clone()) for p in model.parameters()]
-        result = run(
-            _config(precision="bf16"),
-            model,
-            tokenizer,
-            EXAMPLES[:8],
-            EXAMPLES[8:],
-            out,
-            data_hash="x",
-        )
-        for param, value in before:  # the base is fp32 and untouched after
-            assert param.dtype == torch.float32 and torch.equal(param, value)
-        return load_file(str(result.adapter_dir / "adapter_model.safetensors"))
-
-    cast_once = train(tmp_path / "cast")
-    monkeypatch.setattr(trainer, "cast_frozen_linears", lambda model: lambda: None)
-    cast_per_matmul = train(tmp_path / "autocast-only")
-    assert cast_once.keys() == cast_per_matmul.keys()
-    for key in cast_once:
-        assert torch.equal(cast_once[key], cast_per_matmul[key]), key
-
-
-def test_frozen_linear_weights_are_bf16_until_restored_and_tied_heads_stay():
-    from finetune.trainer import cast_frozen_linears
-
-    embed = torch.nn.Embedding(10, 4)
-    head = torch.nn.Linear(4, 10, bias=False)
-    head.weight = embed.weight  # tied
-    frozen, trained = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)
-    model = torch.nn.ModuleDict({"embed": embed, "head": head, "frozen": frozen, "lora": trained})
-    model.requires_grad_(False)
-    trained.requires_grad_(True)
-    original = frozen.weight.detach().clone()
-    restore = cast_frozen_linears(model)
-    assert frozen.weight.dtype == torch.bfloat16
-    assert torch.equal(frozen.weight, original.to(torch.bfloat16))
-    assert embed.weight.dtype == head.weight.dtype == trained.weight.dtype == torch.float32
-    restore()
-    assert frozen.weight.dtype == torch.float32 and torch.equal(frozen.weight, original)
-
-
 def test_metrics_also_go_to_tensorboard_when_it_is_installed(tokenizer, tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
