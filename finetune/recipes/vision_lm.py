@@ -63,6 +63,9 @@ class VisionLMConfig:
     # adapter). A decoder cut by decoder_layers cannot caption with its frozen layers alone, so
     # the projector cannot align to it without this.
     align_lora: bool = False
+    # True (a damage model as the encoder): the visual tokens also carry the damage head's
+    # presence and severity probabilities (see finetune.vision_lm.ImageEncoder)
+    head_scores: bool = False
     lora: LoraArgs = field(default_factory=LoraArgs)
     align: TrainArgs = field(
         default_factory=lambda: TrainArgs(lr=1e-3, batch_size=16, max_length=128)
@@ -134,7 +137,9 @@ def run(
     require_cuda_for_nf4(config.train)
     torch.manual_seed(config.train.seed)
     try:
-        encoder = ImageEncoder.load(encoder_dir, config.grid)
+        encoder = ImageEncoder.load(encoder_dir, config.grid, config.head_scores)
+    except VisionLMError as exc:
+        raise TrainingError(str(exc)) from None
     except (OSError, ValueError) as exc:
         raise TrainingError(
             f"encoder={str(encoder_dir)!r}: {exc}; train the damage model first "
@@ -212,6 +217,7 @@ def run(
         "feature_dim": encoder.dim,
         "instruction": config.instruction,
         "decoder_layers": config.decoder_layers,
+        "head_scores": config.head_scores,
     }
 
     def write(directory: Path) -> None:
@@ -239,6 +245,18 @@ def run(
         },
     )
     return TrainResult(target, metrics["steps"], metrics)
+
+
+def length_groups(batch: list[int], answers: Sequence[Sequence[int]], groups: int = 2):
+    """``batch`` ordered by answer length and cut into ``groups`` runs, each padded only to its
+    own longest answer (the loss is a sum over answers, so it is the same in one piece).
+
+    >>> length_groups([0, 1, 2, 3], [[1] * 9, [1], [1] * 5, [1] * 2])
+    [[1, 3], [2, 0]]
+    """
+    ordered = sorted(batch, key=lambda i: len(answers[i]))
+    size = -(-len(ordered) // groups)
+    return [ordered[i : i + size] for i in range(0, len(ordered), size)]
 
 
 def _stage(
@@ -271,7 +289,7 @@ def _stage(
     def step(group: list[list[int]]) -> tuple[float, int]:
         label_tokens = sum(len(train_answers[i]) for b in group for i in b)
         total, seen = 0.0, 0
-        for batch in group:
+        for batch in (part for b in group for part in length_groups(b, train_answers)):
             answers = [train_answers[i] for i in batch]
             with autocast(args.precision, device):
                 embeds, attention, labels = vlm.inputs(train_features[batch], prompt, answers)

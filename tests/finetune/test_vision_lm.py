@@ -278,6 +278,77 @@ def test_the_encoder_pools_cnn_features_to_the_grid(encoder_dir, damage_data):  
     assert features.shape == (5, 7, encoder.dim) and features.dtype == torch.float32
 
 
+def test_head_scores_carry_the_damage_heads_probabilities_in_every_cell(encoder_dir, damage_data):  # noqa: F811
+    from finetune.recipes.image_classifier import split_damage_logits
+
+    pictures = [p for p, _ in damage_data[0][:3]]
+    plain = ImageEncoder.load(encoder_dir, (2, 2))
+    scored = ImageEncoder.load(encoder_dir, (2, 2), head_scores=True)
+    pairs = len(scored.classifier.labels)
+    assert scored.dim == plain.dim + pairs * 4  # presence, and 3 severities per pair
+    features = scored.features(pictures)
+    assert torch.allclose(features[..., : plain.dim], plain.features(pictures), atol=1e-5)
+    presence, severity, _ = split_damage_logits(scored.classifier.logits(pictures), pairs)
+    expected = torch.cat([presence.sigmoid(), severity.softmax(-1).flatten(1)], dim=1)
+    for cell in range(scored.cells):
+        assert torch.allclose(features[:, cell, plain.dim :], expected, atol=1e-5)
+
+
+def test_a_vlm_with_head_scores_trains_saves_and_loads_with_them(
+    tokenizer,
+    encoder_dir,
+    damage_data,  # noqa: F811
+    tmp_path,
+):
+    result = _train(
+        tokenizer, encoder_dir, damage_data, tmp_path, config=_config("head_scores=true")
+    )
+    assert json.loads((result.model_dir / "vlm.json").read_text())["head_scores"] is True
+    model = VisionLM.load(result.model_dir, lambda name: (tiny_model(tokenizer), tokenizer))
+    assert model.encoder.head_scores
+    (answer,) = model.answer([damage_data[0][0][0]], max_new_tokens=600)
+    assert answer.complete, answer.text
+    _follows_the_schema(answer.text)
+
+
+def test_head_scores_need_a_damage_model(tokenizer, damage_data, tmp_path):  # noqa: F811
+    train, _ = damage_data
+    classes = [(picture, "dent" if i % 2 else "scratch") for i, (picture, _) in enumerate(train)]
+    config = load_config(ImageClassifierConfig, None, [*TINY, "task=classify", "train.epochs=1"])
+    classifier = train_classifier(config, classes, [], tmp_path / "c", data_hash="c").model_dir
+    with pytest.raises(TrainingError, match="head_scores needs a damage model"):
+        _train(
+            tokenizer, classifier, damage_data, tmp_path / "run", config=_config("head_scores=true")
+        )
+
+
+def test_a_step_in_length_groups_has_the_loss_and_gradients_of_one_batch(tokenizer):
+    from finetune.recipes.vision_lm import length_groups
+
+    vlm = ComposedVLM(tiny_model(tokenizer), tokenizer, feature_dim=6, cells=2)
+    prompt = vlm.prompt("Assess.")
+    answers = [vlm.answer_ids("x" * n) for n in (3, 40, 7, 25, 12)]
+    features = torch.randn(len(answers), 2, 6)
+
+    def gradients(groups):
+        vlm.zero_grad()
+        total = 0.0
+        for group in groups:
+            loss = vlm.loss_sum(*vlm.inputs(features[group], prompt, [answers[i] for i in group]))
+            loss.backward()
+            total += loss.item()
+        return total, [p.grad.clone() for p in vlm.parameters() if p.grad is not None]
+
+    groups = length_groups(list(range(5)), answers)
+    assert groups == [[0, 2, 4], [3, 1]]
+    whole, whole_grads = gradients([list(range(5))])
+    split, split_grads = gradients(groups)
+    assert split == pytest.approx(whole, rel=1e-5)
+    assert all(
+        torch.allclose(a, b, atol=1e-5) for a, b in zip(whole_grads, split_grads, strict=True)
+    )
+
+
 def test_cli_trains_and_evaluates_the_vlm(tokenizer, encoder_dir, tiny_corpus, tmp_path):  # noqa: F811
     base = tmp_path / "tiny-base"
     tiny_model(tokenizer).save_pretrained(base)
