@@ -17,6 +17,7 @@ from flask import Flask
 from api import composition, errors, observability, protection
 from api.job_manager import JobKind, JobManager
 from api.jobs_store import JobStore
+from api.multipart import APIRequest
 from api.runtime import ContextFactory, ModelRuntime
 from api.services import EXTENSION, Services
 from api.settings import Settings
@@ -43,6 +44,7 @@ def create_app(
 
     settings = settings or Settings.from_env()
     app = Flask(__name__, static_folder=None)
+    app.request_class = APIRequest  # multipart uploads: api/multipart.py
     app.config.update(MAX_CONTENT_LENGTH=settings.max_request_bytes)
     app.config.update(config or {})
     app.json.sort_keys = False
