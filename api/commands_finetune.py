@@ -49,7 +49,7 @@ def finetune_text(
     )
     from finetune.model_store import ModelNotFoundError
     from finetune.recipes.text_lora import TextRecipeConfig, run
-    from finetune.trainer import TrainingError
+    from finetune.trainer import TrainingError, precision_note
 
     settings = load_settings()
     try:
@@ -113,6 +113,9 @@ def finetune_text(
             f"{summary['added_after_balancing']} added after it); "
             f"{len(report.too_long)} too long, {len(rejected)} rejected lines"
         )
+        note = precision_note(config.train.precision)
+        if note:
+            click.echo(note)
     try:
         result = run(
             config,

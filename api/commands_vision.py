@@ -100,6 +100,7 @@ def finetune_vision(
         click.echo(f"data: {len(train)} train / {len(val)} val images, {len(rejected)} rejected")
         for item in rejected[:10]:
             click.echo(f"  rejected {item}")
+        _echo_precision(config.train.precision)
     run_dir = settings.runs_dir / config.name
     model_dir = out or settings.vision_dir / config.name
     try:
@@ -175,6 +176,7 @@ def _finetune_vlm(settings, config_path, overrides, out, no_resume, as_json) -> 
         raise click.ClickException(str(exc)) from None
     if not as_json:
         click.echo(f"data: {len(train)} train / {len(val)} val images, {len(rejected)} rejected")
+        _echo_precision(config.align.precision, config.train.precision)
     run_dir = settings.runs_dir / config.name
     common = {
         "data_hash": digest,
@@ -518,3 +520,11 @@ def _print_vision(task: str, result: dict, out: Path) -> None:
         + f"; {latency['throughput_per_s']} images/s sequential"
     )
     click.echo(f"report: {out / 'results.json'}")
+
+
+def _echo_precision(*precisions: str) -> None:
+    from finetune.trainer import precision_note
+
+    for note in dict.fromkeys(precision_note(p) for p in precisions):
+        if note:
+            click.echo(note)

@@ -110,7 +110,7 @@ def main() -> None:
         for name, dropout in variants.items():
             setup(dropout)
             started = time.perf_counter()
-            with autocast("bf16", device):
+            with autocast(config.train.precision, device):
                 loss = label_loss_sum(
                     peft_model, input_ids=input_ids, labels=labels, position_ids=positions
                 )

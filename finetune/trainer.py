@@ -90,7 +90,10 @@ class TrainArgs:
     save_every: int = 50  # optimizer steps between checkpoints
     log_every: int = 5
     quantization: Literal["none", "nf4"] = "none"
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast matmuls (CPUs with AVX512-BF16)
+    # bf16: autocast matmuls, fast only where the hardware computes bfloat16 natively (GPUs,
+    # CPUs with AVX512-BF16/AMX; elsewhere several times slower than fp32); auto: bf16 there,
+    # fp32 elsewhere
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"
 
     def __post_init__(self) -> None:
         problems = [
@@ -138,13 +141,52 @@ def batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
     return [order[i : i + batch_size] for i in range(0, n, batch_size)]
 
 
+def native_bf16(device: Any) -> bool:
+    """Whether ``device`` computes bfloat16 matmuls natively (a CPU without AVX512-BF16/AMX
+    emulates them: measured ~9x slower than fp32 on an AVX2 CPU)."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        is_supported = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+        return bool(is_supported and is_supported())
+    return False
+
+
+def effective_precision(precision: str, device: Any) -> str:
+    """``precision`` with ``auto`` decided for ``device``: bf16 where it is native, else fp32."""
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return precision
+
+
+def precision_note(precision: str, device: Any = None) -> str:
+    """One line for the CLI: the precision training runs in, and why (empty for plain fp32).
+    ``device``: default the GPU if there is one, else the CPU."""
+    import torch
+
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if precision == "auto":
+        chosen = effective_precision(precision, device)
+        why = "native" if chosen == "bf16" else "not native"
+        return f"precision {chosen} (auto: bfloat16 is {why} on this {device.type.upper()})"
+    if precision == "bf16" and not native_bf16(device):
+        return (
+            f"precision bf16, which this {device.type.upper()} emulates: training will be "
+            "several times slower than with train.precision=auto or fp32"
+        )
+    return ""
+
+
 def autocast(precision: str, device: Any) -> Any:
-    """bfloat16 autocast for ``precision == "bf16"``; a no-op context otherwise."""
+    """bfloat16 autocast when ``precision`` is (or ``auto`` resolves to) bf16 on ``device``; a
+    no-op context otherwise."""
     import contextlib
 
     import torch
 
-    if precision != "bf16":
+    if effective_precision(precision, device) != "bf16":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 

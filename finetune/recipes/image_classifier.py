@@ -31,6 +31,7 @@ from finetune.trainer import (
     TrainArgs,
     TrainingError,
     autocast,
+    effective_precision,
     save_artifact,
     train_loop,
 )
@@ -222,10 +223,11 @@ def run(
             raise TrainingError(f"validation labels not in the training data: {unknown}")
     torch.manual_seed(args.seed)
     model, preprocessing = build_model(config, head_size(config.task, classes))
-    # channels-last convolutions with bf16 autocast (fast on CPUs with AVX512-BF16/AMX)
-    memory_format = torch.channels_last if args.precision == "bf16" else torch.contiguous_format
-    model = model.to(memory_format=memory_format)
     device = next(model.parameters()).device
+    # channels-last convolutions with bf16 autocast (fast on CPUs with AVX512-BF16/AMX)
+    bf16 = effective_precision(args.precision, device) == "bf16"
+    memory_format = torch.channels_last if bf16 else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
     size = (preprocessing["width"], preprocessing["height"])
     labels = DamageLabels()
     train_samples = [_sample(p, t, config.task, classes, labels, size) for p, t in train]
