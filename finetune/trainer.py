@@ -143,7 +143,7 @@ def batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
 
 def native_bf16(device: Any) -> bool:
     """Whether ``device`` computes bfloat16 matmuls natively (a CPU without AVX512-BF16/AMX
-    emulates them: measured ~9x slower than fp32 on an AVX2 CPU)."""
+    emulates them: ``benchmarks/precision_matmul.py`` measured 23x fp32's time on an AVX2 CPU)."""
     import torch
 
     if device.type == "cuda":
