@@ -188,6 +188,17 @@ def test_size_and_pixel_limits(make_app):
     assert response.get_json()["error"]["code"] == "request_too_large"
 
 
+def test_a_50_mb_upload_is_refused_and_the_app_goes_on(client, context):
+    """Default limits: 50 MB fits the request limit (8 x 10 MiB + 16 MiB) but not one image."""
+    huge = jpeg() + b"\0" * 50_000_000
+    response = assess(client, images=[("huge.jpg", huge)], approach="agentic")
+    assert response.status_code == 413
+    error = response.get_json()["error"]
+    assert error["code"] == "image_too_large" and "huge.jpg" in error["message"]
+    context.llm = fake_llm(report())
+    assert assess(client, approach="agentic").status_code == 200
+
+
 def test_the_largest_valid_upload_fits_the_default_request_limit(make_app, context):
     # max_request_bytes left at its default: derived from max_images x max_image_bytes
     client = make_app(max_image_bytes=300_000).test_client()
