@@ -1,7 +1,7 @@
 """tunegraph's text LoRA recipe against TRL's SFTTrainer on the same work.
 
 Both sides train the embedded SmolLM2-135M-Instruct with the same LoRA config (r 16 in the last
-12 layers, dropout 0.05: PINNED below), the same demo examples (configs/text/smollm2_quick.yaml's
+12 layers, dropout 0.05, bf16 autocast as TRL's default does: PINNED below), the same demo examples (configs/text/smollm2_quick.yaml's
 data: train phrasings, kinds balanced), the same batch size, number of steps, learning rate and
 warm-up. TRL runs with its default SFTConfig otherwise (gradient checkpointing, bf16 autocast,
 loss on every token, batches padded to their longest example, no packing). Each side runs in its
@@ -30,7 +30,7 @@ from pathlib import Path
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "text" / "smollm2_quick.yaml"
 # The quick profile's LoRA as it was when the README's figures were measured (both sides share
 # it); the profile itself has since dropped dropout and trains the last 8 layers for 2 epochs.
-PINNED = ("train.epochs=1", "lora.dropout=0.05", "lora.last_layers=12")
+PINNED = ("train.epochs=1", "lora.dropout=0.05", "lora.last_layers=12", "train.precision=bf16")
 
 
 def main() -> None:
