@@ -99,9 +99,9 @@ class FastFormDataParser(FormDataParser):
         options: dict[str, str],
     ) -> Any:
         boundary = options.get("boundary", "")
-        if not boundary or not boundary.isascii() or not content_length:
-            return super()._parse_multipart(stream, mimetype, content_length, options)
-        if content_length > FAST_LIMIT:
+        if not (
+            boundary.isascii() and boundary and content_length and content_length <= FAST_LIMIT
+        ):
             return super()._parse_multipart(stream, mimetype, content_length, options)
         body = stream.read()  # the stream is limited to content_length
         parsed = None

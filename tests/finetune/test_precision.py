@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from finetune.config import load_config
+from finetune.config import ConfigError, load_config
 from finetune.recipes.text_lora import TextRecipeConfig
 from finetune.trainer import autocast, effective_precision, native_bf16, precision_note
 
@@ -42,5 +42,5 @@ def test_the_cli_note_says_what_runs_and_warns_of_emulated_bf16(cpu_bf16):
 def test_the_quick_profiles_choose_automatically():
     config = load_config(TextRecipeConfig, "configs/text/smollm2_quick.yaml", [])
     assert config.train.precision == "auto"
-    with pytest.raises(Exception, match="precision"):
+    with pytest.raises(ConfigError, match="precision"):
         load_config(TextRecipeConfig, None, ["train.precision=fp16"])
