@@ -16,7 +16,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from ingest.coco import DamageExample
-from ingest.taxonomy import PART_DAMAGES, REPAIR_ACTION, SEVERITIES, repair_cost
+from ingest.taxonomy import (
+    DAMAGE_TYPES,
+    PART_DAMAGES,
+    PARTS,
+    REPAIR_ACTION,
+    SEVERITIES,
+    repair_cost,
+)
 
 ASSESS_INSTRUCTION = (
     "Assess this car damage: damage types, affected parts, severity, estimated repair cost "
@@ -134,11 +141,14 @@ def assessment_target(example: DamageExample) -> dict[str, Any]:
     severity), overall severity (the worst damage), a cost range in USD around the photo's cost
     (or the price table's) and the manual's repair action per damaged part. Keys in the order of
     :func:`finetune.vision_lm.answer_schema`, whose grammar constrains the model's answers."""
-    damages = [
-        {"type": d.type, "part": d.part, "severity": d.severity or "moderate"}
-        for d in example.damages
-        if d.part
-    ]
+    damages = sorted(
+        (
+            {"type": d.type, "part": d.part, "severity": d.severity or "moderate"}
+            for d in example.damages
+            if d.part
+        ),
+        key=_damage_order,
+    )
     worst = max((SEVERITIES.index(d["severity"]) for d in damages), default=0)
     cost = example.cost
     if cost is None:
@@ -155,6 +165,16 @@ def assessment_target(example: DamageExample) -> dict[str, Any]:
             for d in damages
         ],
     }
+
+
+def _damage_order(damage: dict[str, str]) -> tuple[int, int, int]:
+    """Damages listed by part, type and severity in taxonomy order (not the annotations'
+    order): the same set of damages is always the same answer, so a model learns one order."""
+    return (
+        PARTS.index(damage["part"]) if damage["part"] in PARTS else len(PARTS),
+        DAMAGE_TYPES.index(damage["type"]) if damage["type"] in DAMAGE_TYPES else 0,
+        SEVERITIES.index(damage["severity"]),
+    )
 
 
 def _round_cost(value: float) -> int:
