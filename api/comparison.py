@@ -218,10 +218,11 @@ def vision_token_counter(vision: Any) -> Callable[[Any, str], tuple[int, int]] |
     model = getattr(vision, "model", None)
     if model is None or not hasattr(model, "vlm") or not hasattr(model, "prompt"):
         return None
-    before, after = model.prompt
-    per_photo = len(before) + model.vlm.cells + len(after)
 
     def count(images: Any, answer: str) -> tuple[int, int]:
-        return per_photo * len(images), len(model.vlm.answer_ids(answer))
+        from ingest.images import load_image
+
+        pictures = [load_image(data, f"image {i + 1}") for i, data in enumerate(images)]
+        return model.prompt_tokens(pictures), len(model.vlm.answer_ids(answer))
 
     return count

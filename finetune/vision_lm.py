@@ -34,6 +34,7 @@ CONFIG_FILE = "vlm.json"
 PROJECTOR_FILE = "projector.safetensors"
 IMAGE_MARK = "<image>"
 SYSTEM = "You assess car damage."  # short: every training example carries it
+TAGS_LEAD = "Damage model: "  # before the encoder's detections (tags), after the visual tokens
 MAX_DAMAGES = 8
 MAX_COST = 1_000_000
 RETRY_TEMPERATURE = 0.7
@@ -87,31 +88,43 @@ class ImageEncoder:
     ``head_scores`` (a damage model only): each cell's vector also carries what the model's own
     head reads in the photo — the presence probability of every (part, type) pair and its
     severity probabilities — so the decoder can learn to read the damages off its visual tokens
-    in far fewer steps than from the feature map alone."""
+    in far fewer steps than from the feature map alone.
 
-    def __init__(self, classifier: Any, grid: tuple[int, int], head_scores: bool = False) -> None:
+    ``tags`` (a damage model only): :meth:`read` also returns what the damage model detects in
+    each photo, in words (:func:`tag_text`) — the object tags of Oscar-style vision-language
+    models, which the decoder reads after the visual tokens."""
+
+    def __init__(
+        self,
+        classifier: Any,
+        grid: tuple[int, int],
+        head_scores: bool = False,
+        tags: bool = False,
+    ) -> None:
         self.classifier = classifier
         self.grid = tuple(grid)
         self.cells = grid[0] * grid[1] + 1
-        if head_scores and classifier.task != "damage":
-            raise VisionLMError(
-                f"head_scores needs a damage model as the encoder; {classifier.name} is a "
-                f"{classifier.task!r} model"
-            )
+        for option, wanted in (("head_scores", head_scores), ("tags", tags)):
+            if wanted and classifier.task != "damage":
+                raise VisionLMError(
+                    f"{option} needs a damage model as the encoder; {classifier.name} is a "
+                    f"{classifier.task!r} model"
+                )
         self.head_scores = head_scores
+        self.tags = tags
         backbone = classifier.model.base_model
         self.backbone = backbone.eval().requires_grad_(False)
         probe = torch.zeros(1, 3, classifier.size[1], classifier.size[0])
         with torch.inference_mode():
-            self.dim = int(self._encode(probe).shape[-1])
+            self.dim = int(self._encode(probe)[0].shape[-1])
 
     @classmethod
     def load(
-        cls, directory: Path, grid: tuple[int, int], head_scores: bool = False
+        cls, directory: Path, grid: tuple[int, int], head_scores: bool = False, tags: bool = False
     ) -> ImageEncoder:
         from finetune.vision_models import ImageClassifier
 
-        return cls(ImageClassifier.load(directory), grid, head_scores)
+        return cls(ImageClassifier.load(directory), grid, head_scores, tags)
 
     def _pooled(self, hidden: Any) -> Any:
         """[B, C, H, W] (CNNs) or [B, tokens, C] (ViTs) -> [B, cells, C]: the grid, then the
@@ -125,10 +138,11 @@ class ImageEncoder:
             whole = hidden.mean(1)
         return torch.cat([grid, whole[:, None]], dim=1)
 
-    def _encode(self, pixels: Any) -> Any:
-        """[B, 3, H, W] -> [B, cells, dim]."""
-        if not self.head_scores:
-            return self._pooled(self.backbone(pixel_values=pixels).last_hidden_state)
+    def _encode(self, pixels: Any) -> tuple[Any, Any]:
+        """[B, 3, H, W] -> features [B, cells, dim], and the model's logits where its head runs
+        (head_scores or tags; else None)."""
+        if not (self.head_scores or self.tags):
+            return self._pooled(self.backbone(pixel_values=pixels).last_hidden_state), None
         from finetune.recipes.image_classifier import split_damage_logits
 
         # one pass through the whole model; the backbone's output is caught on the way
@@ -139,9 +153,11 @@ class ImageEncoder:
         finally:
             hook.remove()
         pooled = self._pooled(caught[0].last_hidden_state)
+        if not self.head_scores:
+            return pooled, logits
         presence, severity, _ = split_damage_logits(logits, len(self.classifier.labels))
         scores = torch.cat([presence.sigmoid(), severity.softmax(-1).flatten(1)], dim=1)
-        return torch.cat([pooled, scores[:, None].expand(-1, self.cells, -1)], dim=2)
+        return torch.cat([pooled, scores[:, None].expand(-1, self.cells, -1)], dim=2), logits
 
     def features(
         self,
@@ -150,25 +166,52 @@ class ImageEncoder:
         progress: Callable[..., Any] | None = None,
     ) -> Any:
         """[len(pictures), grid cells, dim] float32."""
+        return self.read(pictures, batch_size, progress)[0]
+
+    def read(
+        self,
+        pictures: Sequence[Any],
+        batch_size: int = 64,
+        progress: Callable[..., Any] | None = None,
+    ) -> tuple[Any, list[str]]:
+        """Features (:meth:`features`) and, with ``tags``, each photo's detections in words
+        (else empty strings), from one pass of the image model."""
         from finetune.vision_data import image_tensor
 
         head = self.classifier.head
         starts = range(0, len(pictures), batch_size)
         if progress is not None:
             starts = progress(starts, desc="encode images", unit="batch")
-        rows = []
+        rows, tags = [], []
         with torch.inference_mode():
             for start in starts:
+                chunk = pictures[start : start + batch_size]
                 pixels = torch.stack(
                     [
                         image_tensor(p, self.classifier.size, mean=head["mean"], std=head["std"])[0]
-                        for p in pictures[start : start + batch_size]
+                        for p in chunk
                     ]
                 )
-                rows.append(self._encode(pixels))
+                features, logits = self._encode(pixels)
+                rows.append(features)
+                if self.tags:
+                    found = self.classifier.decode_damages(logits, [p.size for p in chunk])
+                    tags += [tag_text(damages) for damages in found]
+                else:
+                    tags += [""] * len(chunk)
         if not rows:
-            return torch.zeros(0, self.cells, self.dim)
-        return torch.cat(rows).float()
+            return torch.zeros(0, self.cells, self.dim), []
+        return torch.cat(rows).float(), tags
+
+
+def tag_text(damages: Sequence[Any]) -> str:
+    """Damages (with type, part and severity) in words, as the align stage's captions say them.
+
+    >>> from ingest.assessment import Damage
+    >>> tag_text([Damage(type="dent", part="hood", severity="minor")])
+    'minor dent on hood'
+    """
+    return "; ".join(f"{d.severity} {d.type} on {d.part}" for d in damages) or "no damage"
 
 
 # ---- projector + decoder --------------------------------------------------------------------
@@ -216,20 +259,32 @@ class ComposedVLM(torch.nn.Module):
         """The answer's tokens and the end of turn: what the loss is computed on."""
         return [*self.tokenizer(answer, add_special_tokens=False)["input_ids"], self.eos_id]
 
+    def tag_ids(self, tags: str) -> list[int]:
+        """A photo's detections (:func:`tag_text`) as the prompt tokens after its visual tokens."""
+        return self.tokenizer(f"\n{TAGS_LEAD}{tags}", add_special_tokens=False)["input_ids"]
+
     def inputs(
-        self, features: Any, prompt: tuple[list[int], list[int]], answers: Sequence[list[int]]
+        self,
+        features: Any,
+        prompt: tuple[list[int], list[int]],
+        answers: Sequence[list[int]],
+        tags: Sequence[list[int]] | None = None,
     ) -> tuple[Any, Any, Any]:
-        """inputs_embeds, attention mask and labels for a batch; answers are right-padded and
-        only their tokens carry labels (the prompt and the visual tokens never do)."""
+        """inputs_embeds, attention mask and labels for a batch; rows are right-padded and
+        only the answers' tokens carry labels (the prompt and the visual tokens never do).
+        ``tags``: each row's tag tokens (:meth:`tag_ids`), between the visual tokens and the
+        rest of the prompt."""
         before, after = prompt
-        start = len(before) + self.cells + len(after)
-        width = start + max((len(a) for a in answers), default=0)
+        tags = tags or [[] for _ in answers]
+        visual_end = len(before) + self.cells
+        starts = [visual_end + len(t) + len(after) for t in tags]
+        width = max((s + len(a) for s, a in zip(starts, answers, strict=True)), default=0)
         ids = torch.full((len(answers), width), self.pad_id, dtype=torch.long)
         labels = torch.full((len(answers), width), IGNORE, dtype=torch.long)
         attention = torch.zeros((len(answers), width), dtype=torch.long)
-        for row, answer in enumerate(answers):
+        for row, (answer, start) in enumerate(zip(answers, starts, strict=True)):
             ids[row, : len(before)] = torch.tensor(before)
-            ids[row, len(before) + self.cells : start] = torch.tensor(after)
+            ids[row, visual_end:start] = torch.tensor([*tags[row], *after], dtype=torch.long)
             ids[row, start : start + len(answer)] = torch.tensor(answer, dtype=torch.long)
             labels[row, start : start + len(answer)] = torch.tensor(answer, dtype=torch.long)
             attention[row, : start + len(answer)] = 1
@@ -270,9 +325,12 @@ def generate(
     temperature: float = 0.0,
     seed: int = 0,
     fast_forward: bool = True,
+    tags: Sequence[list[int]] | None = None,
 ) -> list[Generated]:
     """Grammar-constrained answers for a batch of feature grids (one KV-cache loop): greedy,
-    or sampled at ``temperature`` > 0.
+    or sampled at ``temperature`` > 0. ``tags``: each row's tag tokens (see
+    :meth:`ComposedVLM.inputs`); rows of different lengths are right-padded, and each row's
+    answer starts after its own last prompt token.
 
     Tokens the grammar forces (keys, brackets, the rest of an enum value) are not generated one
     by one: each row appends its chosen token and everything forced after it in one forward
@@ -286,12 +344,16 @@ def generate(
     tokens: list[list[int]] = [[] for _ in range(n)]
     done = [False] * n
     with torch.inference_mode():
-        embeds, attention, _ = vlm.inputs(features, prompt, [[] for _ in range(n)])
-        lengths = [int(attention.shape[1])] * n
+        embeds, attention, _ = vlm.inputs(features, prompt, [[] for _ in range(n)], tags)
+        lengths = attention.sum(1).tolist()
+        ends = sorted(set(lengths))  # the vocabulary projection runs at each row's last token
         out = vlm.causal_lm(
-            inputs_embeds=embeds, attention_mask=attention, use_cache=True, logits_to_keep=1
+            inputs_embeds=embeds,
+            attention_mask=attention,
+            use_cache=True,
+            logits_to_keep=torch.tensor(ends) - 1,
         )
-        last = out.logits[:, -1]
+        last = out.logits[torch.arange(n), torch.tensor([ends.index(x) for x in lengths])]
         while not all(done):
             chunks: list[list[int]] = []
             for row in range(n):
@@ -407,7 +469,10 @@ class VisionLM:
         if layout.get("kind") == "image-text-to-text":
             return ImageTextToTextLM.load(directory, layout)
         encoder = ImageEncoder.load(
-            directory / "encoder", tuple(layout["grid"]), layout.get("head_scores", False)
+            directory / "encoder",
+            tuple(layout["grid"]),
+            layout.get("head_scores", False),
+            layout.get("tags", False),
         )
         base, _ = load_decoder(layout["base_model"])
         if layout.get("decoder_layers"):
@@ -434,7 +499,7 @@ class VisionLM:
         """One JSON answer per picture (PIL RGB images)."""
         results = []
         for start in range(0, len(pictures), batch_size):
-            features = self.encoder.features(pictures[start : start + batch_size])
+            features, tags = self.read(pictures[start : start + batch_size])
             results += generate(
                 self.vlm,
                 features,
@@ -444,8 +509,20 @@ class VisionLM:
                 max_new_tokens,
                 temperature,
                 seed=start,
+                tags=tags,
             )
         return results
+
+    def read(self, pictures: Sequence[Any]) -> tuple[Any, list[list[int]] | None]:
+        """The pictures' encoder features and, for a model trained with tags, their tag tokens."""
+        features, tags = self.encoder.read(pictures)
+        return features, [self.vlm.tag_ids(t) for t in tags] if self.encoder.tags else None
+
+    def prompt_tokens(self, pictures: Sequence[Any]) -> int:
+        """Tokens the model reads before answering these photos (the cost of its input)."""
+        before, after = self.prompt
+        extra = sum(len(t) for t in self.read(pictures)[1]) if self.encoder.tags else 0
+        return (len(before) + self.vlm.cells + len(after)) * len(pictures) + extra
 
 
 class ImageTextToTextLM:

@@ -79,16 +79,19 @@ class ImageClassifier:
 
         Every photo sent for assessment shows damage, so an image where no pair passes the
         threshold gets its most likely one."""
+        return self.decode_damages(self.logits(pictures), [p.size for p in pictures])
+
+    def decode_damages(self, logits: Any, sizes: Sequence[tuple[int, int]]) -> list[list[Damage]]:
+        """:meth:`damages` from the model's logits for images of ``sizes`` (width, height)."""
         import torch
 
         from finetune.recipes.image_classifier import split_damage_logits
 
         pairs = [tuple(name.split(":")) for name in self.labels]
-        presence, severity, boxes = split_damage_logits(self.logits(pictures), len(pairs))
+        presence, severity, boxes = split_damage_logits(logits, len(pairs))
         presence, boxes = torch.sigmoid(presence), torch.sigmoid(boxes)
         found = []
-        for row, picture in enumerate(pictures):
-            width, height = picture.size
+        for row, (width, height) in enumerate(sizes):
             chosen = [i for i in range(len(pairs)) if presence[row, i] >= self.head["threshold"]]
             chosen = chosen or [int(presence[row].argmax())]
             image_damages = []

@@ -66,6 +66,11 @@ class VisionLMConfig:
     # True (a damage model as the encoder): the visual tokens also carry the damage head's
     # presence and severity probabilities (see finetune.vision_lm.ImageEncoder)
     head_scores: bool = False
+    # True (a damage model as the encoder): the prompt also carries the damage model's
+    # detections in words after the visual tokens ("Damage model: minor dent on hood"), as
+    # Oscar-style models read object tags; the instruct stage reads them, the align stage does
+    # not (its captions would be copied from them, and the projector would learn nothing)
+    tags: bool = False
     lora: LoraArgs = field(default_factory=LoraArgs)
     align: TrainArgs = field(
         default_factory=lambda: TrainArgs(lr=1e-3, batch_size=16, max_length=128)
@@ -137,7 +142,7 @@ def run(
     require_cuda_for_nf4(config.train)
     torch.manual_seed(config.train.seed)
     try:
-        encoder = ImageEncoder.load(encoder_dir, config.grid, config.head_scores)
+        encoder = ImageEncoder.load(encoder_dir, config.grid, config.head_scores, config.tags)
     except VisionLMError as exc:
         raise TrainingError(str(exc)) from None
     except (OSError, ValueError) as exc:
@@ -153,8 +158,8 @@ def run(
             raise TrainingError(str(exc)) from None
     vlm = ComposedVLM(decoder, tokenizer, encoder.dim, encoder.cells)
     vlm.decoder.requires_grad_(False)
-    train_features = encoder.features([p for p, _ in train], progress=progress)
-    val_features = encoder.features([p for p, _ in val], progress=progress)
+    train_features, train_tags = encoder.read([p for p, _ in train], progress=progress)
+    val_features, val_tags = encoder.read([p for p, _ in val], progress=progress)
     examples = [e for _, e in train]
     val_examples = [e for _, e in val]
 
@@ -200,6 +205,8 @@ def run(
         progress=progress,
         stop_after_steps=stop_after_steps,
         desc="instruct (LoRA)",
+        tags=[vlm.tag_ids(t) for t in train_tags] if config.tags else None,
+        val_tags=[vlm.tag_ids(t) for t in val_tags] if config.tags else None,
     )
     if instruct.stopped_early:
         return TrainResult(output_dir, align.steps + instruct.steps, instruct.metrics)
@@ -218,6 +225,7 @@ def run(
         "instruction": config.instruction,
         "decoder_layers": config.decoder_layers,
         "head_scores": config.head_scores,
+        "tags": config.tags,
     }
 
     def write(directory: Path) -> None:
@@ -273,18 +281,25 @@ def _stage(
     progress: Callable[..., Any] | None,
     desc: str,
     stop_after_steps: int | None = None,
+    tags: list[list[int]] | None = None,
+    val_tags: list[list[int]] | None = None,
 ) -> Any:
-    """One training stage over precomputed features; the loss is on answer tokens only."""
+    """One training stage over precomputed features; the loss is on answer tokens only.
+    ``tags``/``val_tags``: each example's tag tokens (:meth:`ComposedVLM.tag_ids`), or None."""
     import torch
 
     prefix = len(prompt[0]) + vlm.cells + len(prompt[1])
-    longest = prefix + max(len(a) for a in train_answers)
+    tag_lengths = [len(t) for t in tags] if tags else [0] * len(train_answers)
+    longest = prefix + max(t + len(a) for t, a in zip(tag_lengths, train_answers, strict=True))
     if longest > args.max_length:
         raise TrainingError(
-            f"an example takes {longest} tokens (prompt, {vlm.cells} visual tokens and answer), "
-            f"more than max_length={args.max_length} of this stage: raise it"
+            f"an example takes {longest} tokens (prompt, {vlm.cells} visual tokens, tags and "
+            f"answer), more than max_length={args.max_length} of this stage: raise it"
         )
     device = next(vlm.projector.parameters()).device
+
+    def rows(source: list[list[int]] | None, indices: Sequence[int]) -> Any:
+        return [source[i] for i in indices] if source else None
 
     def step(group: list[list[int]]) -> tuple[float, int]:
         label_tokens = sum(len(train_answers[i]) for b in group for i in b)
@@ -292,11 +307,13 @@ def _stage(
         for batch in (part for b in group for part in length_groups(b, train_answers)):
             answers = [train_answers[i] for i in batch]
             with autocast(args.precision, device):
-                embeds, attention, labels = vlm.inputs(train_features[batch], prompt, answers)
+                embeds, attention, labels = vlm.inputs(
+                    train_features[batch], prompt, answers, rows(tags, batch)
+                )
                 loss = vlm.loss_sum(embeds, attention, labels)
             (loss / label_tokens).backward()
             total += loss.item() / label_tokens
-            seen += len(batch) * prefix + sum(len(a) for a in answers)
+            seen += sum(prefix + tag_lengths[i] + len(train_answers[i]) for i in batch)
         return total, seen
 
     def evaluate() -> dict[str, float]:
@@ -306,8 +323,14 @@ def _stage(
         with torch.no_grad():
             for start in range(0, len(val_answers), args.batch_size):
                 answers = val_answers[start : start + args.batch_size]
+                batch = range(start, start + len(answers))
                 with autocast(args.precision, device):
-                    inputs = vlm.inputs(val_features[start : start + len(answers)], prompt, answers)
+                    inputs = vlm.inputs(
+                        val_features[start : start + len(answers)],
+                        prompt,
+                        answers,
+                        rows(val_tags, batch),
+                    )
                     total += vlm.loss_sum(*inputs).item()
                 count += sum(len(a) for a in answers)
         return {"eval_loss": total / count}

@@ -507,3 +507,86 @@ def test_cli_trains_an_image_text_to_text_model(tiny_llava, tiny_corpus, tmp_pat
     model_dir = tmp_path / "home" / "vision" / "test-llava"
     assert json.loads(result.stdout)["steps"] == 2
     assert json.loads((model_dir / "vlm.json").read_text())["kind"] == "image-text-to-text"
+
+
+def test_tags_sit_after_the_visual_tokens_and_each_answer_starts_after_its_own(tokenizer):
+    vlm = ComposedVLM(tiny_model(tokenizer), tokenizer, feature_dim=8, cells=3)
+    before, after = prompt = vlm.prompt("Assess.")
+    tags = [vlm.tag_ids("minor dent on hood; severe crack on windshield"), vlm.tag_ids("x")]
+    assert len(tags[0]) > len(tags[1]) > 0
+    answers = [vlm.answer_ids('{"a":1}'), vlm.answer_ids('{"b":22}')]
+    ids_of = vlm.causal_lm.get_input_embeddings()
+    embeds, attention, labels = vlm.inputs(torch.randn(2, 3, 8), prompt, answers, tags)
+    for row in range(2):
+        start = len(before) + 3 + len(tags[row]) + len(after)
+        assert (labels[row, :start] == IGNORE).all()
+        assert labels[row, start : start + len(answers[row])].tolist() == answers[row]
+        assert (labels[row, start + len(answers[row]) :] == IGNORE).all()
+        assert attention[row].sum() == start + len(answers[row])
+        # the tag tokens, then the rest of the prompt, right after the visual tokens
+        middle = torch.tensor([*tags[row], *after])
+        assert torch.equal(embeds[row, len(before) + 3 : start], ids_of(middle))
+    assert (
+        tokenizer.decode(tags[0]).strip()
+        == "Damage model: minor dent on hood; severe crack on windshield"
+    )
+
+
+def test_a_batch_with_tags_of_different_lengths_answers_as_each_photo_alone(tokenizer):
+    torch.manual_seed(2)
+    vlm = ComposedVLM(tiny_model(tokenizer, seed=2), tokenizer, feature_dim=8, cells=3).eval()
+    prompt = vlm.prompt("Assess.")
+    features = torch.randn(3, 3, 8) * 3
+    tags = [vlm.tag_ids(t) for t in ("minor dent on hood", "no damage", "a; b; c; d; e; f")]
+    ll_tok = ll_tokenizer(tokenizer, tokenizer.eos_token_id)
+    lark = json_grammar(answer_schema())
+    batched = generate(vlm, features, prompt, lark, ll_tok, 600, tags=tags)
+    alone = [
+        generate(vlm, features[i : i + 1], prompt, lark, ll_tok, 600, tags=tags[i : i + 1])[0]
+        for i in range(3)
+    ]
+    assert [a.text for a in batched] == [a.text for a in alone]
+    untagged = generate(vlm, features, prompt, lark, ll_tok, 600)
+    assert [a.text for a in untagged] != [a.text for a in batched]  # the tags are read
+    for answer in batched:
+        assert answer.complete
+        _follows_the_schema(answer.text)
+
+
+def test_a_vlm_with_tags_reads_the_damage_models_detections(
+    tokenizer,
+    encoder_dir,
+    damage_data,  # noqa: F811
+    tmp_path,
+):
+    from finetune.vision_lm import tag_text
+    from finetune.vision_models import ImageClassifier
+
+    pictures = [p for p, _ in damage_data[0][:3]]
+    tagged = ImageEncoder.load(encoder_dir, (2, 2), tags=True)
+    features, tags = tagged.read(pictures)
+    assert torch.allclose(features, ImageEncoder.load(encoder_dir, (2, 2)).features(pictures))
+    detected = ImageClassifier.load(encoder_dir).damages(pictures)
+    assert tags == [tag_text(found) for found in detected] and all(tags)
+
+    result = _train(tokenizer, encoder_dir, damage_data, tmp_path, config=_config("tags=true"))
+    assert json.loads((result.model_dir / "vlm.json").read_text())["tags"] is True
+    model = VisionLM.load(result.model_dir, lambda name: (tiny_model(tokenizer), tokenizer))
+    assert model.encoder.tags
+    _, tag_ids = model.read(pictures[:1])
+    plain = len(model.prompt[0]) + model.vlm.cells + len(model.prompt[1])
+    assert model.prompt_tokens(pictures[:1]) == plain + len(tag_ids[0])
+    # compare counts the tags among the fine-tuned model's input tokens
+    from api.comparison import vision_token_counter
+
+    count = vision_token_counter(VisionLMAssessor(model))
+    photo = Image.open(damage_data[0][0][1].path)
+    assert count([image_bytes(photo)], '{"a":1}') == (
+        model.prompt_tokens([photo.convert("RGB")]),
+        len(model.vlm.answer_ids('{"a":1}')),
+    )
+    (answer,) = model.answer(pictures[:1], max_new_tokens=600)
+    assert answer.complete, answer.text
+    _follows_the_schema(answer.text)
+    with pytest.raises(VisionLMError, match="tags needs a damage model"):
+        ImageEncoder(type("C", (), {"task": "classify", "name": "c"})(), (1, 1), tags=True)
