@@ -71,6 +71,8 @@ class VisionLMConfig:
     # Oscar-style models read object tags; the instruct stage reads them, the align stage does
     # not (its captions would be copied from them, and the projector would learn nothing)
     tags: bool = False
+    # N > 0: each stage's eval loss on the first N validation photos only (0: all of them)
+    val_examples: int = 0
     lora: LoraArgs = field(default_factory=LoraArgs)
     align: TrainArgs = field(
         default_factory=lambda: TrainArgs(lr=1e-3, batch_size=16, max_length=128)
@@ -85,6 +87,8 @@ class VisionLMConfig:
             raise ValueError(f"grid={list(self.grid)}: give [rows, columns], each >= 1")
         if self.decoder_layers < 0:
             raise ValueError(f"decoder_layers={self.decoder_layers}: use 0 (all) or a count")
+        if self.val_examples < 0:
+            raise ValueError(f"val_examples={self.val_examples}: use 0 (all) or a count")
 
 
 @dataclass
@@ -158,6 +162,8 @@ def run(
             raise TrainingError(str(exc)) from None
     vlm = ComposedVLM(decoder, tokenizer, encoder.dim, encoder.cells)
     vlm.decoder.requires_grad_(False)
+    if config.val_examples:
+        val = val[: config.val_examples]
     train_features, train_tags = encoder.read([p for p, _ in train], progress=progress)
     val_features, val_tags = encoder.read([p for p, _ in val], progress=progress)
     examples = [e for _, e in train]

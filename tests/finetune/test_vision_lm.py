@@ -265,6 +265,8 @@ def test_bad_inputs_fail_clearly(tokenizer, damage_data, tmp_path):  # noqa: F81
         VisionLM.load(tmp_path, lambda name: (None, None))
     with pytest.raises(ValueError, match="grid"):
         VisionLMConfig(grid=(0, 2))
+    with pytest.raises(ValueError, match="val_examples=-1"):
+        VisionLMConfig(val_examples=-1)
 
 
 def test_short_answers_fit_but_long_ones_are_refused(tokenizer, encoder_dir, damage_data, tmp_path):  # noqa: F811
@@ -569,8 +571,11 @@ def test_a_vlm_with_tags_reads_the_damage_models_detections(
     detected = ImageClassifier.load(encoder_dir).damages(pictures)
     assert tags == [tag_text(found) for found in detected] and all(tags)
 
-    result = _train(tokenizer, encoder_dir, damage_data, tmp_path, config=_config("tags=true"))
+    train = damage_data[0]
+    config = _config("tags=true", "val_examples=2")
+    result = _train(tokenizer, encoder_dir, (train, train), tmp_path, config=config)
     assert json.loads((result.model_dir / "vlm.json").read_text())["tags"] is True
+    assert result.metrics["val_examples"] == 2 < len(train)  # eval losses on 2 photos only
     model = VisionLM.load(result.model_dir, lambda name: (tiny_model(tokenizer), tokenizer))
     assert model.encoder.tags
     _, tag_ids = model.read(pictures[:1])
