@@ -223,8 +223,8 @@ def run(
     torch.manual_seed(args.seed)
     model, preprocessing = build_model(config, head_size(config.task, classes))
     device = next(model.parameters()).device
-    # channels-last convolutions: faster in bf16 (CPUs with AVX512-BF16/AMX, GPUs) and in fp32
-    # (python benchmarks/memory_format.py: 0.84x channels-first's time on an AVX2 CPU)
+    # channels-last convolutions: faster under bf16 autocast on CPUs with AVX512-BF16/AMX and in
+    # fp32 (python benchmarks/memory_format.py: 0.84x channels-first's step time on an AVX2 CPU)
     memory_format = torch.channels_last
     model = model.to(memory_format=memory_format)
     size = (preprocessing["width"], preprocessing["height"])
