@@ -213,16 +213,14 @@ def training_usage(settings: Settings) -> dict[str, dict[str, Training]]:
 
 
 def vision_token_counter(vision: Any) -> Callable[[Any, str], tuple[int, int]] | None:
-    """Tokens of a tunegraph vision-language model's call: per photo the prompt and its visual
-    tokens in, the JSON answer and end of turn out. None for other vision models."""
+    """Tokens of a tunegraph vision-language model's call, counted after it: the prompt, visual
+    tokens and tags it read (``last_prompt_tokens``) in, the JSON answer and end of turn out.
+    None for other vision models."""
     model = getattr(vision, "model", None)
-    if model is None or not hasattr(model, "vlm") or not hasattr(model, "prompt"):
+    if model is None or not hasattr(model, "vlm") or not hasattr(model, "last_prompt_tokens"):
         return None
 
     def count(images: Any, answer: str) -> tuple[int, int]:
-        from ingest.images import load_image
-
-        pictures = [load_image(data, f"image {i + 1}") for i, data in enumerate(images)]
-        return model.prompt_tokens(pictures), len(model.vlm.answer_ids(answer))
+        return model.last_prompt_tokens, len(model.vlm.answer_ids(answer))
 
     return count

@@ -1,9 +1,9 @@
 """tunegraph's text LoRA recipe against TRL's SFTTrainer on the same work.
 
 Both sides train the embedded SmolLM2-135M-Instruct with the same LoRA config (r 16 in the last
-12 layers, dropout 0.05, bf16 autocast as TRL's default does: PINNED below), the same demo examples (configs/text/smollm2_quick.yaml's
-data: train phrasings, kinds balanced), the same batch size, number of steps, learning rate and
-warm-up. TRL runs with its default SFTConfig otherwise (gradient checkpointing, bf16 autocast,
+12 layers, dropout 0.05, bf16 autocast as TRL's default does: PINNED below), the same demo
+examples (configs/text/smollm2_quick.yaml's data: train phrasings, kinds balanced), the same
+batch size, number of steps, learning rate and warm-up. TRL runs with its default SFTConfig otherwise (gradient checkpointing, bf16 autocast,
 loss on every token, batches padded to their longest example, no packing). Each side runs in its
 own process so that peak RSS is its own. Afterwards both adapters are scored by the same function
 on the same validation examples (mean loss per answer token, float32), so "eval loss" means the

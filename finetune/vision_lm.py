@@ -445,6 +445,7 @@ class VisionLM:
         self.prompt = vlm.prompt(layout["instruction"])
         self.grammar = json_grammar(answer_schema())
         self._ll_tok = ll_tokenizer(vlm.tokenizer, vlm.eos_id)
+        self.last_prompt_tokens = 0  # what the last answer() call read (the cost of its input)
 
     @classmethod
     def load(
@@ -496,10 +497,14 @@ class VisionLM:
         max_new_tokens: int = 384,
         temperature: float = 0.0,
     ) -> list[Generated]:
-        """One JSON answer per picture (PIL RGB images)."""
+        """One JSON answer per picture (PIL RGB images); ``last_prompt_tokens`` counts the
+        prompt tokens read for them."""
         results = []
+        before, after = self.prompt
+        self.last_prompt_tokens = (len(before) + self.vlm.cells + len(after)) * len(pictures)
         for start in range(0, len(pictures), batch_size):
             features, tags = self.read(pictures[start : start + batch_size])
+            self.last_prompt_tokens += sum(len(t) for t in tags or [])
             results += generate(
                 self.vlm,
                 features,
@@ -517,12 +522,6 @@ class VisionLM:
         """The pictures' encoder features and, for a model trained with tags, their tag tokens."""
         features, tags = self.encoder.read(pictures)
         return features, [self.vlm.tag_ids(t) for t in tags] if self.encoder.tags else None
-
-    def prompt_tokens(self, pictures: Sequence[Any]) -> int:
-        """Tokens the model reads before answering these photos (the cost of its input)."""
-        before, after = self.prompt
-        extra = sum(len(t) for t in self.read(pictures)[1]) if self.encoder.tags else 0
-        return (len(before) + self.vlm.cells + len(after)) * len(pictures) + extra
 
 
 class ImageTextToTextLM:

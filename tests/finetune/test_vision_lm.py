@@ -580,18 +580,20 @@ def test_a_vlm_with_tags_reads_the_damage_models_detections(
     assert model.encoder.tags
     _, tag_ids = model.read(pictures[:1])
     plain = len(model.prompt[0]) + model.vlm.cells + len(model.prompt[1])
-    assert model.prompt_tokens(pictures[:1]) == plain + len(tag_ids[0])
+    (answer,) = model.answer(pictures[:1], max_new_tokens=600)
+    assert model.last_prompt_tokens == plain + len(tag_ids[0])
+    assert answer.complete, answer.text
+    _follows_the_schema(answer.text)
     # compare counts the tags among the fine-tuned model's input tokens
     from api.comparison import vision_token_counter
 
-    count = vision_token_counter(VisionLMAssessor(model))
+    assessor = VisionLMAssessor(model)
+    count = vision_token_counter(assessor)
     photo = Image.open(damage_data[0][0][1].path)
-    assert count([image_bytes(photo)], '{"a":1}') == (
-        model.prompt_tokens([photo.convert("RGB")]),
-        len(model.vlm.answer_ids('{"a":1}')),
+    text = assessor.assess([image_bytes(photo)])
+    assert count([image_bytes(photo)], text) == (
+        plain + len(model.read([photo.convert("RGB")])[1][0]),
+        len(model.vlm.answer_ids(text)),
     )
-    (answer,) = model.answer(pictures[:1], max_new_tokens=600)
-    assert answer.complete, answer.text
-    _follows_the_schema(answer.text)
     with pytest.raises(VisionLMError, match="tags needs a damage model"):
         ImageEncoder(type("C", (), {"task": "classify", "name": "c"})(), (1, 1), tags=True)
