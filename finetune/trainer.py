@@ -141,6 +141,37 @@ def batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
     return [order[i : i + batch_size] for i in range(0, n, batch_size)]
 
 
+def planned_steps(n: int, args: TrainArgs) -> int:
+    """Optimizer steps a run over ``n`` examples takes: ``max_steps``, or the epochs'."""
+    steps_per_epoch = math.ceil(math.ceil(n / args.batch_size) / args.grad_accum)
+    return args.max_steps or steps_per_epoch * args.epochs
+
+
+def visited(n: int, args: TrainArgs) -> list[int]:
+    """The example indices :func:`train_loop` will step through for ``args`` (all of them unless
+    ``max_steps`` stops it inside an epoch), in ascending order: a recipe that precomputes
+    something per example needs it for these only.
+
+    >>> visited(10, TrainArgs(batch_size=2, max_steps=2, seed=1)) == sorted(
+    ...     batches(10, 2, seed=1, epoch=0)[0] + batches(10, 2, seed=1, epoch=0)[1])
+    True
+    >>> visited(5, TrainArgs(batch_size=2))
+    [0, 1, 2, 3, 4]
+    """
+    total_steps = planned_steps(n, args)
+    seen: set[int] = set()
+    epoch = 0
+    while total_steps > 0 and len(seen) < n:
+        epoch_batches = batches(n, args.batch_size, args.seed, epoch)
+        for start in range(0, len(epoch_batches), args.grad_accum):
+            if total_steps == 0:
+                break
+            seen.update(i for b in epoch_batches[start : start + args.grad_accum] for i in b)
+            total_steps -= 1
+        epoch += 1
+    return sorted(seen)
+
+
 def native_bf16(device: Any) -> bool:
     """Whether ``device`` computes bfloat16 matmuls natively (a CPU without AVX512-BF16/AMX
     emulates them: ``benchmarks/precision_matmul.py`` measured 23x fp32's time on an AVX2 CPU)."""
@@ -235,8 +266,7 @@ def train_loop(
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise TrainingError("the model has no trainable parameters")
-    steps_per_epoch = math.ceil(math.ceil(n_examples / args.batch_size) / args.grad_accum)
-    total_steps = args.max_steps or steps_per_epoch * args.epochs
+    total_steps = planned_steps(n_examples, args)
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
     scheduler = get_linear_schedule_with_warmup(
         optimizer, int(total_steps * args.warmup_ratio), total_steps

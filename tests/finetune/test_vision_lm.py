@@ -597,3 +597,32 @@ def test_a_vlm_with_tags_reads_the_damage_models_detections(
     )
     with pytest.raises(VisionLMError, match="tags needs a damage model"):
         ImageEncoder(type("C", (), {"task": "classify", "name": "c"})(), (1, 1), tags=True)
+
+
+def test_only_the_photos_the_steps_reach_are_encoded(
+    tokenizer,
+    encoder_dir,
+    damage_data,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+):
+    from finetune.trainer import visited
+
+    train, val = damage_data
+    config = _config("tags=true", "align.max_steps=1", "train.max_steps=1")
+    reached = sorted(
+        set(visited(len(train), config.align)) | set(visited(len(train), config.train))
+    )
+    assert 0 < len(reached) < len(train)
+    read = ImageEncoder.read
+    encoded: list[list] = []
+
+    def recording(self, pictures, **kwargs):
+        encoded.append(list(pictures))
+        return read(self, pictures, **kwargs)
+
+    monkeypatch.setattr(ImageEncoder, "read", recording)
+    result = _train(tokenizer, encoder_dir, damage_data, tmp_path, config=config)
+    assert result.steps == 2
+    assert encoded[0] == [train[i][0] for i in reached]  # the training photos: those reached
+    assert encoded[1] == [p for p, _ in val]
