@@ -8,10 +8,8 @@ quick run, which shares their names.
 
 On a CPU with two or more cores the CPU profiles train the vision models (the damage model, then
 the vision-language model that reads it) in a second process while this one trains the text
-model, the cores split between them: PyTorch's small per-op kernels do not keep two cores busy,
-so two one-core trainings side by side get through more work than one after the other (measured
-on a 2-core machine: text at 0.54x and the damage model at 0.66x of their two-core speed, 1.20x
-the work in all).
+model, the threads split between them, so that both cores stay busy; whether that gets more done
+than one after the other is what ``benchmarks/side_by_side.py`` measures.
 """
 
 from __future__ import annotations
