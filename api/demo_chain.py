@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -234,7 +234,7 @@ class SideProcess:
                 return
         self.current = None
 
-    def wait(self, report=None, every: float = 30.0) -> None:
+    def wait(self, report: Callable[[str], None] | None = None, every: float = 30.0) -> None:
         """Wait for the chain; every ``every`` s, ``report(line)`` gets the running stage's last
         progress line."""
         while self._thread.is_alive():

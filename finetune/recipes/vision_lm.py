@@ -165,8 +165,9 @@ def run(
     vlm.decoder.requires_grad_(False)
     if config.val_examples:
         val = val[: config.val_examples]
-    # only the photos the two stages' steps reach are encoded (the quick profile's 45 steps use
-    # ~480 of the demo's 2,160); the others keep zero features and are never read
+    # only the photos the two stages' steps reach are encoded (the quick profile's 45 steps reach
+    # 192 of the demo's 2,160: both stages walk the same seeded order); the others keep zero
+    # features and are never read
     used = sorted(set(visited(len(train), config.align)) | set(visited(len(train), config.train)))
     used_features, used_tags = encoder.read([train[i][0] for i in used], progress=progress)
     train_features = torch.zeros((len(train), *used_features.shape[1:]))
