@@ -228,7 +228,7 @@ class TunegraphClient:
     ) -> dict[str, Any]:
         """Poll until the job has finished (any final state); ``TimeoutError`` after
         ``timeout`` seconds."""
-        from api.jobs_store import FINISHED
+        from api.jobs.store import FINISHED
 
         deadline = None if timeout is None else time.monotonic() + timeout
         while (job := self.job(job_id))["state"] not in FINISHED:

@@ -1,5 +1,5 @@
 """``tunegraph compare`` as one function a command or a job can call: held-out items from the
-demo corpus, the graphs' context from settings, :func:`agents.compare.run_comparison`, then the
+demo corpus, the graphs' context from settings, :func:`agents.compare.run.run_comparison`, then the
 report in ``TUNEGRAPH_HOME/runs/NAME``."""
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ from api import composition
 from api.settings import Settings
 
 if TYPE_CHECKING:
-    from agents.compare import Bar, Comparison, PhotoCase, Prices, Progress, Training
+    from agents.compare.run import Bar, Comparison, PhotoCase, Prices, Progress, Training
     from agents.context import AgentContext
     from ingest.records import QAPair
 
 MANIFEST = "tunegraph-manifest.json"
 # The unit of the bar `tunegraph compare --json` moves from 0 to PROGRESS_STEPS over the whole
-# comparison: what a compare job reports as its progress (see api.job_process).
+# comparison: what a compare job reports as its progress (see api.jobs.worker).
 PROGRESS_UNIT = "comparison"
 PROGRESS_STEPS = 1000
 
@@ -35,7 +35,7 @@ class CompareError(ValueError):
 class CompareOptions:
     """What to compare on. ``images`` / ``questions``: seeded samples of the demo's test photos
     and test questions (0 skips that task); ``prices``: a YAML price table (see
-    :class:`agents.compare.Prices`); ``resamples``: bootstrap resamples per metric;
+    :class:`agents.compare.run.Prices`); ``resamples``: bootstrap resamples per metric;
     ``max_tokens``: a cap on every text-model answer (chat and assessment reports; None: the
     model's own default)."""
 
@@ -82,10 +82,10 @@ def run_compare(
     ``settings.runs_dir / options.name`` (report.md, report.html, report.json, PNG plots).
 
     Raises :class:`CompareError` for bad input and
-    :class:`agents.compare.ComparisonCancelled` when ``should_stop()`` turns true.
+    :class:`agents.compare.run.ComparisonCancelled` when ``should_stop()`` turns true.
     """
-    from agents.compare import ASSESSMENT_GRAPHS, CHAT_MODES, run_comparison
-    from api.report import write_report
+    from agents.compare.report import write_report
+    from agents.compare.run import ASSESSMENT_GRAPHS, CHAT_MODES, run_comparison
     from finetune.metrics import known_numbers
 
     prices = load_prices(options.prices)
@@ -125,7 +125,7 @@ def run_compare(
 def load_prices(path: Path | None) -> Prices:
     """The default price table, with a YAML file's values on top; unknown keys are errors that
     list the valid ones."""
-    from agents.compare import Prices
+    from agents.compare.run import Prices
     from finetune.config import ConfigError, load_config
 
     try:
@@ -137,7 +137,7 @@ def load_prices(path: Path | None) -> Prices:
 
 def photo_cases(demo_dir: Path, n: int, seed: int = 0) -> list[PhotoCase]:
     """A seeded sample of ``n`` photos of the demo's test split with their annotations."""
-    from agents.compare import PhotoCase
+    from agents.compare.run import PhotoCase
     from finetune.vision_datasets import VisionDataError, damage_examples
 
     try:
@@ -186,7 +186,7 @@ def training_usage(settings: Settings) -> dict[str, dict[str, Training]]:
     """What training each approach's models took, from their manifests: the fine-tuned
     assessment's vision-language model; the agentic one's damage model and report-writing
     adapter; the text adapter behind the fine-tuned chat modes and the agent."""
-    from agents.compare import Training
+    from agents.compare.run import Training
 
     def manifest(directory: Path | None) -> dict[str, Any]:
         if directory is None or not (directory / MANIFEST).is_file():

@@ -45,8 +45,8 @@ from PIL import Image
 from agents.backends.base import ChatRequest, Event, Usage
 from agents.chat_model import LocalChatModel
 from agents.context import AgentContext
-from api.app import create_app
-from api.serve import serve
+from api.server.app import create_app
+from api.server.gunicorn import serve
 from api.settings import Settings
 from ingest.assessment import Damage
 from ingest.claims import Claim

@@ -55,7 +55,7 @@ def main() -> None:
 
     from werkzeug.formparser import FormDataParser
 
-    from api.multipart import FastFormDataParser
+    from api.server.multipart import FastFormDataParser
 
     image = os.urandom(args.image_kb * 1024)
     baseline, fast = [], []

@@ -30,7 +30,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 def command(kind: str, steps: int) -> list[str]:
     config = {"text": "text/smollm2_quick.yaml", "vision": "vision/damage_quick.yaml"}[kind]
     return [
-        *(sys.executable, "-m", "api.cli", "finetune", kind),
+        *(sys.executable, "-m", "api.cli.main", "finetune", kind),
         *("--config", str(CONFIGS / config), "--no-resume"),
         *(f"name=bench-side-{kind}", f"train.max_steps={steps}"),
     ]

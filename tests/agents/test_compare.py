@@ -7,7 +7,7 @@ import pytest
 
 from agents.backends.base import Event, Usage
 from agents.chat_model import LocalChatModel
-from agents.compare import (
+from agents.compare.run import (
     ComparisonCancelled,
     PhotoCase,
     Prices,

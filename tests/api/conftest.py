@@ -16,8 +16,8 @@ from PIL import Image
 from werkzeug.serving import make_server
 
 from agents.context import AgentContext
-from api.app import create_app
-from api.job_manager import JobCancelled
+from api.jobs.manager import JobCancelled
+from api.server.app import create_app
 from api.settings import Settings
 from rag.stores.base import Hit
 from tests.agents.conftest import DAMAGE, MANUAL, PHOTOS, claims_db  # noqa: F401

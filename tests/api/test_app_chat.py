@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from agents.backends.base import Event, GenerationError, Usage
 from agents.graphs import service_chat
-from api.blueprints.assessments import CHOICES
-from api.chat_request import MODES
+from api.server.blueprints.assessments import CHOICES
+from api.server.chat_request import MODES
 from tests.agents.fakes import ScriptedBackend, fake_llm
 
 QUESTION = {"role": "user", "content": "What is the hood hinge bolt torque?"}

@@ -181,7 +181,7 @@ def test_openapi_documents_every_route_and_method(app, client):
 
 def test_importing_the_app_loads_no_model_library():
     code = (
-        "import sys, api.app; "
+        "import sys, api.server.app; "
         "print(sorted(m for m in ('torch', 'transformers', 'langgraph', 'langchain_core', "
         "'agents', 'lancedb') if m in sys.modules))"
     )

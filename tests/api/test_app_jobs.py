@@ -6,8 +6,8 @@ import re
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from api.job_kinds import COMMANDS, arguments, last_json_object
-from api.jobs_store import Job, JobStore
+from api.jobs.kinds import COMMANDS, arguments, last_json_object
+from api.jobs.store import Job, JobStore
 from tests.api.conftest import checked, wait_for
 
 
@@ -166,7 +166,7 @@ def test_the_real_kinds_are_the_cli_commands():
 
 
 def test_a_parameter_cannot_inject_a_flag():
-    from api.commands_retrieval import ingest_claims
+    from api.cli.ingest import ingest_claims
 
     args = arguments("ingest-claims", {"file": "--help", "date_format": "--json"})
     assert args[:2] == ["ingest", "claims"]
@@ -186,7 +186,7 @@ def test_the_summary_is_the_last_json_object_of_the_output():
 
 @pytest.fixture
 def real_client(settings, context):
-    from api.app import create_app
+    from api.server.app import create_app
 
     app = create_app(settings=settings, context_factory=lambda _: context)
     yield checked(app).test_client()
@@ -408,8 +408,8 @@ def test_a_process_exit_stops_running_jobs_instead_of_waiting_for_them(tmp_path)
     code = f"""
 import sys, threading
 from pathlib import Path
-from api.app import create_app
-from api.job_manager import JobCancelled
+from api.server.app import create_app
+from api.jobs.manager import JobCancelled
 from api.settings import Settings
 
 started = threading.Event()

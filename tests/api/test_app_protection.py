@@ -6,8 +6,8 @@ import io
 import json
 import logging
 
-from api.observability import LOGGER, JsonFormatter
-from api.protection import RateLimiter
+from api.server.observability import LOGGER, JsonFormatter
+from api.server.protection import RateLimiter
 from tests.agents.fakes import fake_llm
 from tests.api.conftest import checked
 
@@ -89,7 +89,7 @@ def test_404_405_413_and_500_use_the_envelope_and_show_no_traceback(make_app, co
 
 
 def test_an_unexpected_error_in_a_job_kind_check_is_a_generic_500(make_app, context):
-    from api.app import create_app
+    from api.server.app import create_app
 
     class Picky:
         def check(self, params):
@@ -130,7 +130,7 @@ def test_request_ids_are_echoed_or_made_and_logged_as_json(client):
 
 
 def test_a_failed_model_load_is_a_generic_503_and_retried(make_app, settings):
-    from api.app import create_app
+    from api.server.app import create_app
 
     calls = []
 

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from api import composition
-from api.app import create_app
+from api.server.app import create_app
 from api.settings import Settings
 
 pytestmark = pytest.mark.real_model

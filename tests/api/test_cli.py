@@ -9,7 +9,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from api.cli import main
+from api.cli.main import main
 
 
 def _all_commands(group: click.Group, prefix=()):
@@ -53,7 +53,7 @@ def test_help_works_for_every_command(path):
 
 def test_help_does_not_import_heavy_libraries():
     code = (
-        "import sys; from click.testing import CliRunner; from api.cli import main; "
+        "import sys; from click.testing import CliRunner; from api.cli.main import main; "
         "CliRunner().invoke(main, ['--help']); "
         "print(sorted(m for m in ('torch', 'transformers', 'PIL', 'numpy', 'httpx', 'gunicorn', "
         "'flask') if m in sys.modules))"
@@ -133,7 +133,7 @@ def _small(tmp_path) -> str:
 
 
 def test_demo_summary_reads_the_headline_numbers_of_a_report(tmp_path):
-    from api.demo_chain import PROFILES, headline
+    from api.cli.demo import PROFILES, headline
 
     report = tmp_path / "report.json"
     report.write_text(

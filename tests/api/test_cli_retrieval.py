@@ -7,7 +7,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from api.cli import main
+from api.cli.main import main
 
 pytestmark = pytest.mark.real_model
 

@@ -136,7 +136,7 @@ def test_job_report_downloads_a_compare_jobs_report(compare_api, fake_compare, s
 def test_cli_jobs_report_writes_the_file_or_prints_it(compare_api, tmp_path):
     from click.testing import CliRunner
 
-    from api.cli import main
+    from api.cli.main import main
 
     job = compare_api.submit_job("compare", {"name": "c3"})
     compare_api.wait_job(job["id"], poll=0.02, timeout=5)

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from agents.chat_model import LocalChatModel
 from agents.context import AgentContext
-from api.cli import main
+from api.cli.main import main
 from api.comparison import (
     CompareError,
     CompareOptions,
@@ -134,12 +134,12 @@ def test_the_cli_runs_end_to_end_with_an_injected_context(home):
 def test_as_a_job_child_it_reports_the_whole_comparison_and_ends_with_its_summary(
     home, monkeypatch
 ):
-    """What a compare job's child process (api.job_process) does: tqdm replaced by its
+    """What a compare job's child process (api.jobs.worker) does: tqdm replaced by its
     ProgressBar; the job follows the `comparison` bar and reads the last JSON object."""
     import tqdm
 
-    from api.job_kinds import COMMANDS, arguments, last_json_object
-    from api.job_process import PROGRESS_PREFIX, ProgressBar
+    from api.jobs.kinds import COMMANDS, arguments, last_json_object
+    from api.jobs.worker import PROGRESS_PREFIX, ProgressBar
 
     monkeypatch.setattr(tqdm, "tqdm", ProgressBar)
     args = arguments("compare", {"name": "job", "images": 2, "questions": 1})

@@ -3,7 +3,7 @@
 import sys
 import time
 
-from api.demo_chain import PROFILES, SideProcess, _vision_command, last_lines, torch_threads_set
+from api.cli.demo import PROFILES, SideProcess, _vision_command, last_lines, torch_threads_set
 
 
 def _python(code: str) -> list[str]:
@@ -57,7 +57,7 @@ def test_stop_ends_the_running_child(tmp_path):
 
 def test_the_vision_stages_are_the_cli_commands_from_scratch():
     command = _vision_command("vision/damage_quick.yaml", ("train.epochs=1",))
-    assert command[:5] == [sys.executable, "-m", "api.cli", "finetune", "vision"]
+    assert command[:5] == [sys.executable, "-m", "api.cli.main", "finetune", "vision"]
     assert command[-2:] == ["--no-resume", "train.epochs=1"]
     assert command[command.index("--config") + 1].endswith("configs/vision/damage_quick.yaml")
     assert PROFILES["quick"].side_by_side and not PROFILES["full"].side_by_side

@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from agents.backends.base import Event, Usage
-from api.cli import main
+from api.cli.main import main
 from tests.agents.conftest import PHOTOS
 from tests.agents.fakes import FakeVision, ScriptedBackend, fake_llm
 from tests.api.conftest import jpeg, report
@@ -243,7 +243,7 @@ def test_tunegraph_serve_answers_and_stops_cleanly(tmp_path):
     port = _free_port()
     env = {**os.environ, "TUNEGRAPH_HOME": str(tmp_path / "home"), "TUNEGRAPH_PORT": str(port)}
     server = subprocess.Popen(
-        [sys.executable, "-m", "api.cli", "serve", "--threads", "2"],
+        [sys.executable, "-m", "api.cli.main", "serve", "--threads", "2"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -276,6 +276,6 @@ def test_serve_caps_malloc_arenas_on_glibc():
     grows by arenas); elsewhere it says it could not."""
     import platform
 
-    from api.serve import limit_malloc_arenas
+    from api.server.gunicorn import limit_malloc_arenas
 
     assert limit_malloc_arenas() is (platform.libc_ver()[0] == "glibc")

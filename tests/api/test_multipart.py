@@ -13,7 +13,7 @@ from werkzeug.formparser import FormDataParser
 from werkzeug.http import parse_options_header
 from werkzeug.test import EnvironBuilder
 
-from api.multipart import FAST_LIMIT, FastFormDataParser, split_multipart
+from api.server.multipart import FAST_LIMIT, FastFormDataParser, split_multipart
 from tests.api.conftest import jpeg
 
 B = "b0undary"
@@ -150,7 +150,7 @@ def test_what_clients_send_takes_the_fast_route(build):
 
 def test_large_bodies_go_to_werkzeug(monkeypatch):
     body = plain(FIELD, FILE.replace(b"data", b"x" * (FAST_LIMIT + 1)))
-    monkeypatch.setattr("api.multipart.split_multipart", lambda *a: pytest.fail("fast path"))
+    monkeypatch.setattr("api.server.multipart.split_multipart", lambda *a: pytest.fail("fast path"))
     assert outcome(FastFormDataParser, body, CT) == outcome(FormDataParser, body, CT)
 
 

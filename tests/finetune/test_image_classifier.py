@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from PIL import Image
 from safetensors.torch import load_file
 
-from api.cli import main
+from api.cli.main import main
 from finetune.config import load_config
 from finetune.recipes.image_classifier import ImageClassifierConfig, run
 from finetune.recipes.vision_lm import VisionLMConfig

@@ -13,7 +13,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from agents.graphs.assess_finetuned import parse_answer
-from api.cli import main
+from api.cli.main import main
 from finetune.config import load_config
 from finetune.constrained import json_grammar, ll_tokenizer, matcher
 from finetune.recipes.image_classifier import ImageClassifierConfig

@@ -17,9 +17,9 @@ from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
 
-from api.errors import APIError, internal_error
-from api.generation import GenerationTimeout, api_error, request_model
-from api.services import Services, services
+from api.server.errors import APIError, internal_error
+from api.server.generation import GenerationTimeout, api_error, request_model
+from api.server.services import Services, services
 from api.settings import Settings
 
 bp = Blueprint("assessments", __name__, url_prefix="/v1")
@@ -94,7 +94,7 @@ def create() -> Response:
         | {"total": round((time.perf_counter() - started) * 1000, 1)},
     }
     if len(results) == len(APPROACHES):
-        from api.agreement import agreement
+        from agents.compare.agreement import agreement
         from ingest.assessment import Assessment
 
         body["agreement"] = agreement(

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from api import composition
-from api.errors import APIError
-from api.observability import LOGGER
+from api.server.errors import APIError
+from api.server.observability import LOGGER
 from api.settings import Settings
 
 if TYPE_CHECKING:

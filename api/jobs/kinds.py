@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from api.comparison import PROGRESS_UNIT, CompareOptions
-from api.job_manager import JobCancelled, JobKind
-from api.job_process import PROGRESS_PREFIX
+from api.jobs.manager import JobCancelled, JobKind
+from api.jobs.worker import PROGRESS_PREFIX
 from api.settings import Settings
 
 STOP_GRACE_S = 10  # after SIGTERM, a cancelled command gets this long before SIGKILL
@@ -184,7 +184,7 @@ class CliJob:
         cancel: threading.Event,
     ) -> dict[str, Any]:
         unit = COMMANDS[self.kind].unit
-        argv = [sys.executable, "-m", "api.job_process", *arguments(self.kind, params)]
+        argv = [sys.executable, "-m", "api.jobs.worker", *arguments(self.kind, params)]
         log("$ tunegraph " + " ".join(argv[3:]))
         child = subprocess.Popen(
             argv,

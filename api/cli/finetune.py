@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from api import composition
-from api.cli_support import load_settings
+from api.cli.options import load_settings
 
 
 @click.command("text", context_settings={"ignore_unknown_options": True})
@@ -270,7 +270,7 @@ def eval_text(
 
     contexts: list[list[str]] = [[] for _ in items]
     if retrieval:
-        from api.commands_retrieval import _retriever
+        from api.cli.ingest import _retriever
 
         try:
             retriever = _retriever("manuals")

@@ -18,8 +18,8 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
-from api.jobs_store import ACTIVE, FINISHED, Job, JobStore
-from api.observability import LOGGER
+from api.jobs.store import ACTIVE, FINISHED, Job, JobStore
+from api.server.observability import LOGGER
 
 LOG_TAIL = 200  # lines of a job's log that are kept
 SAVE_EVERY_S = 0.5  # progress and log are written at most this often (and at the end)

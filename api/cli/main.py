@@ -14,11 +14,11 @@ from typing import Any
 import click
 
 from api import composition
-from api.cli_support import load_settings
-from api.commands_client import client
-from api.commands_compare import compare
-from api.commands_finetune import eval_text, finetune_text, models_export
-from api.commands_retrieval import (
+from api.cli.client import client
+from api.cli.compare import compare
+from api.cli.demo import PROFILES, headline, train_and_compare
+from api.cli.finetune import eval_text, finetune_text, models_export
+from api.cli.ingest import (
     eval_retrieval,
     ingest,
     ingest_claims,
@@ -26,8 +26,8 @@ from api.commands_retrieval import (
     ingest_manuals,
     search,
 )
-from api.commands_vision import eval_vision, finetune_vision
-from api.demo_chain import PROFILES, headline, train_and_compare
+from api.cli.options import load_settings
+from api.cli.vision import eval_vision, finetune_vision
 from api.settings import Settings
 
 
@@ -326,9 +326,9 @@ def serve(host: str | None, port: int | None, threads: int, timeout: int | None)
     them all again) and the job manager assumes it is the only process running jobs. The
     models load on the first request that needs them, or when /readyz is first asked.
     """
-    from api.app import create_app
-    from api.serve import TIMEOUT_MARGIN_S
-    from api.serve import serve as run_server
+    from api.server.app import create_app
+    from api.server.gunicorn import TIMEOUT_MARGIN_S
+    from api.server.gunicorn import serve as run_server
 
     settings = load_settings()
     host, port = host or settings.host, port or settings.port

@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from api.blueprints.jobs import REPORT_KIND, REPORT_TYPES
-from api.chat_request import ASSESSMENT_MODELS, MAX_STOP, MODES, ROLES
-from api.job_kinds import COMMANDS
-from api.jobs_store import STATES
+from api.jobs.kinds import COMMANDS
+from api.jobs.store import STATES
+from api.server.blueprints.jobs import REPORT_KIND, REPORT_TYPES
+from api.server.chat_request import ASSESSMENT_MODELS, MAX_STOP, MODES, ROLES
 from api.settings import Settings
 
 REF = "#/components/schemas/{model}"

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from api.errors import APIError
+from api.server.errors import APIError
 from api.settings import Settings
 
 MODES = ("base", "rag", "finetuned", "finetuned-rag", "agent")  # service_chat.MODES

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from agents.compare import Comparison
+    from agents.compare.run import Comparison
     from finetune.bootstrap import Verdict
 
 LATENCY_KEYS = ("mean", "p50", "p90", "p95", "p99", "min", "max", "std")

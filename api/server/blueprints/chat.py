@@ -19,11 +19,11 @@ from typing import Any
 
 from flask import Blueprint, Response, g, jsonify
 
-from api.blueprints import json_body
-from api.chat_request import ASSESSMENT_MODELS, MODES, ChatParams, parse_chat
-from api.errors import internal_error
-from api.generation import api_error, request_model
-from api.services import Services, services
+from api.server.blueprints import json_body
+from api.server.chat_request import ASSESSMENT_MODELS, MODES, ChatParams, parse_chat
+from api.server.errors import internal_error
+from api.server.generation import api_error, request_model
+from api.server.services import Services, services
 
 bp = Blueprint("chat", __name__, url_prefix="/v1")
 ANSWER_NODES = ("answer", "agent")  # graph nodes whose model output is the reply

@@ -14,7 +14,7 @@ from flask import Flask, g, jsonify
 from flask.wrappers import Response
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from api.observability import LOGGER
+from api.server.observability import LOGGER
 
 log = logging.getLogger(LOGGER)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from flask import Flask, request
 
-from api.errors import APIError
+from api.server.errors import APIError
 from api.settings import Settings
 
 PROTECTED_PREFIX = "/v1/"

@@ -83,9 +83,9 @@ PROFILES = {
 
 def train_and_compare(ctx: click.Context, profile_name: str, settings: Settings, step) -> dict:
     """Stages 5-7 of the demo; ``step(title)`` prints a stage header. Returns the timings."""
-    from api.commands_compare import compare
-    from api.commands_finetune import finetune_text
-    from api.commands_vision import finetune_vision
+    from api.cli.compare import compare
+    from api.cli.finetune import finetune_text
+    from api.cli.vision import finetune_vision
 
     profile = PROFILES[profile_name]
     timings: dict[str, float] = {}
@@ -172,7 +172,7 @@ def train_and_compare(ctx: click.Context, profile_name: str, settings: Settings,
 
 def _vision_command(config: str, overrides: Sequence[str]) -> list[str]:
     """``tunegraph finetune vision`` for ``config``, from scratch, in a child Python."""
-    command = [sys.executable, "-m", "api.cli", "finetune", "vision"]
+    command = [sys.executable, "-m", "api.cli.main", "finetune", "vision"]
     return [*command, "--config", str(CONFIGS / config), "--no-resume", *overrides]
 
 

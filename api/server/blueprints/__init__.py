@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import request
 
-from api.errors import APIError
+from api.server.errors import APIError
 
 
 def json_body() -> Any:

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from api import composition
-from api.cli_support import load_settings, namespace_option
+from api.cli.options import load_settings, namespace_option
 
 
 def _emit(summary: dict[str, Any], as_json: bool, lines: list[str]) -> None:

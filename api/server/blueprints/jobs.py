@@ -8,11 +8,11 @@ from pathlib import Path
 
 from flask import Blueprint, Response, jsonify, request, send_file
 
-from api.blueprints import json_body
-from api.errors import APIError
-from api.job_manager import JobFinished, JobsStopped, UnknownJobKind
-from api.jobs_store import ACTIVE, STATES
-from api.services import services
+from api.jobs.manager import JobFinished, JobsStopped, UnknownJobKind
+from api.jobs.store import ACTIVE, STATES
+from api.server.blueprints import json_body
+from api.server.errors import APIError
+from api.server.services import services
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1")
 MAX_LIST = 500

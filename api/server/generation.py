@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from api.errors import APIError
+from api.server.errors import APIError
 
 
 class GenerationTimeout(RuntimeError):

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from api.cli_support import load_settings
+from api.cli.options import load_settings
 
 if TYPE_CHECKING:
     from api.client import AssessmentResult, TunegraphClient

@@ -1,6 +1,6 @@
-"""What the blueprints share, hung off ``app.extensions`` by :func:`api.app.create_app`.
+"""What the blueprints share, hung off ``app.extensions`` by :func:`api.server.app.create_app`.
 
-A module of its own so that blueprints reach the services without importing ``api.app``
+A module of its own so that blueprints reach the services without importing ``api.server.app``
 (which imports the blueprints).
 """
 
@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from flask import current_app
 
-from api import observability
-from api.job_manager import JobManager
-from api.runtime import ModelRuntime
+from api.jobs.manager import JobManager
+from api.server import observability
+from api.server.runtime import ModelRuntime
 from api.settings import Settings
 
 EXTENSION = "tunegraph"

@@ -1,9 +1,9 @@
 """The child process of a CLI job: runs one ``tunegraph`` command and reports its progress.
 
-``python -m api.job_process ingest claims FILE --json`` runs the command as the CLI would, with
+``python -m api.jobs.worker ingest claims FILE --json`` runs the command as the CLI would, with
 one difference: the commands' tqdm progress bars are replaced by :class:`ProgressBar`, which
 writes ``PROGRESS_PREFIX<unit> <fraction>`` lines to stderr for the parent
-(:mod:`api.job_kinds`) to read. A separate process keeps training out of the web server and
+(:mod:`api.jobs.kinds`) to read. A separate process keeps training out of the web server and
 lets a cancel stop it for real (SIGTERM; the recipes resume from their last checkpoint).
 """
 
@@ -65,7 +65,7 @@ def main(argv: list[str]) -> None:
 
     # The commands import tqdm inside their bodies, so they pick this up.
     tqdm.tqdm = ProgressBar
-    from api.cli import main as cli
+    from api.cli.main import main as cli
 
     cli.main(args=argv, prog_name="tunegraph")
 

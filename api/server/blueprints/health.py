@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
-from api.errors import APIError
-from api.services import services
+from api.server.errors import APIError
+from api.server.services import services
 
 bp = Blueprint("health", __name__)
 
@@ -56,7 +56,7 @@ def metrics() -> Response:
 
 @bp.get("/openapi.json")
 def openapi() -> Response:
-    from api.openapi import spec
+    from api.server.openapi import spec
 
     s = services()
     return jsonify(spec(s.settings, sorted(s.jobs.kinds)))

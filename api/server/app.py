@@ -1,6 +1,6 @@
-"""The Flask app factory: ``create_app()`` for gunicorn (``api.app:create_app()``) and tests.
+"""The Flask app factory: ``create_app()`` for gunicorn (``api.server.app:create_app()``) and tests.
 
-Everything heavy hangs off ``app.extensions["tunegraph"]`` (:class:`api.services.Services`)
+Everything heavy hangs off ``app.extensions["tunegraph"]`` (:class:`api.server.services.Services`)
 and is built on first use: importing this module and creating the app load no model.
 """
 
@@ -14,12 +14,13 @@ from typing import Any
 
 from flask import Flask
 
-from api import composition, errors, observability, protection
-from api.job_manager import JobKind, JobManager
-from api.jobs_store import JobStore
-from api.multipart import APIRequest
-from api.runtime import ContextFactory, ModelRuntime
-from api.services import EXTENSION, Services
+from api import composition
+from api.jobs.manager import JobKind, JobManager
+from api.jobs.store import JobStore
+from api.server import errors, observability, protection
+from api.server.multipart import APIRequest
+from api.server.runtime import ContextFactory, ModelRuntime
+from api.server.services import EXTENSION, Services
 from api.settings import Settings
 
 ASSESSMENT_THREADS = 4  # both approaches of two concurrent requests
@@ -39,12 +40,12 @@ def create_app(
     :func:`api.composition.agent_context`, the real models); ``job_kinds`` replaces the
     registry of background jobs (default: the CLI's ingest and fine-tune commands).
     """
-    from api.blueprints import assessments, chat, health, jobs
-    from api.job_kinds import default_kinds
+    from api.jobs.kinds import default_kinds
+    from api.server.blueprints import assessments, chat, health, jobs
 
     settings = settings or Settings.from_env()
     app = Flask(__name__, static_folder=None)
-    app.request_class = APIRequest  # multipart uploads: api/multipart.py
+    app.request_class = APIRequest  # multipart uploads: api/server/multipart.py
     app.config.update(MAX_CONTENT_LENGTH=settings.max_request_bytes)
     app.config.update(config or {})
     app.json.sort_keys = False

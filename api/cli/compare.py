@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from api.cli_support import load_settings
+from api.cli.options import load_settings
 
 
 @click.command("compare")
@@ -74,7 +74,7 @@ def compare(
     """
     from tqdm import tqdm
 
-    from agents.compare import ComparisonCancelled
+    from agents.compare.run import ComparisonCancelled
     from api import composition
     from api.comparison import (
         PROGRESS_STEPS,
@@ -88,7 +88,7 @@ def compare(
     # tests (and embedders) pass their own context factory: CliRunner.invoke(..., obj={...})
     factory = (ctx.obj or {}).get("context_factory", composition.agent_context)
     # The whole comparison as one bar: never drawn here (the per-call bars are), but a job's
-    # child process (api.job_process) replaces tqdm and reports it as the job's progress.
+    # child process (api.jobs.worker) replaces tqdm and reports it as the job's progress.
     overall = tqdm(total=PROGRESS_STEPS, unit=PROGRESS_UNIT, disable=True)
 
     def progress(fraction: float, _message: str) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from api.cli_support import load_settings
+from api.cli.options import load_settings
 
 TASKS = click.Choice(["damage", "classify"])
 TRAIN_TASKS = click.Choice(["damage", "classify", "assess"])
