@@ -11,24 +11,27 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from ingest.assessment import ClaimContext, Damage
+from ingest.images import Photo
 
 
 class DamageModel(Protocol):
-    """The agentic approach's vision tool: damages seen in a set of photos."""
+    """The agentic approach's vision tool: damages seen in a set of photos (each decoded once:
+    read ``photo.image``)."""
 
     name: str
 
-    def detect(self, images: Sequence[bytes]) -> list[Damage]: ...
+    def detect(self, images: Sequence[Photo]) -> list[Damage]: ...
 
 
 class VisionAssessor(Protocol):
     """The fine-tuned approach: one call of a vision-language model that answers with the
-    Assessment fields as JSON text. ``feedback`` explains why the previous answer was rejected."""
+    Assessment fields as JSON text (the graph parses it, once). ``feedback`` explains why the
+    previous answer was rejected."""
 
     name: str
 
     def assess(
-        self, images: Sequence[bytes], claim: ClaimContext | None, feedback: str | None = None
+        self, images: Sequence[Photo], claim: ClaimContext | None, feedback: str | None = None
     ) -> str: ...
 
 

@@ -6,12 +6,13 @@ the signals' weights as independent evidence: ``1 - prod(1 - w)``.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 from ingest.assessment import ClaimContext, Damage, Fraud, fraud_level
+from ingest.images import Photo, load_image
 from ingest.taxonomy import INFLATION_FACTOR, PARTS, humanize
 
 EARLY_DAYS = 30  # an incident this soon after the policy started
@@ -35,13 +36,13 @@ class Signal:
     text: str
 
 
-def photo_hash(data: bytes) -> int:
-    """64-bit difference hash of an image: equal for the same picture at another size/quality."""
+def photo_hash(picture: Any) -> int:
+    """64-bit difference hash of a ``PIL.Image``: equal for the same picture at another
+    size/quality."""
     import numpy as np
     from PIL import Image
 
-    with Image.open(io.BytesIO(data)) as image:
-        pixels = np.asarray(image.convert("L").resize((9, 8), Image.Resampling.LANCZOS), int)
+    pixels = np.asarray(picture.convert("L").resize((9, 8), Image.Resampling.LANCZOS), int)
     bits = 0
     for brighter in (pixels[:, :-1] > pixels[:, 1:]).flatten():
         bits = bits << 1 | int(brighter)
@@ -49,14 +50,14 @@ def photo_hash(data: bytes) -> int:
 
 
 def photo_matches(
-    images: Sequence[bytes],
+    photos: Sequence[Photo],
     candidates: Sequence[dict],
     policy_id: str | None,
     open_photo: Callable[[str], bytes],
     cache: dict[str, int],
 ) -> list[dict]:
-    """Earlier claims of other policies that have a photo equal to one of ``images``."""
-    uploaded = [photo_hash(i) for i in images]
+    """Earlier claims of other policies that have a photo equal to one of ``photos``."""
+    uploaded = [photo_hash(p.image) for p in photos]
     matches = []
     for claim in candidates:
         if policy_id and claim["policy_id"] == policy_id:
@@ -64,7 +65,7 @@ def photo_matches(
         for path in claim["photo_paths"]:
             if path not in cache:
                 try:
-                    cache[path] = photo_hash(open_photo(path))
+                    cache[path] = photo_hash(load_image(open_photo(path), path))
                 except (OSError, ValueError):
                     cache[path] = -1  # unreadable: never matches
             if cache[path] >= 0 and any(

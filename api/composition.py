@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from api.settings import Settings
 
 if TYPE_CHECKING:
+    from agents.compare import TrainedModels
     from agents.context import AgentContext
     from finetune.model_store import ModelStore
+    from finetune.workspace import Workspace
     from rag.claims_db import ClaimsDatabase
     from rag.embeddings import Embedder
     from rag.retrieval import Retriever
@@ -32,6 +33,19 @@ def model_store(settings: Settings) -> ModelStore:
             allow_network=settings.allow_network,
             device=settings.device,
         )
+    )
+
+
+def workspace(settings: Settings) -> Workspace:
+    """Where training reads the demo corpus and writes runs, adapters and vision models."""
+    from finetune.workspace import Workspace
+
+    return Workspace(
+        demo_dir=settings.demo_dir,
+        runs_dir=settings.runs_dir,
+        adapters_dir=settings.adapters_dir,
+        vision_dir=settings.vision_dir,
+        models=model_store(settings),
     )
 
 
@@ -94,6 +108,17 @@ def vision_lm_dir(settings: Settings) -> Path | None:
     return directory if (directory / CONFIG_FILE).is_file() else None
 
 
+def trained_models(settings: Settings) -> TrainedModels:
+    """The folders of the trained vision-language model, damage model and text adapter."""
+    from agents.compare import TrainedModels
+
+    return TrainedModels(
+        vision_lm=vision_lm_dir(settings),
+        damage_model=damage_model_dir(settings),
+        text_adapter=text_adapter_dir(settings),
+    )
+
+
 def agent_context(settings: Settings) -> AgentContext:
     """Everything the graphs need, loaded from settings (slow: loads the models).
 
@@ -102,14 +127,15 @@ def agent_context(settings: Settings) -> AgentContext:
     damage model or vision-language model that was never trained, are left out: each graph says
     what it misses.
     """
-    from agents.backends.transformers import MANIFEST, TransformersBackend
+    from agents.backends.transformers import TransformersBackend
     from agents.chat_model import LocalChatModel
     from agents.context import AgentContext
+    from finetune.artifact import read_manifest
 
     adapter_dir = text_adapter_dir(settings)
     base = settings.text_model
-    if adapter_dir is not None and (adapter_dir / MANIFEST).exists():
-        base = json.loads((adapter_dir / MANIFEST).read_text("utf-8"))["base_model"]
+    if adapter_dir is not None and (manifest := read_manifest(adapter_dir)) is not None:
+        base = manifest.base_model
     store = model_store(settings)
     finetuned = settings.text_adapter if adapter_dir else None
     if settings.llm_base_url:

@@ -105,9 +105,10 @@ def _vlm(encoder_dir: Path, items, tmp: Path, steps: int) -> dict[str, float]:
     from api.composition import model_store
     from api.settings import Settings
     from finetune.constrained import json_grammar, ll_tokenizer
-    from finetune.recipes.vision_lm import VisionLMConfig, answer_text
+    from finetune.recipes.vision_lm import VisionLMConfig
     from finetune.recipes.vision_lm import run as train_vlm
     from finetune.trainer import autocast
+    from finetune.vision_data import answer_text
     from finetune.vision_lm import ComposedVLM, ImageEncoder, answer_schema, generate
 
     store = model_store(Settings.from_env())

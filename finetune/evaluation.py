@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import json
+import random
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from finetune.datasets import SYSTEM_PROMPT
+from finetune.artifact import read_manifest
+from finetune.datasets import SYSTEM_PROMPT, DatasetError
 from finetune.metrics import (
     hallucinated_numbers,
+    known_numbers,
     latency_stats,
     numbers,
     rouge_l,
     spec_exact_match,
 )
 from ingest.records import QAPair
+
+if TYPE_CHECKING:
+    from finetune.model_store import ModelStore
 
 Retrieve = Callable[[str], list[str]]
 
@@ -152,3 +161,101 @@ def markdown_table(results: dict[str, dict[str, Any]]) -> str:
         )
     note = "SPEC: exact match of the value; other kinds: ROUGE-L F1."
     return "\n".join([*lines, "", note])
+
+
+def evaluate_text(
+    models: ModelStore,
+    adapter: str,
+    *,
+    base_model: str,
+    questions: Path,
+    blocks: Path,
+    report_dir: Path,
+    kinds: Sequence[str] = (),
+    limit: int | None = None,
+    search: Retrieve | None = None,
+    max_new_tokens: int = 128,
+    batch_size: int = 8,
+    progress: Callable[..., Any] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Answer the QA JSONL ``questions`` with the base model and the fine-tuned ``adapter`` (a
+    name under the store's adapters folder, or an absolute path), each also with the manual excerpts
+    ``search`` returns for the question when it is given; score the answers (:func:`score`,
+    numbers in no line of ``blocks`` count as hallucinated) and write ``report.json`` and
+    ``report.md`` to ``report_dir``. Returns the scores by variant (``base``,
+    ``finetuned (ADAPTER)``, ``... + retrieval``).
+
+    ``kinds``: only questions of these block kinds; ``limit``: a seeded sample of that many.
+    The base model is the adapter's (its manifest), else ``base_model``; without the adapter
+    the base model alone is evaluated. ``progress``: a tqdm-like bar factory, one bar per
+    variant; ``log``: where the lines for a person go.
+    """
+    try:
+        items = [
+            QAPair(**json.loads(line))
+            for line in questions.read_text("utf-8").splitlines()
+            if line.strip()
+        ]
+        block_texts = [
+            json.loads(line)["text"]
+            for line in blocks.read_text("utf-8").splitlines()
+            if line.strip()
+        ]
+    except (ValueError, TypeError, KeyError) as exc:
+        raise DatasetError(f"cannot read the questions or blocks: {exc}") from None
+    if kinds:
+        items = [q for q in items if q.kind in kinds]
+        if not items:
+            raise DatasetError(f"no {'/'.join(kinds)} question in {questions}")
+    if limit and limit < len(items):
+        items = sorted(random.Random(0).sample(items, limit), key=lambda q: q.id)
+    known = known_numbers(block_texts)
+
+    adapter_dir = models.config.adapters_dir / adapter
+    manifest = read_manifest(adapter_dir)
+    model, tokenizer = models.load_causal_lm(
+        (manifest.base_model if manifest else "") or base_model
+    )
+    variants: list[tuple[str, bool]] = [("base", False)]
+    if (adapter_dir / "adapter_config.json").exists():
+        from peft import PeftModel
+        from transformers import AutoTokenizer
+
+        model = PeftModel.from_pretrained(model, str(adapter_dir))
+        tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir))  # its training template
+        variants.append((f"finetuned ({adapter})", True))
+    elif log:
+        log(
+            f"no adapter {adapter!r} in {models.config.adapters_dir}: evaluating the base model only"
+        )
+
+    contexts = [search(q.question) for q in items] if search else [[] for _ in items]
+    results = {}
+    for name, tuned in variants:
+        for with_context in (False, True) if search else (False,):
+            label = name + (" + retrieval" if with_context else "")
+            conversations = [
+                prompt_messages(q, c if with_context else ())
+                for q, c in zip(items, contexts, strict=True)
+            ]
+            base_only = (
+                model.disable_adapter() if len(variants) > 1 and not tuned else nullcontext()
+            )
+            bar = progress(total=len(items), desc=label, unit="q") if progress else nullcontext()
+            with base_only, bar as counter:
+                answers = generate(
+                    model,
+                    tokenizer,
+                    conversations,
+                    max_new_tokens=max_new_tokens,
+                    batch_size=batch_size,
+                    progress=counter.update if counter is not None else None,
+                )
+            results[label] = score(items, answers, known)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    (report_dir / "report.json").write_text(json.dumps(results, indent=2))
+    (report_dir / "report.md").write_text(
+        f"# Text evaluation ({len(items)} questions)\n\n{markdown_table(results)}\n"
+    )
+    return results

@@ -6,16 +6,12 @@ a QLoRA adapter is merged into float weights, never into 4-bit ones.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
+from dataclasses import replace
 from pathlib import Path
 
+from finetune.artifact import MANIFEST_FILE, read_manifest, write_atomically
 from finetune.gguf_export import OutType, export_gguf
 from finetune.model_store import ModelNotFoundError, ModelStore
-
-MANIFEST = "tunegraph-manifest.json"
 
 
 def merge_adapter(
@@ -26,30 +22,25 @@ def merge_adapter(
     from peft import PeftModel
     from transformers import AutoTokenizer
 
-    manifest_file = adapter_dir / MANIFEST
-    if not (adapter_dir / "adapter_config.json").exists() or not manifest_file.exists():
+    manifest = read_manifest(adapter_dir)
+    if not (adapter_dir / "adapter_config.json").exists() or manifest is None:
         raise ModelNotFoundError(
-            f"{adapter_dir} is not a tunegraph adapter (no adapter_config.json and {MANIFEST}); "
-            "`tunegraph models list` shows the adapters"
+            f"{adapter_dir} is not a tunegraph adapter (no adapter_config.json and "
+            f"{MANIFEST_FILE}); `tunegraph models list` shows the adapters"
         )
-    manifest = json.loads(manifest_file.read_text("utf-8"))
-    model, _ = store.load_causal_lm(manifest["base_model"])
+    model, _ = store.load_causal_lm(manifest.base_model)
     merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
     tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir))
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    try:
-        merged.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
+    def write(directory: Path) -> None:
+        merged.save_pretrained(directory, safe_serialization=True)
+        tokenizer.save_pretrained(directory)
         if gguf:
-            export_gguf(merged, tokenizer, tmp / f"model-{gguf}.gguf", outtype=gguf)
-        (tmp / MANIFEST).write_text(
-            json.dumps({**manifest, "kind": "merged", "merged_from": str(adapter_dir)}, indent=2)
+            export_gguf(merged, tokenizer, directory / f"model-{gguf}.gguf", outtype=gguf)
+        merged_manifest = replace(
+            manifest, kind="merged", extra={**manifest.extra, "merged_from": str(adapter_dir)}
         )
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        merged_manifest.write(directory)
+
+    write_atomically(out_dir, write)
     return out_dir

@@ -6,24 +6,26 @@ owns the rest, the same for text and vision: AdamW over the trainable parameters
 warmup and decay, gradient clipping, a seeded data order per epoch, evaluation after each epoch,
 checkpoints with exact resume (trainable weights, buffers, optimizer, scheduler, RNG and the
 position in the data), a stop with a clear message on a non-finite loss, a progress bar with
-throughput, and metrics as JSONL (TensorBoard when installed). :func:`save_artifact` writes the
-result with its manifest, atomically.
+throughput, and metrics as JSONL (TensorBoard when installed). :func:`finish` saves the
+result with its manifest, atomically, and returns the one :class:`TrainResult`.
+
+Over 400 lines on purpose: the loop, its checkpoints and its precision settings are one
+mechanism that every recipe shares; split up, a reader would lose the resume contract.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from finetune.artifact import Manifest, save_artifact, write_atomically
 from finetune.run_log import RunLog
 
 IGNORE = -100  # the label of a position the loss skips (prompt, padding, image tokens)
@@ -398,23 +400,20 @@ def _save_checkpoint(
     import torch
     from safetensors.torch import save_file
 
-    checkpoints.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".step-", dir=checkpoints))
-    save_file(_training_weights(model), str(tmp / "weights.safetensors"))
-    torch.save(
-        {
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "python_rng": random.getstate(),
-        },
-        tmp / "training_state.pt",
-    )
-    (tmp / "state.json").write_text(json.dumps(state))
-    target = checkpoints / f"step-{state['step']:06d}"
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(tmp, target)
+    def write(directory: Path) -> None:
+        save_file(_training_weights(model), str(directory / "weights.safetensors"))
+        torch.save(
+            {
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "python_rng": random.getstate(),
+            },
+            directory / "training_state.pt",
+        )
+        (directory / "state.json").write_text(json.dumps(state))
+
+    write_atomically(checkpoints / f"step-{state['step']:06d}", write)
     for old in sorted(p for p in checkpoints.iterdir() if p.name.startswith("step-"))[:-2]:
         shutil.rmtree(old)  # keep the last two
 
@@ -439,33 +438,39 @@ def _load_checkpoint(path: Path, model: Any, optimizer: Any, scheduler: Any) -> 
     return json.loads((path / "state.json").read_text())
 
 
-# ---- the saved artifact -------------------------------------------------------------------
+# ---- the end of a recipe ------------------------------------------------------------------
 
 
-def save_artifact(target: Path, write: Callable[[Path], None], manifest: dict[str, Any]) -> None:
-    """Write a trained artifact into ``target`` all at once: ``write(tmp)`` fills a temp dir
-    beside it, the manifest (with library versions added) goes in, and the dir is renamed into
-    place, so a crash never leaves a half-written model."""
-    import peft
-    import torch
-    import transformers
+@dataclass
+class TrainResult:
+    """What a recipe returns: the saved artifact's folder (the run folder when the run stopped
+    early, before saving), the optimizer steps taken and the final metrics."""
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        write(tmp)
-        manifest = {
-            **manifest,
-            "versions": {
-                "torch": torch.__version__,
-                "transformers": transformers.__version__,
-                "peft": peft.__version__,
-            },
-        }
-        (tmp / "tunegraph-manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(tmp, target)
+    model_dir: Path
+    steps: int
+    metrics: dict[str, Any]
+
+    @property
+    def adapter_dir(self) -> Path:
+        """The text recipe's name for its artifact: a LoRA adapter folder."""
+        return self.model_dir
+
+
+def finish(
+    loop: LoopResult,
+    output_dir: Path,
+    target: Path,
+    write: Callable[[Path], None],
+    manifest: Manifest,
+    *,
+    metrics: dict[str, Any],
+    steps: int | None = None,
+) -> TrainResult:
+    """Every recipe's last step: unless the run stopped early, save the artifact into
+    ``target`` (``write`` fills its folder; the manifest carries ``metrics``); then say what
+    came out. ``steps``: the run's steps when it had more than this loop (default the loop's)."""
+    steps = loop.steps if steps is None else steps
+    if loop.stopped_early:
+        return TrainResult(output_dir, steps, loop.metrics)
+    save_artifact(target, write, replace(manifest, metrics=metrics))
+    return TrainResult(target, steps, metrics)

@@ -68,6 +68,13 @@ class DamageLabels:
         return {"presence": presence, "severity": severity, "boxes": boxes}
 
 
+def split_damage_logits(logits: Any, pairs: int) -> tuple[Any, Any, Any]:
+    """The damage head's output, [batch, pairs * 8] -> presence [b, p], severity [b, p, 3] and
+    box [b, p, 4] (pre-sigmoid), for each pair of :class:`DamageLabels`."""
+    grid = logits.view(logits.shape[0], pairs, 8)
+    return grid[..., 0], grid[..., 1:4], grid[..., 4:8]
+
+
 def _union(a: Sequence[float], b: Sequence[float]) -> list[float]:
     x0, y0 = min(a[0], b[0]), min(a[1], b[1])
     x1, y1 = max(a[0] + a[2], b[0] + b[2]), max(a[1] + a[3], b[1] + b[3])
@@ -140,7 +147,7 @@ def assessment_target(example: DamageExample) -> dict[str, Any]:
     """The Assessment fields a photo supports, from its annotations: damages (type, part,
     severity), overall severity (the worst damage), a cost range in USD around the photo's cost
     (or the price table's) and the manual's repair action per damaged part. Keys in the order of
-    :func:`finetune.vision_lm.answer_schema`, whose grammar constrains the model's answers."""
+    :func:`finetune.vision_lm.model.answer_schema`, whose grammar constrains the model's answers."""
     damages = sorted(
         (
             {"type": d.type, "part": d.part, "severity": d.severity or "moderate"}
@@ -186,6 +193,42 @@ def _round_cost(value: float) -> int:
     return int(round(value / 10) * 10)
 
 
+def caption(example: DamageExample) -> str:
+    """The vision-language model's align-stage target: the photo's damages in words.
+
+    >>> from ingest.coco import DamageAnnotation as A, DamageExample
+    >>> dents = (A("dent", (0, 0, 1, 1), "hood", "minor"), A("crack", (0, 0, 1, 1), "headlamp"))
+    >>> caption(DamageExample(1, "p.png", 10, 10, dents))
+    'minor dent on hood; moderate crack on headlamp'
+    """
+    target = assessment_target(example)
+    return (
+        "; ".join(f"{d['severity']} {d['type']} on {d['part']}" for d in target["damages"])
+        or "no damage"
+    )
+
+
+def answer_text(example: DamageExample) -> str:
+    """The vision-language model's answer target: :func:`assessment_target` as compact JSON."""
+    return json.dumps(assessment_target(example), separators=(",", ":"))
+
+
+def image_messages(instruction: str, answer: str | None = None) -> list[dict[str, Any]]:
+    """The conversation an ``AutoModelForImageTextToText``'s chat template renders: one photo
+    and the instruction, then the answer when there is one — the same turns in training and at
+    inference.
+
+    >>> [turn["role"] for turn in image_messages("Assess.", "{}")]
+    ['user', 'assistant']
+    """
+    turns: list[dict[str, Any]] = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": instruction}]}
+    ]
+    if answer is not None:
+        turns.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
+    return turns
+
+
 def conversation(example: DamageExample, instruction: str = ASSESS_INSTRUCTION) -> dict[str, Any]:
     """One COCO image as a chat example (image + instruction -> Assessment fields as JSON)."""
     return {
@@ -199,7 +242,7 @@ def conversation(example: DamageExample, instruction: str = ASSESS_INSTRUCTION) 
             },
             {
                 "role": "assistant",
-                "content": json.dumps(assessment_target(example), separators=(",", ":")),
+                "content": answer_text(example),
             },
         ]
     }

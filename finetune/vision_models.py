@@ -13,9 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from finetune.vision_data import image_tensor
+from finetune.artifact import read_manifest
+from finetune.vision_data import image_tensor, split_damage_logits
 from ingest.assessment import Damage
-from ingest.images import load_image
+from ingest.images import Photo, pictures
 from ingest.taxonomy import SEVERITIES
 
 
@@ -45,10 +46,8 @@ class ImageClassifier:
             )
         head = json.loads(head_file.read_text("utf-8"))
         model = AutoModelForImageClassification.from_pretrained(directory)
-        manifest = directory / "tunegraph-manifest.json"
-        version = ""
-        if manifest.is_file():
-            version = json.loads(manifest.read_text("utf-8")).get("data_sha256", "")[:8]
+        manifest = read_manifest(directory)
+        version = manifest.version if manifest else ""
         return cls(model, head, f"{directory.name}@{version}" if version else directory.name)
 
     def logits(self, pictures: Sequence[Any], batch_size: int = 32) -> Any:
@@ -85,8 +84,6 @@ class ImageClassifier:
         """:meth:`damages` from the model's logits for images of ``sizes`` (width, height)."""
         import torch
 
-        from finetune.recipes.image_classifier import split_damage_logits
-
         pairs = [tuple(name.split(":")) for name in self.labels]
         presence, severity, boxes = split_damage_logits(logits, len(pairs))
         presence, boxes = torch.sigmoid(presence), torch.sigmoid(boxes)
@@ -117,7 +114,7 @@ class ImageClassifier:
 
 
 class DamageDetector:
-    """The damage tool of the agentic approach: photos (bytes) in, damages out."""
+    """The damage tool of the agentic approach: photos (records or bytes) in, damages out."""
 
     def __init__(self, classifier: ImageClassifier) -> None:
         if classifier.task != "damage":
@@ -132,12 +129,11 @@ class DamageDetector:
     def load(cls, directory: Path) -> DamageDetector:
         return cls(ImageClassifier.load(directory))
 
-    def detect(self, images: Sequence[bytes]) -> list[Damage]:
+    def detect(self, images: Sequence[Photo | bytes]) -> list[Damage]:
         """Damages over all photos of a claim; a (part, type) seen in several photos counts once,
         with its most confident sighting."""
-        pictures = [load_image(data, f"image {i + 1}") for i, data in enumerate(images)]
         best: dict[tuple[str, str], Damage] = {}
-        for image_damages in self.classifier.damages(pictures):
+        for image_damages in self.classifier.damages(pictures(images)):
             for damage in image_damages:
                 key = (damage.part, damage.type)
                 if key not in best or damage.confidence > best[key].confidence:

@@ -84,6 +84,17 @@ class Evidence(_Strict):
     score: float = 0.0
 
 
+class VisionAnswer(BaseModel):
+    """What the fine-tuned vision-language model answers (JSON): the Assessment's photo
+    fields."""
+
+    damages: list[Damage]
+    overall_severity: OverallSeverity
+    cost_estimate: CostEstimate
+    repair_recommendations: list[RepairRecommendation] = Field(default_factory=list)
+    report: str = ""
+
+
 class Assessment(_Strict):
     approach: Approach
     damages: list[Damage]

@@ -9,6 +9,7 @@ a bad annotation is skipped, and an image with a problem is skipped with its ann
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -199,3 +200,19 @@ def _box_problem(bbox: Any, image: dict) -> str | None:
     if x < 0 or y < 0 or x + w > image["width"] + 0.5 or y + h > image["height"] + 0.5:
         return f"bbox {bbox} leaves the {image['width']}x{image['height']} image"
     return None
+
+
+def write_dataset(examples: Sequence[DamageExample], path: Path) -> Path:
+    """The validated examples as a JSONL dataset for fine-tuning, written all at once (a
+    temp file renamed into place)."""
+    import dataclasses
+    import os
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        for example in examples:
+            handle.write(json.dumps(dataclasses.asdict(example), default=str) + "\n")
+    os.replace(tmp, path)
+    return path

@@ -4,11 +4,16 @@ Accepts JPEG, PNG and WebP; applies the EXIF orientation; converts RGBA, LA, gra
 CMYK and 16-bit images to 8-bit RGB (transparency composited on white); refuses images above a
 pixel limit before decoding them (decompression bombs) and files that are not images or are cut
 off, with an :class:`ImageError` that names the file and says what to do.
+
+A request's photos travel as :class:`Photo` records: the bytes, and the picture decoded once and
+kept, so that every model and check that looks at a photo shares one decode.
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +25,49 @@ class ImageError(ValueError):
     """An image that cannot be used; the message names it and the fix."""
 
 
+@dataclass(frozen=True)
+class Photo:
+    """One photo of a request: its bytes (all that a graph checkpoint stores) and, decoded the
+    first time :attr:`image` is read and kept outside the fields, its RGB picture.
+
+    ``name`` is how errors refer to it. Decode it before threads share it (:func:`check_image`
+    does): the first read is not locked.
+    """
+
+    data: bytes
+    name: str = "image"
+
+    @property
+    def image(self) -> Any:
+        """The RGB ``PIL.Image`` (:func:`load_image`'s, decoded on the first read)."""
+        if "_image" not in self.__dict__:
+            self.__dict__["_image"] = load_image(self.data, self.name)
+        return self.__dict__["_image"]
+
+
+def as_photos(images: Sequence[Photo | bytes]) -> list[Photo]:
+    """``images`` as :class:`Photo` records; bytes become photos named "image 1", "image 2"...
+
+    >>> [p.name for p in as_photos([b"...", Photo(b"...", "hood.jpg")])]
+    ['image 1', 'hood.jpg']
+    """
+    return [
+        image if isinstance(image, Photo) else Photo(image, f"image {number}")
+        for number, image in enumerate(images, 1)
+    ]
+
+
+def pictures(images: Sequence[Photo | bytes]) -> list[Any]:
+    """The RGB pictures of ``images``: a photo's kept one, bytes decoded (see :func:`as_photos`)."""
+    return [photo.image for photo in as_photos(images)]
+
+
 def load_image(
-    source: bytes | Path | str,
-    name: str | None = None,
-    *,
-    max_pixels: int = MAX_PIXELS,
-    check_only: bool = False,
+    source: bytes | Path | str, name: str | None = None, *, max_pixels: int = MAX_PIXELS
 ):
     """An RGB ``PIL.Image`` from a file path or the bytes of an upload.
 
-    ``name`` is how errors refer to the image (default: the path, or "image"). With
-    ``check_only`` it only checks (see :func:`check_image`) and returns None.
+    ``name`` is how errors refer to the image (default: the path, or "image").
 
     >>> load_image(b"not a picture", "upload.jpg")
     Traceback (most recent call last):
@@ -68,13 +105,7 @@ def load_image(
     if width * height > max_pixels:
         raise _too_big(label, (width, height), max_pixels)
     try:
-        if check_only and picture.format == "JPEG":
-            # every byte is still entropy-decoded (a cut-off or damaged file fails the same way)
-            # but at 1/8 scale, which skips most of the inverse DCT and the pixels
-            picture.draft("RGB", (max(1, width // 8), max(1, height // 8)))
         picture.load()
-        if check_only:
-            return None
         picture = ImageOps.exif_transpose(picture)
         return _to_rgb(picture)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
@@ -84,10 +115,12 @@ def load_image(
         ) from None
 
 
-def check_image(data: bytes, name: str | None = None, *, max_pixels: int = MAX_PIXELS) -> None:
-    """What :func:`load_image` checks (format, pixel limit, data that decodes to the end), at
-    a fraction of its cost for JPEG: for uploads that are decoded again later."""
-    load_image(data, name, max_pixels=max_pixels, check_only=True)
+def check_image(data: bytes, name: str | None = None, *, max_pixels: int = MAX_PIXELS) -> Photo:
+    """An upload as a :class:`Photo`, checked by decoding it (refused as :func:`load_image`
+    refuses it); the picture is kept, so nothing decodes the upload again."""
+    photo = Photo(data, name or "image")
+    photo.__dict__["_image"] = load_image(data, photo.name, max_pixels=max_pixels)
+    return photo
 
 
 def _too_big(label: str, size: tuple[int, int] | None, max_pixels: int) -> ImageError:

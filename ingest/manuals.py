@@ -10,6 +10,9 @@ level); one segmenter then turns lines into blocks, so the rules are the same fo
 - a titled group of numbered steps is a PROCEDURE; a titled table whose header names pins is
   WIRING; a title that is a fault code (P0117, U0100...) or a group listing causes is
   TROUBLESHOOTING; other prose is EXPLANATION.
+
+Over 400 lines on purpose: the readers feed one segmenter, whose rules a reader should see
+beside the lines they read.
 """
 
 from __future__ import annotations
@@ -470,3 +473,20 @@ def kind_scores(predicted: list[ManualBlock], truth: list[ManualBlock]) -> dict[
             "recall": round(found / n_true, 3) if n_true else 0.0,
         }
     return scores
+
+
+def kind_scores_against(blocks: list[ManualBlock], truth_file: Path) -> dict[str, dict]:
+    """:func:`kind_scores` of ``blocks`` against the ground-truth ``blocks.jsonl`` of the pages
+    they came from; :class:`ManualError` when the file is not a blocks.jsonl."""
+    import json
+
+    try:
+        truth = [
+            ManualBlock.from_dict(json.loads(line))
+            for line in truth_file.read_text("utf-8").splitlines()
+            if line.strip()
+        ]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ManualError(f"{truth_file}: not a blocks.jsonl file ({exc})") from None
+    pages = {b.page for b in blocks}
+    return kind_scores(blocks, [t for t in truth if t.page in pages])

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ingest.claims import Claim
 from ingest.manuals import IMAGE_SUFFIXES, ManualError, collect_files, parse_manual
@@ -20,7 +20,22 @@ from ingest.records import ManualBlock
 from rag.embeddings import Embedder
 from rag.stores.base import Document, VectorStore
 
+if TYPE_CHECKING:
+    from rag.claims_db import ClaimsDatabase
+
 Progress = Callable[[int], None]
+NAMESPACE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def check_namespace(name: str) -> str:
+    """An index namespace is 1-64 letters, digits, '_' or '-' (it names folders and tables).
+
+    >>> check_namespace("manual_scans")
+    'manual_scans'
+    """
+    if not NAMESPACE.fullmatch(name):
+        raise ValueError(f"namespace {name!r}: use 1-64 letters, digits, '_' or '-'")
+    return name
 
 
 @dataclass
@@ -159,3 +174,18 @@ def index_claims(
     with store.transaction():
         store.upsert(documents, embedder.embed([d.text for d in documents], progress=on_chunks))
     return len(documents)
+
+
+def load_claims(
+    claims: Sequence[Claim],
+    database: ClaimsDatabase,
+    store: Callable[[Embedder], VectorStore],
+    embedder: Callable[[], Embedder],
+    on_chunks: Progress | None = None,
+) -> int:
+    """Claims into the claims database, then into the similar-claims index. The database comes
+    first: if it cannot be opened, nothing is written anywhere (and no embedding model is
+    loaded: ``embedder()``, then ``store(embedder)``, are built only then)."""
+    database.upsert(claims)
+    model = embedder()
+    return index_claims(claims, store(model), model, on_chunks)

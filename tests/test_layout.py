@@ -46,6 +46,112 @@ def test_imports_follow_the_layers(package):
         assert not wrong, f"{path.relative_to(ROOT)} imports {wrong}"
 
 
+def _modules() -> dict[str, Path]:
+    """Every module of the project's packages by dotted name (a package by its __init__)."""
+    modules = {}
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            modules[".".join(parts)] = path
+    return modules
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Module -> the project modules it imports, anywhere in its body (a function-level import
+    is a dependency too). ``from a.b import c`` depends on ``a.b.c`` when that is a module, and
+    on ``a.b`` otherwise."""
+    modules = _modules()
+
+    def owner(name: str) -> str | None:
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph: dict[str, set[str]] = {}
+    for module, path in modules.items():
+        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            if isinstance(node, ast.Import):
+                targets |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join([*parts, *([node.module] if node.module else [])])
+                targets |= {f"{base}.{alias.name}" for alias in node.names} | {base}
+        graph[module] = {o for t in targets if (o := owner(t)) and o != module}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan).
+
+    >>> _cycles({"a": {"b"}, "b": {"a"}, "c": {"a"}})
+    [['a', 'b']]
+    """
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for other in sorted(graph.get(node, ())):
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_import_cycles_among_the_projects_modules():
+    assert _cycles(_import_graph()) == []
+
+
+def test_the_library_never_imports_its_recipes():
+    """torchtune's rule: recipes import the library, never the other way round (the api may
+    launch them)."""
+    for module, targets in _import_graph().items():
+        if module.startswith(("finetune.recipes", "api.")):
+            continue
+        recipes = sorted(t for t in targets if t.startswith("finetune.recipes"))
+        assert not recipes, f"{module} imports {recipes}"
+
+
+def test_api_holds_no_training_evaluation_or_plotting_code():
+    """api/ parses, calls one library function and prints or serialises: the libraries that
+    train, evaluate and plot are imported below it."""
+    heavy = {"matplotlib", "transformers", "peft", "trl", "sklearn", "numpy"}
+    for path in (ROOT / "api").rglob("*.py"):
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                imported.add(node.module.split(".")[0])
+        assert not imported & heavy, f"{path.relative_to(ROOT)} imports {imported & heavy}"
+        if path.name != "demo.py":  # the demo splits PyTorch's threads between two trainings
+            assert "torch" not in imported, f"{path.relative_to(ROOT)} imports torch"
+
+
 def test_every_shipped_yaml_config_parses():
     configs = sorted((ROOT / "configs").rglob("*.yaml"))
     assert configs

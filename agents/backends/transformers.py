@@ -9,7 +9,6 @@ switching adapters changes shared state, and on CPU concurrent decodes only spli
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -24,10 +23,9 @@ from agents.backends.chat_format import (
     render_messages,
     supports_tools,
 )
+from finetune.artifact import read_manifest
 from finetune.constrained import GrammarError, allowed_logits, ll_tokenizer
 from finetune.constrained import matcher as new_matcher
-
-MANIFEST = "tunegraph-manifest.json"
 
 
 class TransformersBackend:
@@ -184,9 +182,9 @@ class TransformersBackend:
                     f"adapter {adapter_name!r}: no adapter_config.json in {path}; "
                     "train one with `tunegraph finetune text` or fix the path"
                 )
-            manifest = path / MANIFEST
-            if manifest.exists():
-                trained_on = json.loads(manifest.read_text()).get("base_model")
+            manifest = read_manifest(path)
+            if manifest is not None:
+                trained_on = manifest.base_model
                 if trained_on and trained_on != base_name:
                     raise GenerationError(
                         f"adapter {adapter_name!r} was trained on {trained_on!r}, "

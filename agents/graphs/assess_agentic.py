@@ -20,7 +20,7 @@ from agents.backends.base import GenerationError
 from agents.context import AgentContext
 from agents.errors import AgentError
 from agents.prompts import report_messages
-from agents.state import AssessState
+from agents.state import AssessState, claim_of, photos_of
 from agents.timing import timed, total_ms
 from ingest.assessment import (
     Assessment,
@@ -38,28 +38,21 @@ REPORT_ATTEMPTS = 2  # the report model's first answer, and one repair attempt
 TOTAL_LOSS_SEVERE = 3  # this many severe damages make a total loss
 
 
-def _claim(state: AssessState) -> ClaimContext | None:
-    return ClaimContext.model_validate(state["claim"]) if state.get("claim") else None
-
-
-def _damages(state: AssessState) -> list[Damage]:
-    return [Damage.model_validate(d) for d in state.get("damages", [])]
-
-
 @timed("damage")
 def detect_damage(state: AssessState, runtime: Runtime[AgentContext]) -> dict:
     context = runtime.context
     context.require(NAME, "damage_model")
     if not state.get("images"):
         raise AgentError("an assessment needs at least one image")
+    photos = photos_of(state)
     try:
-        damages = context.damage_model.detect(state["images"])
+        damages = context.damage_model.detect(photos)
     except Exception as exc:
         raise AgentError(f"the damage model {context.damage_model.name!r} failed: {exc}") from exc
-    return {
-        "damages": [d.model_dump(mode="json") for d in damages],
-        "models": {"damage": context.damage_model.name},
-    }
+    update = {"damages": damages, "models": {"damage": context.damage_model.name}}
+    if photos != state["images"]:
+        update["images"] = photos  # given as bytes: the fraud check reuses these decodes
+    return update
 
 
 @timed("manual")
@@ -68,7 +61,7 @@ def retrieve_manual(state: AssessState, runtime: Runtime[AgentContext]) -> dict:
     if context.manuals is None:
         return {"manual": [], "errors": ["manual retrieval is not configured"]}
     try:
-        hits = tools.repair_procedures(context.manuals, _damages(state), context.manual_k)
+        hits = tools.repair_procedures(context.manuals, state.get("damages", []), context.manual_k)
     except Exception as exc:
         return {"manual": [], "errors": [f"manual retrieval failed: {exc}"]}
     return {"manual": hits}
@@ -80,7 +73,7 @@ def check_claims(state: AssessState, runtime: Runtime[AgentContext]) -> dict:
     if context.claims_db is None:
         return {"history": [], "similar": [], "photo_matches": [],
                 "errors": ["the claims database is not configured"]}  # fmt: skip
-    claim = _claim(state) or ClaimContext()
+    claim = claim_of(state) or ClaimContext()
     update: dict[str, Any] = {"history": [], "similar": [], "photo_matches": [], "errors": []}
     steps = {
         "history": lambda: tools.claims_history(context.claims_db, claim.vin, claim.policy_id),
@@ -105,11 +98,11 @@ def _photo_matches(state: AssessState, context: AgentContext, claim: ClaimContex
     if context.open_photo is None:
         return []
     candidates: dict[str, dict] = {}
-    for damage in _damages(state):
+    for damage in state.get("damages", []):
         for row in context.claims_db.photo_candidates(damage.part, damage.type):
             candidates[row["claim_id"]] = row
     return fraud.photo_matches(
-        state["images"], list(candidates.values()), claim.policy_id, context.open_photo,
+        photos_of(state), list(candidates.values()), claim.policy_id, context.open_photo,
         context.photo_hashes,
     )  # fmt: skip
 
@@ -120,7 +113,7 @@ def estimate_cost(state: AssessState, runtime: Runtime[AgentContext]) -> dict:
     if context.claims_db is None:
         return {"costs": [], "errors": ["cost estimate: the claims database is not configured"]}
     try:
-        return {"costs": tools.cost_ranges(context.claims_db, _damages(state))}
+        return {"costs": tools.cost_ranges(context.claims_db, state.get("damages", []))}
     except Exception as exc:
         return {"costs": [], "errors": [f"cost estimate failed: {exc}"]}
 
@@ -130,14 +123,14 @@ def detect_fraud(state: AssessState, runtime: Runtime[AgentContext]) -> dict:
     costs = state.get("costs", [])
     expected = (sum(c["min"] for c in costs), sum(c["max"] for c in costs))
     found = fraud.signals(
-        _claim(state),
-        _damages(state),
+        claim_of(state),
+        state.get("damages", []),
         state.get("history", []),
         state.get("similar", []),
         state.get("photo_matches", []),
         expected,
     )
-    return {"fraud": fraud.assess(found).model_dump(mode="json")}
+    return {"fraud": fraud.assess(found)}
 
 
 def _evidence(state: AssessState) -> list[Evidence]:
@@ -170,9 +163,9 @@ def write_report(state: AssessState, runtime: Runtime[AgentContext]) -> dict:
     llm = context.chat_model(finetuned=context.finetuned_adapter is not None)
     evidence = _evidence(state)
     facts = {
-        "damages": state.get("damages", []),
+        "damages": [d.model_dump(mode="json") for d in state.get("damages", [])],
         "costs": state.get("costs", []),
-        "fraud_signals": state["fraud"]["signals"],
+        "fraud_signals": state["fraud"].signals,
         "manual": [{"id": h["id"], "text": h["text"][:300]} for h in state.get("manual", [])],
         "claims": [e.id for e in evidence if e.source == "claims"],
         "unavailable": state.get("errors", []),
@@ -202,7 +195,7 @@ def write_report(state: AssessState, runtime: Runtime[AgentContext]) -> dict:
 
 @timed("assemble")
 def assemble(state: AssessState, runtime: Runtime[AgentContext]) -> dict:
-    damages = _damages(state)
+    damages = state.get("damages", [])
     costs = state.get("costs", [])
     by_part = {}
     for hit in state.get("manual", []):
@@ -236,7 +229,7 @@ def assemble(state: AssessState, runtime: Runtime[AgentContext]) -> dict:
         )
     except ValidationError as exc:
         raise AgentError(f"the tools' results do not form a valid Assessment: {exc}") from exc
-    return {"assessment": assessment.model_dump(mode="json")}
+    return {"assessment": assessment}
 
 
 def overall_severity(damages: list[Damage]) -> str:

@@ -13,35 +13,17 @@ from typing import Any
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import ValidationError
 
 from agents.context import AgentContext
 from agents.errors import AgentError
-from agents.state import AssessState
+from agents.state import AssessState, claim_of, photos_of
 from agents.timing import timed, total_ms
-from ingest.assessment import (
-    Assessment,
-    ClaimContext,
-    CostEstimate,
-    Damage,
-    Fraud,
-    OverallSeverity,
-    RepairRecommendation,
-)
+from ingest.assessment import Assessment, Fraud, VisionAnswer
 
 NAME = "assess_finetuned"
 RECURSION_LIMIT = 8
 ATTEMPTS = 2
-
-
-class VisionAnswer(BaseModel):
-    """What the fine-tuned vision-language model is trained to answer (JSON)."""
-
-    damages: list[Damage]
-    overall_severity: OverallSeverity
-    cost_estimate: CostEstimate
-    repair_recommendations: list[RepairRecommendation] = Field(default_factory=list)
-    report: str = ""
 
 
 def parse_answer(text: str) -> VisionAnswer:
@@ -61,11 +43,11 @@ def run_vision(state: AssessState, runtime: Runtime[AgentContext]) -> dict:
     context.require(NAME, "vision")
     if not state.get("images"):
         raise AgentError("an assessment needs at least one image")
-    claim = ClaimContext.model_validate(state["claim"]) if state.get("claim") else None
+    photos, claim = photos_of(state), claim_of(state)
     feedback = None
     invalid = []
     for _ in range(ATTEMPTS):
-        text = context.vision.assess(state["images"], claim, feedback)
+        text = context.vision.assess(photos, claim, feedback)
         try:
             answer = parse_answer(text)
         except ValueError as exc:
@@ -73,7 +55,7 @@ def run_vision(state: AssessState, runtime: Runtime[AgentContext]) -> dict:
             invalid.append(text[:200])
             continue
         return {
-            "vision": answer.model_dump(mode="json"),
+            "vision": answer,
             "models": {"vision": context.vision.name},
             "errors": [f"invalid vision answer, repaired: {feedback}"] if invalid else [],
         }
@@ -85,7 +67,7 @@ def run_vision(state: AssessState, runtime: Runtime[AgentContext]) -> dict:
 
 @timed("assemble")
 def assemble(state: AssessState, runtime: Runtime[AgentContext]) -> dict:
-    answer = VisionAnswer.model_validate(state["vision"])
+    answer = state["vision"]
     timings = {**state.get("timings", {})}
     assessment = Assessment(
         approach="finetuned",
@@ -99,7 +81,7 @@ def assemble(state: AssessState, runtime: Runtime[AgentContext]) -> dict:
         timings_ms={k: v["ms"] for k, v in timings.items()} | {"total": total_ms(timings)},
         models=state.get("models", {}),
     )
-    return {"assessment": assessment.model_dump(mode="json")}
+    return {"assessment": assessment}
 
 
 def build(checkpointer: Any = None) -> Any:

@@ -1,4 +1,4 @@
-"""``tunegraph compare``: a thin command over :func:`api.comparison.run_compare`."""
+"""``tunegraph compare``: a thin command over :func:`agents.compare.run_compare`."""
 
 from __future__ import annotations
 
@@ -74,26 +74,12 @@ def compare(
     """
     from tqdm import tqdm
 
-    from agents.compare.run import ComparisonCancelled
+    from agents.compare import CompareError, CompareOptions, ComparisonCancelled, run_compare
     from api import composition
-    from api.comparison import (
-        PROGRESS_STEPS,
-        PROGRESS_UNIT,
-        CompareError,
-        CompareOptions,
-        run_compare,
-    )
 
     settings = load_settings()
     # tests (and embedders) pass their own context factory: CliRunner.invoke(..., obj={...})
     factory = (ctx.obj or {}).get("context_factory", composition.agent_context)
-    # The whole comparison as one bar: never drawn here (the per-call bars are), but a job's
-    # child process (api.jobs.worker) replaces tqdm and reports it as the job's progress.
-    overall = tqdm(total=PROGRESS_STEPS, unit=PROGRESS_UNIT, disable=True)
-
-    def progress(fraction: float, _message: str) -> None:
-        overall.update(round(fraction * PROGRESS_STEPS) - overall.n)
-
     try:
         options = CompareOptions(
             name=name,
@@ -104,16 +90,15 @@ def compare(
             max_tokens=max_tokens,
         )
         result = run_compare(
-            settings,
             options,
-            context_factory=factory,
-            progress=progress,
+            demo_dir=settings.demo_dir,
+            runs_dir=settings.runs_dir,
+            models=composition.trained_models(settings),
+            context_factory=lambda: factory(settings),
             bar=functools.partial(tqdm, disable=as_json),
         )
     except (CompareError, ComparisonCancelled) as exc:
         raise click.ClickException(str(exc)) from None
-    finally:
-        overall.close()
     comparison = result.comparison
     if as_json:
         data = comparison.to_dict()

@@ -1,93 +1,211 @@
-"""The training and comparison half of ``tunegraph demo``: fine-tune text and vision with a
-profile's recipes, compare the two approaches, and summarise the report.
+"""``tunegraph demo``: the whole mission on the embedded defaults, from nothing to a report.
 
-Every stage is the command a user would run by hand (``tunegraph finetune text|vision``,
-``tunegraph compare``), invoked with the profile's configs and overrides. The demo trains from
-scratch each time (``--no-resume``): a smoke run's tiny checkpoints must never be resumed by a
-quick run, which shares their names.
+The stages are the commands a user would run by hand (``tunegraph ingest ...``, ``eval
+retrieval``, ``finetune text|vision``, ``compare``), run with a profile's configs and overrides
+(``configs/demo/PROFILE.yaml``). The demo trains from scratch each time (no resume): a smoke
+run's tiny checkpoints must never be resumed by a quick run, which shares their names.
 
 On a CPU with two or more cores the CPU profiles train the vision models (the damage model, then
 the vision-language model that reads it) in a second process while this one trains the text
 model, the threads split between them, so that both cores stay busy; whether that gets more done
-than one after the other is what ``benchmarks/side_by_side.py`` measures.
+than one after the other is what ``benchmarks/side_by_side.py`` measures. The second process is
+the jobs' worker (:class:`api.jobs.child.ChildProcess` running ``api.jobs.worker``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
-import subprocess
-import sys
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import click
 
+from api.cli.compare import compare
+from api.cli.finetune import finetune_text
+from api.cli.ingest import eval_retrieval, ingest_claims, ingest_coco, ingest_manuals
+from api.cli.models import prepare_models
+from api.cli.options import load_settings
+from api.cli.vision import finetune_vision
+from api.jobs.child import ChildChain
 from api.settings import Settings
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+PROFILE_NAMES = ("smoke", "quick", "full")
 
 
 @dataclass(frozen=True)
 class DemoProfile:
+    """One ``configs/demo/NAME.yaml``: the recipes the demo trains (paths under ``configs/``)
+    and their KEY=VALUE overrides, the comparison's size, corpus sizes and whether vision
+    trains in a second process."""
+
     text_config: str
     damage_config: str
     vlm_config: str
-    text: tuple[str, ...] = ()  # KEY=VALUE overrides of each config
+    text: tuple[str, ...] = ()
     damage: tuple[str, ...] = ()
     vlm: tuple[str, ...] = ()
-    # compare: held-out photos, and held-out manual questions (each in the 5 chat modes); on a
-    # 2-core CPU an agentic assessment takes ~35 s and a chat answer up to ~25 s
     images: int = 4
     questions: int = 3
-    corpus: tuple[tuple[str, int], ...] = ()  # corpus sizes unless --corpus-config is given
-    max_tokens: int | None = 160  # compare: cap on each text-model answer
-    # train vision in a second process beside the text model, the cores split (CPU profiles)
+    corpus: Mapping[str, int] = field(default_factory=dict)
+    max_tokens: int | None = 160
     side_by_side: bool = True
 
+    @classmethod
+    def from_yaml(cls, path: Path) -> DemoProfile:
+        import yaml
 
-PROFILES = {
-    # tiny training: checks the chain end to end in minutes; the models it leaves are weak
-    "smoke": DemoProfile(
-        "text/smollm2_quick.yaml",
-        "vision/damage_quick.yaml",
-        "vision/vlm_quick.yaml",
-        text=("train.epochs=1", "train.max_steps=4", "data.spec_paraphrases=0"),
-        damage=("train.epochs=1",),
-        vlm=("align.max_steps=2", "align.batch_size=4", "train.max_steps=3", "train.batch_size=4"),
-        images=2,
-        questions=1,
-        max_tokens=32,
-        corpus=(("n_claims", 300), ("n_images", 240), ("n_scanned_pages", 2)),
-    ),
-    # the quick CPU profiles the fine-tuning issues' targets are measured with
-    "quick": DemoProfile(
-        "text/smollm2_quick.yaml", "vision/damage_quick.yaml", "vision/vlm_quick.yaml"
-    ),
-    # GPU: Llama 3.1 8B QLoRA, a ViT damage model with LoRA, LLaVA-1.5 QLoRA (hub downloads)
-    "full": DemoProfile(
-        "text/llama31_8b_qlora.yaml",
-        "vision/damage_vit_lora.yaml",
-        "vision/vlm_llava_qlora.yaml",
-        images=24,
-        questions=40,
-        max_tokens=None,
-        side_by_side=False,
-    ),
-}
+        data = yaml.safe_load(path.read_text("utf-8")) or {}
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise click.ClickException(f"{path}: unknown key(s) {', '.join(unknown)}")
+        for key in ("text", "damage", "vlm"):
+            data[key] = tuple(data.get(key) or ())
+        return cls(**data)
+
+
+def load_profile(name: str) -> DemoProfile:
+    return DemoProfile.from_yaml(CONFIGS / "demo" / f"{name}.yaml")
+
+
+def _read_yaml(path: str) -> dict[str, Any]:
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle)
+    except (OSError, yaml.YAMLError) as exc:
+        raise click.BadParameter(f"cannot read {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise click.BadParameter(f"{path} must hold a mapping of key: value lines")
+    return data
+
+
+STAGES = 7  # corpus, models, ingest, retrieval, fine-tune text, fine-tune vision, compare
+
+
+@click.command()
+@click.option(
+    "--profile",
+    type=click.Choice(PROFILE_NAMES),
+    default="quick",
+    show_default=True,
+    help="how much training and comparing the later stages do (smoke: also a small corpus)",
+)
+@click.option("--seed", type=int, default=None, help="corpus seed [default: TUNEGRAPH_DEMO_SEED]")
+@click.option(
+    "--corpus-config",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="YAML with corpus sizes, e.g. configs/demo/corpus.yaml",
+)
+@click.option("--force", is_flag=True, help="regenerate the corpus even if it is up to date")
+@click.option(
+    "--skip-models", is_flag=True, help="only generate the corpus (no model loading, no ingest)"
+)
+@click.pass_context
+def demo(
+    ctx: click.Context,
+    profile: str,
+    seed: int | None,
+    corpus_config: str | None,
+    force: bool,
+    skip_models: bool,
+) -> None:
+    """Run the whole mission on the embedded defaults, from nothing to a comparison report.
+
+    Generate the synthetic demo corpus; load both embedded models (the first SmolLM2 load
+    converts its GGUF file and caches it); ingest the manual (PDF, and the scanned pages through
+    OCR into their own namespace), the claims and the COCO photos; evaluate retrieval; fine-tune
+    the text model and the vision models with the profile's recipes (from scratch); compare the
+    fine-tuned and agentic approaches; print where the report is and its headline numbers.
+
+    Profiles: quick (the CPU recipes), smoke (tiny training and a 2-photo comparison: checks
+    the chain, leaves weak models under the same names), full (GPU: Llama 3.1 8B QLoRA, a ViT
+    damage model, LLaVA-1.5 QLoRA; downloads from the Hugging Face hub).
+    """
+    from tqdm import tqdm
+
+    from ingest.demo.corpus import DemoCorpusConfig, generate_demo_corpus
+
+    settings = load_settings()
+    values = _read_yaml(corpus_config) if corpus_config else dict(load_profile(profile).corpus)
+    values.setdefault("seed", settings.demo_seed)
+    if seed is not None:
+        values["seed"] = seed
+    try:
+        config = DemoCorpusConfig.from_mapping(values, source=corpus_config or "demo")
+    except (TypeError, ValueError) as exc:
+        raise click.BadParameter(str(exc), param_hint="--corpus-config") from None
+    stage = iter(range(1, STAGES + 1))
+
+    def step(title: str) -> None:
+        click.echo(f"[{next(stage)}/{STAGES}] {title}")
+
+    step(f"demo corpus (seed {config.seed}, profile {profile}) -> {settings.demo_dir}")
+    started = time.perf_counter()
+    corpus = generate_demo_corpus(settings.demo_dir, config, force=force, progress=tqdm)
+    counts = corpus.counts
+    click.echo(
+        f"      manual: {counts['manual']['pages']} PDF pages, "
+        f"{sum(counts['manual']['blocks'].values())} blocks, "
+        f"{len(counts['manual']['scanned_pages'])} scanned pages, "
+        f"{sum(counts['manual']['qa'].values())} QA pairs\n"
+        f"      claims: {counts['claims']['rows']} rows, {counts['claims']['fraud']} fraudulent\n"
+        f"      photos: {sum(counts['damage']['images'].values())} images, "
+        f"{counts['damage']['annotations']} damage annotations\n"
+        f"      ({time.perf_counter() - started:.1f} s)"
+    )
+    if skip_models:
+        click.echo("      models, ingest, retrieval, training and compare: skipped (--skip-models)")
+        return
+    step("embedded models")
+    prepare_models(settings, [settings.text_model, settings.embedding_model])
+
+    demo_dir = settings.demo_dir
+    manual = demo_dir / "manual"
+    step("ingest: manual PDF -> namespace manuals")
+    ctx.invoke(ingest_manuals, paths=(manual / "vehicle_manual.pdf",), namespace="manuals")
+    click.echo("      scanned pages (OCR) -> namespace manual_scans")
+    ctx.invoke(
+        ingest_manuals,
+        paths=(manual / "scans",),
+        namespace="manual_scans",
+        truth=manual / "blocks.jsonl",
+    )
+    click.echo("      claims")
+    ctx.invoke(ingest_claims, file=demo_dir / "claims" / "claims.csv")
+    for split in ("train", "val", "test"):
+        click.echo(f"      damage photos ({split})")
+        ctx.invoke(
+            ingest_coco,
+            annotations=demo_dir / "damage" / "annotations" / f"{split}.json",
+            images=demo_dir / "damage" / "images",
+            name=f"demo-damage-{split}",
+        )
+    step("retrieval on the held-out manual questions")
+    ctx.invoke(eval_retrieval, questions=manual / "qa" / "test_retrieval.jsonl")
+    timings = train_and_compare(ctx, profile, settings, step)
+    report = settings.runs_dir / "demo"
+    click.echo(
+        f"\nDone in {time.perf_counter() - started:.0f} s (training and compare: {timings})."
+    )
+    click.echo(f"Report: {report / 'report.html'} (also report.md, report.json, PNG plots)")
+    for line in headline(report / "report.json"):
+        click.echo(f"  {line}")
+    click.echo(
+        f"Corpus: {demo_dir / 'README.md'}. Serve both approaches: tunegraph serve, then "
+        "tunegraph client assess PHOTO.jpg --approach both"
+    )
 
 
 def train_and_compare(ctx: click.Context, profile_name: str, settings: Settings, step) -> dict:
     """Stages 5-7 of the demo; ``step(title)`` prints a stage header. Returns the timings."""
-    from api.cli.compare import compare
-    from api.cli.finetune import finetune_text
-    from api.cli.vision import finetune_vision
-
-    profile = PROFILES[profile_name]
+    profile = load_profile(profile_name)
     timings: dict[str, float] = {}
 
     def timed(stage: str, function, **kwargs) -> None:
@@ -113,13 +231,18 @@ def train_and_compare(ctx: click.Context, profile_name: str, settings: Settings,
         logs = settings.runs_dir / "demo-training"
         logs.mkdir(parents=True, exist_ok=True)
         own = threads // 2
-        side = SideProcess(
+        side = ChildChain(
             [
-                ("damage_model", _vision_command(profile.damage_config, profile.damage)),
-                ("vision_lm", _vision_command(profile.vlm_config, profile.vlm)),
+                (
+                    "damage_model",
+                    VISION_STAGE,
+                    vision_params(profile.damage_config, profile.damage),
+                ),
+                ("vision_lm", VISION_STAGE, vision_params(profile.vlm_config, profile.vlm)),
             ],
             logs,
             threads=threads - own,
+            env=settings.to_env(),
         )
         step(
             f"fine-tune text ({profile.text_config}); beside it, in a second process: the "
@@ -144,7 +267,7 @@ def train_and_compare(ctx: click.Context, profile_name: str, settings: Settings,
             raise click.ClickException(
                 f"the {name} stage failed; its log: {log}\n" + "\n".join(last_lines(log, 15))
             )
-        for name in side.timings:
+        for name in side.results:
             for line in last_lines(logs / f"{name}.log", 2):
                 click.echo(f"      {line}")
             click.echo(f"      ({name}: {side.timings[name]:.0f} s)")
@@ -170,10 +293,12 @@ def train_and_compare(ctx: click.Context, profile_name: str, settings: Settings,
     return timings
 
 
-def _vision_command(config: str, overrides: Sequence[str]) -> list[str]:
-    """``tunegraph finetune vision`` for ``config``, from scratch, in a child Python."""
-    command = [sys.executable, "-m", "api.cli.main", "finetune", "vision"]
-    return [*command, "--config", str(CONFIGS / config), "--no-resume", *overrides]
+VISION_STAGE = "api.jobs.worker:finetune_vision"
+
+
+def vision_params(config: str, overrides: Sequence[str]) -> dict[str, Any]:
+    """A ``finetune-vision`` job's parameters for ``config``, from scratch."""
+    return {"config": str(CONFIGS / config), "overrides": list(overrides), "resume": False}
 
 
 def torch_threads() -> int:
@@ -193,69 +318,6 @@ def torch_threads_set(threads: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
-
-
-class SideProcess:
-    """Commands run one after another in child processes, in a background thread, each with
-    ``threads`` PyTorch threads and its output in ``logs/NAME.log``. The first to fail stops the
-    chain (``failed``: its name and log)."""
-
-    def __init__(self, stages: list[tuple[str, list[str]]], logs: Path, threads: int) -> None:
-        self.stages = stages
-        self.logs = logs
-        self.env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-        self.timings: dict[str, float] = {}
-        self.failed: tuple[str, Path] | None = None
-        self.current: tuple[str, Path] | None = None
-        self._process: subprocess.Popen | None = None
-        self._stopped = threading.Event()
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="demo-side", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def _run(self) -> None:
-        for name, command in self.stages:
-            log = self.logs / f"{name}.log"
-            started = time.perf_counter()
-            with log.open("w", encoding="utf-8") as out:
-                with self._lock:  # stop() either sees this child or keeps it from starting
-                    if self._stopped.is_set():
-                        return
-                    self._process = subprocess.Popen(
-                        command, stdout=out, stderr=subprocess.STDOUT, env=self.env
-                    )
-                    self.current = (name, log)
-                code = self._process.wait()
-            self.timings[name] = round(time.perf_counter() - started, 1)
-            if code != 0:
-                self.failed = (name, log)
-                return
-        self.current = None
-
-    def wait(self, report: Callable[[str], None] | None = None, every: float = 30.0) -> None:
-        """Wait for the chain; every ``every`` s, ``report(line)`` gets the running stage's last
-        progress line."""
-        while self._thread.is_alive():
-            self._thread.join(every)
-            current = self.current
-            if report is not None and self._thread.is_alive() and current:
-                lines = last_lines(current[1], 1)
-                report(f"{current[0]}: {lines[0] if lines else 'starting'}")
-
-    def stop(self) -> None:
-        """Stop the chain and end the running child."""
-        with self._lock:
-            self._stopped.set()
-            process = self._process
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        self._thread.join(timeout=30)
 
 
 def last_lines(log: Path, count: int) -> list[str]:

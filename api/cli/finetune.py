@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -37,114 +38,33 @@ def finetune_text(
     from tqdm import tqdm
 
     from finetune.config import ConfigError, load_config
-    from finetune.datasets import (
-        DatasetError,
-        build_dataset,
-        chat_token_counter,
-        demo_examples,
-        read_blocks,
-        read_sft_jsonl,
-        spec_paraphrases,
-        write_jsonl,
-    )
+    from finetune.datasets import DatasetError
     from finetune.model_store import ModelNotFoundError
-    from finetune.recipes.text_lora import TextRecipeConfig, run
-    from finetune.trainer import TrainingError, precision_note
+    from finetune.recipes import text_lora
+    from finetune.trainer import TrainingError
 
     settings = load_settings()
     try:
-        config = load_config(TextRecipeConfig, config_path, overrides)
+        config = load_config(text_lora.TextRecipeConfig, config_path, overrides)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     try:
-        model, tokenizer = composition.model_store(settings).load_causal_lm(config.base_model)
-    except ModelNotFoundError as exc:
-        raise click.ClickException(str(exc)) from None
-
-    data = config.data
-    try:
-        val_examples = None
-        if data.source == "demo":
-            examples, val_examples = demo_examples(data.demo_dir or settings.demo_dir)
-            rejected = []
-        else:
-            if data.train_file is None:
-                raise DatasetError("data.source=jsonl needs data.train_file=PATH")
-            examples, rejected = read_sft_jsonl(data.train_file)
-            if data.val_file:
-                val_examples, val_rejected = read_sft_jsonl(data.val_file)
-                rejected += val_rejected
-        extra = []
-        if data.spec_paraphrases:
-            blocks_file = data.blocks_file
-            if blocks_file is None and data.source == "demo":
-                blocks_file = (data.demo_dir or settings.demo_dir) / "manual" / "blocks.jsonl"
-            if blocks_file is None:
-                raise DatasetError(
-                    "data.spec_paraphrases needs the manual's spec rows: add "
-                    "data.blocks_file=PATH (a blocks.jsonl written by `tunegraph ingest`)"
-                )
-            extra = spec_paraphrases(
-                read_blocks(blocks_file), data.spec_paraphrases, config.train.seed
-            )
-        report = build_dataset(
-            examples,
-            count_tokens=chat_token_counter(tokenizer),
-            val_examples=val_examples,
-            max_length=config.train.max_length,
-            val_fraction=data.val_fraction,
-            max_ratio=data.max_ratio,
-            max_val=data.max_val_examples,
-            seed=config.train.seed,
-            extra_train=extra,
-        )
-        report.rejected = rejected
-    except DatasetError as exc:
-        raise click.ClickException(str(exc)) from None
-
-    run_dir = settings.runs_dir / config.name
-    data_hash = write_jsonl(report.train, run_dir / "data" / "train.jsonl")
-    write_jsonl(report.val, run_dir / "data" / "val.jsonl")
-    summary = report.summary()
-    if not as_json:
-        click.echo(
-            f"data: {summary['train']} train / {summary['val']} val examples; train per kind "
-            f"{summary['train_per_kind']} (before balancing {summary['train_per_kind_before_balancing']}; "
-            f"{summary['added_after_balancing']} added after it); "
-            f"{len(report.too_long)} too long, {len(rejected)} rejected lines"
-        )
-        note = precision_note(config.train.precision)
-        if note:
-            click.echo(note)
-    try:
-        result = run(
+        run = text_lora.main(
             config,
-            model,
-            tokenizer,
-            report.train,
-            report.val,
-            run_dir,
-            data_hash=data_hash,
-            adapter_dir=settings.adapters_dir / config.name,
+            composition.workspace(settings),
             resume=not no_resume,
-            # a disabled bar still counts steps: a job's child process reports them (job_process)
             progress=functools.partial(tqdm, disable=as_json),
+            log=None if as_json else click.echo,
         )
-    except TrainingError as exc:
+    except (ModelNotFoundError, DatasetError, TrainingError) as exc:
         raise click.ClickException(str(exc)) from None
-    output = {
-        "adapter": str(result.adapter_dir),
-        "run_dir": str(run_dir),
-        "data": summary,
-        **result.metrics,
-    }
     if as_json:
-        click.echo(json.dumps(output, indent=2, default=str))
+        click.echo(json.dumps(run.summary(), indent=2, default=str))
     else:
-        m = result.metrics
+        m = run.result.metrics
         click.echo(
-            f"adapter: {result.adapter_dir}\n{m['steps']} steps, train loss {m['train_loss']:.3f}, "
-            f"eval loss {m['eval_loss']:.3f}, {m['tokens_per_s']:.0f} tokens/s"
+            f"adapter: {run.result.adapter_dir}\n{m['steps']} steps, train loss "
+            f"{m['train_loss']:.3f}, eval loss {m['eval_loss']:.3f}, {m['tokens_per_s']:.0f} tokens/s"
         )
 
 
@@ -203,15 +123,11 @@ def eval_text(
     rest: ROUGE-L; plus the share of answers that stop with EOS, the rate of numbers found in no
     manual block, and latency. Writes report.json and report.md to TUNEGRAPH_HOME/runs/eval-text.
     """
-    import random
-    from contextlib import nullcontext
-
     from tqdm import tqdm
 
-    from finetune.evaluation import generate, markdown_table, prompt_messages, score
-    from finetune.metrics import known_numbers
+    from finetune.datasets import DatasetError
+    from finetune.evaluation import evaluate_text, markdown_table
     from finetune.model_store import ModelNotFoundError
-    from ingest.records import QAPair
 
     settings = load_settings()
     questions = questions or settings.demo_dir / "manual" / "qa" / "test.jsonl"
@@ -221,99 +137,44 @@ def eval_text(
             raise click.ClickException(
                 f"{path} does not exist: run `tunegraph demo` or pass {hint}."
             )
-    try:
-        items = [
-            QAPair(**json.loads(line))
-            for line in questions.read_text("utf-8").splitlines()
-            if line.strip()
-        ]
-        block_texts = [
-            json.loads(line)["text"]
-            for line in blocks.read_text("utf-8").splitlines()
-            if line.strip()
-        ]
-    except (ValueError, TypeError, KeyError) as exc:
-        raise click.ClickException(f"cannot read the questions or blocks: {exc}") from None
-    if kinds:
-        items = [q for q in items if q.kind in kinds]
-        if not items:
-            raise click.ClickException(f"no {'/'.join(kinds)} question in {questions}")
-    if limit and limit < len(items):
-        items = sorted(random.Random(0).sample(items, limit), key=lambda q: q.id)
-    known = known_numbers(block_texts)
-
-    store = composition.model_store(settings)
-    try:
-        base_name = settings.text_model
-        adapter_dir = settings.adapters_dir / adapter
-        if (adapter_dir / "tunegraph-manifest.json").exists():
-            base_name = json.loads((adapter_dir / "tunegraph-manifest.json").read_text())[
-                "base_model"
-            ]
-        model, tokenizer = store.load_causal_lm(base_name)
-    except ModelNotFoundError as exc:
-        raise click.ClickException(str(exc)) from None
-    variants: list[tuple[str, object]] = [("base", None)]
-    if (adapter_dir / "adapter_config.json").exists():
-        from peft import PeftModel
-        from transformers import AutoTokenizer
-
-        model = PeftModel.from_pretrained(model, str(adapter_dir))
-        tokenizer = AutoTokenizer.from_pretrained(
-            str(adapter_dir)
-        )  # the template it was trained with
-        variants.append((f"finetuned ({adapter})", adapter_dir))
-    elif not as_json:
-        click.echo(
-            f"no adapter {adapter!r} in {settings.adapters_dir}: evaluating the base model only"
-        )
-
-    contexts: list[list[str]] = [[] for _ in items]
+    search = None
     if retrieval:
         from api.cli.ingest import _retriever
 
         try:
-            retriever = _retriever("manuals")
-            contexts = [[h.text for h in retriever.search(q.question, 3)] for q in items]
+            search = functools.partial(_top_chunks, _retriever("manuals"))
         except click.ClickException as exc:
-            retrieval = False
             if not as_json:
                 click.echo(f"retrieval skipped: {exc.message}")
-    results = {}
-    for name, adapter_path in variants:
-        for with_context in (False, True) if retrieval else (False,):
-            label = name + (" + retrieval" if with_context else "")
-            conversations = [
-                prompt_messages(q, c if with_context else ())
-                for q, c in zip(items, contexts, strict=True)
-            ]
-            base_only = (
-                model.disable_adapter()
-                if adapter_path is None and len(variants) > 1
-                else nullcontext()
-            )
-            with base_only, tqdm(total=len(items), desc=label, unit="q", disable=as_json) as bar:
-                answers = generate(
-                    model,
-                    tokenizer,
-                    conversations,
-                    max_new_tokens=max_new_tokens,
-                    batch_size=batch_size,
-                    progress=bar.update,
-                )
-            results[label] = score(items, answers, known)
     report_dir = settings.runs_dir / "eval-text"
-    report_dir.mkdir(parents=True, exist_ok=True)
-    (report_dir / "report.json").write_text(json.dumps(results, indent=2))
-    table = markdown_table(results)
-    (report_dir / "report.md").write_text(
-        f"# Text evaluation ({len(items)} questions)\n\n{table}\n"
-    )
+    try:
+        results = evaluate_text(
+            composition.model_store(settings),
+            adapter,
+            base_model=settings.text_model,
+            questions=questions,
+            blocks=blocks,
+            report_dir=report_dir,
+            kinds=kinds,
+            limit=limit,
+            search=search,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            progress=functools.partial(tqdm, disable=as_json),
+            log=None if as_json else click.echo,
+        )
+    except (DatasetError, ModelNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from None
     if as_json:
         click.echo(json.dumps(results, indent=2))
     else:
-        click.echo(table)
+        click.echo(markdown_table(results))
         click.echo(f"\nreport: {report_dir / 'report.md'}")
+
+
+def _top_chunks(retriever: Any, question: str) -> list[str]:
+    """The texts of the three manual chunks that best match ``question``."""
+    return [hit.text for hit in retriever.search(question, 3)]
 
 
 @click.command("export")

@@ -54,7 +54,7 @@ def ingest_manuals(
     """
     from tqdm import tqdm
 
-    from ingest.manuals import ManualError
+    from ingest.manuals import ManualError, kind_scores_against
     from rag.indexing import index_manuals
 
     settings = load_settings()
@@ -79,7 +79,10 @@ def ingest_manuals(
     summary = {**report.summary(), "seconds": round(time.perf_counter() - started, 1)}
     scores_lines = []
     if truth:
-        summary["kind_scores"] = _kind_scores(report.blocks, truth)
+        try:
+            summary["kind_scores"] = kind_scores_against(report.blocks, truth)
+        except ManualError as exc:
+            raise click.ClickException(str(exc)) from None
         scores_lines = [
             f"  {kind:<16} precision {s['precision']:.3f}  recall {s['recall']:.3f}  "
             f"({s['predicted']} found, {s['truth']} expected)"
@@ -102,23 +105,6 @@ def ingest_manuals(
         sys.exit(1)
 
 
-def _kind_scores(blocks, truth_file: Path) -> dict[str, dict]:
-    """Kind precision/recall against the ground-truth blocks of the pages that were ingested."""
-    from ingest.manuals import kind_scores
-    from ingest.records import ManualBlock
-
-    try:
-        truth = [
-            ManualBlock.from_dict(json.loads(line))
-            for line in truth_file.read_text("utf-8").splitlines()
-            if line.strip()
-        ]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise click.ClickException(f"{truth_file}: not a blocks.jsonl file ({exc})") from None
-    pages = {b.page for b in blocks}
-    return kind_scores(blocks, [t for t in truth if t.page in pages])
-
-
 @ingest.command("claims")
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option(
@@ -137,7 +123,7 @@ def ingest_claims(
     from tqdm import tqdm
 
     from ingest.claims import ClaimsError, parse_mapping, read_claims
-    from rag.indexing import index_claims
+    from rag.indexing import load_claims
 
     settings = load_settings()
     try:
@@ -147,17 +133,19 @@ def ingest_claims(
     if report.claims:
         from rag.claims_db import DatabaseError
 
-        # The database first: if it cannot be opened, nothing is written anywhere.
-        try:
-            composition.claims_database(settings).upsert(report.claims)
-        except DatabaseError as exc:
-            raise click.ClickException(str(exc)) from None
-        embedder = composition.embedder(settings)
-        store = composition.vector_store(settings, composition.CLAIMS, embedder.dim)
         with tqdm(
             total=len(report.claims), desc="claims embedded", unit="claim", disable=as_json
         ) as bar:
-            index_claims(report.claims, store, embedder, on_chunks=bar.update)
+            try:
+                load_claims(
+                    report.claims,
+                    composition.claims_database(settings),
+                    lambda model: composition.vector_store(settings, composition.CLAIMS, model.dim),
+                    lambda: composition.embedder(settings),
+                    on_chunks=bar.update,
+                )
+            except DatabaseError as exc:
+                raise click.ClickException(str(exc)) from None
     summary = report.summary()
     _emit(
         summary,
@@ -190,7 +178,7 @@ def ingest_claims(
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
 def ingest_coco(annotations: Path, images: Path | None, name: str | None, as_json: bool) -> None:
     """Validate COCO damage annotations and register them as a dataset for fine-tuning."""
-    from ingest.coco import CocoError, read_coco
+    from ingest.coco import CocoError, read_coco, write_dataset
 
     settings = load_settings()
     try:
@@ -199,7 +187,7 @@ def ingest_coco(annotations: Path, images: Path | None, name: str | None, as_jso
         raise click.ClickException(str(exc)) from None
     dataset = settings.home / "datasets" / f"{name or annotations.stem}.jsonl"
     if report.examples:
-        _write_examples(report.examples, dataset)
+        write_dataset(report.examples, dataset)
     summary = {**report.summary(), "dataset": str(dataset) if report.examples else None}
     _emit(
         summary,
@@ -213,19 +201,6 @@ def ingest_coco(annotations: Path, images: Path | None, name: str | None, as_jso
     )
     if not report.examples:
         sys.exit(1)
-
-
-def _write_examples(examples, path: Path) -> None:
-    import dataclasses
-    import os
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        for example in examples:
-            handle.write(json.dumps(dataclasses.asdict(example), default=str) + "\n")
-    os.replace(tmp, path)
 
 
 def _retriever(namespace: str):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 import click
 
 from api.settings import Settings, SettingsError
@@ -18,7 +16,9 @@ def load_settings() -> Settings:
 
 
 def _check_namespace(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", value):
+    from rag.indexing import NAMESPACE
+
+    if not NAMESPACE.fullmatch(value):
         raise click.BadParameter("use 1-64 letters, digits, '_' or '-'")
     return value
 

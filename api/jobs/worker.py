@@ -1,74 +1,165 @@
-"""The child process of a CLI job: runs one ``tunegraph`` command and reports its progress.
+"""What each job kind runs in its worker process (:class:`api.jobs.child.ChildProcess`).
 
-``python -m api.jobs.worker ingest claims FILE --json`` runs the command as the CLI would, with
-one difference: the commands' tqdm progress bars are replaced by :class:`ProgressBar`, which
-writes ``PROGRESS_PREFIX<unit> <fraction>`` lines to stderr for the parent
-(:mod:`api.jobs.kinds`) to read. A separate process keeps training out of the web server and
-lets a cancel stop it for real (SIGTERM; the recipes resume from their last checkpoint).
+Each function takes the job's parameters (checked at submission by :mod:`api.jobs.kinds`), a
+tqdm-compatible ``progress`` bar factory and a ``log`` callback, reads the settings from the
+environment the parent passed on, calls the same library function as the matching ``tunegraph``
+command, and returns the summary that command prints with ``--json``.
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-PROGRESS_PREFIX = "@tunegraph-progress "
-_STEP = 0.01  # report every whole percent
+from api import composition
+from api.settings import Settings
+
+Log = Callable[[str], None]
 
 
-class ProgressBar:
-    """The part of tqdm's interface the commands use; reports bars that have a total."""
-
-    def __init__(
-        self,
-        iterable: Iterable[Any] | None = None,
-        total: float | None = None,
-        initial: float = 0,
-        unit: str = "it",
-        **_: Any,  # desc, disable...: a job always reports
-    ) -> None:
-        self.iterable = iterable
-        if total is None and iterable is not None and hasattr(iterable, "__len__"):
-            total = len(iterable)
-        self.total, self.n, self.unit = total, initial, unit
-        self._reported = -1.0
-
-    def update(self, n: float = 1) -> None:
-        self.n += n
-        if self.total:
-            fraction = min(1.0, self.n / self.total)
-            if fraction - self._reported >= _STEP or fraction == 1.0:
-                self._reported = fraction
-                print(f"{PROGRESS_PREFIX}{self.unit} {fraction:.4f}", file=sys.stderr, flush=True)
-
-    def __iter__(self) -> Iterator[Any]:
-        for item in self.iterable or ():
-            yield item
-            self.update(1)
-
-    def set_postfix_str(self, *_: Any, **__: Any) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self) -> ProgressBar:
-        return self
-
-    def __exit__(self, *_: Any) -> None:
-        pass
+class NothingIngested(ValueError):
+    """Every item of the input was rejected; the message quotes the first problems."""
 
 
-def main(argv: list[str]) -> None:
-    import tqdm
-
-    # The commands import tqdm inside their bodies, so they pick this up.
-    tqdm.tqdm = ProgressBar
-    from api.cli.main import main as cli
-
-    cli.main(args=argv, prog_name="tunegraph")
+def _rejected(summary: dict[str, Any], key: str) -> str:
+    problems = summary.get(key) or []
+    return "; ".join(str(p) for p in problems[:5]) or "nothing to read"
 
 
-if __name__ == "__main__":
-    main(sys.argv[1:])
+def ingest_manuals(params: dict[str, Any], progress: Callable, log: Log) -> dict[str, Any]:
+    from rag.indexing import index_manuals
+
+    settings = Settings.from_env()
+    started = time.perf_counter()
+    embedder = composition.embedder(settings)
+    store = composition.vector_store(settings, params.get("namespace", "manuals"), embedder.dim)
+    with progress(desc="chunks embedded", unit="chunk") as chunks:
+        report = index_manuals(
+            [Path(p) for p in params["paths"]],
+            store,
+            embedder,
+            force=params.get("force", False),
+            on_file=lambda f: log(f"ingesting {f}"),
+            on_chunks=chunks.update,
+        )
+    summary = {**report.summary(), "seconds": round(time.perf_counter() - started, 1)}
+    if report.rejected and not report.ingested and not report.skipped:
+        raise NothingIngested(f"no manual ingested: {_rejected(summary, 'rejected')}")
+    return summary
+
+
+def ingest_claims(params: dict[str, Any], progress: Callable, log: Log) -> dict[str, Any]:
+    from ingest.claims import parse_mapping, read_claims
+    from rag.indexing import load_claims
+
+    settings = Settings.from_env()
+    report = read_claims(
+        Path(params["file"]), parse_mapping(params.get("map", [])), params.get("date_format")
+    )
+    for note in report.notes:
+        log(f"note: {note}")
+    summary = report.summary()
+    if not report.claims:
+        raise NothingIngested(f"no claim ingested: {_rejected(summary, 'rejected')}")
+    with progress(total=len(report.claims), desc="claims embedded", unit="claim") as bar:
+        load_claims(
+            report.claims,
+            composition.claims_database(settings),
+            lambda embedder: composition.vector_store(settings, composition.CLAIMS, embedder.dim),
+            lambda: composition.embedder(settings),
+            on_chunks=bar.update,
+        )
+    return summary
+
+
+def ingest_coco(params: dict[str, Any], progress: Callable, log: Log) -> dict[str, Any]:
+    from ingest.coco import read_coco, write_dataset
+
+    settings = Settings.from_env()
+    annotations = Path(params["annotations"])
+    report = read_coco(annotations, Path(params["images"]) if params.get("images") else None)
+    summary = report.summary()
+    if not report.examples:
+        raise NothingIngested(f"{annotations}: no image ingested: {_rejected(summary, 'problems')}")
+    dataset = settings.home / "datasets" / f"{params.get('name') or annotations.stem}.jsonl"
+    return {**summary, "dataset": str(write_dataset(report.examples, dataset))}
+
+
+def finetune_text(params: dict[str, Any], progress: Callable, log: Log) -> dict[str, Any]:
+    from finetune.config import load_config
+    from finetune.recipes import text_lora
+
+    settings = Settings.from_env()
+    config_path = Path(params["config"]) if params.get("config") else None
+    config = load_config(text_lora.TextRecipeConfig, config_path, params.get("overrides", []))
+    result = text_lora.main(
+        config,
+        composition.workspace(settings),
+        resume=params.get("resume", True),
+        progress=progress,
+        log=log,
+    )
+    return result.summary()
+
+
+def finetune_vision(params: dict[str, Any], progress: Callable, log: Log) -> dict[str, Any]:
+    from finetune.recipes import vision_recipe
+
+    settings = Settings.from_env()
+    paths = {
+        key: Path(params[key]) if params.get(key) else None for key in ("config", "train", "val")
+    }
+    config, main = vision_recipe(
+        paths["config"],
+        params.get("task"),
+        paths["train"],
+        paths["val"],
+        params.get("overrides", []),
+    )
+    result = main(
+        config,
+        composition.workspace(settings),
+        out=Path(params["out"]) if params.get("out") else None,
+        resume=params.get("resume", True),
+        progress=progress,
+        log=log,
+    )
+    log(f"model: {result.result.model_dir}")
+    log(result.headline)  # the lines `tunegraph finetune vision` ends with
+    return result.summary()
+
+
+COMPARE_STEPS = 1000  # the compare job's progress bar: the whole comparison in steps
+
+
+def compare(
+    params: dict[str, Any],
+    progress: Callable,
+    log: Log,
+    *,
+    context_factory: Callable[[Settings], Any] = composition.agent_context,
+) -> dict[str, Any]:
+    from agents.compare import CompareOptions, run_compare
+
+    settings = Settings.from_env()
+    options = CompareOptions(
+        **{k: params[k] for k in ("name", "images", "questions", "seed") if k in params},
+        prices=Path(params["prices"]) if params.get("prices") else None,
+    )
+    with progress(total=COMPARE_STEPS, desc="compare", unit="comparison") as overall:
+        result = run_compare(
+            options,
+            demo_dir=settings.demo_dir,
+            runs_dir=settings.runs_dir,
+            models=composition.trained_models(settings),
+            context_factory=lambda: context_factory(settings),
+            progress=lambda fraction, _: overall.update(
+                round(fraction * COMPARE_STEPS) - overall.n
+            ),
+            bar=progress,
+        )
+    data = result.comparison.to_dict()
+    data.pop("items")
+    return {"out": str(result.out), **data}

@@ -2,6 +2,9 @@
 
 The Assessment and ClaimContext schemas come from the pydantic records themselves; limits and
 model names from the running app's settings, so the spec says what this server accepts.
+
+Over 400 lines on purpose: it is the API's description (schemas and route documents), data
+rather than logic, kept in one file so that it reads as one document.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from api.jobs.kinds import COMMANDS
+from api.jobs.kinds import KINDS
 from api.jobs.store import STATES
 from api.server.blueprints.jobs import REPORT_KIND, REPORT_TYPES
 from api.server.chat_request import ASSESSMENT_MODELS, MAX_STOP, MODES, ROLES
@@ -68,12 +71,12 @@ def _job_params(job_kinds: list[str]) -> dict[str, Any]:
     }
     schemas = {}
     for kind in job_kinds:
-        if kind not in COMMANDS:
+        if kind not in KINDS:
             continue  # a kind an embedder registered: its params are its own
-        command = COMMANDS[kind]
+        command = KINDS[kind]
         schema: dict[str, Any] = {
             "type": "object",
-            "description": f"`tunegraph {' '.join(command.words)}`'s arguments",
+            "description": f"`tunegraph {command.command}`'s arguments",
             "properties": {name: dict(types[p.type]) for name, p in command.params.items()},
             "additionalProperties": False,
         }
@@ -295,7 +298,7 @@ def _schemas(settings: Settings, job_kinds: list[str]) -> dict[str, Any]:
                     "then": {"properties": {"params": _ref(f"JobParams-{kind}")}},
                 }
                 for kind in job_kinds
-                if kind in COMMANDS
+                if kind in KINDS
             ],
         },
         **_job_params(job_kinds),

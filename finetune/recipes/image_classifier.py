@@ -11,30 +11,44 @@ and LoRA on ``lora.target_modules`` (the head is trained in full); ``backbone: s
   present.
 - ``task: classify`` -- softmax over the classes of the training data.
 
-Lifecycle: setup (data, model) -> :func:`finetune.trainer.train_loop` -> save (the model with
+Lifecycle: :func:`main` reads the data (:func:`finetune.vision_datasets.training_data`), then
+:func:`run` sets up the model -> :func:`finetune.trainer.train_loop` -> save (the model with
 LoRA merged, ``labels.json``, manifest).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+from finetune.artifact import Manifest
 from finetune.config import to_dict
+from finetune.recipes.vision_run import VisionRun, announce
 from finetune.trainer import (
     LoraArgs,
     TrainArgs,
     TrainingError,
+    TrainResult,
     autocast,
-    save_artifact,
+    finish,
     train_loop,
 )
-from finetune.vision_data import MEAN, STD, DamageLabels, crop_boxes, image_tensor
+from finetune.vision_data import (
+    MEAN,
+    STD,
+    DamageLabels,
+    crop_boxes,
+    image_tensor,
+    split_damage_logits,
+)
+from finetune.vision_datasets import VisionDataArgs, training_data
+
+if TYPE_CHECKING:
+    from finetune.workspace import Workspace
 
 SCRATCH = "scratch-resnet"
 SEVERITY_WEIGHT = 0.5
@@ -65,18 +79,6 @@ class ScratchArgs:
 
 
 @dataclass
-class VisionDataArgs:
-    source: Literal["demo", "coco", "jsonl", "folders"] = "demo"
-    demo_dir: Path | None = None  # source=demo; default TUNEGRAPH_HOME/demo
-    train_file: Path | None = None  # coco: annotations .json; jsonl: OpenAI vision JSONL
-    val_file: Path | None = None
-    images_dir: Path | None = None  # coco: image folder (default: the annotation file's)
-    folder: Path | None = None  # folders: root/<class>/<image>
-    per_class: int = 0  # folders: images per class (0: all)
-    seed: int = 42
-
-
-@dataclass
 class ImageClassifierConfig:
     task: Literal["damage", "classify"] = "damage"
     backbone: str = SCRATCH
@@ -95,13 +97,6 @@ class Sample:
 
     picture: Any
     targets: dict[str, Any]
-
-
-@dataclass
-class TrainResult:
-    model_dir: Path
-    steps: int
-    metrics: dict[str, Any]
 
 
 def head_size(task: str, classes: Sequence[str]) -> int:
@@ -184,10 +179,43 @@ def damage_loss(logits: Any, targets: dict[str, Any]) -> Any:
     return loss
 
 
-def split_damage_logits(logits: Any, pairs: int) -> tuple[Any, Any, Any]:
-    """[batch, pairs * 8] -> presence [b, p], severity [b, p, 3], box [b, p, 4] (pre-sigmoid)."""
-    grid = logits.view(logits.shape[0], pairs, 8)
-    return grid[..., 0], grid[..., 1:4], grid[..., 4:8]
+def main(
+    config: ImageClassifierConfig,
+    workspace: Workspace,
+    *,
+    out: Path | None = None,
+    resume: bool = True,
+    progress: Callable[..., Any] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> VisionRun:
+    """The recipe from start to end: read ``config.data`` (the demo corpus of
+    ``workspace.demo_dir`` by default), train with checkpoints and metrics in
+    ``workspace.runs_dir/NAME``, save the model to ``out`` (default ``workspace.vision_dir/NAME``).
+
+    ``progress``: a tqdm-like bar factory; ``log``: where the lines for a person go (the data
+    counts, the first items left out, the precision). Raises
+    :class:`~finetune.vision_datasets.VisionDataError` or :class:`TrainingError`, each naming
+    what to change.
+    """
+    data = training_data(config.task, config.data, workspace.demo_dir, progress)
+    announce(log, data, [config.train.precision], rejected_lines=10)
+    run_dir = workspace.runs_dir / config.name
+    result = run(
+        config,
+        data.train,
+        data.val,
+        run_dir,
+        data_hash=data.data_hash,
+        model_dir=out or workspace.vision_dir / config.name,
+        resume=resume,
+        progress=progress,
+    )
+    m = result.metrics
+    headline = (
+        f"{m.get('steps')} steps, train loss {m.get('train_loss', 0):.3f}, eval loss "
+        f"{m.get('eval_loss', 0):.3f}, {m.get('images_per_s', 0):.0f} images/s"
+    )
+    return VisionRun(run_dir, result, data.rejected, headline)
 
 
 def run(
@@ -288,10 +316,6 @@ def run(
         stop_after_steps=stop_after_steps,
         desc=f"train {config.task}",
     )
-    if loop.stopped_early:
-        return TrainResult(output_dir, loop.steps, loop.metrics)
-    metrics = {**loop.metrics, "val_examples": len(val_samples)}
-    target = model_dir or output_dir / "model"
     head = {
         "task": config.task,
         "labels": labels.names if config.task == "damage" else list(classes),
@@ -304,18 +328,14 @@ def run(
         final.to(memory_format=torch.contiguous_format).save_pretrained(directory)
         (directory / "labels.json").write_text(json.dumps(head, indent=2))
 
-    save_artifact(
-        target,
+    return finish(
+        loop,
+        output_dir,
+        model_dir or output_dir / "model",
         write,
-        {
-            "kind": f"image-classifier-{config.task}",
-            "base_model": config.backbone,
-            "data_sha256": data_hash,
-            "config": to_dict(config),
-            "metrics": metrics,
-        },
+        Manifest(f"image-classifier-{config.task}", config.backbone, data_hash, to_dict(config)),
+        metrics={**loop.metrics, "val_examples": len(val_samples)},
     )
-    return TrainResult(target, loop.steps, metrics)
 
 
 def _sample(
@@ -333,11 +353,3 @@ def _sample(
     if task == "damage":
         return Sample(cached, labels.targets(target))
     return Sample(cached, {"label": list(classes).index(target)})
-
-
-def data_hash(items: Sequence[Any]) -> str:
-    """A stable hash of the training data's identity (paths and targets)."""
-    digest = hashlib.sha256()
-    for item in items:
-        digest.update(repr(item).encode())
-    return digest.hexdigest()

@@ -16,16 +16,19 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from finetune.artifact import Manifest
 from finetune.config import to_dict
-from finetune.recipes.vision_lm import TrainResult, VisionLMConfig, answer_text
+from finetune.recipes.vision_lm_config import VisionLMConfig
 from finetune.trainer import (
     IGNORE,
     TrainingError,
+    TrainResult,
     autocast,
+    finish,
     require_cuda_for_nf4,
-    save_artifact,
     train_loop,
 )
+from finetune.vision_data import answer_text, image_messages
 
 KIND = "image-text-to-text"
 # the language model's modules, whatever the family calls it
@@ -62,23 +65,14 @@ def load(name: str, quantization: str = "none") -> tuple[Any, Any]:
     return model, processor
 
 
-def messages(instruction: str, answer: str | None = None) -> list[dict[str, Any]]:
-    turns: list[dict[str, Any]] = [
-        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": instruction}]}
-    ]
-    if answer is not None:
-        turns.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
-    return turns
-
-
 def batch_inputs(
     processor: Any, instruction: str, pictures: Sequence[Any], answers: Sequence[str]
 ) -> tuple[dict[str, Any], Any]:
     """The processor's inputs for prompt + answer, right-padded, and labels on the answers."""
-    prompt = processor.apply_chat_template(messages(instruction), add_generation_prompt=True)
+    prompt = processor.apply_chat_template(image_messages(instruction), add_generation_prompt=True)
     texts = []
     for answer in answers:
-        full = processor.apply_chat_template(messages(instruction, answer))
+        full = processor.apply_chat_template(image_messages(instruction, answer))
         if not full.startswith(prompt):
             raise TrainingError(
                 "the model's chat template renders the prompt differently with and without the "
@@ -186,10 +180,6 @@ def run(
         stop_after_steps=stop_after_steps,
         desc=f"LoRA {Path(config.hf_model).name}",
     )
-    if loop.stopped_early:
-        return TrainResult(output_dir, loop.steps, loop.metrics)
-    metrics = {**loop.metrics, "val_examples": len(val)}
-    target = model_dir or output_dir / "model"
     layout = {"kind": KIND, "base_model": config.hf_model, "instruction": config.instruction}
 
     def write(directory: Path) -> None:
@@ -197,15 +187,11 @@ def run(
         processor.save_pretrained(directory / "adapter")  # chat template and image settings
         (directory / "vlm.json").write_text(json.dumps(layout, indent=2))
 
-    save_artifact(
-        target,
+    return finish(
+        loop,
+        output_dir,
+        model_dir or output_dir / "model",
         write,
-        {
-            "kind": "vision-language-model",
-            "base_model": config.hf_model,
-            "data_sha256": data_hash,
-            "config": to_dict(config),
-            "metrics": metrics,
-        },
+        Manifest("vision-language-model", config.hf_model, data_hash, to_dict(config)),
+        metrics={**loop.metrics, "val_examples": len(val)},
     )
-    return TrainResult(target, loop.steps, metrics)

@@ -2,7 +2,11 @@
 
 Lifecycle: setup (model, adapter, data) -> train (with checkpoints and exact resume) -> save
 (adapter, tokenizer with its chat template, manifest). Only assistant tokens carry labels, and the
-end-of-turn token is among them, so the model learns to stop.
+end-of-turn token is among them, so the model learns to stop. :func:`main` is the entry point the
+CLI and the job worker call; :func:`run` trains on a model and examples already in hand.
+
+Over 400 lines on purpose: the packing, loss and eval-loss helpers are this recipe's own and sit
+beside the training step that uses them.
 """
 
 from __future__ import annotations
@@ -12,35 +16,27 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+from finetune.artifact import Manifest
 from finetune.config import to_dict
-from finetune.datasets import SFTExample
+from finetune.datasets import DatasetReport, SFTExample, chat_token_counter, write_jsonl
+from finetune.text_data import DataArgs, sft_dataset
 from finetune.trainer import (
     IGNORE,
     LoraArgs,
     TrainArgs,
     TrainingError,
+    TrainResult,
     autocast,
+    finish,
+    precision_note,
     require_cuda_for_nf4,
-    save_artifact,
     train_loop,
 )
 
-
-@dataclass
-class DataArgs:
-    source: Literal["demo", "jsonl"] = "demo"
-    demo_dir: Path | None = None  # default: TUNEGRAPH_HOME/demo
-    train_file: Path | None = None  # source=jsonl: {"messages": [...]} lines
-    val_file: Path | None = None  # source=jsonl: optional; else split from train_file
-    val_fraction: float = 0.2
-    max_ratio: float = 2.0
-    max_val_examples: int = 0  # 0: all; N: a seeded sample of N (cheaper per-epoch eval loss)
-    # N > 0: each spec row of the manual is also asked in N other phrasings (added after
-    # balancing); the rows come from blocks_file (default for source=demo: the demo's blocks).
-    spec_paraphrases: int = 0
-    blocks_file: Path | None = None
+if TYPE_CHECKING:
+    from finetune.workspace import Workspace
 
 
 @dataclass
@@ -160,11 +156,76 @@ def collate(items: list[tuple[list[int], list[int]]], pad_id: int):
 # ---- the recipe ----------------------------------------------------------------------------
 
 
-@dataclass
-class TrainResult:
-    adapter_dir: Path
-    steps: int
-    metrics: dict[str, Any]
+@dataclass(frozen=True)
+class TextRun:
+    """What :func:`main` did: where the run lives, the data it trained on, what training gave."""
+
+    run_dir: Path
+    dataset: DatasetReport
+    result: TrainResult
+
+    def summary(self) -> dict[str, Any]:
+        """The run in one dict (`tunegraph finetune text --json` prints it; a job returns it)."""
+        return {
+            "adapter": str(self.result.adapter_dir),
+            "run_dir": str(self.run_dir),
+            "data": self.dataset.summary(),
+            **self.result.metrics,
+        }
+
+
+def main(
+    config: TextRecipeConfig,
+    workspace: Workspace,
+    *,
+    resume: bool = True,
+    progress: Callable[..., Any] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> TextRun:
+    """The recipe from start to end: load ``config.base_model`` from ``workspace.models``,
+    assemble ``config.data`` and keep it as ``runs_dir/NAME/data/{train,val}.jsonl``, train with
+    checkpoints and metrics in ``runs_dir/NAME``, save the adapter to ``adapters_dir/NAME``.
+
+    ``progress``: a tqdm-like bar factory for the steps; ``log``: where the lines for a person
+    go (the data counts, the precision). Raises ``ModelNotFoundError``, ``DatasetError`` or
+    :class:`TrainingError`, each naming what to change.
+    """
+    model, tokenizer = workspace.models.load_causal_lm(config.base_model)
+    dataset = sft_dataset(
+        config.data,
+        count_tokens=chat_token_counter(tokenizer),
+        demo_dir=workspace.demo_dir,
+        max_length=config.train.max_length,
+        seed=config.train.seed,
+    )
+    run_dir = workspace.runs_dir / config.name
+    data_hash = write_jsonl(dataset.train, run_dir / "data" / "train.jsonl")
+    write_jsonl(dataset.val, run_dir / "data" / "val.jsonl")
+    if log:
+        counts = dataset.summary()
+        log(
+            f"data: {counts['train']} train / {counts['val']} val examples; train per kind "
+            f"{counts['train_per_kind']} (before balancing "
+            f"{counts['train_per_kind_before_balancing']}; "
+            f"{counts['added_after_balancing']} added after it); "
+            f"{len(dataset.too_long)} too long, {len(dataset.rejected)} rejected lines"
+        )
+        note = precision_note(config.train.precision)
+        if note:
+            log(note)
+    result = run(
+        config,
+        model,
+        tokenizer,
+        dataset.train,
+        dataset.val,
+        run_dir,
+        data_hash=data_hash,
+        adapter_dir=workspace.adapters_dir / config.name,
+        resume=resume,
+        progress=progress,
+    )
+    return TextRun(run_dir, dataset, result)
 
 
 def run(
@@ -275,12 +336,26 @@ def run(
         progress=progress,
         stop_after_steps=stop_after_steps,
     )
-    if loop.stopped_early:
-        return TrainResult(output_dir, loop.steps, loop.metrics)
-    metrics = {**loop.metrics, "val_examples": len(val_data)}
-    target = adapter_dir or output_dir / "adapter"
-    _save_adapter(target, peft_model, tokenizer, config, metrics, data_hash)
-    return TrainResult(target, loop.steps, metrics)
+
+    def write(directory: Path) -> None:
+        peft_model.save_pretrained(directory)
+        tokenizer.save_pretrained(directory)  # the chat template travels with the adapter
+
+    template_hash = hashlib.sha256((tokenizer.chat_template or "").encode()).hexdigest()
+    return finish(
+        loop,
+        output_dir,
+        adapter_dir or output_dir / "adapter",
+        write,
+        Manifest(
+            "text-lora",
+            config.base_model,
+            data_hash,
+            to_dict(config),
+            extra={"chat_template_sha256": template_hash},
+        ),
+        metrics={**loop.metrics, "val_examples": len(val_data)},
+    )
 
 
 def _layer_cache(config: TextRecipeConfig, peft_model: Any, train_data: list) -> Any:
@@ -390,34 +465,3 @@ def evaluate_loss(
             count += int((labels[:, 1:] != IGNORE).sum())
     model.train()
     return total / count if count else float("nan")
-
-
-# ---- the saved adapter -----------------------------------------------------------------
-
-
-def _save_adapter(
-    target: Path,
-    model: Any,
-    tokenizer: Any,
-    config: TextRecipeConfig,
-    metrics: dict,
-    data_hash: str,
-) -> None:
-    def write(directory: Path) -> None:
-        model.save_pretrained(directory)
-        tokenizer.save_pretrained(directory)  # the chat template travels with the adapter
-
-    save_artifact(
-        target,
-        write,
-        {
-            "kind": "text-lora",
-            "base_model": config.base_model,
-            "data_sha256": data_hash,
-            "config": to_dict(config),
-            "metrics": metrics,
-            "chat_template_sha256": hashlib.sha256(
-                (tokenizer.chat_template or "").encode()
-            ).hexdigest(),
-        },
-    )

@@ -9,7 +9,9 @@
 The encoder is a trained tunegraph image model (by default the damage model of
 ``configs/vision/damage_quick.yaml``), frozen in both stages, so its features are computed once.
 Both stages run through :func:`finetune.trainer.train_loop` (checkpoints, exact resume,
-progress, metrics), each in its own folder under the run directory.
+progress, metrics), each in its own folder under the run directory. :func:`main` reads the data
+and the decoder, then trains this model with :func:`run`, or LoRA on ``hf_model`` when it is set
+(``image_text_lora.py``).
 """
 
 from __future__ import annotations
@@ -17,106 +19,77 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
+from finetune.artifact import Manifest
 from finetune.config import to_dict
-from finetune.recipes.image_classifier import VisionDataArgs
+from finetune.recipes.image_text_lora import run as run_image_text_lora
+from finetune.recipes.vision_lm_config import VisionLMConfig
+from finetune.recipes.vision_run import VisionRun, announce
 from finetune.trainer import (
-    LoraArgs,
     TrainArgs,
     TrainingError,
+    TrainResult,
     autocast,
+    finish,
     require_cuda_for_nf4,
-    save_artifact,
     train_loop,
     visited,
 )
-from finetune.vision_data import assessment_target
+from finetune.vision_data import answer_text, caption
+from finetune.vision_datasets import damage_data
+
+if TYPE_CHECKING:
+    from finetune.workspace import Workspace
 
 CAPTION_INSTRUCTION = "List the damage in this photo."
+MAX_SIDE = 512  # the encoder reads small images: the photos are kept in memory this small
 
 
-@dataclass
-class VisionLMConfig:
-    task: Literal["assess"] = "assess"
-    name: str = "damage-vlm"
-    base_model: str = "smollm2-135m-instruct"  # the decoder: embedded name, folder or hub id
-    # a trained tunegraph image model: a folder, or a name under TUNEGRAPH_HOME/vision
-    encoder: str = "damage-model"
-    # visual tokens per photo: rows x columns of feature cells, and one for the whole photo
-    grid: tuple[int, int] = (2, 2)
-    instruction: str = "Assess the damage. Answer in JSON."
-    # Instead of the composed model: a folder or hub id of any AutoModelForImageTextToText
-    # (LLaVA-1.5, Llama 3.2 Vision, Qwen2-VL, SmolVLM, Llama 4), LoRA on its language model
-    # (finetune/recipes/image_text_lora.py); QLoRA with train.quantization=nf4 on CUDA.
-    hf_model: str = ""
-    # False: the instruct stage trains LoRA only, with the projector as the align stage left it;
-    # with lora.last_layers=N the backward pass then stops below those N layers (much faster)
-    instruct_projector: bool = True
-    # N > 0: keep only the decoder's first N layers (its norm and head stay): each token then
-    # costs about N / all of the layers' compute in both stages and at inference. The answer is
-    # a short JSON over a closed vocabulary, constrained by a grammar, so a shallow decoder can
-    # write it; the layer count is saved with the model and applied again when it loads.
-    decoder_layers: int = 0
-    # True: LoRA trains in the align stage too (the instruct stage goes on with the same
-    # adapter). A decoder cut by decoder_layers cannot caption with its frozen layers alone, so
-    # the projector cannot align to it without this.
-    align_lora: bool = False
-    # True (a damage model as the encoder): the visual tokens also carry the damage head's
-    # presence and severity probabilities (see finetune.vision_lm.ImageEncoder)
-    head_scores: bool = False
-    # True (a damage model as the encoder): the prompt also carries the damage model's
-    # detections in words after the visual tokens ("Damage model: minor dent on hood"), as
-    # Oscar-style models read object tags; the instruct stage reads them, the align stage does
-    # not (its captions would be copied from them, and the projector would learn nothing)
-    tags: bool = False
-    # N > 0: each stage's eval loss on the first N validation photos only (0: all of them)
-    val_examples: int = 0
-    lora: LoraArgs = field(default_factory=LoraArgs)
-    align: TrainArgs = field(
-        default_factory=lambda: TrainArgs(lr=1e-3, batch_size=16, max_length=128)
-    )
-    train: TrainArgs = field(
-        default_factory=lambda: TrainArgs(lr=1e-3, batch_size=16, max_length=256)
-    )
-    data: VisionDataArgs = field(default_factory=VisionDataArgs)
+def main(
+    config: VisionLMConfig,
+    workspace: Workspace,
+    *,
+    out: Path | None = None,
+    resume: bool = True,
+    progress: Callable[..., Any] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> VisionRun:
+    """The recipe from start to end: read ``config.data`` (the demo corpus of
+    ``workspace.demo_dir`` by default) and the decoder (``workspace.models``), train with
+    checkpoints and metrics in ``workspace.runs_dir/NAME``, save the model to ``out`` (default
+    ``workspace.vision_dir/NAME``). With ``config.hf_model`` set, LoRA on that model instead
+    (:func:`finetune.recipes.image_text_lora.run`).
 
-    def __post_init__(self) -> None:
-        if len(self.grid) != 2 or min(self.grid) < 1:
-            raise ValueError(f"grid={list(self.grid)}: give [rows, columns], each >= 1")
-        if self.decoder_layers < 0:
-            raise ValueError(f"decoder_layers={self.decoder_layers}: use 0 (all) or a count")
-        if self.val_examples < 0:
-            raise ValueError(f"val_examples={self.val_examples}: use 0 (all) or a count")
-
-
-@dataclass
-class TrainResult:
-    model_dir: Path
-    steps: int
-    metrics: dict[str, Any]
-
-
-def caption(example: Any) -> str:
-    """The align stage's target: the photo's damages in words.
-
-    >>> from ingest.coco import DamageAnnotation as A, DamageExample
-    >>> dents = (A("dent", (0, 0, 1, 1), "hood", "minor"), A("crack", (0, 0, 1, 1), "headlamp"))
-    >>> caption(DamageExample(1, "p.png", 10, 10, dents))
-    'minor dent on hood; moderate crack on headlamp'
+    ``config.encoder``: a folder, or a model's name under ``workspace.vision_dir``.
+    ``progress``: a tqdm-like bar factory; ``log``: where the lines for a person go (the data
+    counts, the precision). Raises :class:`~finetune.vision_datasets.VisionDataError`,
+    ``ModelNotFoundError`` or :class:`TrainingError`, each naming what to change.
     """
-    target = assessment_target(example)
-    return (
-        "; ".join(f"{d['severity']} {d['type']} on {d['part']}" for d in target["damages"])
-        or "no damage"
+    data = damage_data(config.data, workspace.demo_dir, progress, max_side=MAX_SIDE)
+    decoder = None if config.hf_model else workspace.models.load_causal_lm(config.base_model)
+    announce(log, data, [config.align.precision, config.train.precision])
+    run_dir = workspace.runs_dir / config.name
+    common: dict[str, Any] = {
+        "data_hash": data.data_hash,
+        "model_dir": out or workspace.vision_dir / config.name,
+        "resume": resume,
+        "progress": progress,
+    }
+    if decoder is None:
+        result = run_image_text_lora(config, data.train, data.val, run_dir, **common)
+    else:
+        encoder = Path(config.encoder).expanduser()
+        if not encoder.is_dir():
+            encoder = workspace.vision_dir / config.encoder
+        result = run(config, *decoder, encoder, data.train, data.val, run_dir, **common)
+    m = result.metrics
+    headline = (
+        f"{m.get('steps')} steps, eval loss {m.get('eval_loss', 0):.3f}, "
+        f"{m.get('tokens_per_s', 0):.0f} tokens/s"
     )
-
-
-def answer_text(example: Any) -> str:
-    """The instruct stage's target: the Assessment's photo fields as compact JSON."""
-    return json.dumps(assessment_target(example), separators=(",", ":"))
+    return VisionRun(run_dir, result, data.rejected, headline)
 
 
 def run(
@@ -224,15 +197,12 @@ def run(
         tags=[vlm.tag_ids(t) for t in train_tags] if config.tags else None,
         val_tags=[vlm.tag_ids(t) for t in val_tags] if config.tags else None,
     )
-    if instruct.stopped_early:
-        return TrainResult(output_dir, align.steps + instruct.steps, instruct.metrics)
     metrics = {
         "align": align.metrics,
         **instruct.metrics,
         "steps": align.steps + instruct.steps,
         "val_examples": len(val),
     }
-    target = model_dir or output_dir / "model"
     layout = {
         "base_model": config.base_model,
         "grid": list(config.grid),
@@ -256,19 +226,21 @@ def run(
         tokenizer.save_pretrained(directory / "adapter")  # the chat template travels along
         (directory / "vlm.json").write_text(json.dumps(layout, indent=2))
 
-    save_artifact(
-        target,
+    return finish(
+        instruct,
+        output_dir,
+        model_dir or output_dir / "model",
         write,
-        {
-            "kind": "vision-language-model",
-            "base_model": config.base_model,
-            "encoder": str(encoder_dir),
-            "data_sha256": data_hash,
-            "config": to_dict(config),
-            "metrics": metrics,
-        },
+        Manifest(
+            "vision-language-model",
+            config.base_model,
+            data_hash,
+            to_dict(config),
+            extra={"encoder": str(encoder_dir)},
+        ),
+        metrics=metrics,
+        steps=metrics["steps"],
     )
-    return TrainResult(target, metrics["steps"], metrics)
 
 
 def length_groups(batch: list[int], answers: Sequence[Sequence[int]], groups: int = 2):

@@ -3,6 +3,9 @@
 The manual is built once as a list of :class:`Item` (one per ground-truth block), then rendered
 three ways from the same items so the ground truth (``blocks.jsonl``) matches every rendering:
 Markdown, a PDF whose page numbers are recorded per block, and PNG "scans" of chosen PDF pages.
+
+Over 400 lines on purpose: the items and their three renderings must stay in step, so they
+are kept in one place.
 """
 
 from __future__ import annotations

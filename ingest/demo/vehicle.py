@@ -2,6 +2,8 @@
 
 Values are drawn from these ranges by the seeded generator, so the facts differ per seed while the
 structure (which questions make sense) stays fixed. All names are invented.
+
+Over 400 lines on purpose: it is data (systems, components, spec ranges), not logic.
 """
 
 from __future__ import annotations

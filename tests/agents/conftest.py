@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections import Counter
 from datetime import date, timedelta
 
 import numpy as np
@@ -12,6 +13,7 @@ from PIL import Image
 from agents.context import AgentContext
 from ingest.assessment import Damage
 from ingest.claims import Claim
+from ingest.images import image_bytes
 from rag.claims_db import ClaimsDatabase
 from rag.stores.base import Hit
 from tests.agents.fakes import FakeDamageModel, FakeRetriever, fake_llm, report_json
@@ -61,12 +63,31 @@ def claims_db(tmp_path):
     return database
 
 
+def as_jpeg(data: bytes) -> bytes:
+    """The same picture in another file: what a photo check should still match."""
+    return image_bytes(Image.open(io.BytesIO(data)).convert("RGB"), "JPEG")
+
+
 DAMAGE = Damage(type="dent", part="hood", severity="moderate", confidence=0.9)
 MANUAL = [
     Hit("blk-hood-dent", "Hood dent repair: paintless up to 30 mm.", 0.9, {"kind": "PROCEDURE"}),
     Hit("blk-torque", "Hood hinge bolt torque 24 Nm.", 0.5, {"kind": "SPEC"}),
 ]
 PHOTOS = {"p/own.png": photo(1), "p/reused.png": photo(2)}
+
+
+@pytest.fixture
+def decodes(monkeypatch) -> Counter:
+    """How many times each image (by its bytes) is opened for decoding from here on."""
+    opened: Counter = Counter()
+    real_open = Image.open
+
+    def counting_open(fp, *args, **kwargs):
+        opened[fp.getvalue() if isinstance(fp, io.BytesIO) else str(fp)] += 1
+        return real_open(fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image, "open", counting_open)
+    return opened
 
 
 @pytest.fixture

@@ -1,5 +1,7 @@
 """Fakes for graph tests: a scripted backend behind the real chat-model adapter (so streaming
-carries text and ``tool_call_chunks``), a damage model, a vision model and a retriever."""
+carries text and ``tool_call_chunks``), a damage model, a vision model, stand-ins for the models
+inside the real damage tool and vision assessor (they look at the decoded pictures), and a
+retriever."""
 
 from __future__ import annotations
 
@@ -80,6 +82,39 @@ class FakeVision:
     def assess(self, images, claim, feedback=None) -> str:
         self.feedback.append(feedback)
         return self.answers.pop(0)
+
+
+@dataclass
+class SeeingClassifier:
+    """Stands in for the image classifier inside the real ``DamageDetector``: sees ``damage``
+    in every picture it is given, and records the pictures' sizes."""
+
+    damage: Damage
+    task: str = "damage"
+    name: str = "seeing-damage@1"
+    sizes: list = field(default_factory=list)
+
+    def damages(self, pictures):
+        self.sizes += [p.size for p in pictures]
+        return [[self.damage] for _ in pictures]
+
+
+@dataclass
+class SeeingVLM:
+    """Stands in for the vision-language model inside the real ``VisionLMAssessor``: answers
+    the next of ``answers`` (JSON; the last one repeats) for every picture of a call, and
+    records the pictures' sizes."""
+
+    answers: list[str]
+    name: str = "seeing-vlm@1"
+    sizes: list = field(default_factory=list)
+
+    def answer(self, pictures, temperature=0.0):
+        from finetune.vision_lm.generation import Generated
+
+        self.sizes += [p.size for p in pictures]
+        text = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        return [Generated(text, 10, True) for _ in pictures]
 
 
 @dataclass

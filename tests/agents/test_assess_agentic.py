@@ -9,8 +9,15 @@ from agents.context import MissingDependencyError
 from agents.errors import AgentError
 from agents.graphs import assess_agentic
 from ingest.assessment import Assessment
-from tests.agents.conftest import INCIDENT, PHOTOS, VIN, photo
-from tests.agents.fakes import FakeRetriever, ScriptedBackend, fake_llm, report_json
+from ingest.images import Photo
+from tests.agents.conftest import DAMAGE, INCIDENT, PHOTOS, VIN, as_jpeg, photo
+from tests.agents.fakes import (
+    FakeRetriever,
+    ScriptedBackend,
+    SeeingClassifier,
+    fake_llm,
+    report_json,
+)
 
 CLAIM = {
     "policy_id": "POL-1",
@@ -28,8 +35,8 @@ def run(context, images=None, claim=CLAIM, **config):
 
 def test_a_full_run_returns_a_grounded_assessment(context):
     state = run(context)
-    assessment = Assessment.model_validate(state["assessment"])
-    assert assessment.approach == "agentic"
+    assessment = state["assessment"]
+    assert isinstance(assessment, Assessment) and assessment.approach == "agentic"
     assert [(d.type, d.part) for d in assessment.damages] == [("dent", "hood")]
     # Cost: p25-p75 of the three honest hood/dent/moderate claims of other vehicles + C-1.
     assert (assessment.cost_estimate.min, assessment.cost_estimate.max) == (767.5, 825.0)
@@ -76,22 +83,37 @@ def test_a_failing_tool_is_reported_and_the_run_goes_on(context):
     context.llm = fake_llm(report_json(cited=["C-1"]))
     state = run(context)
     assert state["errors"] == ["manual retrieval failed: index offline"]
-    assessment = Assessment.model_validate(state["assessment"])
-    assert assessment.repair_recommendations[0].reference == ""
+    assert state["assessment"].repair_recommendations[0].reference == ""
     facts = context.llm.backend.requests[0].messages[-1]["content"]
     assert "index offline" in facts
 
 
+def test_photos_given_as_bytes_are_decoded_once_for_the_damage_tool_and_the_photo_check(
+    context, decodes
+):
+    from finetune.vision_models import DamageDetector
+
+    seeing = SeeingClassifier(DAMAGE)
+    context.damage_model = DamageDetector(seeing)
+    images = [as_jpeg(PHOTOS["p/reused.png"]), photo(9)]
+    state = run(context, images=images, claim=None)
+    assert seeing.sizes == [(256, 192), (256, 192)]
+    # the fraud check hashed the uploads too: the first is claim C-2's photo, saved again
+    assert "a photo matches claim C-2 of policy POL-2" in state["assessment"].fraud.signals
+    assert [decodes[data] for data in images] == [1, 1]
+    assert [p.data for p in state["images"]] == images  # what later nodes read
+
+
 def test_a_run_without_claim_context_has_no_history_signals(context):
     state = run(context, images=[photo(9)], claim=None)
-    fraud = state["assessment"]["fraud"]
-    assert fraud["signals"] == [] and fraud["level"] == "low"
+    fraud = state["assessment"].fraud
+    assert fraud.signals == [] and fraud.level == "low"
 
 
 def test_garbage_from_the_report_model_is_repaired_once(context):
     context.llm = fake_llm("this is not JSON", report_json("Repaired report."))
     state = run(context)
-    assert state["assessment"]["report"] == "Repaired report."
+    assert state["assessment"].report == "Repaired report."
     second = context.llm.backend.requests[1].messages[-1]["content"]
     assert "Your previous answer was rejected" in second
 
@@ -111,8 +133,8 @@ def test_a_failing_damage_model_and_missing_dependencies_are_clear_errors(contex
         run(context)
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-def test_runs_checkpoint_by_thread_id(context, tmp_path, backend):
+@pytest.mark.parametrize("backend", ["sqlite", "sqlite-strict", "postgres"])
+def test_runs_checkpoint_by_thread_id(context, tmp_path, backend, monkeypatch, caplog):
     from agents.checkpoints import checkpointer
 
     location = str(tmp_path / "checkpoints.sqlite")
@@ -122,13 +144,25 @@ def test_runs_checkpoint_by_thread_id(context, tmp_path, backend):
             pytest.skip(
                 "set TUNEGRAPH_TEST_POSTGRES_URL=postgresql+psycopg://... to run on PostgreSQL"
             )
+    if backend == "sqlite-strict":
+        # what LANGGRAPH_STRICT_MSGPACK=true sets up at import: a checkpoint loads only the
+        # types that the graph's state names (anything else comes back as a dict)
+        from langgraph.checkpoint.base import BaseCheckpointSaver
+        from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+        strict = JsonPlusSerializer(allowed_msgpack_modules=None)
+        monkeypatch.setattr(BaseCheckpointSaver, "serde", strict)
+        monkeypatch.setattr("langgraph._internal._serde.STRICT_MSGPACK_ENABLED", True)
     graph = assess_agentic.build(checkpointer(location))
     config = {"configurable": {"thread_id": f"claim-{tmp_path.name}"}}
     graph.invoke({"images": [PHOTOS["p/own.png"]], "claim": CLAIM}, config, context=context)
     reopened = assess_agentic.build(checkpointer(location))
     saved = reopened.get_state(config).values
-    Assessment.model_validate(saved["assessment"])
-    assert saved["images"] == [PHOTOS["p/own.png"]]
+    # the records come back as records (a blocked type would come back as its dict)
+    assert isinstance(saved["assessment"], Assessment)
+    assert saved["assessment"].damages == saved["damages"] and saved["fraud"].level == "high"
+    assert saved["images"] == [Photo(PHOTOS["p/own.png"], "image 1")]
+    assert "Blocked" not in caplog.text
 
 
 def test_streaming_the_graph_yields_each_node(context):

@@ -8,8 +8,8 @@ from agents.context import AgentContext
 from agents.errors import AgentError
 from agents.graphs import assess_finetuned
 from ingest.assessment import Assessment
-from tests.agents.conftest import PHOTOS
-from tests.agents.fakes import FakeVision
+from tests.agents.conftest import PHOTOS, photo
+from tests.agents.fakes import FakeVision, SeeingVLM
 
 ANSWER = {
     "damages": [{"type": "crack", "part": "windshield", "severity": "moderate"}],
@@ -28,8 +28,8 @@ def run(vision, claim=None):
 def test_one_vision_call_becomes_an_assessment():
     vision = FakeVision([json.dumps(ANSWER)])
     state = run(vision, claim={"vin": "1HGCM82633A004352", "claimed_amount": 500})
-    assessment = Assessment.model_validate(state["assessment"])
-    assert assessment.approach == "finetuned"
+    assessment = state["assessment"]
+    assert isinstance(assessment, Assessment) and assessment.approach == "finetuned"
     assert assessment.damages[0].part == "windshield"
     assert assessment.cost_estimate.max == 560
     assert assessment.fraud.level == "low" and assessment.fraud.signals == []
@@ -42,9 +42,24 @@ def test_an_invalid_answer_is_sent_back_with_the_reason_once():
     bad = {**ANSWER, "overall_severity": "catastrophic"}
     vision = FakeVision([json.dumps(bad), json.dumps(ANSWER)])
     state = run(vision)
-    assert state["assessment"]["damages"][0]["type"] == "crack"
+    assert state["assessment"].damages[0].type == "crack"
     assert "overall_severity" in vision.feedback[1]
     assert state["errors"] == [f"invalid vision answer, repaired: {vision.feedback[1]}"]
+
+
+def test_the_photos_are_decoded_once_though_the_model_is_asked_twice(decodes):
+    from finetune.vision_lm.assessor import VisionLMAssessor
+
+    reversed_cost = {**ANSWER, "cost_estimate": {"min": 900, "max": 100}}
+    model = SeeingVLM([json.dumps(reversed_cost), json.dumps(ANSWER)])
+    images = [PHOTOS["p/own.png"], photo(9)]
+    state = assess_finetuned.graph.invoke(
+        {"images": images}, context=AgentContext(vision=VisionLMAssessor(model))
+    )
+    assert state["errors"][0].startswith("invalid vision answer, repaired: JSON that is not")
+    assert state["vision"].cost_estimate.max == 560  # the parsed answer, kept as a record
+    assert model.sizes == [(256, 192)] * 4  # two photos, two attempts
+    assert [decodes[data] for data in images] == [1, 1]
 
 
 def test_two_invalid_answers_are_a_clear_error():

@@ -7,14 +7,9 @@ import pytest
 
 from agents.backends.base import Event, Usage
 from agents.chat_model import LocalChatModel
-from agents.compare.run import (
-    ComparisonCancelled,
-    PhotoCase,
-    Prices,
-    Training,
-    run_comparison,
-    summarize,
-)
+from agents.compare.records import ComparisonCancelled, PhotoCase, Prices, Training
+from agents.compare.run import run_comparison
+from agents.compare.summary import summarize
 from agents.context import AgentContext
 from finetune.bootstrap import verdict
 from ingest.assessment import Damage
@@ -76,7 +71,7 @@ class TruthVision:
     name: str = "truth-vlm@1"
 
     def assess(self, images, claim, feedback=None) -> str:
-        return self.answers[images[0]]
+        return self.answers[images[0].data]
 
 
 @dataclass
@@ -88,7 +83,7 @@ class MapDamageModel:
     name: str = "map-damage@1"
 
     def detect(self, images):
-        return self.damages.get(images[0], list(self.default))
+        return self.damages.get(images[0].data, list(self.default))
 
 
 @dataclass

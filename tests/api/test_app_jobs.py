@@ -6,7 +6,7 @@ import re
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from api.jobs.kinds import COMMANDS, arguments, last_json_object
+from api.jobs.kinds import KINDS, validate
 from api.jobs.store import Job, JobStore
 from tests.api.conftest import checked, wait_for
 
@@ -142,46 +142,41 @@ def test_jobs_store_counts_every_state(tmp_path):
     assert not any(counts.values())
 
 
-# ---- the real job kinds: CLI commands in a child process --------------------------------
+# ---- the real job kinds: the commands' library functions in a child process -----------------
 
 
 def test_the_real_kinds_are_the_cli_commands():
-    assert set(COMMANDS) == {
+    from api.cli.main import main
+
+    assert set(KINDS) == {
         "ingest-manuals", "ingest-claims", "ingest-coco", "finetune-text", "finetune-vision",
         "compare",
     }  # fmt: skip
-    assert arguments("ingest-manuals", {"paths": ["a.pdf", "b"], "force": True}) == [
-        "ingest", "manuals", "--force", "--json", "--", "a.pdf", "b"
-    ]  # fmt: skip
-    assert arguments("finetune-text", {"overrides": ["train.lr=1e-4"], "resume": False}) == [
-        "finetune", "text", "--no-resume", "--json", "--", "train.lr=1e-4"
-    ]  # fmt: skip
+    for kind in KINDS.values():  # each names a command of the CLI, and a worker function
+        group, *rest = kind.command.split()
+        command = main.commands[group]
+        for word in rest:
+            command = command.commands[word]
+        module, _, name = kind.function.partition(":")
+        assert callable(getattr(__import__(module, fromlist=[name]), name))
+    validate("ingest-manuals", {"paths": ["a.pdf", "b"], "force": True})
+    validate("finetune-text", {"overrides": ["train.lr=1e-4"], "resume": False})
     for params, message in [
         ({}, "needs the parameter 'paths'"),
         ({"paths": "a.pdf"}, "must be a list of strings"),
         ({"paths": ["a"], "depth": 3}, "unknown parameter(s) depth"),
+        ({"paths": ["a"], "namespace": "../x"}, "parameter 'namespace' of ingest-manuals"),
     ]:
         with pytest.raises(ValueError, match=re.escape(message)):
-            arguments("ingest-manuals", params)
+            validate("ingest-manuals", params)
 
 
-def test_a_parameter_cannot_inject_a_flag():
-    from api.cli.ingest import ingest_claims
+def test_a_parameter_is_a_value_never_a_flag(tmp_path):
+    """Parameters reach the worker function as JSON values: "--help" is a file name."""
+    from api.jobs.worker import ingest_claims
 
-    args = arguments("ingest-claims", {"file": "--help", "date_format": "--json"})
-    assert args[:2] == ["ingest", "claims"]
-    # click parses the rest as the command would: --help is the file, not the help flag
-    context = ingest_claims.make_context("claims", args[2:])
-    assert str(context.params["file"]) == "--help"
-    assert context.params["date_format"] == "--json" and context.params["as_json"] is True
-
-
-def test_the_summary_is_the_last_json_object_of_the_output():
-    summary = {"ingested": 3, "dataset": {"path": "x.jsonl"}}
-    output = 'loading 2 files {"note": 1}\n{"progress": 0.5}\n' + json.dumps(summary, indent=2)
-    assert last_json_object(output + "\n") == summary
-    with pytest.raises(ValueError, match="no JSON object"):
-        last_json_object("done, nothing to report\n")
+    with pytest.raises(Exception, match="--help"):
+        ingest_claims({"file": "--help", "date_format": "--json"}, None, print)
 
 
 @pytest.fixture
@@ -199,14 +194,11 @@ def test_real_kinds_refuse_bad_params_at_submission(real_client):
     assert "unknown parameter(s) files" in response.get_json()["error"]["message"]
 
 
-def test_the_compare_kind_runs_tunegraph_compare_json():
-    args = arguments("compare", {"name": "t1", "images": 4, "questions": 0, "seed": 7})
-    assert args == [
-        "compare", "--name", "t1", "--images", "4", "--questions", "0", "--seed", "7",
-        "--json", "--",
-    ]  # fmt: skip
-    assert arguments("compare", {}) == ["compare", "--json", "--"]  # the CLI's defaults
-    assert COMMANDS["compare"].unit == "comparison"  # the bar `compare --json` moves
+def test_the_compare_kind_runs_the_compare_function():
+    validate("compare", {"name": "t1", "images": 4, "questions": 0, "seed": 7})
+    validate("compare", {})  # the CLI's defaults
+    assert KINDS["compare"].function == "api.jobs.worker:compare"
+    assert KINDS["compare"].unit == "comparison"  # the bar the worker moves
 
 
 def test_the_compare_kind_validates_its_params_at_submission(real_client, tmp_path):
@@ -230,7 +222,7 @@ def test_the_compare_kind_validates_its_params_at_submission(real_client, tmp_pa
         assert message in error["message"], (params, error["message"])
     assert real_client.get("/v1/jobs").get_json()["data"] == []  # nothing was queued
     # good params pass the check (the command itself is not run here)
-    COMMANDS["compare"].check({"name": "t-1.a", "images": 0, "questions": 3, "seed": -2,
+    validate("compare", {"name": "t-1.a", "images": 0, "questions": 3, "seed": -2,
                                "prices": str(prices)})  # fmt: skip
 
 
@@ -369,7 +361,7 @@ def test_a_tampered_result_never_serves_a_file_outside_the_runs_folder(
     assert compare_client.get(f"/v1/jobs/{job['id']}/report").status_code == 200
 
 
-def test_a_real_ingest_job_runs_the_cli_in_a_child_process(real_client, tmp_path):
+def test_a_real_ingest_job_runs_in_a_child_process(real_client, tmp_path):
     from tests.agents.conftest import photo
 
     (tmp_path / "a.png").write_bytes(photo(1))
@@ -390,7 +382,7 @@ def test_a_real_ingest_job_runs_the_cli_in_a_child_process(real_client, tmp_path
     job = submit(real_client, "ingest-coco", annotations=str(tmp_path / "nope.json")).get_json()
     job = wait_for(real_client, job["id"], "succeeded", "failed", timeout_s=60)
     assert job["state"] == "failed"
-    assert "exited with code 1" in job["error"] and "nope.json" in job["error"]
+    assert "tunegraph ingest coco" in job["error"] and "nope.json" in job["error"]
 
 
 def test_a_clean_shutdown_interrupts_running_jobs(app, client, release):

@@ -9,9 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from agents.chat_model import LocalChatModel
-from agents.context import AgentContext
-from api.cli.main import main
-from api.comparison import (
+from agents.compare import (
     CompareError,
     CompareOptions,
     load_prices,
@@ -19,6 +17,9 @@ from api.comparison import (
     run_compare,
     training_usage,
 )
+from agents.context import AgentContext
+from api import composition
+from api.cli.main import main
 from api.settings import Settings
 from ingest.demo.corpus import DemoCorpusConfig, generate_demo_corpus
 from tests.agents.fakes import FakeRetriever
@@ -64,9 +65,11 @@ def test_run_compare_writes_a_self_contained_report(home):
     settings = Settings(home=home)
     seen = []
     result = run_compare(
-        settings,
         CompareOptions(name="t1", images=6, questions=5, resamples=200),
-        context_factory=fake_context,
+        demo_dir=settings.demo_dir,
+        runs_dir=settings.runs_dir,
+        models=composition.trained_models(settings),
+        context_factory=lambda: fake_context(settings),
         progress=lambda fraction, message: seen.append(fraction),
     )
     assert result.out == home / "runs" / "t1"
@@ -131,31 +134,32 @@ def test_the_cli_runs_end_to_end_with_an_injected_context(home):
     assert "assessment:" in text.output and "report: " in text.output
 
 
-def test_as_a_job_child_it_reports_the_whole_comparison_and_ends_with_its_summary(
-    home, monkeypatch
-):
-    """What a compare job's child process (api.jobs.worker) does: tqdm replaced by its
-    ProgressBar; the job follows the `comparison` bar and reads the last JSON object."""
-    import tqdm
+def test_as_a_job_it_reports_the_whole_comparison_and_ends_with_its_summary(home, monkeypatch):
+    """What a compare job's worker process runs (api.jobs.worker.compare): its bars report
+    through the child's progress interface; the job follows the `comparison` bar."""
+    from api.jobs.child import ReportingBar
+    from api.jobs.kinds import KINDS
+    from api.jobs.worker import compare
 
-    from api.jobs.kinds import COMMANDS, arguments, last_json_object
-    from api.jobs.worker import PROGRESS_PREFIX, ProgressBar
+    monkeypatch.setenv("TUNEGRAPH_HOME", str(home))
+    sent: list[dict] = []
 
-    monkeypatch.setattr(tqdm, "tqdm", ProgressBar)
-    args = arguments("compare", {"name": "job", "images": 2, "questions": 1})
-    result = CliRunner(env={"TUNEGRAPH_HOME": str(home)}).invoke(
-        main, args, obj={"context_factory": fake_context}
-    )
-    assert result.exit_code == 0, result.output
-    summary = last_json_object(result.stdout)
+    def progress(*args, **kwargs):
+        return ReportingBar(sent.append, *args, **kwargs)
+
+    summary = compare(
+        {"name": "job", "images": 2, "questions": 1}, progress, print,
+        context_factory=fake_context,
+    )  # fmt: skip
     assert summary["out"] == str(home / "runs" / "job") and summary["photos"] == 2
+    assert "items" not in summary and json.dumps(summary)
     assert (home / "runs" / "job" / "report.html").is_file()
-    bars = [line.removeprefix(PROGRESS_PREFIX).split() for line in result.stderr.splitlines()]
-    overall = [float(f) for unit, f in bars if unit == COMMANDS["compare"].unit]
+    bars = [m["progress"] for m in sent]
+    overall = [b["n"] / b["total"] for b in bars if b["unit"] == KINDS["compare"].unit]
     # 2 approaches x 2 photos + 5 modes x 1 question: 9 calls, one report each, after 0 first
     assert overall == sorted(overall) and overall[0] == 0.0 and overall[-1] == 1.0
     assert len(overall) == 1 + 9
-    assert {unit for unit, _ in bars} == {"comparison", "call"}  # the per-call bars too
+    assert {b["unit"] for b in bars} == {"comparison", "call"}  # the per-call bars too
 
 
 def test_bad_input_is_a_clear_error(home, tmp_path):
@@ -192,7 +196,7 @@ def test_training_tokens_come_from_the_manifests(tmp_path):
         directory.mkdir(parents=True)
         (directory / "tunegraph-manifest.json").write_text(json.dumps({"metrics": metrics}))
     (adapter / "adapter_config.json").write_text("{}")
-    usage = training_usage(settings)
+    usage = training_usage(composition.trained_models(settings))
     agentic = usage["assessment"]["agentic"]
     assert (agentic.tokens, agentic.images) == (5000, 900)
     assert set(agentic.models) == {"damage-model", settings.text_adapter}
@@ -216,7 +220,14 @@ def test_max_tokens_caps_every_text_model_request(home):
         return context
 
     options = CompareOptions(name="capped", images=2, questions=2, resamples=200, max_tokens=24)
-    run_compare(Settings(home=home), options, context_factory=recording)
+    settings = Settings(home=home)
+    run_compare(
+        options,
+        demo_dir=settings.demo_dir,
+        runs_dir=settings.runs_dir,
+        models=composition.trained_models(settings),
+        context_factory=lambda: recording(settings),
+    )
     assert len(seen) >= 2 * 5 and set(seen) == {24}  # chat in 5 modes and the reports
     with pytest.raises(CompareError, match="max_tokens"):
         CompareOptions(max_tokens=0)

@@ -1,21 +1,56 @@
 """The demo's second process: vision training beside the text model."""
 
-import sys
+import os
 import time
+from pathlib import Path
 
-from api.cli.demo import PROFILES, SideProcess, _vision_command, last_lines, torch_threads_set
+import pytest
+
+from api.cli.demo import (
+    PROFILE_NAMES,
+    VISION_STAGE,
+    DemoProfile,
+    last_lines,
+    load_profile,
+    torch_threads_set,
+    vision_params,
+)
+from api.jobs.child import ChildChain
+
+STAGES = "tests.api.test_demo_chain:"
 
 
-def _python(code: str) -> list[str]:
-    return [sys.executable, "-c", code]
+# ---- worker functions the chains below run in their child processes ---------------------------
+
+
+def report_threads(params, progress, log):
+    log(f"threads {os.environ['OMP_NUM_THREADS']}")
+    return {"threads": int(os.environ["OMP_NUM_THREADS"])}
+
+
+def count(params, progress, log):
+    with progress(total=2, desc="step", unit="step") as bar:
+        bar.update(1)
+        bar.update(1)
+    log("done")
+    return {"steps": 2}
+
+
+def fail(params, progress, log):
+    log("no encoder")
+    raise ValueError("no encoder in the vision folder")
+
+
+def sleep(params, progress, log):
+    time.sleep(60)
+
+
+# ---- the chain ---------------------------------------------------------------------------------
 
 
 def test_the_chain_runs_in_order_with_its_thread_count_and_logs(tmp_path):
-    side = SideProcess(
-        [
-            ("first", _python("import os; print('threads', os.environ['OMP_NUM_THREADS'])")),
-            ("second", _python("import sys; print('step 1/2', end='\\r'); print('done')")),
-        ],
+    side = ChildChain(
+        [("first", STAGES + "report_threads", {}), ("second", STAGES + "count", {})],
         tmp_path,
         threads=1,
     )
@@ -24,28 +59,29 @@ def test_the_chain_runs_in_order_with_its_thread_count_and_logs(tmp_path):
     side.wait(seen.append, every=0.05)
     assert side.failed is None
     assert list(side.timings) == ["first", "second"]
+    assert side.results == {"first": {"threads": 1}, "second": {"steps": 2}}
     assert last_lines(tmp_path / "first.log", 1) == ["threads 1"]
-    assert last_lines(tmp_path / "second.log", 2) == ["step 1/2", "done"]
+    assert last_lines(tmp_path / "second.log", 2) == ["step: 2/2 step", "done"]
 
 
 def test_a_failing_stage_stops_the_chain_and_names_its_log(tmp_path):
-    side = SideProcess(
-        [
-            ("bad", _python("import sys; print('no encoder'); sys.exit(2)")),
-            ("never", _python("print('ran')")),
-        ],
+    side = ChildChain(
+        [("bad", STAGES + "fail", {}), ("never", STAGES + "count", {})],
         tmp_path,
         threads=1,
     )
     side.start()
     side.wait()
     assert side.failed == ("bad", tmp_path / "bad.log")
-    assert last_lines(tmp_path / "bad.log", 1) == ["no encoder"]
+    assert last_lines(tmp_path / "bad.log", 2) == [
+        "no encoder",
+        "failed: ValueError: no encoder in the vision folder",
+    ]
     assert not (tmp_path / "never.log").exists()
 
 
 def test_stop_ends_the_running_child(tmp_path):
-    side = SideProcess([("slow", _python("import time; time.sleep(60)"))], tmp_path, threads=1)
+    side = ChildChain([("slow", STAGES + "sleep", {})], tmp_path, threads=1)
     started = time.perf_counter()
     side.start()
     while side.current is None:
@@ -55,12 +91,27 @@ def test_stop_ends_the_running_child(tmp_path):
     assert side.timings["slow"] < 30 and side.failed == ("slow", tmp_path / "slow.log")
 
 
-def test_the_vision_stages_are_the_cli_commands_from_scratch():
-    command = _vision_command("vision/damage_quick.yaml", ("train.epochs=1",))
-    assert command[:5] == [sys.executable, "-m", "api.cli.main", "finetune", "vision"]
-    assert command[-2:] == ["--no-resume", "train.epochs=1"]
-    assert command[command.index("--config") + 1].endswith("configs/vision/damage_quick.yaml")
-    assert PROFILES["quick"].side_by_side and not PROFILES["full"].side_by_side
+def test_the_vision_stages_are_the_finetune_vision_job_from_scratch():
+    assert VISION_STAGE == "api.jobs.worker:finetune_vision"
+    params = vision_params("vision/damage_quick.yaml", ("train.epochs=1",))
+    assert params["resume"] is False and params["overrides"] == ["train.epochs=1"]
+    assert params["config"].endswith("configs/vision/damage_quick.yaml")
+    assert load_profile("quick").side_by_side and not load_profile("full").side_by_side
+
+
+def test_every_demo_profile_is_a_yaml_file_with_known_keys(tmp_path):
+    configs = Path(__file__).resolve().parents[2] / "configs" / "demo"
+    shipped = {p.stem for p in configs.glob("*.yaml")} - {"corpus"}
+    assert shipped == set(PROFILE_NAMES)
+    smoke = load_profile("smoke")
+    assert smoke.text == ("train.epochs=1", "train.max_steps=4", "data.spec_paraphrases=0")
+    assert smoke.corpus == {"n_claims": 300, "n_images": 240, "n_scanned_pages": 2}
+    assert (smoke.images, smoke.questions, smoke.max_tokens) == (2, 1, 32)
+    assert load_profile("full").max_tokens is None
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("text_config: a\ndamage_config: b\nvlm_config: c\nimagez: 3\n")
+    with pytest.raises(Exception, match="unknown key"):
+        DemoProfile.from_yaml(bad)
 
 
 def test_torch_threads_come_back_after_the_block():

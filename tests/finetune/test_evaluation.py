@@ -2,9 +2,17 @@ from __future__ import annotations
 
 import pytest
 
-from finetune.evaluation import Generated, generate, markdown_table, prompt_messages, score
+from finetune.datasets import DatasetError
+from finetune.evaluation import (
+    Generated,
+    evaluate_text,
+    generate,
+    markdown_table,
+    prompt_messages,
+    score,
+)
 from finetune.metrics import known_numbers, latency_stats, rouge_l, spec_exact_match, values
-from ingest.records import QAPair
+from ingest.records import ManualBlock, QAPair
 
 QUESTIONS = [
     QAPair("q1", "b1", "SPEC", "test", "What is the wheel bolt torque?", "120 Nm"),
@@ -76,3 +84,75 @@ def test_generate_batches_with_left_padding(model_store):
     single = generate(model, tokenizer, conversations, max_new_tokens=4, batch_size=1)
     assert len(batched) == 3 and all(isinstance(g.text, str) for g in batched)
     assert [g.text for g in batched] == [g.text for g in single]  # padding changes nothing
+
+
+@pytest.mark.real_model
+def test_evaluate_text_scores_each_variant_and_writes_the_report(model_store, tmp_path):
+    import json
+
+    from peft import LoraConfig, get_peft_model
+
+    from finetune.artifact import Manifest
+    from finetune.model_store import ModelStore, ModelStoreConfig
+    from tests.finetune.test_text_lora import RecordingBar, save_tiny_model, tiny_model
+
+    _, tokenizer = model_store.load_causal_lm("smollm2-135m-instruct")
+    store = ModelStore(ModelStoreConfig(tmp_path / "models", tmp_path / "adapters", device="cpu"))
+    base = save_tiny_model(tokenizer, tmp_path / "tiny")
+    adapter = tmp_path / "adapters" / "tiny-lora"
+    lora = LoraConfig(r=2, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    get_peft_model(tiny_model(tokenizer), lora).save_pretrained(adapter)
+    tokenizer.save_pretrained(adapter)
+    Manifest("text-lora", str(base)).write(adapter)
+    questions, blocks = tmp_path / "qa.jsonl", tmp_path / "blocks.jsonl"
+    questions.write_text("".join(json.dumps(q.to_dict()) + "\n" for q in QUESTIONS))
+    block = ManualBlock("b1", "m.pdf", 1, (), "SPEC", "Wheel bolt torque: 120 Nm")
+    blocks.write_text(json.dumps(block.to_dict()) + "\n")
+    searched, bars, lines = [], [], []
+
+    def search(question: str) -> list[str]:
+        searched.append(question)
+        return [block.text]
+
+    common = {"questions": questions, "blocks": blocks, "max_new_tokens": 2, "batch_size": 2}
+    results = evaluate_text(
+        store,
+        "tiny-lora",
+        base_model="no-such-model",  # the adapter's manifest names its base
+        report_dir=tmp_path / "report",
+        kinds=("SPEC",),
+        search=search,
+        progress=lambda **kwargs: RecordingBar(bars, **kwargs),
+        log=lines.append,
+        **common,
+    )
+    assert list(results) == [
+        "base",
+        "base + retrieval",
+        "finetuned (tiny-lora)",
+        "finetuned (tiny-lora) + retrieval",
+    ]
+    assert all(r["n"] == 2 and list(r["per_kind"]) == ["SPEC"] for r in results.values())
+    assert searched == [q.question for q in QUESTIONS[:2]] and lines == []
+    assert [(b.kwargs["desc"], b.kwargs["total"], b.n) for b in bars] == [
+        (label, 2, 2) for label in results
+    ]
+    assert json.loads((tmp_path / "report" / "report.json").read_text()) == results
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert (
+        report.startswith("# Text evaluation (2 questions)")
+        and "| finetuned (tiny-lora) |" in report
+    )
+
+    # without the adapter: the base model alone, and a line that says so
+    without = {"base_model": str(base), "report_dir": tmp_path / "r2", **common}
+    alone = evaluate_text(store, "missing", limit=1, log=lines.append, **without)
+    assert list(alone) == ["base"] and alone["base"]["n"] == 1
+    assert lines == [
+        f"no adapter 'missing' in {tmp_path / 'adapters'}: evaluating the base model only"
+    ]
+    with pytest.raises(DatasetError, match=r"no WIRING question in .*qa\.jsonl"):
+        evaluate_text(store, "missing", kinds=("WIRING",), **without)
+    blocks.write_text('{"id": "b1"}\n')
+    with pytest.raises(DatasetError, match="cannot read the questions or blocks"):
+        evaluate_text(store, "missing", **without)

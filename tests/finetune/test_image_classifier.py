@@ -14,12 +14,15 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from api.cli.main import main
-from finetune.config import load_config
+from finetune.config import ConfigError, load_config
+from finetune.recipes import image_classifier, vision_lm, vision_recipe
 from finetune.recipes.image_classifier import ImageClassifierConfig, run
 from finetune.recipes.vision_lm import VisionLMConfig
 from finetune.trainer import TrainingError
-from finetune.vision_datasets import damage_examples, decode
+from finetune.vision_datasets import damage_examples, data_hash, decode
+from finetune.vision_evaluation import evaluate_vision
 from finetune.vision_models import DamageDetector, ImageClassifier, VisionModelError
+from finetune.workspace import Workspace
 from ingest.assessment import Damage
 from ingest.classification import LabeledImage, write_classification_jsonl
 from ingest.demo.corpus import DemoCorpusConfig, generate_demo_corpus
@@ -265,3 +268,92 @@ def test_every_shipped_vision_config_loads_into_the_recipe_config():
             continue
         config = load_config(ImageClassifierConfig, path)
         assert config.task in ("damage", "classify"), path
+
+
+def _workspace(root: Path, demo_dir: Path, models=None) -> Workspace:
+    return Workspace(
+        demo_dir=demo_dir,
+        runs_dir=root / "runs",
+        adapters_dir=root / "adapters",
+        vision_dir=root / "vision",
+        models=models,
+    )
+
+
+def test_vision_recipe_picks_the_recipe_and_fills_its_config(tmp_path):
+    config, main = vision_recipe(None, "damage", None, None, ["train.epochs=3"])
+    assert main is image_classifier.main
+    assert (config.task, config.name, config.train.epochs) == ("damage", "damage-model", 3)
+    config, _ = vision_recipe(None, "classify", tmp_path / "t.jsonl", tmp_path / "v.jsonl")
+    assert (config.name, config.data.source) == ("classifier", "jsonl")
+    assert (config.data.train_file, config.data.val_file) == (
+        tmp_path / "t.jsonl",
+        tmp_path / "v.jsonl",
+    )
+    config, _ = vision_recipe(None, "classify", tmp_path / "a.json", None, ["name=mine"])
+    assert (config.name, config.data.source) == ("mine", "coco")
+    yaml_file = tmp_path / "vlm.yaml"
+    yaml_file.write_text("task: assess\nname: my-vlm\n")
+    config, main = vision_recipe(yaml_file, None, None, None, ["grid=3,1"])
+    assert main is vision_lm.main
+    assert isinstance(config, VisionLMConfig) and config.name == "my-vlm"
+    assert config.grid == (3, 1)
+    with pytest.raises(ConfigError, match="nope"):
+        vision_recipe(None, "damage", None, None, ["nope=1"])
+
+
+def test_main_reads_the_workspace_trains_and_sums_up_the_run(damage_data, tiny_corpus, tmp_path):
+    train, val = damage_data
+    config, main = vision_recipe(None, "damage", None, None, [*TINY, "train.epochs=1"])
+    lines: list[str] = []
+    done = main(config, _workspace(tmp_path, tiny_corpus), log=lines.append)
+    model_dir = tmp_path / "vision" / "damage-model"
+    assert lines[0] == f"data: {len(train)} train / {len(val)} val images, 0 rejected"
+    summary = done.summary()
+    assert summary["model"] == str(model_dir) and summary["run_dir"] == str(
+        tmp_path / "runs" / "damage-model"
+    )
+    assert summary["rejected"] == [] and summary["train_examples"] == len(train)
+    assert summary["steps"] == -(-len(train) // 4) and done.headline.startswith(
+        f"{summary['steps']} steps"
+    )
+    manifest = json.loads((model_dir / "tunegraph-manifest.json").read_text())
+    examples, _ = damage_examples("train", demo_dir=tiny_corpus)
+    assert manifest["data_sha256"] == data_hash(examples)
+    assert manifest["metrics"]["eval_loss"] == summary["eval_loss"]
+    assert (tmp_path / "runs" / "damage-model" / "metrics.jsonl").is_file()
+    # out= puts the model elsewhere; log=None is silent
+    moved = main(
+        config, _workspace(tmp_path, tiny_corpus), out=tmp_path / "elsewhere", resume=False
+    )
+    assert moved.result.model_dir == tmp_path / "elsewhere"
+    assert (tmp_path / "elsewhere" / "labels.json").is_file()
+
+
+def test_evaluate_vision_writes_the_results_it_returns(damage_data, tiny_corpus, tmp_path):
+    train, val = damage_data
+    model_dir = run(
+        _config("train.epochs=1"), train, val, tmp_path / "run", data_hash="x"
+    ).model_dir
+    result = evaluate_vision(
+        "damage",
+        model_dir,
+        demo_dir=tiny_corpus,
+        out=tmp_path / "report",
+        load_causal_lm=None,
+    )
+    test, _ = damage_examples("test", demo_dir=tiny_corpus)
+    assert result["n"] == len(test) and result["rejected"] == []
+    assert result["model"] == ImageClassifier.load(model_dir).name
+    assert json.loads((tmp_path / "report" / "results.json").read_text()) == result
+    colours = tmp_path / "colours.jsonl"
+    write_classification_jsonl(_colour_dataset(tmp_path, 2, 1), colours, ["blue", "red"])
+    with pytest.raises(ValueError, match="is a 'damage' model; use --task damage"):
+        evaluate_vision(
+            "classify",
+            model_dir,
+            test_file=colours,
+            demo_dir=tiny_corpus,
+            out=tmp_path / "report",
+            load_causal_lm=None,
+        )

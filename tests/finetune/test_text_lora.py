@@ -14,10 +14,13 @@ from finetune.recipes.text_lora import (
     encode,
     example_weights,
     label_loss_sum,
+    main,
     pack,
     run,
 )
 from finetune.trainer import TrainArgs, TrainingError, batches
+from finetune.workspace import Workspace
+from ingest.records import ManualBlock, QAPair
 
 pytestmark = pytest.mark.real_model  # the SmolLM2 tokenizer and chat template
 
@@ -51,6 +54,13 @@ def tiny_model(tokenizer, seed: int = 0):
 
     torch.manual_seed(seed)
     return LlamaForCausalLM(tiny_llama_config(tokenizer, max_position_embeddings=256))
+
+
+def save_tiny_model(tokenizer, directory):
+    """:func:`tiny_model` and the tokenizer saved as a local model folder (a ``base_model``)."""
+    tiny_model(tokenizer).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
 
 
 EXAMPLES = [example("SPEC", f"What is torque {i}?", f"{10 + i} Nm", f"b{i}") for i in range(12)]
@@ -272,3 +282,94 @@ def test_qlora_needs_cuda(tokenizer, tmp_path):
             tmp_path,
             data_hash="x",
         )
+
+
+class RecordingBar:
+    """A tqdm stand-in that keeps what it was asked to show."""
+
+    def __init__(self, bars: list, **kwargs):
+        self.kwargs, self.n = kwargs, kwargs.get("initial", 0)
+        bars.append(self)
+
+    def update(self, n=1):
+        self.n += n
+
+    def set_postfix(self, **_):
+        pass
+
+    def close(self):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _demo_dir(root):
+    """A demo corpus with only what the text recipe reads: QA pairs and the manual's blocks."""
+    qa = root / "manual" / "qa"
+    qa.mkdir(parents=True)
+    for split, count in (("train", 6), ("val", 3)):
+        pairs = [
+            QAPair(f"{split}{i}", f"b{i}", "SPEC", split, f"What is torque {i}?", f"{10 + i} Nm")
+            for i in range(count)
+        ]
+        (qa / f"{split}.jsonl").write_text("".join(json.dumps(p.to_dict()) + "\n" for p in pairs))
+    blocks = [
+        ManualBlock(f"b{i}", "m.pdf", 1, ("Specs",), "SPEC", f"Torque {i}: {10 + i} Nm")
+        for i in range(3)
+    ]
+    (root / "manual" / "blocks.jsonl").write_text(
+        "".join(json.dumps(b.to_dict()) + "\n" for b in blocks)
+    )
+    return root
+
+
+def test_main_trains_on_the_assembled_data_and_saves_the_run(tokenizer, model_store, tmp_path):
+    import hashlib
+
+    workspace = Workspace(
+        demo_dir=_demo_dir(tmp_path / "demo"),
+        runs_dir=tmp_path / "runs",
+        adapters_dir=tmp_path / "adapters",
+        vision_dir=tmp_path / "vision",
+        models=model_store,
+    )
+    config = _config(epochs=1)
+    config.base_model = str(save_tiny_model(tokenizer, tmp_path / "tiny"))
+    config.name = "tiny-lora"
+    config.data.spec_paraphrases = 2
+    lines, bars = [], []
+
+    result = main(
+        config,
+        workspace,
+        progress=lambda **kwargs: RecordingBar(bars, **kwargs),
+        log=lines.append,
+    )
+
+    summary = result.summary()
+    assert list(summary)[:3] == ["adapter", "run_dir", "data"]
+    assert {"steps", "train_loss", "eval_loss", "tokens_per_s", "val_examples"} <= set(summary)
+    json.dumps(summary, default=str)  # what `tunegraph finetune text --json` prints
+    adapter = tmp_path / "adapters" / "tiny-lora"
+    assert summary["adapter"] == str(adapter) and summary["run_dir"] == str(
+        tmp_path / "runs" / "tiny-lora"
+    )
+    # the data: 6 train questions plus 2 phrasings of each of the 3 spec rows, the 3 val questions
+    data_dir = tmp_path / "runs" / "tiny-lora" / "data"
+    train_lines = (data_dir / "train.jsonl").read_text().splitlines()
+    assert summary["data"]["train"] == len(train_lines) == 12
+    assert summary["data"]["added_after_balancing"] == 6
+    assert summary["data"]["val"] == len((data_dir / "val.jsonl").read_text().splitlines()) == 3
+    assert summary["steps"] == 3 and bars[0].n == 3  # 12 examples in batches of 4, one epoch
+    # the adapter and a manifest that names the base model and the data it learned from
+    assert (adapter / "adapter_model.safetensors").exists()
+    manifest = json.loads((adapter / "tunegraph-manifest.json").read_text())
+    assert manifest["base_model"] == config.base_model
+    data_hash = hashlib.sha256((data_dir / "train.jsonl").read_bytes()).hexdigest()
+    assert manifest["data_sha256"] == data_hash
+    assert lines[0].startswith("data: 12 train / 3 val examples; train per kind {'SPEC': 12}")
+    assert lines[0].endswith("0 too long, 0 rejected lines")

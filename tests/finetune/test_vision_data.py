@@ -4,6 +4,7 @@ import json
 import random
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from finetune.vision_data import (
@@ -13,7 +14,15 @@ from finetune.vision_data import (
     crop_boxes,
     image_tensor,
 )
+from finetune.vision_datasets import (
+    VisionData,
+    VisionDataArgs,
+    VisionDataError,
+    damage_data,
+    training_data,
+)
 from ingest.assessment import Assessment
+from ingest.classification import LabeledImage, write_classification_jsonl
 from ingest.coco import DamageAnnotation, DamageExample
 from ingest.taxonomy import repair_cost
 
@@ -69,3 +78,47 @@ def test_the_conversation_answer_is_valid_assessment_json():
     Assessment.model_validate(
         {**answer, "approach": "finetuned", "fraud": {"risk": 0.0, "level": "low"}}
     )
+
+
+def test_vision_data_describes_its_counts_and_the_first_items_left_out():
+    rejected = [{"image": f"{i}.png", "reason": "cannot be read"} for i in range(12)]
+    data = VisionData([(None, "a")] * 3, [(None, "b")], rejected, "h")
+    lines = data.describe(rejected_lines=10)
+    assert lines[0] == "data: 3 train / 1 val images, 12 rejected"
+    assert lines[1:] == [f"  rejected {item}" for item in rejected[:10]]
+    assert data.describe() == [lines[0]]
+
+
+def test_data_settings_that_lead_to_no_images_name_the_setting(tmp_path):
+    with pytest.raises(VisionDataError, match=r"task=damage reads data\.source=demo or coco"):
+        damage_data(VisionDataArgs(source="jsonl"), tmp_path)
+    with pytest.raises(VisionDataError, match=r"needs data\.train_file"):
+        damage_data(VisionDataArgs(source="coco"), tmp_path)
+    with pytest.raises(VisionDataError, match="tunegraph demo"):
+        damage_data(VisionDataArgs(), tmp_path)  # no demo corpus there
+    with pytest.raises(VisionDataError, match=r"needs data\.folder"):
+        training_data("classify", VisionDataArgs(source="folders"), tmp_path)
+    with pytest.raises(VisionDataError, match=r"needs --train TRAIN\.jsonl"):
+        training_data("classify", VisionDataArgs(source="jsonl"), tmp_path)
+    with pytest.raises(VisionDataError, match="jsonl or folders"):
+        training_data("classify", VisionDataArgs(source="coco"), tmp_path)
+
+
+def test_classification_data_decodes_both_splits_and_hashes_the_training_images(tmp_path):
+    images = []
+    for i, color in enumerate(["red", "blue"] * 3):
+        path = tmp_path / f"{i}.png"
+        Image.new("RGB", (8, 8), color).save(path)
+        images.append(LabeledImage(str(path), color, f"line {i}"))
+    write_classification_jsonl(images[:4], tmp_path / "train.jsonl", ["blue", "red"])
+    write_classification_jsonl(images[4:], tmp_path / "val.jsonl", ["blue", "red"])
+    args = VisionDataArgs(
+        source="jsonl", train_file=tmp_path / "train.jsonl", val_file=tmp_path / "val.jsonl"
+    )
+    data = training_data("classify", args, tmp_path)
+    assert [label for _, label in data.train] == ["red", "blue", "red", "blue"]
+    assert [label for _, label in data.val] == ["red", "blue"]
+    assert data.rejected == [] and data.train[0][0].size == (8, 8)
+    assert data.data_hash == training_data("classify", args, tmp_path).data_hash
+    args.train_file = tmp_path / "val.jsonl"
+    assert training_data("classify", args, tmp_path).data_hash != data.data_hash

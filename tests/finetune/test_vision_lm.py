@@ -5,6 +5,8 @@ a tiny random-weight decoder with SmolLM2's tokenizer."""
 from __future__ import annotations
 
 import json
+import shutil
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -18,8 +20,9 @@ from finetune.config import load_config
 from finetune.constrained import json_grammar, ll_tokenizer, matcher
 from finetune.recipes.image_classifier import ImageClassifierConfig
 from finetune.recipes.image_classifier import run as train_classifier
-from finetune.recipes.vision_lm import VisionLMConfig, answer_text, caption, run
+from finetune.recipes.vision_lm import VisionLMConfig, run
 from finetune.trainer import TrainingError
+from finetune.vision_data import answer_text, caption
 from finetune.vision_lm import (
     IGNORE,
     ComposedVLM,
@@ -30,6 +33,7 @@ from finetune.vision_lm import (
     answer_schema,
     generate,
 )
+from finetune.workspace import Workspace
 from ingest.images import image_bytes
 from tests.finetune.test_image_classifier import TINY, damage_data, tiny_corpus  # noqa: F401
 from tests.finetune.test_text_lora import tiny_llama_config, tiny_model
@@ -281,7 +285,7 @@ def test_the_encoder_pools_cnn_features_to_the_grid(encoder_dir, damage_data):  
 
 
 def test_head_scores_carry_the_damage_heads_probabilities_in_every_cell(encoder_dir, damage_data):  # noqa: F811
-    from finetune.recipes.image_classifier import split_damage_logits
+    from finetune.vision_data import split_damage_logits
 
     pictures = [p for p, _ in damage_data[0][:3]]
     plain = ImageEncoder.load(encoder_dir, (2, 2))
@@ -384,6 +388,47 @@ def test_cli_trains_and_evaluates_the_vlm(tokenizer, encoder_dir, tiny_corpus, t
     assert report["n"] > 0 and 0 <= report["invalid_rate"] <= 1
     assert {"type_f1_macro", "part_f1_micro", "severity_accuracy", "latency_ms"} <= set(report)
     assert report["tokens_per_s"] > 0
+
+
+def test_main_trains_the_composed_model_from_the_workspace(
+    tokenizer,
+    encoder_dir,
+    damage_data,  # noqa: F811
+    tiny_corpus,  # noqa: F811
+    tmp_path,
+):
+    from finetune.recipes import vision_lm
+
+    shutil.copytree(encoder_dir, tmp_path / "vision" / "my-encoder")
+    asked: list[str] = []
+
+    def load_causal_lm(name):
+        asked.append(name)
+        return tiny_model(tokenizer), tokenizer
+
+    workspace = Workspace(
+        demo_dir=tiny_corpus,
+        runs_dir=tmp_path / "runs",
+        adapters_dir=tmp_path / "adapters",
+        vision_dir=tmp_path / "vision",
+        models=SimpleNamespace(load_causal_lm=load_causal_lm),
+    )
+    lines: list[str] = []
+    config = _config("train.epochs=1", "name=my-vlm", "encoder=my-encoder")
+    done = vision_lm.main(config, workspace, log=lines.append)
+    train, val = damage_data
+    assert asked == ["smollm2-135m-instruct"]
+    assert lines[0] == f"data: {len(train)} train / {len(val)} val images, 0 rejected"
+    model_dir = tmp_path / "vision" / "my-vlm"
+    summary = done.summary()
+    assert summary["model"] == str(model_dir)
+    assert summary["run_dir"] == str(tmp_path / "runs" / "my-vlm")
+    assert summary["steps"] == 3 + -(-len(train) // 4) and summary["rejected"] == []
+    assert done.headline.startswith(f"{summary['steps']} steps, eval loss ")
+    manifest = json.loads((model_dir / "tunegraph-manifest.json").read_text())
+    assert manifest["encoder"] == str(tmp_path / "vision" / "my-encoder")  # a name: vision_dir's
+    assert (model_dir / "encoder" / "labels.json").is_file()
+    assert (tmp_path / "runs" / "my-vlm" / "instruct" / "metrics.jsonl").is_file()
 
 
 # ---- LoRA on an AutoModelForImageTextToText (a tiny random LLaVA) -------------------------------
@@ -585,7 +630,7 @@ def test_a_vlm_with_tags_reads_the_damage_models_detections(
     assert answer.complete, answer.text
     _follows_the_schema(answer.text)
     # compare counts the tags among the fine-tuned model's input tokens
-    from api.comparison import vision_token_counter
+    from agents.compare.run import vision_token_counter
 
     assessor = VisionLMAssessor(model)
     count = vision_token_counter(assessor)

@@ -5,7 +5,15 @@ import io
 import pytest
 from PIL import Image
 
-from ingest.images import ImageError, check_image, image_bytes, load_image
+from ingest.images import (
+    ImageError,
+    Photo,
+    as_photos,
+    check_image,
+    image_bytes,
+    load_image,
+    pictures,
+)
 
 
 def _encoded(picture: Image.Image, fmt: str, **kwargs) -> bytes:
@@ -101,3 +109,31 @@ def test_check_image_refuses_what_load_image_refuses():
     assert outcomes["JPEG whole"] == (None, None)
     with pytest.raises(ImageError, match="above the limit"):
         check_image(good["JPEG"], "big.jpg", max_pixels=1000)
+
+
+def test_a_photo_is_decoded_once_and_checkpoints_as_its_bytes(monkeypatch):
+    import dataclasses
+
+    import ingest.images
+
+    data = image_bytes(Image.new("RGB", (8, 6), (10, 200, 10)), "PNG")
+    calls = []
+    real = ingest.images.load_image
+    monkeypatch.setattr(
+        ingest.images, "load_image", lambda *a, **k: calls.append(a) or real(*a, **k)
+    )
+    photo = Photo(data, "side.png")
+    assert calls == []  # decoded on first use, not before
+    assert photo.image is photo.image and photo.image.size == (8, 6)
+    assert calls == [(data, "side.png")]
+    # a checkpoint stores the fields: the bytes and the name, not the picture
+    assert {f.name: getattr(photo, f.name) for f in dataclasses.fields(photo)} == {
+        "data": data, "name": "side.png"
+    }  # fmt: skip
+    assert photo == Photo(data, "side.png")
+    checked = check_image(data, "up.png")  # decodes now, once
+    assert checked.image is checked.image and len(calls) == 2
+    photos = as_photos([data, checked])
+    assert [p.name for p in photos] == ["image 1", "up.png"] and photos[1] is checked
+    assert [p.getpixel((0, 0)) for p in pictures(photos)] == [(10, 200, 10)] * 2
+    assert len(calls) == 3  # only the new "image 1"

@@ -4,6 +4,9 @@ Multipart fields: ``images`` (1 to ``max_images`` JPEG/PNG/WebP files), ``approa
 (``finetuned``, ``agentic`` or ``both``, the default) and an optional ``claim`` (ClaimContext as
 JSON). With ``both`` the two approaches run at the same time; one that fails is reported under
 ``errors`` beside the other's result. The answer is 200 when at least one approach succeeded.
+
+Each upload is decoded once, when it is checked; both graphs read that decode. The graphs return
+``Assessment`` records, serialised to JSON here.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import time
 import uuid
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, g, jsonify, request
 
@@ -21,6 +24,10 @@ from api.server.errors import APIError, internal_error
 from api.server.generation import GenerationTimeout, api_error, request_model
 from api.server.services import Services, services
 from api.settings import Settings
+
+if TYPE_CHECKING:
+    from ingest.assessment import ClaimContext
+    from ingest.images import Photo
 
 bp = Blueprint("assessments", __name__, url_prefix="/v1")
 APPROACHES = ("finetuned", "agentic")
@@ -86,7 +93,9 @@ def create() -> Response:
         "id": f"asmt_{uuid.uuid4().hex}",
         "object": "assessment",
         "approach": approach,
-        "assessments": {name: r["assessment"] for name, r in results.items()},
+        "assessments": {
+            name: r["assessment"].model_dump(mode="json") for name, r in results.items()
+        },
         "errors": {name: error.body()["error"] for name, error in failures.items()},
         "notes": {name: r["notes"] for name, r in results.items() if r["notes"]},
         "agreement": None,
@@ -95,16 +104,14 @@ def create() -> Response:
     }
     if len(results) == len(APPROACHES):
         from agents.compare.agreement import agreement
-        from ingest.assessment import Assessment
 
         body["agreement"] = agreement(
-            Assessment.model_validate(results["finetuned"]["assessment"]),
-            Assessment.model_validate(results["agentic"]["assessment"]),
+            results["finetuned"]["assessment"], results["agentic"]["assessment"]
         )
     return jsonify(body)
 
 
-def _claim(raw: str | None) -> dict[str, Any] | None:
+def _claim(raw: str | None) -> ClaimContext | None:
     if not raw:
         return None
     from pydantic import ValidationError
@@ -112,7 +119,7 @@ def _claim(raw: str | None) -> dict[str, Any] | None:
     from ingest.assessment import ClaimContext
 
     try:
-        return ClaimContext.model_validate_json(raw).model_dump(mode="json")
+        return ClaimContext.model_validate_json(raw)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(map(str, e['loc'])) or 'claim'}: {e['msg']}" for e in exc.errors()
@@ -126,8 +133,9 @@ def _claim(raw: str | None) -> dict[str, Any] | None:
         ) from None
 
 
-def _images(settings: Settings) -> list[bytes]:
-    """The uploaded images' bytes, each checked for size, format, integrity and pixels."""
+def _images(settings: Settings) -> list[Photo]:
+    """The uploaded images, each checked for size, format, integrity and pixels by decoding it
+    (the only decode: the graphs read the kept picture)."""
     from ingest.images import ImageError, check_image
 
     files = request.files.getlist("images")
@@ -155,7 +163,7 @@ def _images(settings: Settings) -> list[bytes]:
                 code="image_too_large",
             )
         try:
-            check_image(data, name, max_pixels=settings.max_image_pixels)
+            images.append(check_image(data, name, max_pixels=settings.max_image_pixels))
         except ImageError as exc:
             raise APIError(400, str(exc), param="images", code="invalid_image") from None
         except (OSError, SyntaxError, ValueError):
@@ -166,12 +174,11 @@ def _images(settings: Settings) -> list[bytes]:
                 param="images",
                 code="invalid_image",
             ) from None
-        images.append(data)
     return images
 
 
 def _run(
-    name: str, images: list[bytes], claim: dict[str, Any] | None, context: Any, deadline: float
+    name: str, images: list[Photo], claim: ClaimContext | None, context: Any, deadline: float
 ) -> dict[str, Any]:
     """One approach's graph run: its Assessment, the problems it went on without, its time."""
     from agents.graphs import assess_agentic, assess_finetuned

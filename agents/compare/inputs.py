@@ -1,0 +1,104 @@
+"""What the comparison runs on, read from disk: the demo corpus's held-out photos and
+questions, the numbers its manual states, a price table, and the training each approach's
+models took (from their manifests)."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import fields
+from pathlib import Path
+
+from agents.compare.records import CompareError, PhotoCase, Prices, TrainedModels, Training
+from ingest.records import QAPair
+
+
+def load_prices(path: Path | None) -> Prices:
+    """The default price table, with a YAML file's values on top; unknown keys are errors that
+    list the valid ones."""
+    from finetune.config import ConfigError, load_config
+
+    try:
+        return load_config(Prices, path)
+    except ConfigError as exc:
+        valid = ", ".join(f.name for f in fields(Prices))
+        raise CompareError(f"--prices: {exc} (keys: {valid})") from None
+
+
+def photo_cases(demo_dir: Path, n: int, seed: int = 0) -> list[PhotoCase]:
+    """A seeded sample of ``n`` photos of the demo's test split with their annotations."""
+    from finetune.vision_datasets import VisionDataError, damage_examples
+
+    try:
+        examples, _ = damage_examples("test", demo_dir=demo_dir)
+    except VisionDataError as exc:
+        raise CompareError(str(exc)) from None
+    if n < len(examples):
+        examples = sorted(random.Random(seed).sample(examples, n), key=lambda e: e.image_id)
+    return [
+        PhotoCase(
+            id=e.path.name,
+            image=e.path.read_bytes(),
+            damages=tuple(
+                {"type": d.type, "part": d.part, "severity": d.severity} for d in e.damages
+            ),
+            overall=e.severity,
+            cost=e.cost,
+        )
+        for e in examples
+    ]
+
+
+def held_out_questions(demo_dir: Path, n: int, seed: int = 0) -> list[QAPair]:
+    """A seeded sample of ``n`` of the demo's test questions (as ``tunegraph eval text``)."""
+    if n == 0:
+        return []
+    path = demo_dir / "manual" / "qa" / "test.jsonl"
+    try:
+        items = [QAPair(**json.loads(line)) for line in _lines(path)]
+    except (ValueError, TypeError) as exc:
+        raise CompareError(f"{path}: cannot read the questions ({exc})") from None
+    if n < len(items):
+        items = sorted(random.Random(seed).sample(items, n), key=lambda q: q.id)
+    return items
+
+
+def manual_numbers(demo_dir: Path) -> set[str]:
+    """The numbers the demo's manual states (a chat answer's other numbers are hallucinated)."""
+    from finetune.metrics import known_numbers
+
+    blocks = demo_dir / "manual" / "blocks.jsonl"
+    return known_numbers(json.loads(line)["text"] for line in _lines(blocks))
+
+
+def _lines(path: Path) -> list[str]:
+    if not path.is_file():
+        raise CompareError(f"{path} does not exist: generate the demo corpus with `tunegraph demo`")
+    return [line for line in path.read_text("utf-8").splitlines() if line.strip()]
+
+
+def training_usage(models: TrainedModels) -> dict[str, dict[str, Training]]:
+    """What training each approach's models took, from their manifests: the fine-tuned
+    assessment's vision-language model; the agentic one's damage model and report-writing
+    adapter; the text adapter behind the fine-tuned chat modes and the agent."""
+    from finetune.artifact import read_manifest
+
+    def metrics(directory: Path | None) -> dict:
+        manifest = read_manifest(directory) if directory is not None else None
+        return manifest.metrics if manifest is not None else {}
+
+    vlm_dir, damage_dir, adapter_dir = models.vision_lm, models.damage_model, models.text_adapter
+    vlm, damage, adapter = metrics(vlm_dir), metrics(damage_dir), metrics(adapter_dir)
+    vlm_tokens = vlm.get("train_tokens", 0) + vlm.get("align", {}).get("train_tokens", 0)
+    text = Training(adapter.get("train_tokens", 0), 0, (adapter_dir.name,) if adapter else ())
+    return {
+        "assessment": {
+            "finetuned": Training(vlm_tokens, 0, (vlm_dir.name,) if vlm else ()),
+            "agentic": Training(
+                text.tokens,
+                damage.get("train_images", 0),
+                tuple(d.name for d in (damage_dir, adapter_dir) if d is not None),
+            ),
+        },
+        "chat": {mode: text for mode in ("finetuned", "finetuned-rag", "agent")},
+    }

@@ -1,0 +1,123 @@
+"""The whole comparison as one function a command or a job calls: held-out items from the demo
+corpus, the graphs' context from the caller's factory, :func:`agents.compare.run.run_comparison`,
+then the report in ``runs_dir / NAME``."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from agents.compare.records import Bar, CompareError, Comparison, Progress, TrainedModels
+
+if TYPE_CHECKING:
+    from agents.context import AgentContext
+
+
+@dataclass(frozen=True)
+class CompareOptions:
+    """What to compare on. ``images`` / ``questions``: seeded samples of the demo's test photos
+    and test questions (0 skips that task); ``prices``: a YAML price table (see
+    :class:`agents.compare.records.Prices`); ``resamples``: bootstrap resamples per metric;
+    ``max_tokens``: a cap on every text-model answer (chat and assessment reports; None: the
+    model's own default)."""
+
+    name: str = "compare"
+    images: int = 24
+    questions: int = 40
+    prices: Path | None = None
+    seed: int = 0
+    resamples: int = 1000
+    max_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", self.name) or self.name.startswith("."):
+            problems.append("name: use 1-64 letters, digits, '.', '_' or '-'")
+        for key in ("images", "questions"):
+            if getattr(self, key) < 0:
+                problems.append(f"{key} cannot be negative")
+        if self.resamples < 100:
+            problems.append("resamples: use at least 100")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            problems.append("max_tokens: use at least 1")
+        if problems:
+            raise CompareError("; ".join(problems))
+
+
+@dataclass
+class CompareResult:
+    """The report's folder, its files by name, and the comparison it shows."""
+
+    out: Path
+    files: dict[str, Path]
+    comparison: Comparison
+
+
+def run_compare(
+    options: CompareOptions,
+    *,
+    demo_dir: Path,
+    runs_dir: Path,
+    models: TrainedModels,
+    context_factory: Callable[[], AgentContext],
+    progress: Progress | None = None,
+    bar: Bar | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> CompareResult:
+    """Compare the approaches on the held-out items of the demo corpus in ``demo_dir`` and
+    write the report to ``runs_dir / options.name`` (report.md, report.html, report.json, PNG
+    plots).
+
+    ``models``: the trained artifacts, whose manifests say what training cost;
+    ``context_factory`` loads the graphs' models (slow); ``progress(fraction, message)`` is
+    told when the models load (0.0) and after each call; ``bar``: a tqdm-like bar per approach.
+    Raises :class:`CompareError` for bad input and
+    :class:`agents.compare.records.ComparisonCancelled` when ``should_stop()`` turns true.
+    """
+    from agents.compare.inputs import (
+        held_out_questions,
+        load_prices,
+        manual_numbers,
+        photo_cases,
+        training_usage,
+    )
+    from agents.compare.report import write_report
+    from agents.compare.run import (
+        ASSESSMENT_GRAPHS,
+        CHAT_MODES,
+        run_comparison,
+        vision_token_counter,
+    )
+
+    prices = load_prices(options.prices)
+    photos = photo_cases(demo_dir, options.images, options.seed) if options.images else []
+    questions = held_out_questions(demo_dir, options.questions, options.seed)
+    known = manual_numbers(demo_dir)
+    if progress:
+        progress(0.0, "loading the models")
+    context = context_factory()
+    if options.max_tokens and context.llm is not None:
+        capped = context.llm.model_copy(update={"max_tokens": options.max_tokens})
+        context = replace(context, llm=capped)
+    comparison = run_comparison(
+        context,
+        photos,
+        questions,
+        known_numbers=known,
+        prices=prices,
+        training=training_usage(models),
+        approaches=tuple(ASSESSMENT_GRAPHS) if photos else (),
+        modes=CHAT_MODES if questions else (),
+        vision_tokens=vision_token_counter(context.vision),
+        progress=progress,
+        bar=bar,
+        should_stop=should_stop,
+        resamples=options.resamples,
+        seed=options.seed,
+    )
+    out = runs_dir / options.name
+    files = write_report(comparison, out, f"tunegraph compare: {options.name}")
+    return CompareResult(out, files, comparison)

@@ -1,0 +1,67 @@
+"""The config of ``task: assess``, read by both of its recipes: the composed model
+(``vision_lm.py``) and LoRA on any ``AutoModelForImageTextToText`` (``image_text_lora.py``, when
+``hf_model`` is set). It lives apart from both so that neither recipe imports the other's module
+for it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from finetune.trainer import LoraArgs, TrainArgs
+from finetune.vision_datasets import VisionDataArgs
+
+
+@dataclass
+class VisionLMConfig:
+    task: Literal["assess"] = "assess"
+    name: str = "damage-vlm"
+    base_model: str = "smollm2-135m-instruct"  # the decoder: embedded name, folder or hub id
+    # a trained tunegraph image model: a folder, or a name under TUNEGRAPH_HOME/vision
+    encoder: str = "damage-model"
+    # visual tokens per photo: rows x columns of feature cells, and one for the whole photo
+    grid: tuple[int, int] = (2, 2)
+    instruction: str = "Assess the damage. Answer in JSON."
+    # Instead of the composed model: a folder or hub id of any AutoModelForImageTextToText
+    # (LLaVA-1.5, Llama 3.2 Vision, Qwen2-VL, SmolVLM, Llama 4), LoRA on its language model
+    # (finetune/recipes/image_text_lora.py); QLoRA with train.quantization=nf4 on CUDA.
+    hf_model: str = ""
+    # False: the instruct stage trains LoRA only, with the projector as the align stage left it;
+    # with lora.last_layers=N the backward pass then stops below those N layers (much faster)
+    instruct_projector: bool = True
+    # N > 0: keep only the decoder's first N layers (its norm and head stay): each token then
+    # costs about N / all of the layers' compute in both stages and at inference. The answer is
+    # a short JSON over a closed vocabulary, constrained by a grammar, so a shallow decoder can
+    # write it; the layer count is saved with the model and applied again when it loads.
+    decoder_layers: int = 0
+    # True: LoRA trains in the align stage too (the instruct stage goes on with the same
+    # adapter). A decoder cut by decoder_layers cannot caption with its frozen layers alone, so
+    # the projector cannot align to it without this.
+    align_lora: bool = False
+    # True (a damage model as the encoder): the visual tokens also carry the damage head's
+    # presence and severity probabilities (see finetune.vision_lm.ImageEncoder)
+    head_scores: bool = False
+    # True (a damage model as the encoder): the prompt also carries the damage model's
+    # detections in words after the visual tokens ("Damage model: minor dent on hood"), as
+    # Oscar-style models read object tags; the instruct stage reads them, the align stage does
+    # not (its captions would be copied from them, and the projector would learn nothing)
+    tags: bool = False
+    # N > 0: each stage's eval loss on the first N validation photos only (0: all of them)
+    val_examples: int = 0
+    lora: LoraArgs = field(default_factory=LoraArgs)
+    align: TrainArgs = field(
+        default_factory=lambda: TrainArgs(lr=1e-3, batch_size=16, max_length=128)
+    )
+    train: TrainArgs = field(
+        default_factory=lambda: TrainArgs(lr=1e-3, batch_size=16, max_length=256)
+    )
+    data: VisionDataArgs = field(default_factory=VisionDataArgs)
+
+    def __post_init__(self) -> None:
+        if len(self.grid) != 2 or min(self.grid) < 1:
+            raise ValueError(f"grid={list(self.grid)}: give [rows, columns], each >= 1")
+        if self.decoder_layers < 0:
+            raise ValueError(f"decoder_layers={self.decoder_layers}: use 0 (all) or a count")
+        if self.val_examples < 0:
+            raise ValueError(f"val_examples={self.val_examples}: use 0 (all) or a count")

@@ -1,0 +1,25 @@
+"""Where a training run reads its data and writes its results: one typed record the recipes'
+entry points take instead of the application's settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from finetune.model_store import ModelStore
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """``demo_dir``: the demo corpus (the recipes' default data); ``runs_dir``: checkpoints,
+    metrics and the data each run trained on (``runs_dir/NAME``); ``adapters_dir``: text
+    adapters; ``vision_dir``: vision models; ``models``: the offline store base models load
+    from."""
+
+    demo_dir: Path
+    runs_dir: Path
+    adapters_dir: Path
+    vision_dir: Path
+    models: ModelStore
