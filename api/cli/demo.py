@@ -25,11 +25,11 @@ from typing import Any
 import click
 
 from api.cli.compare import compare
-from api.cli.finetune import finetune_text
-from api.cli.ingest import eval_retrieval, ingest_claims, ingest_coco, ingest_manuals
+from api.cli.eval import eval_retrieval
+from api.cli.finetune import finetune_text, finetune_vision
+from api.cli.ingest import ingest_claims, ingest_coco, ingest_manuals
 from api.cli.models import prepare_models
 from api.cli.options import load_settings
-from api.cli.vision import finetune_vision
 from api.jobs.child import ChildChain
 from api.settings import Settings
 

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from api import composition
-from api.cli.options import load_settings, namespace_option
+from api.cli.options import load_settings, manual_retriever, namespace_option
 
 
 def _emit(summary: dict[str, Any], as_json: bool, lines: list[str]) -> None:
@@ -203,17 +203,6 @@ def ingest_coco(annotations: Path, images: Path | None, name: str | None, as_jso
         sys.exit(1)
 
 
-def _retriever(namespace: str):
-    """The manual retriever over a namespace, or a clear error when nothing was ingested."""
-    settings = load_settings()
-    retriever = composition.retriever(settings, namespace, composition.embedder(settings))
-    if retriever.store.count() == 0:
-        raise click.ClickException(
-            f"the {namespace!r} index is empty: run `tunegraph ingest manuals PATH` first."
-        )
-    return retriever
-
-
 def _kind_filter(kind: str | None) -> dict[str, str] | None:
     return {"kind": kind.upper()} if kind else None
 
@@ -234,7 +223,7 @@ def _kind_filter(kind: str | None) -> dict[str, str] | None:
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 def search(query: str, kind: str | None, k: int, mode: str, namespace: str, as_json: bool) -> None:
     """Search the manual index."""
-    retriever = _retriever(namespace)
+    retriever = manual_retriever(namespace)
     hits = retriever.search(query, k, _kind_filter(kind), mode)
     if as_json:
         click.echo(json.dumps([h.__dict__ for h in hits], indent=2))
@@ -244,44 +233,3 @@ def search(query: str, kind: str | None, k: int, mode: str, namespace: str, as_j
         click.echo(f"{rank}. [{hit.metadata.get('kind', '?')}] {hit.score:.3f}  {first}")
         if rest:
             click.echo("   " + rest.replace("\n", "\n   ")[:400])
-
-
-@click.command("retrieval")
-@click.argument("questions", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("-k", "k", type=click.IntRange(1, 100), default=5, show_default=True)
-@namespace_option
-@click.option("--json", "as_json", is_flag=True, help="print JSON")
-def eval_retrieval(questions: Path, k: int, namespace: str, as_json: bool) -> None:
-    """Recall@1, recall@k and MRR of dense, BM25 and hybrid search on QUESTIONS.jsonl.
-
-    Each line holds "q" (the question) and "must" (a text a relevant chunk contains).
-    """
-    from rag.retrieval import MODES, RetrievalQuestion, evaluate
-
-    try:
-        text = questions.read_text("utf-8")
-    except UnicodeDecodeError:
-        raise click.ClickException(f"{questions}: not UTF-8; re-save it as UTF-8 JSONL.") from None
-    items = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            items.append(RetrievalQuestion(str(record["q"]), str(record["must"])))
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise click.ClickException(
-                f'{questions} line {number}: need a JSON object with "q" and "must" ({exc})'
-            ) from None
-    if not items:
-        raise click.ClickException(f"{questions} holds no questions.")
-    retriever = _retriever(namespace)
-    results = evaluate(retriever, items, k)
-    if as_json:
-        click.echo(json.dumps(results, indent=2))
-        return
-    click.echo(f"{len(items)} questions, k={k}")
-    click.echo(f"{'mode':<8} {'recall@1':>9} {f'recall@{k}':>9} {'MRR':>7}")
-    for mode in MODES:
-        r = results[mode]
-        click.echo(f"{mode:<8} {r['recall@1']:>9.3f} {r[f'recall@{k}']:>9.3f} {r['mrr']:>7.3f}")

@@ -15,12 +15,12 @@ import click
 from api.cli.client import client
 from api.cli.compare import compare
 from api.cli.demo import demo
-from api.cli.finetune import eval_text, finetune_text
-from api.cli.ingest import eval_retrieval, ingest, search
+from api.cli.eval import eval_
+from api.cli.finetune import finetune
+from api.cli.ingest import ingest, search
 from api.cli.models import models
 from api.cli.options import load_settings
 from api.cli.serve import serve
-from api.cli.vision import eval_vision, finetune_vision
 
 
 def _echo_json(data: Any) -> None:
@@ -87,23 +87,10 @@ main.add_command(ingest)
 main.add_command(search)
 
 
-@main.group("eval")
-def eval_() -> None:
-    """Evaluate retrieval, and base versus fine-tuned models."""
+main.add_command(eval_)
 
 
-eval_.add_command(eval_retrieval)
-eval_.add_command(eval_text)
-eval_.add_command(eval_vision)
-
-
-@main.group()
-def finetune() -> None:
-    """Fine-tune text (issue #4) and vision (issue #5) models."""
-
-
-finetune.add_command(finetune_text)
-finetune.add_command(finetune_vision)
+main.add_command(finetune)
 
 
 main.add_command(serve)

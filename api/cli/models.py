@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import click
 
 from api import composition
-from api.cli.finetune import models_export
 from api.cli.options import load_settings
 from api.settings import Settings
 
@@ -33,9 +33,6 @@ def models_list(as_json: bool) -> None:
         click.echo(
             f"{info.name:<24} {info.kind:<10} {info.source:<9} {size:>9}  {info.location}{note}"
         )
-
-
-models.add_command(models_export)
 
 
 @models.command("prepare")
@@ -64,3 +61,42 @@ def prepare_models(settings: Settings, names: list[str]) -> None:
         except ModelNotFoundError as exc:
             raise click.ClickException(str(exc)) from None
         click.echo(f"      {name}: {detail}, loaded in {time.perf_counter() - started:.1f} s")
+
+
+@models.command("export")
+@click.argument("adapter")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="output folder [default: TUNEGRAPH_HOME/exports/ADAPTER]",
+)
+@click.option(
+    "--gguf",
+    type=click.Choice(["f16", "f32"]),
+    default=None,
+    help="also write model-F16|F32.gguf for llama.cpp / Ollama (Llama-architecture models)",
+)
+def models_export(adapter: str, out: Path | None, gguf: str | None) -> None:
+    """Merge ADAPTER (a name under TUNEGRAPH_HOME/adapters, or a folder) into a full-precision
+    copy of its base model and save it as safetensors with its tokenizer.
+
+    The result loads like any local model (TUNEGRAPH_TEXT_MODEL=PATH) and serves from vLLM;
+    with --gguf the same weights go into one GGUF file for `llama-server -m FILE` or an Ollama
+    Modelfile (`FROM ./model-f16.gguf`).
+    """
+    from finetune.export import merge_adapter
+    from finetune.gguf_export import GGUFExportError
+    from finetune.model_store import ModelNotFoundError
+
+    settings = load_settings()
+    adapter_dir = Path(adapter) if Path(adapter).is_dir() else settings.adapters_dir / adapter
+    target = out or settings.home / "exports" / adapter_dir.name
+    try:
+        result = merge_adapter(composition.model_store(settings), adapter_dir, target, gguf=gguf)
+    except (ModelNotFoundError, GGUFExportError) as exc:
+        raise click.ClickException(str(exc)) from None
+    size = sum(p.stat().st_size for p in result.rglob("*") if p.is_file())
+    click.echo(f"merged model: {result} ({size / 1e6:.0f} MB)")
+    for file in sorted(result.glob("*.gguf")):
+        click.echo(f"GGUF: {file} ({file.stat().st_size / 1e6:.0f} MB)")

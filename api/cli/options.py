@@ -30,3 +30,16 @@ namespace_option = click.option(
     callback=_check_namespace,
     help="index namespace (separate collections, e.g. manual_scans)",
 )
+
+
+def manual_retriever(namespace: str):
+    """The manual retriever over a namespace, or a clear error when nothing was ingested."""
+    from api import composition
+
+    settings = load_settings()
+    retriever = composition.retriever(settings, namespace, composition.embedder(settings))
+    if retriever.store.count() == 0:
+        raise click.ClickException(
+            f"the {namespace!r} index is empty: run `tunegraph ingest manuals PATH` first."
+        )
+    return retriever

@@ -1,0 +1,275 @@
+"""``tunegraph eval retrieval|text|vision``: each command reads its inputs, calls one
+evaluation of the library (``rag.retrieval``, ``finetune.evaluation``,
+``finetune.vision_evaluation``) and prints or saves its scores."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from api import composition
+from api.cli.options import load_settings, manual_retriever, namespace_option
+
+TASKS = click.Choice(["damage", "classify"])
+
+
+@click.group("eval")
+def eval_() -> None:
+    """Evaluate retrieval, and base versus fine-tuned models."""
+
+
+@eval_.command("retrieval")
+@click.argument("questions", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-k", "k", type=click.IntRange(1, 100), default=5, show_default=True)
+@namespace_option
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+def eval_retrieval(questions: Path, k: int, namespace: str, as_json: bool) -> None:
+    """Recall@1, recall@k and MRR of dense, BM25 and hybrid search on QUESTIONS.jsonl.
+
+    Each line holds "q" (the question) and "must" (a text a relevant chunk contains).
+    """
+    from rag.retrieval import MODES, RetrievalQuestion, evaluate
+
+    try:
+        text = questions.read_text("utf-8")
+    except UnicodeDecodeError:
+        raise click.ClickException(f"{questions}: not UTF-8; re-save it as UTF-8 JSONL.") from None
+    items = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            items.append(RetrievalQuestion(str(record["q"]), str(record["must"])))
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise click.ClickException(
+                f'{questions} line {number}: need a JSON object with "q" and "must" ({exc})'
+            ) from None
+    if not items:
+        raise click.ClickException(f"{questions} holds no questions.")
+    retriever = manual_retriever(namespace)
+    results = evaluate(retriever, items, k)
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+        return
+    click.echo(f"{len(items)} questions, k={k}")
+    click.echo(f"{'mode':<8} {'recall@1':>9} {f'recall@{k}':>9} {'MRR':>7}")
+    for mode in MODES:
+        r = results[mode]
+        click.echo(f"{mode:<8} {r['recall@1']:>9.3f} {r[f'recall@{k}']:>9.3f} {r['mrr']:>7.3f}")
+
+
+@eval_.command("text")
+@click.option(
+    "--adapter",
+    default="manual-lora",
+    show_default=True,
+    help="adapter name under TUNEGRAPH_HOME/adapters",
+)
+@click.option(
+    "--questions",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="QA JSONL (question, answer, kind) [default: the demo's test questions]",
+)
+@click.option(
+    "--blocks",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="manual blocks.jsonl whose numbers count as known [default: the demo's]",
+)
+@click.option(
+    "--limit", type=click.IntRange(1), default=None, help="evaluate a seeded sample of N questions"
+)
+@click.option(
+    "--kind",
+    "kinds",
+    type=click.Choice(["SPEC", "PROCEDURE", "EXPLANATION", "WIRING", "TROUBLESHOOTING"]),
+    multiple=True,
+    help="only questions of this block kind (repeatable) [default: all]",
+)
+@click.option(
+    "--retrieval/--no-retrieval",
+    default=True,
+    show_default=True,
+    help="also answer with the top-3 manual chunks",
+)
+@click.option("--max-new-tokens", type=click.IntRange(1, 2048), default=128, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1, 256), default=8, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="print the results as JSON")
+def eval_text(
+    adapter: str,
+    questions: Path | None,
+    blocks: Path | None,
+    limit: int | None,
+    kinds: tuple[str, ...],
+    retrieval: bool,
+    max_new_tokens: int,
+    batch_size: int,
+    as_json: bool,
+) -> None:
+    """Base and fine-tuned model (each with and without retrieval) on held-out questions.
+
+    SPEC: exact match of the value (numbers and units normalised); PROCEDURE/EXPLANATION and the
+    rest: ROUGE-L; plus the share of answers that stop with EOS, the rate of numbers found in no
+    manual block, and latency. Writes report.json and report.md to TUNEGRAPH_HOME/runs/eval-text.
+    """
+    from tqdm import tqdm
+
+    from finetune.datasets import DatasetError
+    from finetune.evaluation import evaluate_text, markdown_table
+    from finetune.model_store import ModelNotFoundError
+
+    settings = load_settings()
+    questions = questions or settings.demo_dir / "manual" / "qa" / "test.jsonl"
+    blocks = blocks or settings.demo_dir / "manual" / "blocks.jsonl"
+    for path, hint in ((questions, "--questions"), (blocks, "--blocks")):
+        if not path.is_file():
+            raise click.ClickException(
+                f"{path} does not exist: run `tunegraph demo` or pass {hint}."
+            )
+    search = None
+    if retrieval:
+        try:
+            search = functools.partial(_top_chunks, manual_retriever("manuals"))
+        except click.ClickException as exc:
+            if not as_json:
+                click.echo(f"retrieval skipped: {exc.message}")
+    report_dir = settings.runs_dir / "eval-text"
+    try:
+        results = evaluate_text(
+            composition.model_store(settings),
+            adapter,
+            base_model=settings.text_model,
+            questions=questions,
+            blocks=blocks,
+            report_dir=report_dir,
+            kinds=kinds,
+            limit=limit,
+            search=search,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            progress=functools.partial(tqdm, disable=as_json),
+            log=None if as_json else click.echo,
+        )
+    except (DatasetError, ModelNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+    else:
+        click.echo(markdown_table(results))
+        click.echo(f"\nreport: {report_dir / 'report.md'}")
+
+
+def _top_chunks(retriever: Any, question: str) -> list[str]:
+    """The texts of the three manual chunks that best match ``question``."""
+    return [hit.text for hit in retriever.search(question, 3)]
+
+
+@eval_.command("vision")
+@click.option("--task", type=TASKS, required=True)
+@click.option(
+    "--model",
+    "model_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="trained model folder [default: TUNEGRAPH_HOME/vision/damage-model for damage]",
+)
+@click.option(
+    "--base",
+    "base_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="classify: a second (base) model; the report adds per-class deltas base -> model",
+)
+@click.option(
+    "--test",
+    "test_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="classify: test JSONL; damage: COCO .json [default: the demo's test split]",
+)
+@click.option("--images", "images_dir", type=click.Path(path_type=Path), default=None)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="report folder (JSON, confusion matrix PNG) [default: TUNEGRAPH_HOME/runs/eval-vision-...]",
+)
+@click.option("--json", "as_json", is_flag=True, help="print the results as JSON")
+def eval_vision(
+    task: str,
+    model_dir: Path | None,
+    base_dir: Path | None,
+    test_file: Path | None,
+    images_dir: Path | None,
+    out: Path | None,
+    as_json: bool,
+) -> None:
+    """Score a trained vision model on held-out images: accuracy, per-class accuracy and the
+    confusion matrix (classify), damage-type/part F1, severity accuracy and cost MAE (damage),
+    and latency statistics."""
+    from api.composition import model_store
+    from finetune.vision_evaluation import evaluate_vision
+
+    settings = load_settings()
+    model_dir = model_dir or settings.vision_dir / "damage-model"
+    out = out or settings.runs_dir / f"eval-vision-{task}-{model_dir.name}"
+    try:
+        result = evaluate_vision(
+            task,
+            model_dir,
+            base_dir=base_dir,
+            test_file=test_file,
+            images_dir=images_dir,
+            demo_dir=settings.demo_dir,
+            out=out,
+            load_causal_lm=model_store(settings).load_causal_lm,
+            progress=None if as_json else _tqdm(),
+        )
+    except ValueError as exc:  # VisionDataError, VisionModelError: the test data, the model
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    _print_vision(task, result, out)
+
+
+def _tqdm():
+    from tqdm import tqdm
+
+    return tqdm
+
+
+def _print_vision(task: str, result: dict, out: Path) -> None:
+    if task == "classify":
+        click.echo(
+            f"accuracy {result['accuracy']:.3f} on {result['n']} images ({result['model']['model']})"
+        )
+        if "base" in result:
+            click.echo(f"base accuracy {result['base']['accuracy']:.3f}")
+        click.echo("class                      accuracy   delta")
+        for label, accuracy in result["per_class"].items():
+            delta = result.get("per_class_delta", {}).get(label)
+            click.echo(f"{label:<26} {accuracy:>8.3f}   {'' if delta is None else f'{delta:+.3f}'}")
+        latency = result["model"]["latency_ms"]
+    else:
+        click.echo(
+            f"{result['n']} images ({result['model']}): damage-type F1 micro "
+            f"{result['type_f1_micro']:.3f} / macro {result['type_f1_macro']:.3f}; part F1 "
+            f"{result['part_f1_micro']:.3f}; pair F1 {result['pair_f1']:.3f}; severity accuracy "
+            f"{result['severity_accuracy']}; cost MAE {result.get('cost_mae')} USD; invalid "
+            f"{result['invalid_rate']:.1%}"
+        )
+        click.echo("per type: " + ", ".join(f"{k} {v:.3f}" for k, v in result["type_f1"].items()))
+        latency = result["latency_ms"]
+    click.echo(
+        "latency ms: "
+        + ", ".join(f"{k} {v}" for k, v in latency.items() if k != "throughput_per_s")
+        + f"; {latency['throughput_per_s']} images/s sequential"
+    )
+    click.echo(f"report: {out / 'results.json'}")
