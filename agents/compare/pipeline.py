@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from agents.compare.records import Bar, CompareError, Comparison, Progress, TrainedModels
 
@@ -54,6 +54,13 @@ class CompareResult:
     out: Path
     files: dict[str, Path]
     comparison: Comparison
+
+    def summary(self) -> dict[str, Any]:
+        """Scores, costs and verdicts without the per-item rows, and the report's folder
+        (what `tunegraph compare --json` prints and a compare job returns)."""
+        data = self.comparison.to_dict()
+        data.pop("items")
+        return {"out": str(self.out), **data}
 
 
 def run_compare(

@@ -101,9 +101,7 @@ def compare(
         raise click.ClickException(str(exc)) from None
     comparison = result.comparison
     if as_json:
-        data = comparison.to_dict()
-        data.pop("items")
-        click.echo(json.dumps({"out": str(result.out), **data}, indent=2, default=str))
+        click.echo(json.dumps(result.summary(), indent=2, default=str))
         return
     for task, verdicts in comparison.verdicts.items():
         if not verdicts or not verdicts[0].values:

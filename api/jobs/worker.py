@@ -160,6 +160,4 @@ def compare(
             ),
             bar=progress,
         )
-    data = result.comparison.to_dict()
-    data.pop("items")
-    return {"out": str(result.out), **data}
+    return result.summary()
