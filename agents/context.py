@@ -25,14 +25,15 @@ class DamageModel(Protocol):
 
 class VisionAssessor(Protocol):
     """The fine-tuned approach: one call of a vision-language model that answers with the
-    Assessment fields as JSON text (the graph parses it, once). ``feedback`` explains why the
-    previous answer was rejected."""
+    Assessment's photo fields: the JSON text it wrote, or that JSON already read (a model that
+    merges several photos' answers reads them to merge them); the graph validates it once.
+    ``feedback`` explains why the previous answer was rejected."""
 
     name: str
 
     def assess(
         self, images: Sequence[Photo], claim: ClaimContext | None, feedback: str | None = None
-    ) -> str: ...
+    ) -> str | dict[str, Any]: ...
 
 
 @dataclass

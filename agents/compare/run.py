@@ -11,6 +11,7 @@ message)`` is told after each call.
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -161,13 +162,15 @@ class _MeteredVision:
     def name(self) -> str:
         return self.inner.name
 
-    def assess(self, images, claim, feedback=None) -> str:
-        text = self.inner.assess(images, claim, feedback)
+    def assess(self, images, claim, feedback=None) -> str | dict[str, Any]:
+        answer = self.inner.assess(images, claim, feedback)
         if self.count is not None:
+            # the answer's tokens as the model writes them (compact JSON)
+            text = answer if isinstance(answer, str) else json.dumps(answer, separators=(",", ":"))
             tokens_in, tokens_out = self.count(images, text)
             self.input_tokens += tokens_in
             self.output_tokens += tokens_out
-        return text
+        return answer
 
 
 def _assess(

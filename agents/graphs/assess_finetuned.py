@@ -26,10 +26,11 @@ RECURSION_LIMIT = 8
 ATTEMPTS = 2
 
 
-def parse_answer(text: str) -> VisionAnswer:
-    """The model's JSON answer, validated; raises ValueError with the reason."""
+def parse_answer(text: str | dict[str, Any]) -> VisionAnswer:
+    """The model's answer — JSON text, or the JSON it was already read into by the model's
+    assessor — validated once into a :class:`VisionAnswer`; ValueError says what is wrong."""
     try:
-        return VisionAnswer.model_validate(json.loads(text))
+        return VisionAnswer.model_validate(json.loads(text) if isinstance(text, str) else text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"not JSON ({exc.msg} at character {exc.pos})") from None
     except ValidationError as exc:
@@ -52,7 +53,7 @@ def run_vision(state: AssessState, runtime: Runtime[AgentContext]) -> dict:
             answer = parse_answer(text)
         except ValueError as exc:
             feedback = str(exc)
-            invalid.append(text[:200])
+            invalid.append(str(text)[:200])
             continue
         return {
             "vision": answer,

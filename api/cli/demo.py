@@ -57,9 +57,7 @@ class DemoProfile:
 
     @classmethod
     def from_yaml(cls, path: Path) -> DemoProfile:
-        import yaml
-
-        data = yaml.safe_load(path.read_text("utf-8")) or {}
+        data = _read_yaml(str(path))
         unknown = sorted(set(data) - {f.name for f in fields(cls)})
         if unknown:
             raise click.ClickException(f"{path}: unknown key(s) {', '.join(unknown)}")

@@ -1,4 +1,4 @@
-"""``tunegraph ingest ...``, ``tunegraph search`` and ``tunegraph eval retrieval``."""
+"""``tunegraph ingest manuals|claims|coco`` and ``tunegraph search``."""
 
 from __future__ import annotations
 

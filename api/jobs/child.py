@@ -15,9 +15,12 @@ prints goes to stderr, which the parent reads as log lines too.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
+import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -29,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+log = logging.getLogger(__name__)
 STOP_GRACE_S = 10  # after SIGTERM, a stopped child gets this long before SIGKILL
 _STEP = 0.01  # a bar reports every whole percent
 _ERROR_LINES = 5  # stderr lines quoted when a child dies without saying why
@@ -54,7 +58,12 @@ class BarEvent:
 
 
 class ChildFailed(RuntimeError):
-    """The child's function raised, or the child died; the message says what happened."""
+    """The child's function raised, or the child died; the message says what happened and
+    ``code`` is the child's exit code."""
+
+    def __init__(self, message: str, code: int | None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class ChildStopped(RuntimeError):
@@ -90,6 +99,7 @@ class ChildProcess:
         self._reply: dict[str, Any] = {}
         self._stderr: deque[str] = deque(maxlen=_ERROR_LINES)
         self._readers: list[threading.Thread] = []
+        self._callback_failed = False
 
     def start(self) -> None:
         self._process = subprocess.Popen(
@@ -99,6 +109,7 @@ class ChildProcess:
             stderr=subprocess.PIPE,
             text=True,
             env=self.env,
+            start_new_session=True,  # its own process group: stop() ends what it started too
         )
         self._process.stdin.write(json.dumps({"function": self.function, "params": self.params}))
         self._process.stdin.close()
@@ -121,15 +132,17 @@ class ChildProcess:
             if cancel.wait(poll_s):
                 self.stop()
         for reader in self._readers:
-            reader.join()
+            # a grandchild that kept the pipes open must not keep the caller waiting
+            reader.join(STOP_GRACE_S)
         if self._stopped.is_set():
             raise ChildStopped("stopped")
-        if "result" in self._reply and process.returncode == 0:
+        code = process.returncode
+        if "result" in self._reply and code == 0:
             return self._reply["result"]
         if "error" in self._reply:
-            raise ChildFailed(self._reply["error"])
+            raise ChildFailed(self._reply["error"], code)
         said = " | ".join(self._stderr) or "no output"
-        raise ChildFailed(f"the child process exited with code {process.returncode}: {said}")
+        raise ChildFailed(f"the child process exited with code {code}: {said}", code)
 
     def stop(self) -> None:
         """End the child: SIGTERM, then SIGKILL after :data:`STOP_GRACE_S`."""
@@ -137,24 +150,38 @@ class ChildProcess:
         process = self._process
         if process is None or process.poll() is not None:
             return
-        process.terminate()
+        self._signal(signal.SIGTERM)
         try:
             process.wait(STOP_GRACE_S)
         except subprocess.TimeoutExpired:
-            process.kill()
+            self._signal(signal.SIGKILL)
             process.wait()
+
+    def _signal(self, number: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self._process.pid, number)
+
+    def _call(self, callback: Callable[[Any], None], value: Any) -> None:
+        """A callback that raises (a database that is locked for a moment) must not stop the
+        reader: the pipe would fill up and the child would block."""
+        try:
+            callback(value)
+        except Exception:
+            if not self._callback_failed:
+                self._callback_failed = True
+                log.exception("a child process's progress or log callback failed")
 
     def _read_messages(self) -> None:
         for line in self._process.stdout:
             try:
                 message = json.loads(line)
             except json.JSONDecodeError:
-                self.on_log(line.rstrip("\n"))
+                self._call(self.on_log, line.rstrip("\n"))
                 continue
             if "progress" in message:
-                self.on_progress(BarEvent(**message["progress"]))
+                self._call(self.on_progress, BarEvent(**message["progress"]))
             elif "log" in message:
-                self.on_log(message["log"])
+                self._call(self.on_log, message["log"])
             else:
                 self._reply = message
 
@@ -164,7 +191,7 @@ class ChildProcess:
             line = line.rstrip("\n").rsplit("\r", 1)[-1]
             if line.strip():
                 self._stderr.append(line)
-                self.on_log(line)
+                self._call(self.on_log, line)
 
 
 class ChildChain:
@@ -200,27 +227,29 @@ class ChildChain:
             log = self.logs / f"{name}.log"
             started = time.perf_counter()
             with log.open("w", encoding="utf-8") as out:
+                writing = threading.Lock()  # two reader threads write to the one file
 
-                def write(line: str, out=out) -> None:
-                    out.write(line + "\n")
-                    out.flush()
+                def write(line: str, out=out, writing=writing) -> None:
+                    with writing:
+                        out.write(line + "\n")
+                        out.flush()
 
                 def moved(event: BarEvent, write=write) -> None:
                     self.last_progress = event
                     write(event.line())
 
-                with self._lock:  # stop() either sees this child or keeps it from starting
-                    if self._stopped.is_set():
-                        return
-                    self._child = ChildProcess(
-                        function, params, env=self.env, threads=self.threads,
-                        on_progress=moved, on_log=write,
-                    )  # fmt: skip
-                    self._child.start()
-                    self.current, self.last_progress = (name, log), None
                 try:
+                    with self._lock:  # stop() either sees this child or keeps it from starting
+                        if self._stopped.is_set():
+                            return
+                        self._child = ChildProcess(
+                            function, params, env=self.env, threads=self.threads,
+                            on_progress=moved, on_log=write,
+                        )  # fmt: skip
+                        self.current, self.last_progress = (name, log), None
+                        self._child.start()
                     self.results[name] = self._child.wait()
-                except (ChildFailed, ChildStopped) as exc:
+                except (ChildFailed, ChildStopped, OSError) as exc:
                     write(f"failed: {exc}")
                     self.failed = (name, log)
                 finally:

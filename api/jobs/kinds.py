@@ -57,14 +57,41 @@ def _check_compare(params: dict[str, Any]) -> None:
         raise ValueError(f"parameter 'prices' of compare: no file {params['prices']}")
 
 
-def _check_namespace(params: dict[str, Any]) -> None:
+def _check_manuals(params: dict[str, Any]) -> None:
+    """What ``tunegraph ingest manuals`` refuses before it reads anything: no path, a path
+    that does not exist, a namespace that cannot name an index."""
     from rag.indexing import check_namespace
 
+    if not params["paths"]:
+        raise ValueError("parameter 'paths' of ingest-manuals: name at least one file or folder")
+    missing = [path for path in params["paths"] if not Path(path).exists()]
+    if missing:
+        raise ValueError(
+            f"parameter 'paths' of ingest-manuals: no such file or folder {missing[0]}"
+        )
     if "namespace" in params:
         try:
             check_namespace(params["namespace"])
         except ValueError as exc:
             raise ValueError(f"parameter 'namespace' of ingest-manuals: {exc}") from None
+
+
+def _check_coco(params: dict[str, Any]) -> None:
+    if "images" in params and Path(params["images"]).is_file():
+        raise ValueError(
+            f"parameter 'images' of ingest-coco: {params['images']} is a file, not a folder"
+        )
+
+
+VISION_TASKS = ("damage", "classify", "assess")
+
+
+def _check_vision(params: dict[str, Any]) -> None:
+    if "task" in params and params["task"] not in VISION_TASKS:
+        raise ValueError(
+            f"parameter 'task' of finetune-vision: {params['task']!r} is not one of "
+            + ", ".join(VISION_TASKS)
+        )
 
 
 _WORKER = "api.jobs.worker:"
@@ -73,7 +100,7 @@ KINDS = {
         "ingest manuals",
         {"paths": Param(list, required=True), "namespace": Param(str), "force": Param(bool)},
         _WORKER + "ingest_manuals",
-        check=_check_namespace,
+        check=_check_manuals,
     ),
     "ingest-claims": Kind(
         "ingest claims",
@@ -85,6 +112,7 @@ KINDS = {
         "ingest coco",
         {"annotations": Param(str, required=True), "images": Param(str), "name": Param(str)},
         _WORKER + "ingest_coco",
+        check=_check_coco,
     ),
     "finetune-text": Kind(
         "finetune text",
@@ -98,6 +126,7 @@ KINDS = {
          "out": Param(str), "overrides": Param(list), "resume": Param(bool)},
         _WORKER + "finetune_vision",
         unit="step",
+        check=_check_vision,
     ),
     "compare": Kind(
         "compare",
@@ -179,7 +208,9 @@ class WorkerJob:
             log("cancelled: the command was stopped")
             raise JobCancelled from None
         except ChildFailed as exc:
-            raise JobFailed(f"`tunegraph {spec.command}` failed: {exc}") from None
+            raise JobFailed(
+                f"`tunegraph {spec.command}` exited with code {exc.code}: {exc}"
+            ) from None
 
 
 class JobFailed(RuntimeError):

@@ -38,7 +38,8 @@ def create_app(
     ``config`` overrides Flask's config; ``settings`` default to the ``TUNEGRAPH_*``
     environment; ``context_factory`` builds the graphs' AgentContext on first use (default:
     :func:`api.composition.agent_context`, the real models); ``job_kinds`` replaces the
-    registry of background jobs (default: the CLI's ingest and fine-tune commands).
+    registry of background jobs (default: :func:`api.jobs.kinds.default_kinds`: ingest,
+    fine-tune and compare, each in a child process).
     """
     from api.jobs.kinds import default_kinds
     from api.server.blueprints import assessments, chat, health, jobs

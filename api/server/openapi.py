@@ -62,7 +62,7 @@ def _operation(
 
 
 def _job_params(job_kinds: list[str]) -> dict[str, Any]:
-    """``JobParams-<kind>``: the parameters of each CLI job kind this app offers."""
+    """``JobParams-<kind>``: the parameters of each built-in job kind this app offers."""
     types = {
         str: {"type": "string"},
         int: {"type": "integer"},

@@ -17,7 +17,7 @@ RETRY_TEMPERATURE = 0.7
 
 class VisionLMAssessor:
     """The fine-tuned approach's model (``agents.context.VisionAssessor``): photos -> the
-    Assessment's photo fields as JSON text.
+    Assessment's photo fields (the merged JSON; the raw text when an answer was cut off).
 
     Each photo is answered on its own (the model is trained on single photos) in one batch, and
     the answers are merged: every damage seen (a part's worst severity per type), the worst
@@ -31,7 +31,7 @@ class VisionLMAssessor:
 
     def assess(
         self, images: Sequence[Photo | bytes], claim: Any = None, feedback: str | None = None
-    ) -> str:
+    ) -> str | dict[str, Any]:
         # The model reads photos only: the claim context is not part of its prompt. Its answer
         # always parses, but can break a rule the grammar cannot state (a cost range's max
         # below its min); asked again (``feedback``), it samples instead of answering greedily.
@@ -41,7 +41,7 @@ class VisionLMAssessor:
         answers = [json.loads(g.text) for g in generated if g.complete]
         if not answers:
             return generated[0].text  # cut off: the graph reports it as invalid
-        return json.dumps(merge_answers(answers), separators=(",", ":"))
+        return merge_answers(answers)
 
 
 def merge_answers(answers: Sequence[dict[str, Any]]) -> dict[str, Any]:

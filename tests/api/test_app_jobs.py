@@ -145,7 +145,7 @@ def test_jobs_store_counts_every_state(tmp_path):
 # ---- the real job kinds: the commands' library functions in a child process -----------------
 
 
-def test_the_real_kinds_are_the_cli_commands():
+def test_the_real_kinds_are_the_cli_commands(tmp_path):
     from api.cli.main import main
 
     assert set(KINDS) == {
@@ -159,16 +159,24 @@ def test_the_real_kinds_are_the_cli_commands():
             command = command.commands[word]
         module, _, name = kind.function.partition(":")
         assert callable(getattr(__import__(module, fromlist=[name]), name))
-    validate("ingest-manuals", {"paths": ["a.pdf", "b"], "force": True})
+    (tmp_path / "a.pdf").write_bytes(b"%PDF")
+    manual = str(tmp_path / "a.pdf")
+    validate("ingest-manuals", {"paths": [manual, str(tmp_path)], "force": True})
     validate("finetune-text", {"overrides": ["train.lr=1e-4"], "resume": False})
     for params, message in [
         ({}, "needs the parameter 'paths'"),
         ({"paths": "a.pdf"}, "must be a list of strings"),
-        ({"paths": ["a"], "depth": 3}, "unknown parameter(s) depth"),
-        ({"paths": ["a"], "namespace": "../x"}, "parameter 'namespace' of ingest-manuals"),
+        ({"paths": [manual], "depth": 3}, "unknown parameter(s) depth"),
+        ({"paths": []}, "name at least one file or folder"),
+        ({"paths": [manual, str(tmp_path / "nope.pdf")]}, "no such file or folder"),
+        ({"paths": [manual], "namespace": "../x"}, "parameter 'namespace' of ingest-manuals"),
     ]:
         with pytest.raises(ValueError, match=re.escape(message)):
             validate("ingest-manuals", params)
+    with pytest.raises(ValueError, match="is not one of damage, classify, assess"):
+        validate("finetune-vision", {"task": "segment"})
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        validate("ingest-coco", {"annotations": "x.json", "images": manual})
 
 
 def test_a_parameter_is_a_value_never_a_flag(tmp_path):
@@ -382,7 +390,7 @@ def test_a_real_ingest_job_runs_in_a_child_process(real_client, tmp_path):
     job = submit(real_client, "ingest-coco", annotations=str(tmp_path / "nope.json")).get_json()
     job = wait_for(real_client, job["id"], "succeeded", "failed", timeout_s=60)
     assert job["state"] == "failed"
-    assert "tunegraph ingest coco" in job["error"] and "nope.json" in job["error"]
+    assert "exited with code 1" in job["error"] and "nope.json" in job["error"]
 
 
 def test_a_clean_shutdown_interrupts_running_jobs(app, client, release):

@@ -1,0 +1,5 @@
+"""``python -m api.cli``: the ``tunegraph`` command."""
+
+from api.cli.main import main
+
+main()
