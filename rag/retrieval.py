@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from rag.embeddings import Embedder
@@ -76,6 +77,35 @@ class Retriever:
 class RetrievalQuestion:
     q: str
     must: str  # a text that a relevant chunk contains
+
+
+class QuestionsError(ValueError):
+    """A questions file that cannot be read; the message names the file and line."""
+
+
+def read_questions(path: Path) -> list[RetrievalQuestion]:
+    """The questions of a JSONL file whose lines hold "q" (the question) and "must" (a text a
+    relevant chunk contains); :class:`QuestionsError` names the first bad line."""
+    import json
+
+    try:
+        text = Path(path).read_text("utf-8")
+    except UnicodeDecodeError:
+        raise QuestionsError(f"{path}: not UTF-8; re-save it as UTF-8 JSONL.") from None
+    items = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            items.append(RetrievalQuestion(str(record["q"]), str(record["must"])))
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise QuestionsError(
+                f'{path} line {number}: need a JSON object with "q" and "must" ({exc})'
+            ) from None
+    if not items:
+        raise QuestionsError(f"{path} holds no questions.")
+    return items
 
 
 def evaluate(

@@ -32,25 +32,12 @@ def eval_retrieval(questions: Path, k: int, namespace: str, as_json: bool) -> No
 
     Each line holds "q" (the question) and "must" (a text a relevant chunk contains).
     """
-    from rag.retrieval import MODES, RetrievalQuestion, evaluate
+    from rag.retrieval import MODES, QuestionsError, evaluate, read_questions
 
     try:
-        text = questions.read_text("utf-8")
-    except UnicodeDecodeError:
-        raise click.ClickException(f"{questions}: not UTF-8; re-save it as UTF-8 JSONL.") from None
-    items = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            items.append(RetrievalQuestion(str(record["q"]), str(record["must"])))
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise click.ClickException(
-                f'{questions} line {number}: need a JSON object with "q" and "must" ({exc})'
-            ) from None
-    if not items:
-        raise click.ClickException(f"{questions} holds no questions.")
+        items = read_questions(questions)
+    except QuestionsError as exc:
+        raise click.ClickException(str(exc)) from None
     retriever = manual_retriever(namespace)
     results = evaluate(retriever, items, k)
     if as_json:
