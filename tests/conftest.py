@@ -2,10 +2,32 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from finetune.model_store import ModelStore, ModelStoreConfig
 from ingest.demo.corpus import DemoCorpusConfig, generate_demo_corpus
+
+# The development and CI machines run PostgreSQL here (trust auth, database `test`): when it
+# answers, the PostgreSQL variants of the tests run against it; elsewhere they skip and say so.
+LOCAL_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def _local_postgres() -> str | None:
+    try:
+        import psycopg
+    except ModuleNotFoundError:  # the postgres extra is not installed
+        return None
+    try:
+        with psycopg.connect(LOCAL_POSTGRES.replace("+psycopg", ""), connect_timeout=2):
+            return LOCAL_POSTGRES
+    except psycopg.Error:
+        return None
+
+
+if not os.environ.get("TUNEGRAPH_TEST_POSTGRES_URL") and (_url := _local_postgres()):
+    os.environ["TUNEGRAPH_TEST_POSTGRES_URL"] = _url
 
 
 @pytest.fixture(scope="session")

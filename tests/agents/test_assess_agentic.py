@@ -142,7 +142,8 @@ def test_runs_checkpoint_by_thread_id(context, tmp_path, backend, monkeypatch, c
         location = os.environ.get("TUNEGRAPH_TEST_POSTGRES_URL", "")
         if not location:
             pytest.skip(
-                "set TUNEGRAPH_TEST_POSTGRES_URL=postgresql+psycopg://... to run on PostgreSQL"
+                "no PostgreSQL answered on 127.0.0.1:5432 (database test) and "
+                "TUNEGRAPH_TEST_POSTGRES_URL is not set"
             )
     if backend == "sqlite-strict":
         # what LANGGRAPH_STRICT_MSGPACK=true sets up at import: a checkpoint loads only the

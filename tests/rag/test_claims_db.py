@@ -34,7 +34,9 @@ def database(request, tmp_path, claims):
         with database.engine.begin() as connection:
             connection.execute(text("DELETE FROM claims"))
     else:
-        pytest.skip("set TUNEGRAPH_TEST_POSTGRES_URL=postgresql+psycopg://... to run on PostgreSQL")
+        pytest.skip(
+            "no PostgreSQL answered on 127.0.0.1:5432 and TUNEGRAPH_TEST_POSTGRES_URL is not set"
+        )
     database.upsert(claims)
     return database
 
