@@ -202,6 +202,24 @@ def _box_problem(bbox: Any, image: dict) -> str | None:
     return None
 
 
+def dataset_file(datasets_dir: Path, name: str) -> Path:
+    """Where the dataset ``name`` goes: ``datasets_dir/NAME.jsonl``. A name that would lead out
+    of ``datasets_dir`` (a path separator, a leading dot) is a :class:`CocoError`.
+
+    >>> dataset_file(Path("d"), "demo-damage-train").as_posix()
+    'd/demo-damage-train.jsonl'
+    >>> dataset_file(Path("d"), "../x")
+    Traceback (most recent call last):
+    ...
+    ingest.coco.CocoError: dataset name '../x': use a plain file name (no '/', '\\' or leading '.')
+    """
+    if not name or name.startswith(".") or any(c in name for c in "/\\\0"):
+        raise CocoError(
+            f"dataset name {name!r}: use a plain file name (no '/', '\\' or leading '.')"
+        )
+    return datasets_dir / f"{name}.jsonl"
+
+
 def write_dataset(examples: Sequence[DamageExample], path: Path) -> Path:
     """The validated examples as a JSONL dataset for fine-tuning, written all at once (a
     temp file renamed into place)."""

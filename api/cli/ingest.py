@@ -178,14 +178,14 @@ def ingest_claims(
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
 def ingest_coco(annotations: Path, images: Path | None, name: str | None, as_json: bool) -> None:
     """Validate COCO damage annotations and register them as a dataset for fine-tuning."""
-    from ingest.coco import CocoError, read_coco, write_dataset
+    from ingest.coco import CocoError, dataset_file, read_coco, write_dataset
 
     settings = load_settings()
     try:
+        dataset = dataset_file(settings.home / "datasets", name or annotations.stem)
         report = read_coco(annotations, images)
     except CocoError as exc:
         raise click.ClickException(str(exc)) from None
-    dataset = settings.home / "datasets" / f"{name or annotations.stem}.jsonl"
     if report.examples:
         write_dataset(report.examples, dataset)
     summary = {**report.summary(), "dataset": str(dataset) if report.examples else None}

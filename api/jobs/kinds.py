@@ -77,10 +77,17 @@ def _check_manuals(params: dict[str, Any]) -> None:
 
 
 def _check_coco(params: dict[str, Any]) -> None:
+    from ingest.coco import CocoError, dataset_file
+
     if "images" in params and Path(params["images"]).is_file():
         raise ValueError(
             f"parameter 'images' of ingest-coco: {params['images']} is a file, not a folder"
         )
+    if "name" in params:
+        try:
+            dataset_file(Path("datasets"), params["name"])
+        except CocoError as exc:
+            raise ValueError(f"parameter 'name' of ingest-coco: {exc}") from None
 
 
 VISION_TASKS = ("damage", "classify", "assess")

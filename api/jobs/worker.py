@@ -75,15 +75,15 @@ def ingest_claims(params: dict[str, Any], progress: Callable, log: Log) -> dict[
 
 
 def ingest_coco(params: dict[str, Any], progress: Callable, log: Log) -> dict[str, Any]:
-    from ingest.coco import read_coco, write_dataset
+    from ingest.coco import dataset_file, read_coco, write_dataset
 
     settings = Settings.from_env()
     annotations = Path(params["annotations"])
+    dataset = dataset_file(settings.home / "datasets", params.get("name") or annotations.stem)
     report = read_coco(annotations, Path(params["images"]) if params.get("images") else None)
     summary = report.summary()
     if not report.examples:
         raise NothingIngested(f"{annotations}: no image ingested: {_rejected(summary, 'problems')}")
-    dataset = settings.home / "datasets" / f"{params.get('name') or annotations.stem}.jsonl"
     return {**summary, "dataset": str(write_dataset(report.examples, dataset))}
 
 

@@ -177,6 +177,9 @@ def test_the_real_kinds_are_the_cli_commands(tmp_path):
         validate("finetune-vision", {"task": "segment"})
     with pytest.raises(ValueError, match="is a file, not a folder"):
         validate("ingest-coco", {"annotations": "x.json", "images": manual})
+    for name in ("../outside", "/etc/x", ".hidden", ""):  # the dataset stays under home/datasets
+        with pytest.raises(ValueError, match="parameter 'name' of ingest-coco"):
+            validate("ingest-coco", {"annotations": "x.json", "name": name})
 
 
 def test_a_parameter_is_a_value_never_a_flag(tmp_path):

@@ -104,3 +104,11 @@ def test_bad_inputs_are_clear_errors_not_tracebacks(home, tmp_path):
     empty_home = CliRunner(env={"TUNEGRAPH_HOME": str(tmp_path / "empty")})
     result = empty_home.invoke(main, ["search", "torque"])
     assert result.exit_code == 1 and "ingest manuals" in result.output
+
+
+def test_a_coco_dataset_name_cannot_leave_the_datasets_folder(tmp_path):
+    runner = CliRunner(env={"TUNEGRAPH_HOME": str(tmp_path / "home")})
+    for name in ("../outside", ".hidden"):
+        result = runner.invoke(main, ["ingest", "coco", "x.json", "--name", name])
+        assert result.exit_code == 1 and "use a plain file name" in result.output, result.output
+    assert not (tmp_path / "outside.jsonl").exists()
