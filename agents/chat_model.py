@@ -63,6 +63,19 @@ class LocalChatModel(BaseChatModel):
         """``base`` or ``base+adapter``, as recorded in an Assessment's ``models``."""
         return self.backend.name + (f"+{self.adapter}" if self.adapter else "")
 
+    @property
+    def context_window(self) -> int | None:
+        """The most tokens (prompt and answer) the backend's model takes; None when unknown (a
+        remote server enforces its own)."""
+        return getattr(self.backend, "context_window", None)
+
+    def count_tokens(self, messages: list[BaseMessage], **kwargs: Any) -> int | None:
+        """``messages`` as a prompt of the backend's model, in its tokens (chat template
+        applied, as generation does; ``kwargs`` as for a call: tools, adapter...); None when the
+        backend cannot count (a remote server)."""
+        count = getattr(self.backend, "count_tokens", None)
+        return None if count is None else count(self._request(messages, None, kwargs))
+
     def with_adapter(self, adapter: str | None) -> LocalChatModel:
         """The same backend answering with another adapter (``None``: the base model)."""
         if adapter is not None and adapter not in self.backend.adapters():

@@ -59,8 +59,17 @@ class AgentContext:
     router: Literal["rules", "model"] = "rules"  # who picks the service-chat agent's tools
     photo_hashes: dict[str, int] = field(default_factory=dict)  # cache: path -> dHash
 
+    def available(self, name: str) -> bool:
+        """Whether the dependency ``name`` is there; a retriever counts once its index holds
+        something (asked each time: an index ingested while the server runs is used at once)."""
+        value = getattr(self, name)
+        if value is None:
+            return False
+        store = getattr(value, "store", None)
+        return store is None or store.count() > 0
+
     def require(self, graph: str, *names: str) -> None:
-        missing = [n for n in names if getattr(self, n) is None]
+        missing = [n for n in names if not self.available(n)]
         if missing:
             raise MissingDependencyError(
                 f"the {graph} graph needs {', '.join(missing)} in its AgentContext"

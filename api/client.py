@@ -198,6 +198,29 @@ class TunegraphClient:
             raw=body,
         )
 
+    # ---- files (a job's input) -----------------------------------------------------------
+
+    def upload(self, paths: Sequence[str | Path], folder: str = "") -> list[dict[str, Any]]:
+        """Send files to this key's upload folder on the server (into ``folder``; a folder
+        given in ``paths`` sends the files directly in it); jobs then name them by the
+        ``path`` each answer holds, e.g. ``submit_job("ingest-manuals", {"paths": [folder]})``."""
+        files = []
+        for item in paths:
+            item = Path(item)
+            for path in sorted(item.iterdir()) if item.is_dir() else [item]:
+                if path.is_file():
+                    files.append(
+                        ("file", (path.name, path.read_bytes(), "application/octet-stream"))
+                    )
+        if not files:
+            raise ValueError(f"no file to upload in {', '.join(str(p) for p in paths)}")
+        body = self._json("POST", "/v1/files", data={"folder": folder}, files=files)
+        return body["data"]
+
+    def files(self) -> list[dict[str, Any]]:
+        """The files in this key's upload folder (``path``, ``bytes``)."""
+        return self._json("GET", "/v1/files")["data"]
+
     # ---- jobs ----------------------------------------------------------------------------
 
     def submit_job(self, kind: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -123,9 +123,10 @@ def agent_context(settings: Settings) -> AgentContext:
     """Everything the graphs need, loaded from settings (slow: loads the models).
 
     The chat model is the configured text model with the fine-tuned adapter when one exists
-    (its manifest names the base it was trained on). Retrievers whose index is empty, and a
-    damage model or vision-language model that was never trained, are left out: each graph says
-    what it misses.
+    (its manifest names the base it was trained on). A damage model or vision-language model
+    that was never trained is left out, and a retriever whose index is empty counts as missing
+    until something is ingested (:meth:`AgentContext.available`): each graph says what it
+    misses.
     """
     from agents.backends.transformers import TransformersBackend
     from agents.chat_model import LocalChatModel
@@ -174,9 +175,9 @@ def agent_context(settings: Settings) -> AgentContext:
     return AgentContext(
         llm=llm,
         finetuned_adapter=finetuned,
-        manuals=manuals if manuals.store.count() else None,
+        manuals=manuals,
         claims_db=claims_database(settings),
-        claims_index=claims_index if claims_index.store.count() else None,
+        claims_index=claims_index,
         damage_model=damage_model,
         vision=vision,
         open_photo=lambda path: _photo_bytes(settings, path),

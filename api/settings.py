@@ -139,6 +139,39 @@ class Settings:
         default=1,
         metadata={"help": "background jobs (ingest, fine-tune) that run at the same time"},
     )
+    admin_keys: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "help": "comma-separated Bearer keys that may also see and cancel every key's jobs "
+            "(each is a valid key too)",
+            "secret": True,
+        },
+    )
+    input_roots: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "help": "comma-separated folders on the server whose files jobs may read, besides "
+            "the data root (empty: only the data root, where POST /v1/files puts uploads)"
+        },
+    )
+    max_waiting_requests: int = field(
+        default=2,
+        metadata={
+            "help": "requests that may wait for each busy model (text, vision) beside the one it "
+            "runs; beyond that the API answers 503 with Retry-After (0: none waits)"
+        },
+    )
+    auth_failures_per_minute: int = field(
+        default=10,
+        metadata={
+            "help": "failed API-key checks one client address may make per minute before it "
+            "is answered 429 (0: no limit)"
+        },
+    )
+    metrics_require_key: bool = field(
+        default=False,
+        metadata={"help": "/metrics needs an API key, like /v1/* (when api_keys are set)"},
+    )
 
     def __post_init__(self) -> None:
         problems = []
@@ -182,6 +215,22 @@ class Settings:
                 f"{env_name('max_image_pixels')}={self.max_image_pixels}: at most {MAX_PIXELS} "
                 "(the decoder's own decompression-bomb limit); downscale larger photos"
             )
+        if self.max_waiting_requests < 0:
+            problems.append(
+                f"{env_name('max_waiting_requests')}={self.max_waiting_requests}: use 0 (no "
+                "request waits) or more"
+            )
+        if self.auth_failures_per_minute < 0:
+            problems.append(
+                f"{env_name('auth_failures_per_minute')}={self.auth_failures_per_minute}: "
+                "use 0 (no limit) or more"
+            )
+        for root in self.input_roots:
+            if not Path(root).expanduser().is_absolute():
+                problems.append(
+                    f"{env_name('input_roots')}: {root!r} is not an absolute folder; give "
+                    "absolute paths, separated by commas"
+                )
         if self.rate_limit_per_minute < 0:
             problems.append(
                 f"{env_name('rate_limit_per_minute')}={self.rate_limit_per_minute}: "
@@ -215,6 +264,22 @@ class Settings:
     @property
     def runs_dir(self) -> Path:
         return self.home / "runs"
+
+    @property
+    def uploads_dir(self) -> Path:
+        """Files sent with ``POST /v1/files``, one folder per API key."""
+        return self.home / "uploads"
+
+    @property
+    def threads_held_by_models(self) -> int:
+        """Server threads that requests for the models can hold at once: per model (text and
+        vision) the one it runs and those waiting."""
+        return 2 * (1 + self.max_waiting_requests)
+
+    @property
+    def all_keys(self) -> tuple[str, ...]:
+        """Every key that may call ``/v1/*``: the API keys and the admin keys."""
+        return self.api_keys + tuple(k for k in self.admin_keys if k not in self.api_keys)
 
     @property
     def effective_database_url(self) -> str:

@@ -263,6 +263,12 @@ def _resolve(url: str, base: Path) -> str:
         )
     local = Path(url.removeprefix("file://"))
     path = local if local.is_absolute() else base / local
+    # the images lie beside the JSONL (or below it): a path elsewhere is refused unread
+    if "\x00" in url or not path.resolve().is_relative_to(base.resolve()):
+        raise _Problem(
+            f"image {url[:80]!r} is outside the JSONL's folder; keep the images beside the JSONL "
+            "and use relative paths"
+        )
     if not path.is_file():
         raise _Problem(f"image file {path} does not exist")
     return str(path)

@@ -171,9 +171,15 @@ def _image_problem(image: dict, images_dir: Path, check_images: bool) -> str | N
             return f"missing {key!r}"
     if not all(isinstance(image[k], int) and image[k] > 0 for k in ("width", "height")):
         return f"width and height must be positive whole numbers, got {image['width']!r}x{image['height']!r}"
+    name = image["file_name"]
+    if not isinstance(name, str) or not name or "\x00" in name:
+        return "file_name must be a file name"
+    # images lie in the image folder: an absolute name or `..` must not lead a reader elsewhere
+    if not (images_dir / name).resolve().is_relative_to(images_dir):
+        return f"file_name {name[:80]!r} leads outside the image folder; give names relative to it"
     if not check_images:
         return None
-    file = images_dir / image["file_name"]
+    file = images_dir / name
     if not file.is_file():
         return f"image file {file} does not exist (pass --images DIR where the files are)"
     from PIL import Image, UnidentifiedImageError

@@ -11,6 +11,23 @@ class GenerationError(RuntimeError):
     """A backend could not produce an answer; the message says what failed and what to change."""
 
 
+class ContextLengthExceeded(ValueError):
+    """A prompt and its ``max_tokens`` do not fit the model's context window (a caller's error,
+    not a failed generation: retrying the same request cannot help)."""
+
+    def __init__(self, prompt_tokens: int, max_tokens: int, window: int) -> None:
+        self.prompt_tokens, self.max_tokens, self.window = prompt_tokens, max_tokens, window
+        super().__init__(
+            f"the prompt is {prompt_tokens:,} tokens and max_tokens is {max_tokens:,}: "
+            f"{prompt_tokens + max_tokens:,} in all, above the model's context window of "
+            f"{window:,} tokens; shorten the messages or lower max_tokens"
+        )
+
+
+class DeadlineExceeded(RuntimeError):
+    """The request's ``deadline`` passed before its answer was complete."""
+
+
 @dataclass(frozen=True)
 class ToolCall:
     name: str
@@ -34,7 +51,8 @@ class ChatRequest:
 
     ``tools`` are OpenAI tool dicts; ``tool_choice`` is ``auto``, ``none``, ``required`` or a tool
     name; ``response_schema`` (a JSON schema) asks for one JSON value that validates against it.
-    ``adapter`` names the LoRA adapter to answer with (``None``: the base model).
+    ``adapter`` names the LoRA adapter to answer with (``None``: the base model). ``deadline``
+    (``time.monotonic()``) bounds the whole generation, prompt processing included.
     """
 
     messages: list[dict[str, Any]]
@@ -48,6 +66,7 @@ class ChatRequest:
     stop: list[str] = field(default_factory=list)
     adapter: str | None = None
     seed: int | None = None
+    deadline: float | None = None
 
 
 @dataclass(frozen=True)

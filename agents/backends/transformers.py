@@ -5,17 +5,33 @@ base weights sit in memory once. Each adapter answers with the chat template sav
 Generation is a plain KV-cache loop so that each token can be masked by the grammar (llguidance),
 streamed, and checked against stop sequences. Requests run one at a time per backend (a lock):
 switching adapters changes shared state, and on CPU concurrent decodes only split the cores.
+
+A prompt is counted before it runs: one that fills the model's context window is refused, and
+an answer ends where the window does (:meth:`TransformersBackend.count_tokens` counts without
+the lock, so a server can refuse a long prompt while another request generates). The prompt is processed in chunks of
+``PREFILL_CHUNK`` tokens, keeping only the last position's logits: memory grows with the prompt
+(its KV cache), not with prompt x vocabulary, and the request's deadline is checked between
+chunks as between tokens.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from agents.backends.base import ChatRequest, Event, GenerationError, Usage
+from agents.backends.base import (
+    ChatRequest,
+    ContextLengthExceeded,
+    DeadlineExceeded,
+    Event,
+    GenerationError,
+    Usage,
+)
 from agents.backends.chat_format import (
     CALL_CLOSE,
     grammar,
@@ -26,6 +42,9 @@ from agents.backends.chat_format import (
 from finetune.artifact import read_manifest
 from finetune.constrained import GrammarError, allowed_logits, ll_tokenizer
 from finetune.constrained import matcher as new_matcher
+
+PREFILL_CHUNK = 512  # prompt tokens per forward pass: bounds memory and the deadline's overshoot
+UNSET_LENGTH = 10**9  # a tokenizer's model_max_length above this is transformers' "not set"
 
 
 class TransformersBackend:
@@ -49,27 +68,65 @@ class TransformersBackend:
             model = self._load_adapters(model, name, adapters)
         self.model = model.eval()
         self._eos = _eos_ids(model, tokenizer)
+        self.context_window = context_window(model, tokenizer)
 
     def adapters(self) -> list[str]:
         return [a for a in self._tokenizers if a is not None]
 
+    def count_tokens(self, request: ChatRequest) -> int:
+        """The prompt's length in tokens, rendered as generation renders it (chat template,
+        tools, the adapter's tokenizer). Takes no lock: it may run while another request
+        generates."""
+        return len(self._prompt(request))
+
     def stream(self, request: ChatRequest) -> Iterator[Event]:
-        if request.adapter is not None and request.adapter not in self._tokenizers:
-            known = ", ".join(self.adapters()) or "none loaded"
-            raise GenerationError(f"unknown adapter {request.adapter!r} (adapters: {known})")
+        # counted before waiting for the lock: a prompt that cannot fit never waits
+        prompt = self._prompt(request)
+        window = self.context_window
+        if window is not None:
+            if len(prompt) >= window:
+                raise ContextLengthExceeded(len(prompt), request.max_tokens, window)
+            if len(prompt) + request.max_tokens > window:
+                # the answer ends at the window (finish_reason "length"), as a server's would
+                request = dataclasses.replace(request, max_tokens=window - len(prompt))
         with self._lock:
-            yield from self._generate(request)
+            yield from self._generate(request, prompt)
 
     # ---- generation ---------------------------------------------------------------------------
 
-    def _generate(self, request: ChatRequest) -> Iterator[Event]:
-        import torch
+    def _tokenizer(self, request: ChatRequest) -> Any:
+        if request.adapter is not None and request.adapter not in self._tokenizers:
+            known = ", ".join(self.adapters()) or "none loaded"
+            raise GenerationError(f"unknown adapter {request.adapter!r} (adapters: {known})")
+        return self._tokenizers[request.adapter]
 
-        tokenizer = self._tokenizers[request.adapter]
+    def _prompt(self, request: ChatRequest) -> list[int]:
+        tokenizer = self._tokenizer(request)
         messages, tools = render_messages(request, supports_tools(tokenizer.chat_template))
-        prompt = tokenizer.apply_chat_template(
+        return tokenizer.apply_chat_template(
             messages, tools=tools, add_generation_prompt=True, tokenize=True, return_dict=True
         )["input_ids"]
+
+    def _prefill(self, prompt: list[int], request: ChatRequest, device: Any) -> Any:
+        """The model's output after the whole prompt: its KV cache and the last logits."""
+        import torch
+
+        output = None
+        for start in range(0, len(prompt), PREFILL_CHUNK):
+            _check_deadline(request)
+            output = self.model(
+                input_ids=torch.tensor([prompt[start : start + PREFILL_CHUNK]], device=device),
+                past_key_values=None if output is None else output.past_key_values,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+        return output
+
+    def _generate(self, request: ChatRequest, prompt: list[int]) -> Iterator[Event]:
+        import torch
+
+        _check_deadline(request)  # it may have passed while this request waited for the lock
+        tokenizer = self._tokenizers[request.adapter]
         matcher = self._matcher(grammar(request))
         generator = None
         if request.temperature > 0:
@@ -80,8 +137,9 @@ class TransformersBackend:
         mode = "text" if matcher is None or request.response_schema is not None else None
         finish = "length"
         with torch.no_grad(), self._use(request.adapter):
-            output = self.model(input_ids=torch.tensor([prompt], device=device), use_cache=True)
+            output = self._prefill(prompt, request, device)
             for step in range(request.max_tokens):
+                _check_deadline(request)
                 logits = output.logits[0, -1].float()
                 if matcher is not None:
                     closing = mode != "text" or request.response_schema is not None
@@ -119,6 +177,7 @@ class TransformersBackend:
                     input_ids=torch.tensor([[token]], device=device),
                     past_key_values=output.past_key_values,
                     use_cache=True,
+                    logits_to_keep=1,
                 )
         text = tokenizer.decode(ids, skip_special_tokens=True)
         usage = Usage(len(prompt), len(ids))
@@ -211,6 +270,23 @@ class TransformersBackend:
             return
         self.model.set_adapter(adapter)
         yield
+
+
+def context_window(model: Any, tokenizer: Any) -> int | None:
+    """The most tokens (prompt and answer) the model takes: the smaller of its config's
+    ``max_position_embeddings`` and the tokenizer's ``model_max_length``, counting only the
+    ones that are set (a tokenizer without one says ~1e30); None when neither is."""
+    limits = [
+        getattr(getattr(model, "config", None), "max_position_embeddings", None),
+        getattr(tokenizer, "model_max_length", None),
+    ]
+    real = [n for n in limits if isinstance(n, int) and 0 < n < UNSET_LENGTH]
+    return min(real) if real else None
+
+
+def _check_deadline(request: ChatRequest) -> None:
+    if request.deadline is not None and time.monotonic() > request.deadline:
+        raise DeadlineExceeded("the answer took longer than the request timeout")
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> set[int]:

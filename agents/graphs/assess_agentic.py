@@ -58,7 +58,7 @@ def detect_damage(state: AssessState, runtime: Runtime[AgentContext]) -> dict:
 @timed("manual")
 def retrieve_manual(state: AssessState, runtime: Runtime[AgentContext]) -> dict:
     context = runtime.context
-    if context.manuals is None:
+    if not context.available("manuals"):
         return {"manual": [], "errors": ["manual retrieval is not configured"]}
     try:
         hits = tools.repair_procedures(context.manuals, state.get("damages", []), context.manual_k)
@@ -81,7 +81,7 @@ def check_claims(state: AssessState, runtime: Runtime[AgentContext]) -> dict:
             tools.similar_claims(
                 context.claims_db, context.claims_index, claim.description, claim.vin
             )
-            if claim.description and context.claims_index is not None
+            if claim.description and context.available("claims_index")
             else []
         ),
         "photo_matches": lambda: _photo_matches(state, context, claim),

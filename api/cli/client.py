@@ -187,7 +187,26 @@ def assessment_table(result: AssessmentResult) -> str:
     return "\n".join(lines)
 
 
-# ---- jobs ------------------------------------------------------------------------------------
+# ---- files and jobs --------------------------------------------------------------------------
+
+
+@client.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--folder", default="", help="folder in the server's upload area, e.g. manuals")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@_connection
+def upload(connect: Callable[[], Any], paths: tuple[Path, ...], folder: str, as_json: bool) -> None:
+    """Send files (or a folder's files) for jobs to read, e.g. `upload manual/ --folder
+    manuals`, then `jobs submit ingest-manuals --param 'paths=["manuals"]'`."""
+    with connect() as api:
+        try:
+            stored = api.upload(paths, folder)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(stored, indent=2))
+    else:
+        click.echo("\n".join(f"{f['path']}  ({f['bytes']:,} bytes)" for f in stored))
 
 
 @client.group()

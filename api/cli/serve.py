@@ -38,6 +38,13 @@ def serve(host: str | None, port: int | None, threads: int, timeout: int | None)
     from api.server.gunicorn import serve as run_server
 
     settings = load_settings()
+    if threads <= settings.threads_held_by_models:
+        raise click.UsageError(
+            f"--threads {threads} leaves no thread for /healthz and the other routes while both "
+            f"models are busy ({settings.threads_held_by_models} threads: per model 1 running "
+            f"and TUNEGRAPH_MAX_WAITING_REQUESTS={settings.max_waiting_requests} waiting); use "
+            f"--threads {settings.threads_held_by_models + 2} or more, or let fewer requests wait"
+        )
     host, port = host or settings.host, port or settings.port
     click.echo(f"tunegraph API on http://{host}:{port} (1 worker, {threads} threads)", err=True)
     run_server(

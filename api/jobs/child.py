@@ -11,6 +11,11 @@ on stdin and calls ``function(params, progress, log)``: ``progress`` is a tqdm-c
 factory whose bars report their position, ``log(line)`` a log line. It writes one JSON message a
 line on its stdout (``progress``, ``log``, then ``result`` or ``error``); anything else the work
 prints goes to stderr, which the parent reads as log lines too.
+
+A child never outlives the process that started it: on Linux it asks the kernel for SIGTERM
+when its parent dies (``PR_SET_PDEATHSIG``; a parent killed with SIGKILL included), and exits at
+once when the parent is already gone by then. Its own process group lets :meth:`stop` end what
+it started in turn.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ log = logging.getLogger(__name__)
 STOP_GRACE_S = 10  # after SIGTERM, a stopped child gets this long before SIGKILL
 _STEP = 0.01  # a bar reports every whole percent
 _ERROR_LINES = 5  # stderr lines quoted when a child dies without saying why
+PARENT_ENV = "TUNEGRAPH_CHILD_PARENT"  # the parent's pid, for the parent-death check
+_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -87,9 +94,11 @@ class ChildProcess:
         threads: int | None = None,
         on_progress: Callable[[BarEvent], None] | None = None,
         on_log: Callable[[str], None] | None = None,
+        cwd: Path | None = None,
     ) -> None:
         self.function, self.params = function, dict(params)
-        self.env = {**os.environ, **(env or {})}
+        self.env = {**os.environ, **(env or {}), PARENT_ENV: str(os.getpid())}
+        self.cwd = cwd
         if threads:
             self.env |= {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
         self.on_progress = on_progress or (lambda _event: None)
@@ -109,6 +118,7 @@ class ChildProcess:
             stderr=subprocess.PIPE,
             text=True,
             env=self.env,
+            cwd=self.cwd,
             start_new_session=True,  # its own process group: stop() ends what it started too
         )
         self._process.stdin.write(json.dumps({"function": self.function, "params": self.params}))
@@ -360,7 +370,20 @@ def run_child(request: Mapping[str, Any], channel: TextIO) -> int:
     return 0
 
 
+def _die_with_parent() -> None:
+    """SIGTERM when the parent dies (Linux); exit now if it already has."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    parent = os.environ.get(PARENT_ENV)
+    if parent and os.getppid() != int(parent):
+        sys.exit(1)  # the parent died before the request above took effect
+
+
 def main() -> None:
+    _die_with_parent()
     request = json.loads(sys.stdin.read())
     # Messages go to the real stdout; anything the work prints lands on stderr instead.
     channel = os.fdopen(os.dup(1), "w", encoding="utf-8")

@@ -6,6 +6,10 @@ and ``compare`` take that command's options as JSON parameters (see :data:`KINDS
 submission; the job streams the child's progress and log lines and returns the command's
 ``--json`` summary as its result (a ``compare`` job's ``out`` is the folder of its report,
 served by ``GET /v1/jobs/<id>/report``).
+
+Every file a job names is confined (:mod:`api.jobs.confine`): relative paths start in the
+owner's upload folder, and the child process runs there; a parameter, override or config entry
+outside the folders jobs may use is refused at submission, and checked again when it runs.
 """
 
 from __future__ import annotations
@@ -15,19 +19,25 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from api.jobs.child import BarEvent, ChildFailed, ChildProcess, ChildStopped
-from api.jobs.manager import JobCancelled, JobKind
+from api.jobs.confine import Roots, check_overrides
+from api.jobs.manager import JOB_OWNER, JobCancelled, JobKind
+from api.jobs.worker import OWNER_ENV
 from api.settings import Settings
+
+INT_RANGE = (-(2**63), 2**63 - 1)  # what the libraries below take as a whole number
 
 
 @dataclass(frozen=True)
 class Param:
-    """One job parameter: its JSON type, and whether the job needs it."""
+    """One job parameter: its JSON type, whether the job needs it, and whether it names a
+    file the job reads (``read``, ``config``) or a folder it writes (``write``)."""
 
     type: type
     required: bool = False
+    path: Literal["read", "write", "config"] | None = None
 
 
 @dataclass(frozen=True)
@@ -40,10 +50,11 @@ class Kind:
     params: dict[str, Param]
     function: str
     unit: str | None = None
-    check: Callable[[dict[str, Any]], None] | None = None
+    # (resolved params, params as given: for messages, which never show the server's paths)
+    check: Callable[[dict[str, Any], dict[str, Any]], None] | None = None
 
 
-def _check_compare(params: dict[str, Any]) -> None:
+def _check_compare(params: dict[str, Any], given: dict[str, Any]) -> None:
     """What ``tunegraph compare`` would refuse: a bad name, negative counts, no prices file."""
     from agents.compare import CompareOptions
 
@@ -54,17 +65,18 @@ def _check_compare(params: dict[str, Any]) -> None:
     except ValueError as exc:
         raise ValueError(f"bad parameter(s) of compare: {exc}") from None
     if "prices" in params and not Path(params["prices"]).is_file():
-        raise ValueError(f"parameter 'prices' of compare: no file {params['prices']}")
+        raise ValueError(f"parameter 'prices' of compare: no file {given['prices']}")
 
 
-def _check_manuals(params: dict[str, Any]) -> None:
+def _check_manuals(params: dict[str, Any], given: dict[str, Any]) -> None:
     """What ``tunegraph ingest manuals`` refuses before it reads anything: no path, a path
     that does not exist, a namespace that cannot name an index."""
     from rag.indexing import check_namespace
 
     if not params["paths"]:
         raise ValueError("parameter 'paths' of ingest-manuals: name at least one file or folder")
-    missing = [path for path in params["paths"] if not Path(path).exists()]
+    pairs = zip(given["paths"], params["paths"], strict=True)
+    missing = [raw for raw, path in pairs if not Path(path).exists()]
     if missing:
         raise ValueError(
             f"parameter 'paths' of ingest-manuals: no such file or folder {missing[0]}"
@@ -76,12 +88,12 @@ def _check_manuals(params: dict[str, Any]) -> None:
             raise ValueError(f"parameter 'namespace' of ingest-manuals: {exc}") from None
 
 
-def _check_coco(params: dict[str, Any]) -> None:
+def _check_coco(params: dict[str, Any], given: dict[str, Any]) -> None:
     from ingest.coco import CocoError, dataset_file
 
     if "images" in params and Path(params["images"]).is_file():
         raise ValueError(
-            f"parameter 'images' of ingest-coco: {params['images']} is a file, not a folder"
+            f"parameter 'images' of ingest-coco: {given['images']} is a file, not a folder"
         )
     if "name" in params:
         try:
@@ -93,7 +105,7 @@ def _check_coco(params: dict[str, Any]) -> None:
 VISION_TASKS = ("damage", "classify", "assess")
 
 
-def _check_vision(params: dict[str, Any]) -> None:
+def _check_vision(params: dict[str, Any], given: dict[str, Any]) -> None:
     if "task" in params and params["task"] not in VISION_TASKS:
         raise ValueError(
             f"parameter 'task' of finetune-vision: {params['task']!r} is not one of "
@@ -105,32 +117,36 @@ _WORKER = "api.jobs.worker:"
 KINDS = {
     "ingest-manuals": Kind(
         "ingest manuals",
-        {"paths": Param(list, required=True), "namespace": Param(str), "force": Param(bool)},
+        {"paths": Param(list, required=True, path="read"), "namespace": Param(str),
+         "force": Param(bool)},
         _WORKER + "ingest_manuals",
         check=_check_manuals,
     ),
     "ingest-claims": Kind(
         "ingest claims",
-        {"file": Param(str, required=True), "map": Param(list), "date_format": Param(str)},
+        {"file": Param(str, required=True, path="read"), "map": Param(list),
+         "date_format": Param(str)},
         _WORKER + "ingest_claims",
         unit="claim",
     ),
     "ingest-coco": Kind(
         "ingest coco",
-        {"annotations": Param(str, required=True), "images": Param(str), "name": Param(str)},
+        {"annotations": Param(str, required=True, path="read"), "images": Param(str, path="read"),
+         "name": Param(str)},
         _WORKER + "ingest_coco",
         check=_check_coco,
     ),
     "finetune-text": Kind(
         "finetune text",
-        {"config": Param(str), "overrides": Param(list), "resume": Param(bool)},
+        {"config": Param(str, path="config"), "overrides": Param(list), "resume": Param(bool)},
         _WORKER + "finetune_text",
         unit="step",
     ),
     "finetune-vision": Kind(
         "finetune vision",
-        {"config": Param(str), "task": Param(str), "train": Param(str), "val": Param(str),
-         "out": Param(str), "overrides": Param(list), "resume": Param(bool)},
+        {"config": Param(str, path="config"), "task": Param(str),
+         "train": Param(str, path="read"), "val": Param(str, path="read"),
+         "out": Param(str, path="write"), "overrides": Param(list), "resume": Param(bool)},
         _WORKER + "finetune_vision",
         unit="step",
         check=_check_vision,
@@ -138,7 +154,7 @@ KINDS = {
     "compare": Kind(
         "compare",
         {"name": Param(str), "images": Param(int), "questions": Param(int),
-         "prices": Param(str), "seed": Param(int)},
+         "prices": Param(str, path="read"), "seed": Param(int)},
         _WORKER + "compare",
         unit="comparison",
         check=_check_compare,
@@ -146,11 +162,14 @@ KINDS = {
 }  # fmt: skip
 
 
-def validate(kind: str, params: dict[str, Any]) -> None:
-    """``ValueError`` naming any unknown, missing or mistyped parameter of ``kind``.
+def validate(kind: str, params: dict[str, Any], roots: Roots) -> dict[str, Any]:
+    """``params`` with each file resolved within ``roots``; ``ValueError`` naming any unknown,
+    missing, mistyped or out-of-range parameter of ``kind``, or a file outside ``roots``.
 
-    >>> validate("ingest-claims", {"file": "claims.csv", "map": ["vin=VIN"]})
-    >>> validate("ingest-claims", {"file": 3})
+    >>> roots = Roots(Path("/srv/tg"), "local")
+    >>> validate("ingest-claims", {"file": "claims.csv", "map": ["vin=VIN"]}, roots)["file"]
+    '/srv/tg/uploads/local/claims.csv'
+    >>> validate("ingest-claims", {"file": 3}, roots)
     Traceback (most recent call last):
     ...
     ValueError: parameter 'file' of ingest-claims must be str
@@ -174,8 +193,32 @@ def validate(kind: str, params: dict[str, Any]) -> None:
         ):
             wanted = "a list of strings" if param.type is list else param.type.__name__
             raise ValueError(f"parameter {name!r} of {kind} must be {wanted}")
+        if param.type is int and not INT_RANGE[0] <= value <= INT_RANGE[1]:
+            raise ValueError(f"parameter {name!r} of {kind} must be between -2**63 and 2**63-1")
+    resolved = _resolve_paths(kind, params, roots)
     if spec.check is not None:
-        spec.check(params)
+        spec.check(resolved, params)
+    return resolved
+
+
+def _resolve_paths(kind: str, params: dict[str, Any], roots: Roots) -> dict[str, Any]:
+    resolved = dict(params)
+    for name, param in KINDS[kind].params.items():
+        if name not in params:
+            continue
+        label = f"parameter {name!r} of {kind}"
+        if param.path == "read":
+            values = params[name] if param.type is list else [params[name]]
+            paths = [str(roots.readable(value, label)) for value in values]
+            resolved[name] = paths if param.type is list else paths[0]
+        elif param.path == "config":
+            resolved[name] = str(roots.config_file(params[name], label))
+        elif param.path == "write":
+            default = roots.home / "vision"  # the only written folder a job names: a model's
+            resolved[name] = str(roots.writable(params[name], label, default))
+    if "overrides" in params:
+        check_overrides(params["overrides"], roots, f"parameter 'overrides' of {kind}:")
+    return resolved
 
 
 @dataclass(frozen=True)
@@ -185,8 +228,12 @@ class WorkerJob:
     kind: str
     settings: Settings
 
+    def roots(self) -> Roots:
+        """The folders of the job being checked or run (its owner's: :data:`JOB_OWNER`)."""
+        return Roots.of(self.settings, JOB_OWNER.get())
+
     def check(self, params: dict[str, Any]) -> None:
-        validate(self.kind, params)
+        validate(self.kind, params, self.roots())
 
     def __call__(
         self,
@@ -197,6 +244,16 @@ class WorkerJob:
     ) -> dict[str, Any]:
         spec = KINDS[self.kind]
         log(f"$ tunegraph {spec.command} {json.dumps(params, sort_keys=True)}")
+        roots = self.roots()
+        resolved = validate(self.kind, params, roots)  # again: the files may have changed
+        roots.uploads.mkdir(parents=True, exist_ok=True)
+        # Files read resolve the same in the child, which runs in the upload folder, and stay
+        # as given, so that its messages show the caller's names; a shipped config and an
+        # output folder start elsewhere.
+        given = {
+            name: resolved[name] if spec.params[name].path in ("config", "write") else value
+            for name, value in params.items()
+        }
 
         def moved(event: BarEvent) -> None:
             if event.unit == spec.unit and event.fraction is not None:
@@ -204,10 +261,14 @@ class WorkerJob:
 
         child = ChildProcess(
             spec.function,
-            params,
-            env=self.settings.to_env(),
+            given,
+            env={
+                **self.settings.replace(home=roots.home).to_env(),
+                OWNER_ENV: roots.owner,
+            },
             on_progress=moved,
             on_log=log,
+            cwd=roots.uploads,
         )
         try:
             return child.wait(cancel)

@@ -5,6 +5,10 @@ reports 0..1, ``log(line)`` appends to the job's log tail, ``cancel`` is a
 :class:`threading.Event` the kind checks (and stops at) when it is set. A kind may also have a
 ``check(params)`` method that raises ``ValueError`` for bad parameters, so that a bad request is
 refused with 400 instead of queueing a job that can only fail.
+
+A job belongs to the caller that submitted it (``owner``, a key id). While a kind checks or runs
+a job, :data:`JOB_OWNER` holds that owner, so that a kind can confine the job to its owner's
+files without the protocol growing an argument every kind would have to take.
 """
 
 from __future__ import annotations
@@ -16,9 +20,10 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from typing import Any, Protocol
 
-from api.jobs.store import ACTIVE, FINISHED, Job, JobStore
+from api.jobs.store import ACTIVE, FINISHED, LOCAL, Job, JobStore
 from api.server.observability import LOGGER
 
 LOG_TAIL = 200  # lines of a job's log that are kept
@@ -26,6 +31,7 @@ SAVE_EVERY_S = 0.5  # progress and log are written at most this often (and at th
 STOPPED = "the server is stopping; submit the job again once it is back"
 
 log = logging.getLogger(LOGGER)
+JOB_OWNER: ContextVar[str] = ContextVar("JOB_OWNER", default=LOCAL)
 
 
 class JobKind(Protocol):
@@ -63,19 +69,24 @@ class JobManager:
         self._lock = threading.Lock()
         self._stopping = False
 
-    def submit(self, kind: str, params: dict[str, Any]) -> Job:
-        """Queue a job; raises :class:`UnknownJobKind` or the kind's own ``ValueError``."""
+    def submit(self, kind: str, params: dict[str, Any], owner: str = LOCAL) -> Job:
+        """Queue a job of ``owner``; raises :class:`UnknownJobKind` or the kind's own
+        ``ValueError``."""
         if kind not in self.kinds:
             valid = ", ".join(sorted(self.kinds)) or "none"
             raise UnknownJobKind(f"unknown job kind {kind!r}; use one of {valid}")
         check = getattr(self.kinds[kind], "check", None)
         if check is not None:
-            check(params)
+            token = JOB_OWNER.set(owner)
+            try:
+                check(params)
+            finally:
+                JOB_OWNER.reset(token)
         if self._stopping:
             raise JobsStopped(STOPPED)
         job = Job(
             id=f"job_{uuid.uuid4().hex}", kind=kind, state="queued", params=params,
-            created_at=time.time(),
+            owner=owner, created_at=time.time(),
         )  # fmt: skip
         self.store.add(job)
         with self._lock:  # shutdown() sets _stopping under this lock, then closes the pool
@@ -141,6 +152,7 @@ class JobManager:
         if not self.store.update(job.id, "queued", state="running", started_at=time.time()):
             return  # cancelled while it waited
         reporter = _Reporter(self.store, job.id)
+        JOB_OWNER.set(job.owner)  # this pool thread's context; set again by its next job
         try:
             result = self.kinds[job.kind](job.params, reporter.progress, reporter.log, cancel)
         except JobCancelled:

@@ -2,6 +2,7 @@
 
 SQLAlchemy over the settings' database (SQLite by default), so jobs outlive the process: when a
 store opens, jobs that were queued or running in an earlier process are marked ``interrupted``.
+Each job has an ``owner``: the id of the API key that created it (``local`` without keys).
 """
 
 from __future__ import annotations
@@ -11,13 +12,24 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Float, String, Text, create_engine, func, select, text, update
+from sqlalchemy import (
+    Float,
+    String,
+    Text,
+    create_engine,
+    func,
+    inspect,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 ACTIVE = ("queued", "running")
 FINISHED = ("succeeded", "failed", "cancelled", "interrupted")
 STATES = ACTIVE + FINISHED
+LOCAL = "local"  # the owner of jobs created without API keys
 
 
 class _Base(DeclarativeBase):
@@ -29,6 +41,7 @@ class JobRow(_Base):
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     kind: Mapped[str] = mapped_column(String(64))
+    owner: Mapped[str] = mapped_column(String(40), index=True, default=LOCAL)
     state: Mapped[str] = mapped_column(String(16), index=True)
     params: Mapped[str] = mapped_column(Text, default="{}")
     progress: Mapped[float] = mapped_column(Float, default=0.0)
@@ -49,6 +62,7 @@ class Job:
     kind: str
     state: str
     params: dict[str, Any]
+    owner: str = LOCAL
     progress: float = 0.0
     log: list[str] = field(default_factory=list)
     result: dict[str, Any] | None = None
@@ -65,6 +79,7 @@ class Job:
             kind=row.kind,
             state=row.state,
             params=json.loads(row.params),
+            owner=row.owner,
             progress=row.progress,
             log=json.loads(row.log),
             result=json.loads(row.result) if row.result is not None else None,
@@ -76,7 +91,9 @@ class Job:
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {"object": "job", **self.__dict__}
+        """The job as the API shows it (its owner's key id stays on the server)."""
+        shown = {k: v for k, v in self.__dict__.items() if k != "owner"}
+        return {"object": "job", **shown}
 
 
 class JobStore:
@@ -85,7 +102,18 @@ class JobStore:
         connect_args = {"timeout": 30} if url.startswith("sqlite") else {}
         self.engine: Engine = create_engine(url, connect_args=connect_args)
         _Base.metadata.create_all(self.engine)
+        self._add_owner_column()
         self.interrupted = self._interrupt_leftovers()
+
+    def _add_owner_column(self) -> None:
+        """A jobs table from before jobs had owners gets the column; its jobs become the
+        local user's (visible to admin keys only once keys are set)."""
+        if "owner" in {c["name"] for c in inspect(self.engine).get_columns("jobs")}:
+            return
+        with self.engine.begin() as connection:
+            connection.execute(
+                text(f"ALTER TABLE jobs ADD COLUMN owner VARCHAR(40) NOT NULL DEFAULT '{LOCAL}'")
+            )
 
     def _interrupt_leftovers(self) -> int:
         """Jobs a previous process left queued or running: it died, so they never finish."""
@@ -108,6 +136,7 @@ class JobStore:
                 JobRow(
                     id=job.id,
                     kind=job.kind,
+                    owner=job.owner,
                     state=job.state,
                     params=json.dumps(job.params),
                     progress=job.progress,
@@ -133,10 +162,15 @@ class JobStore:
             row = session.get(JobRow, job_id)
             return Job.from_row(row) if row else None
 
-    def list(self, limit: int = 50, state: str | None = None) -> list[Job]:
+    def list(
+        self, limit: int = 50, state: str | None = None, owner: str | None = None
+    ) -> list[Job]:
+        """The newest ``limit`` jobs, of one ``state`` and one ``owner`` when given."""
         query = select(JobRow).order_by(JobRow.created_at.desc()).limit(limit)
         if state:
             query = query.where(JobRow.state == state)
+        if owner is not None:
+            query = query.where(JobRow.owner == owner)
         with Session(self.engine) as session:
             return [Job.from_row(row) for row in session.scalars(query)]
 

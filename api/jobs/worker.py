@@ -4,19 +4,34 @@ Each function takes the job's parameters (checked at submission by :mod:`api.job
 tqdm-compatible ``progress`` bar factory and a ``log`` callback, reads the settings from the
 environment the parent passed on, calls the same library function as the matching ``tunegraph``
 command, and returns the summary that command prints with ``--json``.
+
+The parameters' own paths were confined at submission (:mod:`api.jobs.kinds`); a recipe's
+config can name more files (its YAML, its overrides), so a job's fine-tuning checks the loaded
+config against its owner's folders (:func:`api.jobs.confine.check_config`) before it reads any.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from api import composition
+from api.jobs.confine import Roots, check_config
 from api.settings import Settings
 
 Log = Callable[[str], None]
+OWNER_ENV = "TUNEGRAPH_JOB_OWNER"  # set by api.jobs.kinds for a job's child
+
+
+def _confine(config: object, settings: Settings) -> None:
+    """A job's recipe config may only name its owner's files (the demo's stages are not jobs:
+    they run without an owner)."""
+    owner = os.environ.get(OWNER_ENV)
+    if owner is not None:
+        check_config(config, Roots.of(settings, owner))
 
 
 class NothingIngested(ValueError):
@@ -94,6 +109,7 @@ def finetune_text(params: dict[str, Any], progress: Callable, log: Log) -> dict[
     settings = Settings.from_env()
     config_path = Path(params["config"]) if params.get("config") else None
     config = load_config(text_lora.TextRecipeConfig, config_path, params.get("overrides", []))
+    _confine(config, settings)
     result = text_lora.main(
         config,
         composition.workspace(settings),
@@ -118,6 +134,7 @@ def finetune_vision(params: dict[str, Any], progress: Callable, log: Log) -> dic
         paths["val"],
         params.get("overrides", []),
     )
+    _confine(config, settings)
     result = main(
         config,
         composition.workspace(settings),

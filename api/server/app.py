@@ -42,7 +42,7 @@ def create_app(
     fine-tune and compare, each in a child process).
     """
     from api.jobs.kinds import default_kinds
-    from api.server.blueprints import assessments, chat, health, jobs
+    from api.server.blueprints import assessments, chat, files, health, jobs
 
     settings = settings or Settings.from_env()
     app = Flask(__name__, static_folder=None)
@@ -81,6 +81,6 @@ def create_app(
     observability.init_app(app, metrics, logger)
     protection.init_app(app, settings)
     errors.init_app(app)
-    for blueprint in (chat.bp, assessments.bp, jobs.bp, health.bp):
+    for blueprint in (chat.bp, assessments.bp, jobs.bp, files.bp, health.bp):
         app.register_blueprint(blueprint)
     return app

@@ -16,6 +16,8 @@ MODES = ("base", "rag", "finetuned", "finetuned-rag", "agent")  # service_chat.M
 ASSESSMENT_MODELS = ("assessment-finetuned", "assessment-agentic", "assessment-both")
 ROLES = ("system", "developer", "user", "assistant")  # developer: OpenAI's newer name for system
 MAX_STOP = 4
+# OpenAI's range for seed (int64); torch's generator takes it (negative seeds wrap around)
+SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -138,8 +140,10 @@ def parse_chat(body: Any, settings: Settings) -> ChatParams:
     ):
         raise _bad(f"stop must be a string or a list of up to {MAX_STOP} strings", "stop")
     seed = body.get("seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise _bad("seed must be a whole number", "seed")
+    if seed is not None and (
+        isinstance(seed, bool) or not isinstance(seed, int) or not SEED_MIN <= seed <= SEED_MAX
+    ):
+        raise _bad(f"seed must be a whole number from {SEED_MIN} to {SEED_MAX} (int64)", "seed")
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise _bad("stream must be true or false", "stream")

@@ -26,7 +26,13 @@ _TYPES = {
     429: "rate_limit_error",
     503: "service_unavailable_error",
 }
-_CODES = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
+_CODES = {
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "request_too_large",
+    414: "uri_too_long",
+    431: "headers_too_large",
+}
 
 
 class APIError(Exception):

@@ -1,5 +1,10 @@
-"""One request's view of the shared chat model (its sampling, stop sequences and deadline), and
-the mapping of graph failures to API errors."""
+"""One request's view of the shared chat model (its sampling, stop sequences and deadline), its
+prompt's fit in the model's context window, and the mapping of graph failures to API errors.
+
+The deadline covers the whole generation: the backend checks it before processing the prompt,
+between its chunks and between tokens (:class:`agents.backends.base.DeadlineExceeded`), and this
+module's model checks it again per streamed token.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +14,11 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from agents.backends.base import ContextLengthExceeded, DeadlineExceeded
 from api.server.errors import APIError
 
 
-class GenerationTimeout(RuntimeError):
+class GenerationTimeout(DeadlineExceeded):
     """The answer was still being generated when the request's deadline passed."""
 
 
@@ -47,6 +53,11 @@ def _request_chat_model() -> type:
         deadline: float
         cancel: Any = None  # threading.Event
 
+        def _request(self, messages, stop, kwargs) -> Any:
+            request = super()._request(messages, stop, kwargs)
+            request.deadline = self.deadline  # the backend stops its prompt processing too
+            return request
+
         def _stream(self, messages, stop=None, run_manager=None, **kwargs) -> Iterator[Any]:
             chunks = super()._stream(messages, [*(stop or []), *self.stop], run_manager, **kwargs)
             try:
@@ -63,6 +74,33 @@ def _request_chat_model() -> type:
     return RequestChatModel
 
 
+def fit_max_tokens(llm: Any, messages: list[Any], max_tokens: int | None, default: int) -> int:
+    """The ``max_tokens`` to answer ``messages`` (LangChain messages) with.
+
+    The prompt is counted in the model's tokens, with its chat template, before anything runs
+    and without waiting for the model. Asked-for ``max_tokens`` must fit beside it in the
+    context window, or the answer is a 400 ``context_length_exceeded`` naming the counts;
+    without one, ``default`` is cut to the room the prompt leaves. A model that cannot count
+    (a remote server, which checks itself) gets the numbers as they are.
+    """
+    window = getattr(llm, "context_window", None)
+    count = getattr(llm, "count_tokens", None)
+    if not window or count is None:
+        return max_tokens or default
+    # counted with the base model's tokenizer: adapters keep its vocabulary, and the backend
+    # checks the final prompt (with the adapter's template and any retrieved text) again
+    prompt = count(messages, adapter=None)
+    wanted = max_tokens or min(default, window - prompt)
+    if prompt + max(wanted, 1) > window:
+        raise APIError(
+            400,
+            str(ContextLengthExceeded(prompt, max(wanted, 1), window)),
+            param="messages",
+            code="context_length_exceeded",
+        )
+    return wanted
+
+
 def api_error(exc: Exception, timeout_s: int) -> APIError | None:
     """The API error for a graph run's failure, or None for an unexpected one (a 500)."""
     from agents.backends.base import GenerationError
@@ -71,11 +109,13 @@ def api_error(exc: Exception, timeout_s: int) -> APIError | None:
 
     if isinstance(exc, APIError):
         return exc
-    if isinstance(exc, GenerationTimeout):
+    if isinstance(exc, ContextLengthExceeded):
+        return APIError(400, str(exc), param="messages", code="context_length_exceeded")
+    if isinstance(exc, DeadlineExceeded):
         return APIError(
             504,
             f"generation took longer than {timeout_s} s (TUNEGRAPH_GENERATION_TIMEOUT_S); "
-            "ask for fewer max_tokens or retry",
+            "send a shorter prompt, ask for fewer max_tokens or retry",
             code="timeout",
         )
     if isinstance(exc, MissingDependencyError):

@@ -4,20 +4,72 @@ One worker process with a pool of threads. The models are loaded once per proces
 minutes, hundreds of MB to GB each), and the job manager assumes it is the only process running
 jobs: a second worker would load every model again and could run the same queue twice. Threads
 share the loaded models; generation itself releases the GIL in torch.
+
+gunicorn reads request lines and headers up to twice the limits the app enforces
+(:mod:`api.server.protection`), so the app answers an oversize URL or header with its JSON error
+envelope; what gunicorn itself still refuses as too large gets that envelope from
+:class:`JsonErrorWorker` instead of gunicorn's HTML page.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
 from flask import Flask
+from gunicorn import util
 from gunicorn.app.base import BaseApplication
+from gunicorn.http.errors import LimitRequestHeaders, LimitRequestLine
+from gunicorn.workers.gthread import ThreadWorker
+
+from api.server.errors import envelope
+from api.server.protection import MAX_HEADER_FIELD_BYTES, MAX_HEADER_FIELDS, MAX_TARGET_BYTES
 
 WORKERS = 1  # see the module docstring: models and the job manager are per process
 TIMEOUT_MARGIN_S = 30  # a worker's timeout sits above the longest request it may serve
 M_ARENA_MAX = -8  # glibc's mallopt parameter number
 MALLOC_ARENAS = 2
+MAX_REQUEST_LINE = 8190  # the most gunicorn reads (method, URL and version)
+# what gunicorn refuses while parsing, as (status, reason, code, message)
+_TOO_LARGE = {
+    LimitRequestLine: (
+        414,
+        "URI Too Long",
+        "uri_too_long",
+        f"the request line is longer than {MAX_REQUEST_LINE:,} bytes; at most "
+        f"{MAX_TARGET_BYTES:,} bytes of URL are accepted (send long inputs in a POST body)",
+    ),
+    LimitRequestHeaders: (
+        431,
+        "Request Header Fields Too Large",
+        "headers_too_large",
+        f"the request headers are too large: at most {MAX_HEADER_FIELDS} fields of "
+        f"{MAX_HEADER_FIELD_BYTES:,} bytes each are accepted",
+    ),
+}
+
+
+class JsonErrorWorker(ThreadWorker):
+    """gunicorn's threaded worker, answering a request its parser refuses as too large (see
+    ``_TOO_LARGE``) with the API's JSON error envelope rather than an HTML page."""
+
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        refusal = next((v for kind, v in _TOO_LARGE.items() if isinstance(exc, kind)), None)
+        if refusal is None:
+            super().handle_error(req, client, addr, exc)
+            return
+        status, reason, code, message = refusal
+        self.log.warning("Invalid request from ip=%s: %s", (addr or ("-",))[0], exc)
+        body = json.dumps(envelope(status, message, code=code)).encode()
+        head = (
+            f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        try:
+            util.write_nonblock(client, head.encode("latin-1") + body)
+        except OSError:
+            self.log.debug("Failed to send error message.")
 
 
 class _Gunicorn(BaseApplication):
@@ -46,11 +98,14 @@ def gunicorn_options(
     return {
         "bind": f"{host}:{port}",
         "workers": WORKERS,
-        "worker_class": "gthread",
+        "worker_class": f"{__name__}.{JsonErrorWorker.__name__}",
         "threads": threads,
         "timeout": timeout_s,
         "graceful_timeout": timeout_s,  # let running requests finish on SIGTERM
         "keepalive": 5,
+        "limit_request_line": MAX_REQUEST_LINE,
+        "limit_request_fields": 2 * MAX_HEADER_FIELDS,
+        "limit_request_field_size": 2 * MAX_HEADER_FIELD_BYTES,
         "preload_app": False,
         "loglevel": log_level.lower(),
         "errorlog": "-",

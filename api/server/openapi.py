@@ -12,10 +12,17 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from api.jobs.kinds import KINDS
+from api.jobs.kinds import INT_RANGE, KINDS
 from api.jobs.store import STATES
-from api.server.blueprints.jobs import REPORT_KIND, REPORT_TYPES
-from api.server.chat_request import ASSESSMENT_MODELS, MAX_STOP, MODES, ROLES
+from api.server.blueprints.jobs import MAX_LIST, REPORT_KIND, REPORT_TYPES
+from api.server.chat_request import (
+    ASSESSMENT_MODELS,
+    MAX_STOP,
+    MODES,
+    ROLES,
+    SEED_MAX,
+    SEED_MIN,
+)
 from api.settings import Settings
 
 REF = "#/components/schemas/{model}"
@@ -36,12 +43,25 @@ def _errors(*statuses: int) -> dict[str, Any]:
         404: "not found",
         409: "conflict",
         413: "body or image too large",
-        429: "rate limit reached",
+        414: "URL too long",
+        429: "rate limit reached, or too many failed API-key checks from this address",
+        431: "request headers too large or too many",
         500: "internal error",
         503: "a model or store is unavailable",
         504: "generation timeout",
     }
-    return {str(s): _json(_ref("Error"), reasons[s]) for s in statuses}
+    headers = {
+        401: {"WWW-Authenticate": {"schema": {"type": "string", "pattern": "^Bearer"}}},
+        429: {"Retry-After": {"schema": {"type": "string", "pattern": "^[0-9]+$"}}},
+    }
+    responses = {}
+    for status in statuses:
+        responses[str(status)] = _json(_ref("Error"), reasons[status])
+        if status in headers:
+            responses[str(status)]["headers"] = {
+                name: {"required": True, **header} for name, header in headers[status].items()
+            }
+    return responses
 
 
 def _operation(
@@ -52,7 +72,9 @@ def _operation(
     secured: bool = True,
     errors: Iterable[int] = (),
 ) -> dict[str, Any]:
-    operation: dict[str, Any] = {"summary": summary, "responses": {**responses, **_errors(*errors)}}
+    # every request's URL, headers and declared body size are checked first (protection.py)
+    refused = _errors(413, 414, 431, *errors)
+    operation: dict[str, Any] = {"summary": summary, "responses": {**responses, **refused}}
     if body:
         operation["requestBody"] = {"required": True, "content": body}
     if secured:
@@ -65,7 +87,7 @@ def _job_params(job_kinds: list[str]) -> dict[str, Any]:
     """``JobParams-<kind>``: the parameters of each built-in job kind this app offers."""
     types = {
         str: {"type": "string"},
-        int: {"type": "integer"},
+        int: {"type": "integer", "minimum": INT_RANGE[0], "maximum": INT_RANGE[1]},
         bool: {"type": "boolean"},
         list: {"type": "array", "items": {"type": "string"}},
     }
@@ -96,6 +118,28 @@ def _job_params(job_kinds: list[str]) -> dict[str, Any]:
     return schemas
 
 
+def _job_request(job_kinds: list[str]) -> dict[str, Any]:
+    """One of the kinds, each with its own params (unknown ones are refused with a 400 that
+    lists the valid ones); ``params`` defaults to ``{}``."""
+    variants = [
+        {
+            "type": "object",
+            "required": ["kind"],
+            "properties": {
+                "kind": {"const": kind},
+                "params": _ref(f"JobParams-{kind}") if kind in KINDS else {"type": "object"},
+            },
+        }
+        for kind in job_kinds
+    ]
+    request = {
+        "type": "object",
+        "required": ["kind"],
+        "properties": {"kind": {"enum": job_kinds}, "params": {"type": "object"}},
+    }
+    return {**request, "oneOf": variants} if variants else request
+
+
 def _schemas(settings: Settings, job_kinds: list[str]) -> dict[str, Any]:
     from pydantic.json_schema import models_json_schema
 
@@ -105,6 +149,8 @@ def _schemas(settings: Settings, job_kinds: list[str]) -> dict[str, Any]:
         [(Assessment, "serialization"), (ClaimContext, "validation")], ref_template=REF
     )
     nullable_str = {"type": ["string", "null"]}
+    text = {"type": "string", "maxLength": settings.max_prompt_chars}
+    max_tokens = {"type": "integer", "minimum": 1, "maximum": settings.max_tokens_limit}
     usage = {
         "type": "object",
         "properties": {
@@ -157,37 +203,38 @@ def _schemas(settings: Settings, job_kinds: list[str]) -> dict[str, Any]:
                             "role": {"enum": list(ROLES)},
                             "content": {
                                 "oneOf": [
-                                    {"type": "string"},
+                                    text,
                                     {
                                         "type": "array",
                                         "items": {
                                             "type": "object",
-                                            "properties": {
-                                                "type": {"const": "text"},
-                                                "text": {"type": "string"},
-                                            },
+                                            "required": ["type"],
+                                            "properties": {"type": {"const": "text"}, "text": text},
                                         },
                                     },
                                 ]
                             },
                         },
                     },
-                    "description": f"at most {settings.max_prompt_chars} characters in all",
+                    "contains": {"properties": {"role": {"const": "user"}}},
+                    "description": f"at least one user message; at most "
+                    f"{settings.max_prompt_chars} characters in all",
                 },
-                "max_tokens": {
-                    "type": "integer",
-                    "minimum": 1,
-                    "maximum": settings.max_tokens_limit,
-                },
+                "max_tokens": max_tokens,
+                "max_completion_tokens": {**max_tokens, "description": "max_tokens' newer name"},
                 "temperature": {"type": "number", "minimum": 0, "maximum": 2},
                 "top_p": {"type": "number", "minimum": 0, "maximum": 1},
                 "stop": {
                     "oneOf": [
-                        {"type": "string"},
-                        {"type": "array", "maxItems": MAX_STOP, "items": {"type": "string"}},
+                        {"type": "string", "minLength": 1},
+                        {
+                            "type": "array",
+                            "maxItems": MAX_STOP,
+                            "items": {"type": "string", "minLength": 1},
+                        },
                     ]
                 },
-                "seed": {"type": "integer"},
+                "seed": {"type": "integer", "minimum": SEED_MIN, "maximum": SEED_MAX},
                 "stream": {"type": "boolean", "default": False},
                 "stream_options": {
                     "type": "object",
@@ -287,22 +334,26 @@ def _schemas(settings: Settings, job_kinds: list[str]) -> dict[str, Any]:
                 "timings_ms": {"type": "object", "additionalProperties": {"type": "number"}},
             },
         },
-        "JobRequest": {
-            "type": "object",
-            "required": ["kind"],
-            "properties": {"kind": {"enum": job_kinds}, "params": {"type": "object"}},
-            # each kind's params (unknown ones are refused with 400 listing the valid ones)
-            "allOf": [
-                {
-                    "if": {"properties": {"kind": {"const": kind}}},
-                    "then": {"properties": {"params": _ref(f"JobParams-{kind}")}},
-                }
-                for kind in job_kinds
-                if kind in KINDS
-            ],
-        },
+        "JobRequest": _job_request(job_kinds),
         **_job_params(job_kinds),
         "Job": job,
+        "FileList": {
+            "type": "object",
+            "properties": {
+                "object": {"const": "list"},
+                "data": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "object": {"const": "file"},
+                            "path": {"type": "string"},
+                            "bytes": {"type": "integer", "minimum": 0},
+                        },
+                    },
+                },
+            },
+        },
         "JobList": {
             "type": "object",
             "properties": {
@@ -327,7 +378,11 @@ def spec(settings: Settings, job_kinds: list[str]) -> dict[str, Any]:
                         "type": "array",
                         "minItems": 1,
                         "maxItems": settings.max_images,
-                        "items": {"type": "string", "contentMediaType": "image/*"},
+                        "items": {
+                            "type": "string",
+                            "format": "binary",
+                            "contentMediaType": "image/*",
+                        },
                         "description": f"JPEG, PNG or WebP; each at most {settings.max_image_bytes} "
                         f"bytes and {settings.max_image_pixels} pixels",
                     },
@@ -336,6 +391,28 @@ def spec(settings: Settings, job_kinds: list[str]) -> dict[str, Any]:
                         "type": "string",
                         "contentMediaType": "application/json",
                         "contentSchema": _ref("ClaimContext"),
+                    },
+                },
+            }
+        }
+    }
+    uploads = {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["file"],
+                "properties": {
+                    "file": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {"type": "string", "format": "binary"},
+                        "description": "each stored under its own (sanitised) name; an upload "
+                        "replaces a file of the same name",
+                    },
+                    "folder": {
+                        "type": "string",
+                        "description": "plain names (letters, digits, '_', '.', '-') joined by "
+                        "'/', at most 4 levels; default: the upload folder itself",
                     },
                 },
             }
@@ -388,9 +465,29 @@ def spec(settings: Settings, job_kinds: list[str]) -> dict[str, Any]:
                 ),
                 "parameters": [
                     {"name": "state", "in": "query", "schema": {"enum": list(STATES)}},
-                    {"name": "limit", "in": "query", "schema": {"type": "integer", "default": 50}},
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": MAX_LIST,
+                            "default": 50,
+                        },
+                    },
                 ],
             },
+        },
+        "/v1/files": {
+            "post": _operation(
+                "Upload files for jobs into the caller's upload folder",
+                {"201": _json(_ref("FileList"), "the stored files, by path in the folder")},
+                body=uploads,
+                errors=(400, 413),
+            ),
+            "get": _operation(
+                "The caller's uploaded files", {"200": _json(_ref("FileList"), "files")}
+            ),
         },
         "/v1/jobs/{job_id}": {
             "parameters": job_id,
@@ -442,14 +539,14 @@ def spec(settings: Settings, job_kinds: list[str]) -> dict[str, Any]:
         },
         "/metrics": {
             "get": _operation(
-                "Prometheus metrics",
+                "Prometheus metrics (needs an API key with TUNEGRAPH_METRICS_REQUIRE_KEY)",
                 {
                     "200": {
                         "description": "text exposition format",
                         "content": {"text/plain": {"schema": {"type": "string"}}},
                     }
                 },
-                secured=False,
+                secured=settings.metrics_require_key and bool(settings.all_keys),
             )
         },
         "/openapi.json": {"get": _operation("This document", ok, secured=False)},

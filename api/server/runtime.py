@@ -4,6 +4,10 @@ Loading SmolLM2, the embedder and the damage model takes seconds to minutes, so 
 per process, on the first request that needs it (not at app creation: a gunicorn master that
 imports the app stays light), or in the background when ``/readyz`` first asks. A failed load
 answers 503 (the detail goes to the log) and is tried again by the next request.
+
+Each model has a bounded wait queue (:class:`ModelQueue`): one request uses it while at most
+``max_waiting_requests`` wait; a request beyond that is answered 503 ``server_overloaded`` with
+``Retry-After`` at once, instead of holding a server thread until it times out.
 """
 
 from __future__ import annotations
@@ -11,13 +15,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from api import composition
 from api.server.errors import APIError
 from api.server.observability import LOGGER
-from api.settings import Settings
+from api.settings import Settings, env_name
 
 if TYPE_CHECKING:
     from agents.context import AgentContext
@@ -39,6 +43,69 @@ LOAD_FAILED = (
     "TUNEGRAPH_TEXT_MODEL and TUNEGRAPH_TEXT_ADAPTER with `tunegraph config show` and "
     "`tunegraph models list`, or run `tunegraph demo`"
 )
+QUEUES = ("text", "vision")  # the chat model (chat, agentic reports); the vision-language model
+RETRY_AFTER_S = 5
+
+
+class Ticket:
+    """A request's place in a :class:`ModelQueue`; ``release()`` frees it (once)."""
+
+    def __init__(self, queue: ModelQueue) -> None:
+        self._queue: ModelQueue | None = queue
+
+    def release(self) -> None:
+        queue, self._queue = self._queue, None
+        if queue is not None:
+            queue._leave()
+
+
+def overloaded(models: str, waiting_limit: int) -> APIError:
+    """The 503 for a full queue: ``models`` names the model(s) whose queue is full."""
+    return APIError(
+        503,
+        f"the {models} model is busy with 1 request and {waiting_limit} waiting, the most "
+        f"allowed ({env_name('max_waiting_requests')}); retry after {RETRY_AFTER_S} s",
+        code="server_overloaded",
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
+class ModelQueue:
+    """Admission to one model: one request uses it and at most ``waiting`` wait for it."""
+
+    def __init__(self, name: str, waiting: int) -> None:
+        self.name, self.waiting_limit = name, waiting
+        self._admitted = 0
+        self._lock = threading.Lock()
+
+    @property
+    def admitted(self) -> int:
+        return self._admitted
+
+    @property
+    def full(self) -> bool:
+        return self._admitted > self.waiting_limit
+
+    def enter(self) -> Ticket:
+        """A ticket, or a 503 ``server_overloaded`` (with ``Retry-After``) when the queue is
+        full. Never waits."""
+        with self._lock:
+            if self._admitted > self.waiting_limit:
+                raise overloaded(self.name, self.waiting_limit)
+            self._admitted += 1
+        return Ticket(self)
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._admitted -= 1
+
+    def describe(self) -> dict[str, int]:
+        admitted = self._admitted
+        return {
+            "running": min(admitted, 1),
+            "waiting": max(admitted - 1, 0),
+            "max_waiting": self.waiting_limit,
+        }
 
 
 class ModelRuntime:
@@ -50,6 +117,7 @@ class ModelRuntime:
         self._warming: threading.Thread | None = None
         self._warm_lock = threading.Lock()
         self.load_failed = False  # the last load raised; the next caller tries again
+        self.queues = {name: ModelQueue(name, settings.max_waiting_requests) for name in QUEUES}
 
     @property
     def loaded(self) -> bool:
@@ -73,6 +141,24 @@ class ModelRuntime:
                         raise APIError(503, LOAD_FAILED, code="models_unavailable") from exc
                     self.load_failed = False
         return self._context
+
+    def admit(self, names: Iterable[str]) -> dict[str, Ticket]:
+        """A ticket for each of the models ``names`` (see :data:`QUEUES`), all or none: a full
+        queue answers 503 at once. Takes no model's lock."""
+        tickets: dict[str, Ticket] = {}
+        try:
+            for name in names:
+                tickets[name] = self.queues[name].enter()
+        except APIError:
+            for ticket in tickets.values():
+                ticket.release()
+            raise
+        return tickets
+
+    @property
+    def overloaded(self) -> list[str]:
+        """The models whose wait queue is full."""
+        return [name for name, queue in self.queues.items() if queue.full]
 
     def warm_up(self) -> bool:
         """Start loading the models in a background thread; whether this call started it

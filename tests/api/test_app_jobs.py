@@ -6,6 +6,7 @@ import re
 import pytest
 from sqlalchemy.exc import OperationalError
 
+from api.jobs.confine import Roots
 from api.jobs.kinds import KINDS, validate
 from api.jobs.store import Job, JobStore
 from tests.api.conftest import checked, wait_for
@@ -159,27 +160,29 @@ def test_the_real_kinds_are_the_cli_commands(tmp_path):
             command = command.commands[word]
         module, _, name = kind.function.partition(":")
         assert callable(getattr(__import__(module, fromlist=[name]), name))
-    (tmp_path / "a.pdf").write_bytes(b"%PDF")
-    manual = str(tmp_path / "a.pdf")
-    validate("ingest-manuals", {"paths": [manual, str(tmp_path)], "force": True})
-    validate("finetune-text", {"overrides": ["train.lr=1e-4"], "resume": False})
+    roots = Roots(tmp_path.resolve(), "local")
+    roots.uploads.mkdir(parents=True)
+    (roots.uploads / "a.pdf").write_bytes(b"%PDF")
+    resolved = validate("ingest-manuals", {"paths": ["a.pdf", "."], "force": True}, roots)
+    assert resolved["paths"] == [str(roots.uploads / "a.pdf"), str(roots.uploads)]
+    validate("finetune-text", {"overrides": ["train.lr=1e-4"], "resume": False}, roots)
     for params, message in [
         ({}, "needs the parameter 'paths'"),
         ({"paths": "a.pdf"}, "must be a list of strings"),
-        ({"paths": [manual], "depth": 3}, "unknown parameter(s) depth"),
+        ({"paths": ["a.pdf"], "depth": 3}, "unknown parameter(s) depth"),
         ({"paths": []}, "name at least one file or folder"),
-        ({"paths": [manual, str(tmp_path / "nope.pdf")]}, "no such file or folder"),
-        ({"paths": [manual], "namespace": "../x"}, "parameter 'namespace' of ingest-manuals"),
+        ({"paths": ["a.pdf", "nope.pdf"]}, "no such file or folder nope.pdf"),
+        ({"paths": ["a.pdf"], "namespace": "../x"}, "parameter 'namespace' of ingest-manuals"),
     ]:
         with pytest.raises(ValueError, match=re.escape(message)):
-            validate("ingest-manuals", params)
+            validate("ingest-manuals", params, roots)
     with pytest.raises(ValueError, match="is not one of damage, classify, assess"):
-        validate("finetune-vision", {"task": "segment"})
+        validate("finetune-vision", {"task": "segment"}, roots)
     with pytest.raises(ValueError, match="is a file, not a folder"):
-        validate("ingest-coco", {"annotations": "x.json", "images": manual})
+        validate("ingest-coco", {"annotations": "x.json", "images": "a.pdf"}, roots)
     for name in ("../outside", "/etc/x", ".hidden", ""):  # the dataset stays under home/datasets
         with pytest.raises(ValueError, match="parameter 'name' of ingest-coco"):
-            validate("ingest-coco", {"annotations": "x.json", "name": name})
+            validate("ingest-coco", {"annotations": "x.json", "name": name}, roots)
 
 
 def test_a_parameter_is_a_value_never_a_flag(tmp_path):
@@ -205,16 +208,18 @@ def test_real_kinds_refuse_bad_params_at_submission(real_client):
     assert "unknown parameter(s) files" in response.get_json()["error"]["message"]
 
 
-def test_the_compare_kind_runs_the_compare_function():
-    validate("compare", {"name": "t1", "images": 4, "questions": 0, "seed": 7})
-    validate("compare", {})  # the CLI's defaults
+def test_the_compare_kind_runs_the_compare_function(tmp_path):
+    roots = Roots(tmp_path, "local")
+    validate("compare", {"name": "t1", "images": 4, "questions": 0, "seed": 7}, roots)
+    validate("compare", {}, roots)  # the CLI's defaults
     assert KINDS["compare"].function == "api.jobs.worker:compare"
     assert KINDS["compare"].unit == "comparison"  # the bar the worker moves
 
 
-def test_the_compare_kind_validates_its_params_at_submission(real_client, tmp_path):
-    prices = tmp_path / "prices.yaml"
-    prices.write_text("currency: EUR\n")
+def test_the_compare_kind_validates_its_params_at_submission(real_client, settings):
+    roots = Roots.of(settings, "local")
+    roots.uploads.mkdir(parents=True)
+    (roots.uploads / "prices.yaml").write_text("currency: EUR\n")
     for params, message in [
         ({"images": 2, "resamples": 200},
          "unknown parameter(s) resamples for compare; use name, images, questions, prices, seed"),
@@ -224,7 +229,8 @@ def test_the_compare_kind_validates_its_params_at_submission(real_client, tmp_pa
         ({"images": -1}, "images cannot be negative"),
         ({"name": "../x"}, "name: use 1-64 letters"),
         ({"name": ".hidden"}, "name: use 1-64 letters"),
-        ({"prices": str(tmp_path / "nope.yaml")}, "parameter 'prices' of compare: no file"),
+        ({"prices": "nope.yaml"}, "parameter 'prices' of compare: no file nope.yaml"),
+        ({"seed": 2**64}, "parameter 'seed' of compare must be between"),
     ]:  # fmt: skip
         response = submit(real_client, "compare", **params)
         assert response.status_code == 400, params
@@ -234,7 +240,7 @@ def test_the_compare_kind_validates_its_params_at_submission(real_client, tmp_pa
     assert real_client.get("/v1/jobs").get_json()["data"] == []  # nothing was queued
     # good params pass the check (the command itself is not run here)
     validate("compare", {"name": "t-1.a", "images": 0, "questions": 3, "seed": -2,
-                               "prices": str(prices)})  # fmt: skip
+                         "prices": "prices.yaml"}, roots)  # fmt: skip
 
 
 def test_the_spec_documents_the_compare_kind_and_its_report(real_client):
@@ -244,7 +250,9 @@ def test_the_spec_documents_the_compare_kind_and_its_report(real_client):
     compare = schemas["JobParams-compare"]
     assert list(compare["properties"]) == ["name", "images", "questions", "prices", "seed"]
     assert compare["additionalProperties"] is False
-    assert compare["properties"]["images"] == {"type": "integer", "minimum": 0}
+    assert compare["properties"]["images"] == {
+        "type": "integer", "minimum": 0, "maximum": 2**63 - 1
+    }  # fmt: skip
     assert schemas["JobParams-ingest-claims"]["required"] == ["file"]
     report = spec["paths"]["/v1/jobs/{job_id}/report"]["get"]
     assert report["parameters"][0]["schema"] == {"enum": ["html", "md", "json"], "default": "html"}
@@ -372,25 +380,27 @@ def test_a_tampered_result_never_serves_a_file_outside_the_runs_folder(
     assert compare_client.get(f"/v1/jobs/{job['id']}/report").status_code == 200
 
 
-def test_a_real_ingest_job_runs_in_a_child_process(real_client, tmp_path):
+def test_a_real_ingest_job_runs_in_a_child_process(real_client, settings):
     from tests.agents.conftest import photo
 
-    (tmp_path / "a.png").write_bytes(photo(1))
+    folder = Roots.of(settings, "local").uploads / "coco"  # where POST /v1/files puts it
+    folder.mkdir(parents=True)
+    (folder / "a.png").write_bytes(photo(1))
     coco = {
         "images": [{"id": 1, "file_name": "a.png", "width": 256, "height": 192}],
         "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 50, 40],
                          "part": "hood", "severity": "moderate"}],
         "categories": [{"id": 1, "name": "dent"}],
     }  # fmt: skip
-    (tmp_path / "coco.json").write_text(json.dumps(coco))
-    job = submit(real_client, "ingest-coco", annotations=str(tmp_path / "coco.json"),
+    (folder / "coco.json").write_text(json.dumps(coco))
+    job = submit(real_client, "ingest-coco", annotations="coco/coco.json",
                  name="api-test").get_json()  # fmt: skip
     job = wait_for(real_client, job["id"], "succeeded", "failed", timeout_s=60)
     assert job["state"] == "succeeded", job
     assert job["result"]["ingested"] == 1 and job["result"]["dataset"].endswith("api-test.jsonl")
     assert job["log"][0].startswith("$ tunegraph ingest coco")
 
-    job = submit(real_client, "ingest-coco", annotations=str(tmp_path / "nope.json")).get_json()
+    job = submit(real_client, "ingest-coco", annotations="coco/nope.json").get_json()
     job = wait_for(real_client, job["id"], "succeeded", "failed", timeout_s=60)
     assert job["state"] == "failed"
     assert "exited with code 1" in job["error"] and "nope.json" in job["error"]

@@ -25,7 +25,8 @@ def test_composition_builds_what_exists(settings):
     assert context.llm.model_label == "smollm2-135m-instruct"
     # nothing trained or ingested under this home: those parts stay out
     assert context.finetuned_adapter is None and context.damage_model is None
-    assert context.manuals is None and context.claims_index is None
+    # empty indexes count as missing until something is ingested (asked at each use)
+    assert not context.available("manuals") and not context.available("claims_index")
     assert context.vision is None
     assert context.claims_db.count() == 0
 

@@ -275,3 +275,27 @@ def test_a_non_json_error_body_still_becomes_an_api_error(sleeps):
     with pytest.raises(APIError) as caught:
         TunegraphClient("http://tg", transport=transport).models()
     assert caught.value.status == 404 and "<html>nope" in caught.value.message
+
+
+def test_upload_sends_files_for_jobs_and_lists_them(api, tmp_path):
+    from click.testing import CliRunner
+
+    from api.cli.main import main
+
+    folder = tmp_path / "manual"
+    folder.mkdir()
+    (folder / "brakes.md").write_text("# Brakes\n\nCaliper bolt torque: 31 Nm\n")
+    (folder / "doors.md").write_text("# Doors\n\nHinge bolt torque: 24 Nm\n")
+    stored = api.upload([folder], folder="manuals")
+    assert [(f["path"], f["bytes"]) for f in stored] == [
+        ("manuals/brakes.md", 37), ("manuals/doors.md", 34),
+    ]  # fmt: skip
+    assert [f["path"] for f in api.files()] == ["manuals/brakes.md", "manuals/doors.md"]
+    result = CliRunner().invoke(
+        main, ["client", "upload", str(folder / "doors.md"), "--url", api.base_url]
+    )
+    assert result.exit_code == 0 and "doors.md  (34 bytes)" in result.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = CliRunner().invoke(main, ["client", "upload", str(empty), "--url", api.base_url])
+    assert result.exit_code == 1 and "no file to upload" in result.output

@@ -47,12 +47,19 @@ def test_every_field_is_overridable_from_env():
         "TUNEGRAPH_RATE_LIMIT_PER_MINUTE": "0",
         "TUNEGRAPH_RATE_LIMIT_BURST": "5",
         "TUNEGRAPH_JOB_WORKERS": "2",
+        "TUNEGRAPH_ADMIN_KEYS": "k-admin",
+        "TUNEGRAPH_INPUT_ROOTS": "/srv/manuals,/srv/claims",
+        "TUNEGRAPH_MAX_WAITING_REQUESTS": "4",
+        "TUNEGRAPH_AUTH_FAILURES_PER_MINUTE": "5",
+        "TUNEGRAPH_METRICS_REQUIRE_KEY": "yes",
     }
     settings = Settings.from_env(env)
     assert settings.home == Path("/data/tg") and settings.models_dir == Path("/data/tg/models")
     assert settings.allow_network is True and settings.device == "cuda"
     assert settings.demo_seed == 9 and settings.port == 9000
     assert settings.api_keys == ("k1", "k2")
+    assert settings.all_keys == ("k1", "k2", "k-admin")
+    assert settings.input_roots == ("/srv/manuals", "/srv/claims")
     assert settings.effective_database_url == "postgresql://db/tg"
     rows = {r["name"]: r for r in settings.describe(env)}
     assert set(rows) == {k.removeprefix("TUNEGRAPH_").lower() for k in env}

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -29,11 +30,15 @@ def test_each_problem_is_reported_and_skipped(demo_corpus, tmp_path):
     anns.append(dict(free[3]))
     images.append(dict(images[0]))
     images[1]["file_name"] = "missing.jpg"
-    (tmp_path / "not-an-image.jpg").write_text("hello")
-    images[2]["file_name"] = str(tmp_path / "not-an-image.jpg")
+    images[2]["file_name"] = "not-an-image.jpg"
+    images.append({**images[3], "id": 77777, "file_name": str(tmp_path / "elsewhere.jpg")})
+    images.append({**images[3], "id": 77778, "file_name": "../../etc/passwd"})
+    folder = tmp_path / "images"  # the demo's images, and one that is not an image
+    shutil.copytree(root / "images", folder)
+    (folder / "not-an-image.jpg").write_text("hello")
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(data))
-    report = read_coco(path, root / "images")
+    report = read_coco(path, folder)
     reasons = [p["reason"] for p in report.problems]
     assert any("image_id 99999" in r for r in reasons)
     assert any("category_id 42" in r for r in reasons)
@@ -41,9 +46,13 @@ def test_each_problem_is_reported_and_skipped(demo_corpus, tmp_path):
     assert "duplicate annotation id" in reasons and "duplicate image id" in reasons
     assert any("missing.jpg does not exist" in r for r in reasons)
     assert any("not a readable image" in r for r in reasons)
+    # a name that leads out of the image folder is refused unread (a job's data cannot point
+    # at the server's files)
+    outside = [r for r in reasons if "leads outside the image folder" in r]
+    assert len(outside) == 2
     kept = {e.image_id for e in report.examples}
-    assert not kept & {images[0]["id"], images[1]["id"], images[2]["id"]}
-    assert len(report.examples) == len(images) - 1 - 3
+    assert not kept & {images[0]["id"], images[1]["id"], images[2]["id"], 77777, 77778}
+    assert len(report.examples) == len(images) - 1 - 5
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,12 @@ JSON). With ``both`` the two approaches run at the same time; one that fails is 
 
 Each upload is decoded once, when it is checked; both graphs read that decode. The graphs return
 ``Assessment`` records, serialised to JSON here.
+
+Each approach takes a place in its model's wait queue first (agentic: the text model that writes
+the report; fine-tuned: the vision-language model); a full queue answers 503
+``server_overloaded`` before anything runs. No user text reaches a model's prompt (the claim's
+description only searches the claims history), so there is no prompt to count here; the text
+backend still refuses a report prompt that would not fit its context window.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from flask import Blueprint, Response, g, jsonify, request
 
 from api.server.errors import APIError, internal_error
 from api.server.generation import GenerationTimeout, api_error, request_model
+from api.server.runtime import Ticket
 from api.server.services import Services, services
 from api.settings import Settings
 
@@ -31,6 +38,7 @@ if TYPE_CHECKING:
 
 bp = Blueprint("assessments", __name__, url_prefix="/v1")
 APPROACHES = ("finetuned", "agentic")
+QUEUE = {"finetuned": "vision", "agentic": "text"}  # the model queue each approach waits in
 CHOICES = (*APPROACHES, "both")
 VISION_MISSING = (
     "no fine-tuned vision model is trained: run "
@@ -58,25 +66,13 @@ def create() -> Response:
     g.metric_model = approach
     claim = _claim(request.form.get("claim"))
     images = _images(s.settings)
-    context = s.runtime.context()
-
-    started = time.perf_counter()
-    deadline = time.monotonic() + s.settings.generation_timeout_s
     wanted = APPROACHES if approach == "both" else (approach,)
-    # The fine-tuned approach runs in the pool; the agentic one in this thread (its report model
-    # stops itself at the deadline, and a hand-off to the pool costs about a millisecond).
-    futures = {
-        name: s.pool.submit(_run, name, images, claim, context, deadline)
-        for name in wanted
-        if name != "agentic"
-    }
-    outcomes: dict[str, dict[str, Any] | APIError] = {}
-    if "agentic" in wanted:
-        try:
-            outcomes["agentic"] = _run("agentic", images, claim, context, deadline)
-        except Exception as exc:
-            outcomes["agentic"] = _failure(s, exc)
-    outcomes |= {name: _outcome(s, future, deadline) for name, future in futures.items()}
+    tickets = s.runtime.admit(QUEUE[name] for name in wanted)  # a 503 at once when full
+    try:
+        outcomes, started = _run_all(s, wanted, images, claim, tickets)
+    finally:
+        for ticket in tickets.values():  # those not handed to a run in the pool
+            ticket.release()
     results: dict[str, dict[str, Any]] = {}
     failures: dict[str, APIError] = {}
     for name in wanted:
@@ -109,6 +105,37 @@ def create() -> Response:
             results["finetuned"]["assessment"], results["agentic"]["assessment"]
         )
     return jsonify(body)
+
+
+def _run_all(
+    s: Services,
+    wanted: tuple[str, ...],
+    images: list[Photo],
+    claim: ClaimContext | None,
+    tickets: dict[str, Ticket],
+) -> tuple[dict[str, dict[str, Any] | APIError], float]:
+    """Each wanted approach's result or error, and when they started (``perf_counter``). A run
+    in the pool takes its ticket out of ``tickets`` and gives it back when it ends."""
+    context = s.runtime.context()
+    started = time.perf_counter()
+    deadline = time.monotonic() + s.settings.generation_timeout_s
+    # The fine-tuned approach runs in the pool; the agentic one in this thread (its report model
+    # stops itself at the deadline, and a hand-off to the pool costs about a millisecond).
+    futures = {}
+    for name in wanted:
+        if name != "agentic":
+            futures[name] = s.pool.submit(_run, name, images, claim, context, deadline)
+            # released when the run ends, even one that outlives this request's deadline
+            ticket = tickets.pop(QUEUE[name])
+            futures[name].add_done_callback(lambda _future, t=ticket: t.release())
+    outcomes: dict[str, dict[str, Any] | APIError] = {}
+    if "agentic" in wanted:
+        try:
+            outcomes["agentic"] = _run("agentic", images, claim, context, deadline)
+        except Exception as exc:
+            outcomes["agentic"] = _failure(s, exc)
+    outcomes |= {name: _outcome(s, future, deadline) for name, future in futures.items()}
+    return outcomes, started
 
 
 def _claim(raw: str | None) -> ClaimContext | None:

@@ -4,6 +4,10 @@ The five chat models are the graph's modes; ``/v1/models`` also lists the assess
 approaches (``assessment-*``), which chat refuses with a 400 pointing to ``/v1/assessments``. ``stream: true`` answers with server-sent events: one
 ``chat.completion.chunk`` per text delta of the final answer, a last chunk with the finish
 reason, a usage chunk when ``stream_options.include_usage`` is set, then ``data: [DONE]``.
+
+Before anything runs, a request takes a place in the chat model's wait queue (503
+``server_overloaded`` when it is full) and its messages are counted in the model's tokens (400
+``context_length_exceeded`` when they and ``max_tokens`` do not fit its context window).
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from flask import Blueprint, Response, g, jsonify
 from api.server.blueprints import json_body
 from api.server.chat_request import ASSESSMENT_MODELS, MODES, ChatParams, parse_chat
 from api.server.errors import internal_error
-from api.server.generation import api_error, request_model
+from api.server.generation import api_error, fit_max_tokens, request_model
+from api.server.runtime import Ticket
 from api.server.services import Services, services
 
 bp = Blueprint("chat", __name__, url_prefix="/v1")
@@ -48,15 +53,39 @@ def completions() -> Response:
     s = services()
     params = parse_chat(json_body(), s.settings)
     g.metric_model = params.model
+    ticket = s.runtime.admit(["text"])["text"]  # a 503 at once when too many wait
+    streaming = False
+    try:
+        run = _prepare(s, params, ticket)
+        if not params.stream:
+            return jsonify(run.complete())
+        response = Response(
+            run.events(),
+            mimetype="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+        # the stream gives its place back when it ends; this covers one that never starts
+        response.call_on_close(ticket.release)
+        streaming = True
+        return response
+    finally:
+        if not streaming:
+            ticket.release()
+
+
+def _prepare(s: Services, params: ChatParams, ticket: Ticket) -> _Run:
     context = s.runtime.context()
     limit = s.settings.max_tokens_limit
+    # without max_tokens the model's default applies, but never above the limit
+    default = min(getattr(context.llm, "max_tokens", limit), limit)
+    messages = params.langchain_messages()
+    max_tokens = fit_max_tokens(context.llm, messages, params.max_tokens, default)
     cancel = threading.Event()  # set when a streamed answer's client goes away
     llm = request_model(
         context.llm,
         time.monotonic() + s.settings.generation_timeout_s,
         cancel,
-        # without max_tokens the model's default applies, but never above the limit
-        max_tokens=params.max_tokens or min(getattr(context.llm, "max_tokens", limit), limit),
+        max_tokens=max_tokens,
         temperature=params.temperature,
         top_p=params.top_p,
         stop=list(params.stop) or None,
@@ -64,28 +93,28 @@ def completions() -> Response:
         # sampled answer would be the same
         seed=params.seed if params.seed is not None else random.randrange(2**31),
     )
-    run = _Run(s, params, dataclasses.replace(context, llm=llm), cancel)
-    if params.stream:
-        return Response(
-            run.events(),
-            mimetype="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
-    return jsonify(run.complete())
+    return _Run(s, params, dataclasses.replace(context, llm=llm), cancel, ticket, messages)
 
 
 class _Run:
     """One chat completion: the graph run, its usage, and its OpenAI-shaped output."""
 
     def __init__(
-        self, s: Services, params: ChatParams, context: Any, cancel: threading.Event
+        self,
+        s: Services,
+        params: ChatParams,
+        context: Any,
+        cancel: threading.Event,
+        ticket: Ticket,
+        messages: list[Any],
     ) -> None:
         self.s, self.params, self.context, self.cancel = s, params, context, cancel
+        self.ticket = ticket  # the request's place in the model's queue
         self.id = f"chatcmpl-{uuid.uuid4().hex}"
         # read now: a streamed body is generated after the request context is gone
         self.request_id = g.get("request_id")
         self.created = int(time.time())
-        self.state = {"messages": params.langchain_messages(), "mode": params.model}
+        self.state = {"messages": messages, "mode": params.model}
         # no callbacks: usage is read from the run's model replies (callbacks cost ~1 ms a run)
         self.config: dict[str, Any] = {}
 
@@ -155,6 +184,7 @@ class _Run:
             # Cancel first: closing the graph's stream waits for its running node (the model).
             self.cancel.set()
             stream.close()
+            self.ticket.release()
         yield self._chunk({}, finish)
         usage = self._usage(final)
         if self.params.include_usage:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify
 
 from api.server.errors import APIError
+from api.server.runtime import overloaded
 from api.server.services import services
 
 bp = Blueprint("health", __name__)
@@ -12,14 +13,20 @@ bp = Blueprint("health", __name__)
 
 @bp.get("/healthz")
 def healthz() -> Response:
+    """Alive: answers at once, touching no model, lock or database (a busy model never delays
+    it; the wait queues keep server threads free for it)."""
     return jsonify({"status": "ok"})
 
 
 @bp.get("/readyz")
 def readyz() -> Response:
-    """Ready when the jobs database answers and the models are loaded; says which models are
-    configured and loaded. The first call while they are not loaded starts loading them in the
-    background (503 until that ends), so a load balancer's probe also warms the server up."""
+    """Ready when the jobs database answers, the models are loaded and no model's wait queue is
+    full; says which models are configured and loaded, and ``queues``: per model, the requests
+    ``running`` and ``waiting`` and ``max_waiting``. The first call while the models are not
+    loaded starts loading them in the background (503 until that ends), so a load balancer's
+    probe also warms the server up. While a queue is full the answer is 503
+    ``server_overloaded`` with ``Retry-After`` (as new requests get), so a balancer sends work
+    elsewhere. Takes no model's lock."""
     s = services()
     try:
         s.jobs.store.ping()
@@ -45,7 +52,10 @@ def readyz() -> Response:
             code="models_loading",
             headers={"Retry-After": "5"},
         )
-    return jsonify({"status": "ready", "models": s.runtime.describe()})
+    if full := s.runtime.overloaded:
+        raise overloaded(" and ".join(full), s.settings.max_waiting_requests)
+    queues = {name: queue.describe() for name, queue in s.runtime.queues.items()}
+    return jsonify({"status": "ready", "models": s.runtime.describe(), "queues": queues})
 
 
 @bp.get("/metrics")

@@ -1,6 +1,9 @@
 """Background jobs: ``POST /v1/jobs`` (202 + the job), ``GET /v1/jobs[/<id>]``,
 ``DELETE /v1/jobs/<id>`` (cancel), ``GET /v1/jobs/<id>/report`` (a finished compare job's
-report as a download). Body of a new job: ``{"kind": ..., "params": {...}}``."""
+report as a download). Body of a new job: ``{"kind": ..., "params": {...}}``.
+
+A job belongs to the API key that created it: other keys get 404 for it and do not list it;
+admin keys (``TUNEGRAPH_ADMIN_KEYS``) see and cancel every job."""
 
 from __future__ import annotations
 
@@ -9,9 +12,10 @@ from pathlib import Path
 from flask import Blueprint, Response, jsonify, request, send_file
 
 from api.jobs.manager import JobFinished, JobsStopped, UnknownJobKind
-from api.jobs.store import ACTIVE, STATES
+from api.jobs.store import ACTIVE, STATES, Job
 from api.server.blueprints import json_body
 from api.server.errors import APIError
+from api.server.protection import caller
 from api.server.services import services
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1")
@@ -27,6 +31,15 @@ def _missing(job_id: str) -> APIError:
     return APIError(404, f"no job {job_id!r}", param="job_id", code="job_not_found")
 
 
+def _own_job(job_id: str) -> Job:
+    """The caller's job ``job_id`` (any job for an admin); 404 for anyone else's."""
+    job = services().jobs.store.get(job_id)
+    who = caller()
+    if job is None or not (who.admin or job.owner == who.id):
+        raise _missing(job_id)
+    return job
+
+
 @bp.post("/jobs")
 def create() -> tuple[Response, int, dict[str, str]]:
     body = json_body()
@@ -37,7 +50,7 @@ def create() -> tuple[Response, int, dict[str, str]]:
         raise APIError(400, "params must be a JSON object", param="params", code="invalid_value")
     manager = services().jobs
     try:
-        job = manager.submit(kind if isinstance(kind, str) else "", params)
+        job = manager.submit(kind if isinstance(kind, str) else "", params, owner=caller().id)
     except UnknownJobKind as exc:
         raise APIError(400, str(exc), param="kind", code="unknown_job_kind") from None
     except ValueError as exc:
@@ -58,20 +71,19 @@ def list_jobs() -> Response:
     # isdecimal, not isdigit: int() refuses digits such as '²' that isdigit accepts
     if not limit.isdecimal() or not 1 <= int(limit) <= MAX_LIST:
         raise APIError(400, f"limit must be a whole number from 1 to {MAX_LIST}", param="limit")
-    jobs = services().jobs.store.list(int(limit), state)
+    who = caller()
+    jobs = services().jobs.store.list(int(limit), state, owner=None if who.admin else who.id)
     return jsonify({"object": "list", "data": [job.to_json() for job in jobs]})
 
 
 @bp.get("/jobs/<job_id>")
 def get(job_id: str) -> Response:
-    job = services().jobs.store.get(job_id)
-    if job is None:
-        raise _missing(job_id)
-    return jsonify(job.to_json())
+    return jsonify(_own_job(job_id).to_json())
 
 
 @bp.delete("/jobs/<job_id>")
 def cancel(job_id: str) -> tuple[Response, int]:
+    _own_job(job_id)
     try:
         job = services().jobs.cancel(job_id)
     except JobFinished as exc:
@@ -90,9 +102,7 @@ def report(job_id: str) -> Response:
             400, f"unknown format {fmt!r}; use one of {', '.join(REPORT_TYPES)}", param="format"
         )
     s = services()
-    job = s.jobs.store.get(job_id)
-    if job is None:
-        raise _missing(job_id)
+    job = _own_job(job_id)
     if job.kind != REPORT_KIND:
         raise APIError(
             400,
