@@ -223,10 +223,12 @@ def _resolve_paths(kind: str, params: dict[str, Any], roots: Roots) -> dict[str,
 
 @dataclass(frozen=True)
 class WorkerJob:
-    """A job kind whose work runs in a child process under the app's settings."""
+    """A job kind whose work runs in a child process under the app's settings; ``function``
+    (``module:name``) replaces the kind's worker function (an embedder's, or a test's)."""
 
     kind: str
     settings: Settings
+    function: str | None = None
 
     def roots(self) -> Roots:
         """The folders of the job being checked or run (its owner's: :data:`JOB_OWNER`)."""
@@ -260,7 +262,7 @@ class WorkerJob:
                 progress(event.fraction)
 
         child = ChildProcess(
-            spec.function,
+            self.function or spec.function,
             given,
             env={
                 **self.settings.replace(home=roots.home).to_env(),

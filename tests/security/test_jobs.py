@@ -281,3 +281,44 @@ def _alive(pid: int) -> bool:
     # a zombie (dead, not yet reaped by init) counts as gone
     with open(f"/proc/{pid}/stat") as stat:
         return stat.read().split(")")[-1].split()[0] != "Z"
+
+
+def compare_with_fakes(params, progress, log):
+    """The compare job's worker function on the fake models of tests/api/test_compare.py."""
+    from api.jobs.worker import compare
+    from tests.api.test_compare import fake_context
+
+    return compare(params, progress, log, context_factory=fake_context)
+
+
+def test_a_compare_job_over_http_runs_to_completion(make_app, settings, monkeypatch):
+    """Finding 5's other half: a compare job, submitted over HTTP, runs the real worker in a
+    child process to its end and its report downloads (the models are fakes: the real ones
+    would need a trained demo)."""
+    from api.jobs.kinds import WorkerJob
+    from ingest.demo.corpus import DemoCorpusConfig, generate_demo_corpus
+
+    generate_demo_corpus(
+        settings.demo_dir,
+        DemoCorpusConfig(seed=3, n_claims=60, n_images=24, n_scanned_pages=0, test_fraction=0.4),
+    )
+    root = str(Path(__file__).resolve().parents[2])  # the child imports this module
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
+    )
+    job = WorkerJob("compare", settings, function="tests.security.test_jobs:compare_with_fakes")
+    client = make_app(kinds={"compare": job}).test_client()
+    response = client.post(
+        "/v1/jobs",
+        json={"kind": "compare", "params": {"name": "http", "images": 2, "questions": 1}},
+    )
+    assert response.status_code == 202
+    job_id = response.get_json()["id"]
+    deadline = time.monotonic() + 120
+    while (job := client.get(f"/v1/jobs/{job_id}").get_json())["state"] in ("queued", "running"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.2)
+    assert job["state"] == "succeeded", job["error"]
+    assert job["progress"] == 1.0 and job["result"]["photos"] == 2
+    report = client.get(f"/v1/jobs/{job_id}/report")
+    assert report.status_code == 200 and b"tunegraph compare" in report.data
