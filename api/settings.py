@@ -135,6 +135,14 @@ class Settings:
         default=20,
         metadata={"help": "requests an API key may send at once before the rate applies"},
     )
+    rate_limit_storage: str = field(
+        default="",
+        metadata={
+            "help": "where rate limits are counted: empty (this process) or redis://host:6379/0 "
+            "(one count per key shared by every worker and API process)",
+            "secret": True,  # a Redis URL may hold a password
+        },
+    )
     job_workers: int = field(
         default=1,
         metadata={"help": "background jobs (ingest, fine-tune) that run at the same time"},
@@ -214,6 +222,13 @@ class Settings:
             problems.append(
                 f"{env_name('max_image_pixels')}={self.max_image_pixels}: at most {MAX_PIXELS} "
                 "(the decoder's own decompression-bomb limit); downscale larger photos"
+            )
+        if self.rate_limit_storage and not self.rate_limit_storage.startswith(
+            ("memory://", "redis://", "rediss://", "redis+unix://")
+        ):
+            problems.append(
+                f"{env_name('rate_limit_storage')}: use redis://host:port/db (or leave it empty "
+                "to count in each process)"
             )
         if self.max_waiting_requests < 0:
             problems.append(

@@ -1,12 +1,16 @@
 """API keys and per-key rate limiting for ``/v1/*``.
 
 With ``TUNEGRAPH_API_KEYS`` set, every ``/v1/*`` request needs ``Authorization: Bearer <key>``.
-Each key (or client address, without keys) has a token bucket: ``rate_limit_burst`` requests at
-once, refilled at ``rate_limit_per_minute``; an empty bucket answers 429 with ``Retry-After``.
-The buckets live in the process: with several workers each enforces its own share.
+Each key (or client address, without keys) may send ``rate_limit_burst`` requests in any window
+of ``rate_limit_burst / rate_limit_per_minute`` minutes (so a burst at once, and the per-minute
+rate on average); beyond that it is answered 429 with ``Retry-After``. The ``limits`` library
+counts (a moving window): in this process by default, or in Redis with ``rate_limit_storage``
+(``redis://...``), where every worker and every API process shares one count per key. When that
+storage does not answer, requests are let through and the failure is logged (a limiter must not
+take the API down with it).
 
 A client address that fails ``auth_failures_per_minute`` key checks within a minute is answered
-429 (``too_many_auth_failures``) without its key being checked, until its bucket refills: a key
+429 (``too_many_auth_failures``) without its key being checked, until its window has room again: a key
 cannot be guessed at the speed of the network. ``/metrics`` needs a key too with
 ``metrics_require_key``.
 
@@ -23,8 +27,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import math
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -33,61 +37,61 @@ from flask import Flask, g, request
 
 from api.jobs.store import LOCAL  # the caller id when the server has no keys
 from api.server.errors import APIError
+from api.server.observability import LOGGER
 from api.settings import Settings
 
+log = logging.getLogger(LOGGER)
 PROTECTED_PREFIX = "/v1/"
 METRICS_PATH = "/metrics"
 MAX_TARGET_BYTES = 4094  # the URL's path and query string
 MAX_HEADER_FIELDS = 100
 MAX_HEADER_FIELD_BYTES = 8190  # one `Name: value` line
-_MAX_BUCKETS = 10_000  # idle full buckets are dropped beyond this many clients
-
-
-@dataclass
-class _Bucket:
-    tokens: float
-    updated: float
 
 
 class RateLimiter:
-    """Token buckets keyed by client; ``take`` answers 0 (allowed) or the seconds to wait."""
+    """At most ``burst`` hits per key in any window of ``burst / per_minute`` minutes, counted
+    in ``storage`` (a ``limits`` storage URI) under ``namespace``; ``take`` and ``wait`` answer
+    0 (allowed) or the seconds until the key has room."""
 
-    def __init__(self, per_minute: int, burst: int, clock=time.monotonic) -> None:
-        self.rate = per_minute / 60.0
-        self.burst = float(burst)
-        self.clock = clock
-        self._buckets: dict[str, _Bucket] = {}
-        self._lock = threading.Lock()
+    def __init__(
+        self, per_minute: int, burst: int, storage: str = "memory://", namespace: str = "requests"
+    ) -> None:
+        from limits import RateLimitItemPerSecond
+        from limits.storage import storage_from_string
+        from limits.strategies import MovingWindowRateLimiter
+
+        self.item = RateLimitItemPerSecond(burst, max(1, round(burst * 60 / per_minute)))
+        self.namespace = f"tunegraph-{namespace}"
+        self._limiter = MovingWindowRateLimiter(storage_from_string(storage))
+        self._warned = False
 
     def take(self, key: str) -> float:
-        now = self.clock()
-        with self._lock:
-            bucket = self._buckets.get(key)
-            if bucket is None:
-                if len(self._buckets) >= _MAX_BUCKETS:
-                    self._prune(now)
-                bucket = self._buckets[key] = _Bucket(self.burst, now)
-            bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.updated) * self.rate)
-            bucket.updated = now
-            if bucket.tokens >= 1:
-                bucket.tokens -= 1
+        """Count a hit for ``key`` if it has room; the seconds to wait if not."""
+        try:
+            if self._limiter.hit(self.item, self.namespace, key):
                 return 0.0
-            return (1 - bucket.tokens) / self.rate
+            return self._retry_after(key)
+        except Exception:
+            return self._unavailable()
 
     def wait(self, key: str) -> float:
-        """The seconds until ``key`` has a token (0: it has one now), taking none."""
-        now = self.clock()
-        with self._lock:
-            bucket = self._buckets.get(key)
-            if bucket is None:
+        """The seconds until ``key`` has room (0: it has room now), counting nothing."""
+        try:
+            if self._limiter.test(self.item, self.namespace, key):
                 return 0.0
-            tokens = min(self.burst, bucket.tokens + (now - bucket.updated) * self.rate)
-        return 0.0 if tokens >= 1 else (1 - tokens) / self.rate
+            return self._retry_after(key)
+        except Exception:
+            return self._unavailable()
 
-    def _prune(self, now: float) -> None:
-        for key, bucket in list(self._buckets.items()):
-            if bucket.tokens + (now - bucket.updated) * self.rate >= self.burst:
-                del self._buckets[key]
+    def _retry_after(self, key: str) -> float:
+        stats = self._limiter.get_window_stats(self.item, self.namespace, key)
+        return max(stats.reset_time - time.time(), 0.001)
+
+    def _unavailable(self) -> float:
+        if not self._warned:  # once per limiter: a storage outage must not flood the log
+            self._warned = True
+            log.exception("the rate-limit storage does not answer; requests are not limited")
+        return 0.0
 
 
 @dataclass(frozen=True)
@@ -214,12 +218,25 @@ def _authenticate(settings: Settings, failures: RateLimiter | None) -> str:
 
 def init_app(app: Flask, settings: Settings) -> None:
     limiter = (
-        RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
+        RateLimiter(
+            settings.rate_limit_per_minute,
+            settings.rate_limit_burst,
+            settings.rate_limit_storage or "memory://",
+        )
         if settings.rate_limit_per_minute
         else None
     )
     per_minute = settings.auth_failures_per_minute
-    failures = RateLimiter(per_minute, per_minute) if per_minute else None
+    failures = (
+        RateLimiter(
+            per_minute,
+            per_minute,
+            settings.rate_limit_storage or "memory://",
+            namespace="auth-failures",
+        )
+        if per_minute
+        else None
+    )
     app.before_request(check_size)
 
     @app.before_request

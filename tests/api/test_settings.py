@@ -52,6 +52,7 @@ def test_every_field_is_overridable_from_env():
         "TUNEGRAPH_MAX_WAITING_REQUESTS": "4",
         "TUNEGRAPH_AUTH_FAILURES_PER_MINUTE": "5",
         "TUNEGRAPH_METRICS_REQUIRE_KEY": "yes",
+        "TUNEGRAPH_RATE_LIMIT_STORAGE": "redis://:secret@cache:6379/0",
     }
     settings = Settings.from_env(env)
     assert settings.home == Path("/data/tg") and settings.models_dir == Path("/data/tg/models")

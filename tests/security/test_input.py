@@ -132,7 +132,7 @@ def test_failed_key_checks_slow_the_address_down_but_not_others(make_app):
     for headers in (bad, good, {}):  # now the key is not even checked
         limited = client.get("/v1/models", headers=headers)
         assert limited.status_code == 429
-        assert limited.headers["Retry-After"] == "20"  # 3 per minute: one every 20 s
+        assert limited.headers["Retry-After"] == "60"  # 3 in any minute: the oldest leaves
         error = limited.get_json()["error"]
         assert error["code"] == "too_many_auth_failures" and error["type"] == "rate_limit_error"
     other = {"REMOTE_ADDR": "10.0.0.7"}
@@ -144,13 +144,14 @@ def test_failed_key_checks_slow_the_address_down_but_not_others(make_app):
     assert {unlimited.get("/v1/models", headers=bad).status_code for _ in range(30)} == {401}
 
 
-def test_auth_failure_buckets_refill_and_waiting_takes_no_token():
-    now = [0.0]
-    failures = RateLimiter(per_minute=6, burst=2, clock=lambda: now[0])
+def test_auth_failure_buckets_refill_and_waiting_takes_no_token(monkeypatch):
+    now = [1_000.0]
+    monkeypatch.setattr("time.time", lambda: now[0])
+    failures = RateLimiter(per_minute=6, burst=2, namespace="auth-failures")
     assert failures.wait("a") == 0.0  # an address never seen
     failures.take("a"), failures.take("a")
-    assert failures.wait("a") == 10.0 and failures.wait("a") == 10.0
-    now[0] = 10.0
+    assert failures.wait("a") == 20.0 and failures.wait("a") == 20.0
+    now[0] += 20.0
     assert failures.wait("a") == 0.0 and failures.wait("b") == 0.0
 
 
