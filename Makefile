@@ -5,12 +5,12 @@ BIN := $(VENV)/bin
 # constraints.txt pins every version that was tested (torch 2.13.0 CPU among them).
 PIP := $(BIN)/python -m pip install --disable-pip-version-check -c constraints.txt
 
-.PHONY: demo test lint format install install-dev ocr clean
+.PHONY: demo test lint format install install-dev ocr chromium clean
 
 demo: $(VENV)/.installed ocr
 	$(BIN)/tunegraph demo
 
-test: $(VENV)/.installed-dev ocr
+test: $(VENV)/.installed-dev ocr chromium
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
@@ -33,6 +33,16 @@ ocr:
 	    apt-get update -qq && apt-get install -y -qq tesseract-ocr tesseract-ocr-eng >/dev/null; \
 	  else \
 	    echo "Install Tesseract OCR first: sudo apt-get install -y tesseract-ocr tesseract-ocr-eng" >&2; \
+	    exit 1; \
+	  fi; }
+
+# tests/ui drive the web pages in Debian's Chromium through Playwright (never `playwright install`).
+chromium:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "Install Chromium first: sudo apt-get install -y chromium" >&2; \
 	    exit 1; \
 	  fi; }
 

@@ -32,6 +32,7 @@ _POSITIVE = (
     "rate_limit_burst",
     "job_workers",
 )
+    "job_stale_after_s",
 
 
 class SettingsError(ValueError):
@@ -152,6 +153,23 @@ class Settings:
         metadata={
             "help": "comma-separated Bearer keys that may also see and cancel every key's jobs "
             "(each is a valid key too)",
+    job_queue: str = field(
+        default="",
+        metadata={
+            "help": "a task queue's broker (redis://host:6379/0 or amqp://user:pass@host//): "
+            "jobs then run in `tunegraph worker` processes (empty: in the API process)",
+            "secret": True,  # a broker URL may hold a password
+        },
+    )
+    job_queue_name: str = field(
+        default="tunegraph-jobs", metadata={"help": "the queue jobs are sent to on job_queue"}
+    )
+    job_stale_after_s: int = field(
+        default=60,
+        metadata={
+            "help": "a queued job's worker silent this long is taken for dead: the job fails"
+        },
+    )
             "secret": True,
         },
     )
@@ -243,6 +261,13 @@ class Settings:
         for root in self.input_roots:
             if not Path(root).expanduser().is_absolute():
                 problems.append(
+        if self.job_queue and not self.job_queue.startswith(
+            ("redis://", "rediss://", "amqp://", "amqps://", "memory://")
+        ):
+            problems.append(
+                f"{env_name('job_queue')}: use redis://host:6379/0 or amqp://user:pass@host// "
+                "(or leave it empty to run jobs in the API process)"
+            )
                     f"{env_name('input_roots')}: {root!r} is not an absolute folder; give "
                     "absolute paths, separated by commas"
                 )
@@ -259,6 +284,11 @@ class Settings:
     def models_dir(self) -> Path:
         return self.home / "models"
 
+            elif self.home.resolve().is_relative_to(Path(root).expanduser().resolve()):
+                problems.append(
+                    f"{env_name('input_roots')}: {root!r} holds the data root (every key's "
+                    "uploads, the database); name the folders of input files only"
+                )
     @property
     def adapters_dir(self) -> Path:
         return self.home / "adapters"

@@ -21,6 +21,7 @@ from api.cli.ingest import ingest, search
 from api.cli.models import models
 from api.cli.options import load_settings
 from api.cli.serve import serve
+from api.cli.worker import worker
 
 
 def _echo_json(data: Any) -> None:
@@ -94,6 +95,7 @@ main.add_command(finetune)
 
 
 main.add_command(serve)
+main.add_command(worker)
 main.add_command(client)
 
 

@@ -5,13 +5,16 @@ is resolved (``..`` and links followed) before anything is read, and must lie un
 
 - the owner's upload folder (``TUNEGRAPH_HOME/uploads/<owner>``), where a relative path
   starts: ``manuals/brakes.pdf`` is a file sent with ``POST /v1/files``;
-- the data root (``TUNEGRAPH_HOME``), except the other owners' uploads;
-- a folder of ``TUNEGRAPH_INPUT_ROOTS`` (empty by default);
+- the data root's shared inputs: the demo corpus (``demo/``) and the datasets ingested from
+  COCO files (``datasets/``) — not the rest of it (other keys' uploads and reports, models,
+  the database);
+- a folder of ``TUNEGRAPH_INPUT_ROOTS`` (empty by default; none may contain the data root);
 - for a ``config`` parameter only, the project's shipped ``configs/`` folder
   (``configs/text/smollm2_quick.yaml``).
 
-Outputs go under the data root only, and names (of runs, adapters, datasets, reports) are plain
-names, never paths. A refusal names the parameter and says where files may be; it says nothing
+Outputs go under the data root only: a folder a job names (a vision model's ``out``) is a plain
+name inside its kind's folder, and names (of runs, adapters, datasets, reports) are plain names,
+never paths. A refusal names the parameter and says where files may be; it says nothing
 about the file itself (not whether it exists), so a caller learns nothing outside the roots.
 """
 
@@ -59,7 +62,8 @@ class Roots:
     def readable(self, raw: str | Path, what: str) -> Path:
         """``raw`` resolved (relative to the upload folder), or :class:`OutsideRoots`."""
         path = self._resolve(raw, what)
-        if self._inside_home(path) or any(path.is_relative_to(root) for root in self.inputs):
+        shared = (self.uploads, self.home / "demo", self.home / "datasets")
+        if any(path.is_relative_to(root) for root in (*shared, *self.inputs)):
             return path
         raise OutsideRoots(
             f"{what}: {str(raw)!r} is outside the folders jobs may read; send the file with "
@@ -67,15 +71,13 @@ class Roots:
             + (", or use a folder of TUNEGRAPH_INPUT_ROOTS" if self.inputs else "")
         )
 
-    def writable(self, raw: str | Path, what: str, default_dir: Path) -> Path:
-        """``raw`` resolved (relative to ``default_dir``), which must lie in the data root."""
-        path = self._resolve(raw, what, start=default_dir)
-        if self._inside_home(path):
-            return path
-        raise OutsideRoots(
-            f"{what}: {str(raw)!r} is outside the data root; jobs write only there (give a "
-            "relative path)"
-        )
+    def output(self, raw: str, what: str, folder: str) -> Path:
+        """The folder a job writes, named ``raw`` inside ``home/folder`` (a plain name)."""
+        try:
+            check_name(raw, what)
+        except ValueError as exc:
+            raise OutsideRoots(f"{exc}; jobs write only inside the data root's {folder}/") from None
+        return self.home / folder / raw
 
     def config_file(self, raw: str, what: str) -> Path:
         """A config: a shipped one (``configs/...``) or one the owner may read."""
@@ -85,22 +87,24 @@ class Roots:
                 return shipped
         return self.readable(raw, what)
 
-    def _resolve(self, raw: str | Path, what: str, start: Path | None = None) -> Path:
+    def _resolve(self, raw: str | Path, what: str) -> Path:
         text = str(raw)
-        if not text or "\x00" in text:
-            raise OutsideRoots(f"{what}: give a file or folder name")
+        if not text or "\x00" in text or not text.isprintable() or not _encodable(text):
+            raise OutsideRoots(f"{what}: {text[:80]!r} is not a usable file or folder name")
         if text.startswith("~"):  # the libraries below would expand it to a server account's
             raise OutsideRoots(
                 f"{what}: {text[:80]!r} is outside the folders jobs may read (a path starting "
                 "with '~' is not accepted); give a path relative to your upload folder"
             )
-        return ((start or self.uploads) / text).resolve()  # an absolute path replaces start
+        return (self.uploads / text).resolve()  # an absolute path replaces the upload folder
 
-    def _inside_home(self, path: Path) -> bool:
-        if not path.is_relative_to(self.home):
-            return False
-        uploads = self.home / "uploads"
-        return not path.is_relative_to(uploads) or path.is_relative_to(self.uploads)
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: no file can have such a name
+        return False
+    return True
 
 
 def check_name(value: Any, what: str) -> None:

@@ -213,9 +213,8 @@ def _resolve_paths(kind: str, params: dict[str, Any], roots: Roots) -> dict[str,
             resolved[name] = paths if param.type is list else paths[0]
         elif param.path == "config":
             resolved[name] = str(roots.config_file(params[name], label))
-        elif param.path == "write":
-            default = roots.home / "vision"  # the only written folder a job names: a model's
-            resolved[name] = str(roots.writable(params[name], label, default))
+        elif param.path == "write":  # the only folder a job names to write: a vision model's
+            resolved[name] = str(roots.output(params[name], label, "vision"))
     if "overrides" in params:
         check_overrides(params["overrides"], roots, f"parameter 'overrides' of {kind}:")
     return resolved
@@ -264,8 +263,8 @@ class WorkerJob:
         child = ChildProcess(
             self.function or spec.function,
             given,
-            env={
-                **self.settings.replace(home=roots.home).to_env(),
+            env={  # the work needs no API key: a child never holds one
+                **self.settings.replace(home=roots.home, api_keys=(), admin_keys=()).to_env(),
                 OWNER_ENV: roots.owner,
             },
             on_progress=moved,

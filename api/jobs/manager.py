@@ -89,11 +89,16 @@ class JobManager:
             owner=owner, created_at=time.time(),
         )  # fmt: skip
         self.store.add(job)
+        self._dispatch(job)
+        return job
+
+    def _dispatch(self, job: Job) -> None:
+        """Hand a stored, queued job to what runs it: this process's thread pool."""
         with self._lock:  # shutdown() sets _stopping under this lock, then closes the pool
             if not self._stopping:
                 self._cancel[job.id] = threading.Event()
                 self._pool.submit(self._run, job)
-                return job
+                return
         self.store.update(job.id, "queued", **self._stopped(), finished_at=time.time())
         raise JobsStopped(STOPPED)
 
@@ -113,6 +118,11 @@ class JobManager:
         # kind stops.
         self.store.update(job_id, "queued", state="cancelled", finished_at=time.time())
         return self.store.get(job_id)
+
+    def reap(self) -> int:
+        """Mark jobs whose runner died as failed (nothing to do here: this process runs them,
+        and marks what an earlier one left when its store opens)."""
+        return 0
 
     def shutdown(self) -> None:
         """Stop every job and wait for them (a server's clean exit): they end ``interrupted``."""
@@ -146,12 +156,19 @@ class JobManager:
     def _execute(self, job: Job) -> None:
         with self._lock:
             cancel = self._cancel[job.id]
+        self.execute(job, cancel)
+
+    def execute(self, job: Job, cancel: threading.Event, note: str | None = None) -> None:
+        """Run a queued job here and record its end; ``cancel`` stops it (this process's pool,
+        or a queue worker: :mod:`api.jobs.queue`); ``note`` starts its log."""
         if cancel.is_set():
             self.store.update(job.id, "queued", **self._stopped(), finished_at=time.time())
             return
         if not self.store.update(job.id, "queued", state="running", started_at=time.time()):
             return  # cancelled while it waited
         reporter = _Reporter(self.store, job.id)
+        if note:
+            reporter.log(note)
         JOB_OWNER.set(job.owner)  # this pool thread's context; set again by its next job
         try:
             result = self.kinds[job.kind](job.params, reporter.progress, reporter.log, cancel)

@@ -24,6 +24,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 ACTIVE = ("queued", "running")
@@ -52,6 +53,15 @@ class JobRow(_Base):
     created_at: Mapped[float] = mapped_column(Float, index=True)
     started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # set every few seconds by the queue worker running the job (api/jobs/queue.py)
+    heartbeat_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+# Columns added after the table first shipped: (name, SQL type and default) for ALTER TABLE.
+_ADDED_COLUMNS = {
+    "owner": f"VARCHAR(40) NOT NULL DEFAULT '{LOCAL}'",
+    "heartbeat_at": "FLOAT",
+}
 
 
 @dataclass
@@ -97,23 +107,51 @@ class Job:
 
 
 class JobStore:
-    def __init__(self, url: str) -> None:
+    """The jobs table at ``url``. ``interrupt_leftovers``: this process ran every job (local
+    execution), so jobs still queued or running from an earlier process are marked at once;
+    with a task queue the workers run them, and a job whose worker stopped is found by its
+    heartbeat instead (:meth:`reap_stale`)."""
+
+    def __init__(self, url: str, interrupt_leftovers: bool = True) -> None:
         # SQLite: wait for a concurrent writer (the claims ingest, another job) instead of failing
         connect_args = {"timeout": 30} if url.startswith("sqlite") else {}
         self.engine: Engine = create_engine(url, connect_args=connect_args)
         _Base.metadata.create_all(self.engine)
-        self._add_owner_column()
-        self.interrupted = self._interrupt_leftovers()
+        self._add_columns()
+        self.interrupted = self._interrupt_leftovers() if interrupt_leftovers else 0
 
-    def _add_owner_column(self) -> None:
-        """A jobs table from before jobs had owners gets the column; its jobs become the
-        local user's (visible to admin keys only once keys are set)."""
-        if "owner" in {c["name"] for c in inspect(self.engine).get_columns("jobs")}:
-            return
+    def _add_columns(self) -> None:
+        """A jobs table from an earlier version gets the columns added since (its jobs become
+        the local user's: visible to admin keys only once keys are set)."""
+        for name, declaration in _ADDED_COLUMNS.items():
+            if name in {c["name"] for c in inspect(self.engine).get_columns("jobs")}:
+                continue
+            try:
+                with self.engine.begin() as connection:
+                    connection.execute(text(f"ALTER TABLE jobs ADD COLUMN {name} {declaration}"))
+            except DBAPIError:
+                # another process added it in between (two workers starting at once)
+                if name not in {c["name"] for c in inspect(self.engine).get_columns("jobs")}:
+                    raise
         with self.engine.begin() as connection:
-            connection.execute(
-                text(f"ALTER TABLE jobs ADD COLUMN owner VARCHAR(40) NOT NULL DEFAULT '{LOCAL}'")
-            )
+            connection.execute(text("CREATE INDEX IF NOT EXISTS ix_jobs_owner ON jobs (owner)"))
+
+    def reap_stale(self, stale_after_s: float) -> int:
+        """Mark running jobs whose worker has sent no heartbeat for ``stale_after_s`` as
+        failed (the worker died or lost the database); how many."""
+        with Session(self.engine) as session, session.begin():
+            return session.execute(
+                update(JobRow)
+                .where(JobRow.state == "running")
+                .where(JobRow.heartbeat_at.is_not(None))
+                .where(JobRow.heartbeat_at < time.time() - stale_after_s)
+                .values(
+                    state="failed",
+                    finished_at=time.time(),
+                    error=f"the worker running this job stopped (no sign of it for "
+                    f"{stale_after_s:g} s); submit it again",
+                )
+            ).rowcount
 
     def _interrupt_leftovers(self) -> int:
         """Jobs a previous process left queued or running: it died, so they never finish."""

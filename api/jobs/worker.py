@@ -20,10 +20,18 @@ from typing import Any
 
 from api import composition
 from api.jobs.confine import Roots, check_config
+from api.jobs.store import LOCAL
 from api.settings import Settings
 
 Log = Callable[[str], None]
 OWNER_ENV = "TUNEGRAPH_JOB_OWNER"  # set by api.jobs.kinds for a job's child
+
+
+def _runs_dir(settings: Settings) -> Path:
+    """Where a compare job writes its report: a key's own folder under the runs, so that no
+    key's comparison replaces another's (the local user's and the CLI's: the runs folder)."""
+    owner = os.environ.get(OWNER_ENV)
+    return settings.runs_dir if owner in (None, LOCAL) else settings.runs_dir / "keys" / owner
 
 
 def _confine(config: object, settings: Settings) -> None:
@@ -169,7 +177,7 @@ def compare(
         result = run_compare(
             options,
             demo_dir=settings.demo_dir,
-            runs_dir=settings.runs_dir,
+            runs_dir=_runs_dir(settings),
             models=composition.trained_models(settings),
             context_factory=lambda: context_factory(settings),
             progress=lambda fraction, _: overall.update(

@@ -42,7 +42,7 @@ def create_app(
     fine-tune and compare, each in a child process).
     """
     from api.jobs.kinds import default_kinds
-    from api.server.blueprints import assessments, chat, files, health, jobs
+    from api.server.blueprints import assessments, chat, files, health, jobs, ui
 
     settings = settings or Settings.from_env()
     app = Flask(__name__, static_folder=None)
@@ -54,14 +54,17 @@ def create_app(
     logger = observability.configure_logging(settings.log_level)
     if not settings.database_url:
         settings.home.mkdir(parents=True, exist_ok=True)
-    store = JobStore(settings.effective_database_url)
+    # With a task queue, workers run the jobs: nothing this process left behind to mark.
+    store = JobStore(settings.effective_database_url, interrupt_leftovers=not settings.job_queue)
     if store.interrupted:
         logger.warning("jobs interrupted by a restart", extra={"count": store.interrupted})
-    manager = JobManager(
-        store,
-        default_kinds(settings) if job_kinds is None else job_kinds,
-        settings.job_workers,
-    )
+    kinds = default_kinds(settings) if job_kinds is None else job_kinds
+    if settings.job_queue:
+        from api.jobs.queue import QueuedJobManager
+
+        manager: JobManager = QueuedJobManager(store, kinds, settings)
+    else:
+        manager = JobManager(store, kinds, settings.job_workers)
     # A clean exit (gunicorn's SIGTERM included) stops running jobs and their child processes.
     # Not atexit: the interpreter joins the pool's worker threads (a running job) before atexit
     # handlers run, so it would hang until the job ended. Hooks registered here run first.
@@ -81,6 +84,6 @@ def create_app(
     observability.init_app(app, metrics, logger)
     protection.init_app(app, settings)
     errors.init_app(app)
-    for blueprint in (chat.bp, assessments.bp, jobs.bp, files.bp, health.bp):
+    for blueprint in (chat.bp, assessments.bp, jobs.bp, files.bp, health.bp, ui.bp, ui.root):
         app.register_blueprint(blueprint)
     return app

@@ -483,7 +483,7 @@ def spec(settings: Settings, job_kinds: list[str]) -> dict[str, Any]:
                 "Upload files for jobs into the caller's upload folder",
                 {"201": _json(_ref("FileList"), "the stored files, by path in the folder")},
                 body=uploads,
-                errors=(400, 413),
+                errors=(400, 409, 413),
             ),
             "get": _operation(
                 "The caller's uploaded files", {"200": _json(_ref("FileList"), "files")}

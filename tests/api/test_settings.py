@@ -37,6 +37,7 @@ def test_every_field_is_overridable_from_env():
         "TUNEGRAPH_LLM_BASE_URL": "http://gpu-host:8000/v1",
         "TUNEGRAPH_LLM_MODEL": "meta-llama/Llama-3.1-8B-Instruct",
         "TUNEGRAPH_LLM_API_KEY": "vllm-secret",
+        "TUNEGRAPH_ENGINE": "transformers",
         "TUNEGRAPH_MAX_REQUEST_BYTES": "1000000",
         "TUNEGRAPH_MAX_IMAGE_BYTES": "200000",
         "TUNEGRAPH_MAX_IMAGES": "4",
@@ -53,6 +54,9 @@ def test_every_field_is_overridable_from_env():
         "TUNEGRAPH_AUTH_FAILURES_PER_MINUTE": "5",
         "TUNEGRAPH_METRICS_REQUIRE_KEY": "yes",
         "TUNEGRAPH_RATE_LIMIT_STORAGE": "redis://:secret@cache:6379/0",
+        "TUNEGRAPH_JOB_QUEUE": "amqp://guest:guest@broker//",
+        "TUNEGRAPH_JOB_QUEUE_NAME": "fleet-jobs",
+        "TUNEGRAPH_JOB_STALE_AFTER_S": "30",
     }
     settings = Settings.from_env(env)
     assert settings.home == Path("/data/tg") and settings.models_dir == Path("/data/tg/models")
@@ -69,6 +73,7 @@ def test_every_field_is_overridable_from_env():
     assert rows["pinecone_api_key"]["value"] == "<set>"
     assert rows["llm_api_key"]["value"] == "<set>"
     assert settings.llm_base_url == "http://gpu-host:8000/v1"
+    assert settings.engine == "transformers"
     assert settings.vector_store == "pinecone" and settings.pinecone_index == "fleet"
 
 
@@ -80,6 +85,12 @@ def test_all_invalid_values_are_reported_at_once():
     for name in env:
         assert name in message
     assert "use one of auto, cpu, cuda" in message
+
+
+def test_the_engine_is_one_of_three():
+    assert Settings.from_env({}).engine == "auto"
+    with pytest.raises(SettingsError, match=r"TUNEGRAPH_ENGINE='vllm': use one of auto, onnx, "):
+        Settings.from_env({"TUNEGRAPH_ENGINE": "vllm"})
 
 
 def test_the_llm_server_url_must_be_http():

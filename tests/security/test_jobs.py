@@ -103,6 +103,12 @@ def test_no_job_reads_or_writes_outside_the_data_root(keyed, secret):
         ("finetune-text", {"overrides": ["data.blocks_file=../../../secret/notes.md"]}),
         ("finetune-vision", {"train": "/etc/passwd"}),
         ("compare", {"prices": "/etc/passwd"}),
+        # the data root holds other keys' uploads and reports, the models and the database:
+        # only its demo corpus and ingested datasets are shared inputs
+        ("ingest-manuals", {"paths": ["../.."]}),
+        ("ingest-manuals", {"paths": [".."]}),
+        ("ingest-coco", {"annotations": "a.json", "images": "../../runs"}),
+        ("ingest-claims", {"file": "../../tunegraph.db"}),
     ]
     for kind, params in cases:
         response = submit(keyed, "one", kind, **params)
@@ -114,8 +120,11 @@ def test_no_job_reads_or_writes_outside_the_data_root(keyed, secret):
     for kind, params, wanted in [
         ("finetune-text", {"overrides": ["name=/tmp/anywhere"]}, "is not a plain name"),
         ("finetune-text", {"overrides": ["name=../x"]}, "is not a plain name"),
-        ("finetune-vision", {"out": "/tmp/anywhere"}, "outside the data root"),
-        ("finetune-vision", {"out": "../../x"}, "outside the data root"),
+        ("finetune-vision", {"out": "/tmp/anywhere"}, "is not a plain name"),
+        ("finetune-vision", {"out": "../../x"}, "is not a plain name"),
+        ("finetune-vision", {"out": ".."}, "is not a plain name"),  # the data root itself
+        ("finetune-vision", {"out": "."}, "is not a plain name"),  # every vision model
+        ("ingest-manuals", {"paths": ["\ud800"]}, "is not a usable file or folder name"),
     ]:
         response = submit(keyed, "one", kind, **params)
         assert response.status_code == 400 and wanted in response.get_json()["error"]["message"]
@@ -322,3 +331,110 @@ def test_a_compare_job_over_http_runs_to_completion(make_app, settings, monkeypa
     assert job["progress"] == 1.0 and job["result"]["photos"] == 2
     report = client.get(f"/v1/jobs/{job_id}/report")
     assert report.status_code == 200 and b"tunegraph compare" in report.data
+
+
+def test_the_demo_corpus_and_ingested_datasets_are_shared_inputs(settings):
+    roots = Roots.of(settings, "someone")
+    home = settings.home.resolve()
+    for shared in ("demo/manual", "datasets/api-test.jsonl"):
+        assert roots.readable(str(home / shared), "paths") == home / shared
+    with pytest.raises(ValueError, match="outside the folders jobs may read"):
+        roots.readable(str(home / "uploads" / "someone-else" / "a.md"), "paths")
+
+
+def test_uploads_never_replace_a_folder_or_go_through_a_file(keyed):
+    assert upload(keyed, "one", {"a": b"x"}).status_code == 201
+    through = upload(keyed, "one", {"b.md": b"x"}, folder="a")
+    assert through.status_code == 409 and "folder 'a' is an uploaded file" in through.text
+    assert upload(keyed, "one", {"c.md": b"x"}, folder="d").status_code == 201
+    onto = upload(keyed, "one", {"d": b"x"})
+    assert onto.status_code == 409 and "'d' is a folder of uploads" in onto.text
+    twice = keyed.post(
+        "/v1/files",
+        data={"file": [(_bytes(b"1"), "e.md"), (_bytes(b"2"), "e.md")]},
+        headers=auth("one"),
+        content_type="multipart/form-data",
+    )
+    assert twice.status_code == 400 and "two files are named 'e.md'" in twice.text
+
+
+def test_input_roots_may_not_hold_the_data_root(tmp_path):
+    from api.settings import Settings, SettingsError
+
+    with pytest.raises(SettingsError, match="holds the data root"):
+        Settings(home=tmp_path / "home", input_roots=(str(tmp_path),))
+
+
+def test_an_old_jobs_table_gets_the_new_columns_even_when_another_process_adds_them(tmp_path):
+    import sqlite3
+
+    from api.jobs import store as store_module
+    from api.jobs.store import JobStore
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:  # the table before jobs had owners and heartbeats
+        db.execute(
+            "CREATE TABLE jobs (id VARCHAR(40) PRIMARY KEY, kind VARCHAR(64), state VARCHAR(16),"
+            " params TEXT, progress FLOAT, log TEXT, result TEXT, error TEXT,"
+            " cancel_requested BOOLEAN, created_at FLOAT, started_at FLOAT, finished_at FLOAT)"
+        )
+        db.execute(
+            "INSERT INTO jobs VALUES ('job_1', 'count', 'succeeded', '{}', 1.0, '[]', NULL, NULL,"
+            " 0, 1.0, 1.0, 2.0)"
+        )
+    url = f"sqlite:///{path}"
+    real = store_module.inspect
+    calls = []
+
+    def stale(engine):  # the first look misses a column another process adds right after
+        calls.append(1)
+        inspector = real(engine)
+        if len(calls) == 1:
+            with sqlite3.connect(path) as db:
+                db.execute("ALTER TABLE jobs ADD COLUMN owner VARCHAR(40) NOT NULL DEFAULT 'local'")
+        return inspector if len(calls) > 1 else _Without(inspector, "owner")
+
+    store_module.inspect = stale
+    try:
+        store = JobStore(url)
+    finally:
+        store_module.inspect = real
+    job = store.get("job_1")
+    assert job.owner == "local" and job.state == "succeeded"
+    with sqlite3.connect(path) as db:
+        indexes = {row[1] for row in db.execute("PRAGMA index_list('jobs')")}
+        columns = {row[1] for row in db.execute("PRAGMA table_info('jobs')")}
+    assert "ix_jobs_owner" in indexes and {"owner", "heartbeat_at"} <= columns
+
+
+class _Without:
+    """An inspector that does not see one column (what a slower process saw)."""
+
+    def __init__(self, inspector, column):
+        self.inspector, self.column = inspector, column
+
+    def get_columns(self, table):
+        return [c for c in self.inspector.get_columns(table) if c["name"] != self.column]
+
+
+def test_compare_reports_of_two_keys_never_replace_each_other(make_app, settings, monkeypatch):
+    from api.jobs.kinds import WorkerJob
+    from ingest.demo.corpus import DemoCorpusConfig, generate_demo_corpus
+
+    generate_demo_corpus(
+        settings.demo_dir,
+        DemoCorpusConfig(seed=3, n_claims=60, n_images=24, n_scanned_pages=0, test_fraction=0.4),
+    )
+    root = str(Path(__file__).resolve().parents[2])
+    monkeypatch.setenv("PYTHONPATH", root)
+    kind = WorkerJob("compare", settings, function="tests.security.test_jobs:compare_with_fakes")
+    client = make_app(kinds={"compare": kind}, api_keys=(KEYS["one"], KEYS["two"])).test_client()
+    ids = {}
+    for who in ("one", "two"):  # the same name, one after the other
+        ids[who] = submit(client, who, "compare", name="same", images=2, questions=0).get_json()[
+            "id"
+        ]
+        assert wait(client, who, ids[who], timeout_s=120)["state"] == "succeeded"
+    for who in ("one", "two"):
+        report = client.get(f"/v1/jobs/{ids[who]}/report", headers=auth(who))
+        assert report.status_code == 200, report.text

@@ -74,14 +74,28 @@ def upload() -> tuple[Response, int]:
             )
         names.append(name)
     if len(set(names)) != len(names):
-        raise APIError(400, "two files have the same name", param="file", code="invalid_value")
-    target = _uploads() / folder
+        twice = next(name for name in names if names.count(name) > 1)
+        raise APIError(400, f"two files are named {twice!r}", param="file", code="invalid_value")
+    root = _uploads()
+    target = root / folder
+    for parent in [target, *target.parents]:
+        if parent == root.parent:
+            break
+        if parent.is_file():
+            raise _conflict(f"folder {parent.relative_to(root).as_posix()!r} is an uploaded file")
+    clash = next((name for name in names if (target / name).is_dir()), None)
+    if clash is not None:
+        raise _conflict(f"{(folder / clash).as_posix()!r} is a folder of uploads")
     target.mkdir(parents=True, exist_ok=True)
     stored = []
     for upload, name in zip(uploads, names, strict=True):
         size = _write(upload.stream, target / name)
         stored.append({"object": "file", "path": (folder / name).as_posix(), "bytes": size})
     return jsonify({"object": "list", "data": stored}), 201
+
+
+def _conflict(what: str) -> APIError:
+    return APIError(409, f"{what}; choose another name", param="folder", code="upload_conflict")
 
 
 def _write(stream, path: Path) -> int:

@@ -12,6 +12,7 @@ from pathlib import Path
 from flask import Blueprint, Response, jsonify, request, send_file
 
 from api.jobs.manager import JobFinished, JobsStopped, UnknownJobKind
+from api.jobs.queue import QueueUnavailable
 from api.jobs.store import ACTIVE, STATES, Job
 from api.server.blueprints import json_body
 from api.server.errors import APIError
@@ -33,6 +34,7 @@ def _missing(job_id: str) -> APIError:
 
 def _own_job(job_id: str) -> Job:
     """The caller's job ``job_id`` (any job for an admin); 404 for anyone else's."""
+    services().jobs.reap()
     job = services().jobs.store.get(job_id)
     who = caller()
     if job is None or not (who.admin or job.owner == who.id):
@@ -57,6 +59,10 @@ def create() -> tuple[Response, int, dict[str, str]]:
         raise APIError(400, str(exc), param="params", code="invalid_value") from None
     except JobsStopped as exc:
         raise APIError(503, str(exc), code="shutting_down", headers={"Retry-After": "30"}) from None
+    except QueueUnavailable as exc:
+        raise APIError(
+            503, str(exc), code="queue_unavailable", headers={"Retry-After": "30"}
+        ) from None
     return jsonify(job.to_json()), 202, {"Location": f"/v1/jobs/{job.id}"}
 
 
@@ -72,6 +78,7 @@ def list_jobs() -> Response:
     if not limit.isdecimal() or not 1 <= int(limit) <= MAX_LIST:
         raise APIError(400, f"limit must be a whole number from 1 to {MAX_LIST}", param="limit")
     who = caller()
+    services().jobs.reap()
     jobs = services().jobs.store.list(int(limit), state, owner=None if who.admin else who.id)
     return jsonify({"object": "list", "data": [job.to_json() for job in jobs]})
 
