@@ -250,10 +250,11 @@ def init_app(app: Flask, settings: Settings) -> None:
         if settings.all_keys:
             key = _authenticate(settings, failures)
             g.caller = Caller(key_id(key), admin=key in settings.admin_keys)
+            counted = f"key:{g.caller.id}"  # a shared limit storage never sees the key itself
         else:
-            key = f"addr:{request.remote_addr}"
+            counted = f"addr:{request.remote_addr}"
             g.caller = Caller(LOCAL, admin=True)
-        if limiter is not None and (wait := limiter.take(key)):
+        if limiter is not None and (wait := limiter.take(counted)):
             raise APIError(
                 429,
                 f"rate limit of {settings.rate_limit_per_minute} requests per minute reached; "
