@@ -31,8 +31,8 @@ _POSITIVE = (
     "generation_timeout_s",
     "rate_limit_burst",
     "job_workers",
-)
     "job_stale_after_s",
+)
 
 
 class SettingsError(ValueError):
@@ -144,15 +144,6 @@ class Settings:
             "secret": True,  # a Redis URL may hold a password
         },
     )
-    job_workers: int = field(
-        default=1,
-        metadata={"help": "background jobs (ingest, fine-tune) that run at the same time"},
-    )
-    admin_keys: tuple[str, ...] = field(
-        default=(),
-        metadata={
-            "help": "comma-separated Bearer keys that may also see and cancel every key's jobs "
-            "(each is a valid key too)",
     job_queue: str = field(
         default="",
         metadata={
@@ -170,6 +161,15 @@ class Settings:
             "help": "a queued job's worker silent this long is taken for dead: the job fails"
         },
     )
+    job_workers: int = field(
+        default=1,
+        metadata={"help": "background jobs (ingest, fine-tune) that run at the same time"},
+    )
+    admin_keys: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "help": "comma-separated Bearer keys that may also see and cancel every key's jobs "
+            "(each is a valid key too)",
             "secret": True,
         },
     )
@@ -248,6 +248,13 @@ class Settings:
                 f"{env_name('rate_limit_storage')}: use redis://host:port/db (or leave it empty "
                 "to count in each process)"
             )
+        if self.job_queue and not self.job_queue.startswith(
+            ("redis://", "rediss://", "amqp://", "amqps://", "memory://")
+        ):
+            problems.append(
+                f"{env_name('job_queue')}: use redis://host:6379/0 or amqp://user:pass@host// "
+                "(or leave it empty to run jobs in the API process)"
+            )
         if self.max_waiting_requests < 0:
             problems.append(
                 f"{env_name('max_waiting_requests')}={self.max_waiting_requests}: use 0 (no "
@@ -261,15 +268,13 @@ class Settings:
         for root in self.input_roots:
             if not Path(root).expanduser().is_absolute():
                 problems.append(
-        if self.job_queue and not self.job_queue.startswith(
-            ("redis://", "rediss://", "amqp://", "amqps://", "memory://")
-        ):
-            problems.append(
-                f"{env_name('job_queue')}: use redis://host:6379/0 or amqp://user:pass@host// "
-                "(or leave it empty to run jobs in the API process)"
-            )
                     f"{env_name('input_roots')}: {root!r} is not an absolute folder; give "
                     "absolute paths, separated by commas"
+                )
+            elif self.home.resolve().is_relative_to(Path(root).expanduser().resolve()):
+                problems.append(
+                    f"{env_name('input_roots')}: {root!r} holds the data root (every key's "
+                    "uploads, the database); name the folders of input files only"
                 )
         if self.rate_limit_per_minute < 0:
             problems.append(
@@ -284,11 +289,6 @@ class Settings:
     def models_dir(self) -> Path:
         return self.home / "models"
 
-            elif self.home.resolve().is_relative_to(Path(root).expanduser().resolve()):
-                problems.append(
-                    f"{env_name('input_roots')}: {root!r} holds the data root (every key's "
-                    "uploads, the database); name the folders of input files only"
-                )
     @property
     def adapters_dir(self) -> Path:
         return self.home / "adapters"
