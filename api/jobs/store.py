@@ -7,9 +7,12 @@ Each job has an ``owner``: the id of the API key that created it (``local`` with
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -24,7 +27,6 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 ACTIVE = ("queued", "running")
@@ -57,11 +59,11 @@ class JobRow(_Base):
     heartbeat_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
-# Columns added after the table first shipped: (name, SQL type and default) for ALTER TABLE.
-_ADDED_COLUMNS = {
-    "owner": f"VARCHAR(40) NOT NULL DEFAULT '{LOCAL}'",
-    "heartbeat_at": "FLOAT",
-}
+MIGRATIONS = Path(__file__).with_name("migrations")  # Alembic's scripts for this table
+VERSION_TABLE = "tunegraph_jobs_version"  # the jobs table's own: the claims share the database
+# The revision a table from before migrations matches, by the newest column it has.
+_UNVERSIONED = (("heartbeat_at", "0002"), ("owner", "0001"), ("id", "0001"))
+_PG_LOCK = 7_346_001  # pg_advisory_xact_lock key: one migrating process at a time
 
 
 @dataclass
@@ -116,25 +118,8 @@ class JobStore:
         # SQLite: wait for a concurrent writer (the claims ingest, another job) instead of failing
         connect_args = {"timeout": 30} if url.startswith("sqlite") else {}
         self.engine: Engine = create_engine(url, connect_args=connect_args)
-        _Base.metadata.create_all(self.engine)
-        self._add_columns()
+        migrate(self.engine)
         self.interrupted = self._interrupt_leftovers() if interrupt_leftovers else 0
-
-    def _add_columns(self) -> None:
-        """A jobs table from an earlier version gets the columns added since (its jobs become
-        the local user's: visible to admin keys only once keys are set)."""
-        for name, declaration in _ADDED_COLUMNS.items():
-            if name in {c["name"] for c in inspect(self.engine).get_columns("jobs")}:
-                continue
-            try:
-                with self.engine.begin() as connection:
-                    connection.execute(text(f"ALTER TABLE jobs ADD COLUMN {name} {declaration}"))
-            except DBAPIError:
-                # another process added it in between (two workers starting at once)
-                if name not in {c["name"] for c in inspect(self.engine).get_columns("jobs")}:
-                    raise
-        with self.engine.begin() as connection:
-            connection.execute(text("CREATE INDEX IF NOT EXISTS ix_jobs_owner ON jobs (owner)"))
 
     def reap_stale(self, stale_after_s: float) -> int:
         """Mark running jobs whose worker has sent no heartbeat for ``stale_after_s`` as
@@ -223,3 +208,37 @@ class JobStore:
     def ping(self) -> None:
         with self.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the jobs table to the newest revision (Alembic, :data:`MIGRATIONS`), one process
+    at a time (PostgreSQL: an advisory lock; SQLite: a lock file beside the database). A table
+    from before migrations is stamped at the revision its columns match, then upgraded."""
+    from alembic import command
+    from alembic.config import Config
+
+    with _migration_lock(engine), engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            connection.execute(text(f"SELECT pg_advisory_xact_lock({_PG_LOCK})"))
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        config.attributes["connection"] = connection
+        tables = inspect(connection)
+        if tables.has_table("jobs") and not tables.has_table(VERSION_TABLE):
+            columns = {c["name"] for c in tables.get_columns("jobs")}
+            command.stamp(config, next(rev for name, rev in _UNVERSIONED if name in columns))
+        command.upgrade(config, "head")
+
+
+@contextlib.contextmanager
+def _migration_lock(engine: Engine):
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:":
+        yield
+        return
+    with open(f"{database}.migrate-lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

@@ -365,56 +365,44 @@ def test_input_roots_may_not_hold_the_data_root(tmp_path):
         Settings(home=tmp_path / "home", input_roots=(str(tmp_path),))
 
 
-def test_an_old_jobs_table_gets_the_new_columns_even_when_another_process_adds_them(tmp_path):
+OLD_TABLE = (
+    "CREATE TABLE jobs (id VARCHAR(40) PRIMARY KEY, kind VARCHAR(64), state VARCHAR(16),"
+    " params TEXT, progress FLOAT, log TEXT, result TEXT, error TEXT,"
+    " cancel_requested BOOLEAN, created_at FLOAT, started_at FLOAT, finished_at FLOAT)"
+)
+
+
+def test_an_old_jobs_table_is_upgraded_once_when_processes_open_it_together(tmp_path):
+    """The table from before owners (and before migrations), opened by four processes at once
+    (an API and workers starting together): each sees it upgraded, none fails, no job is lost."""
     import sqlite3
 
-    from api.jobs import store as store_module
-    from api.jobs.store import JobStore
-
     path = tmp_path / "old.db"
-    with sqlite3.connect(path) as db:  # the table before jobs had owners and heartbeats
-        db.execute(
-            "CREATE TABLE jobs (id VARCHAR(40) PRIMARY KEY, kind VARCHAR(64), state VARCHAR(16),"
-            " params TEXT, progress FLOAT, log TEXT, result TEXT, error TEXT,"
-            " cancel_requested BOOLEAN, created_at FLOAT, started_at FLOAT, finished_at FLOAT)"
-        )
+    with sqlite3.connect(path) as db:
+        db.execute(OLD_TABLE)
         db.execute(
             "INSERT INTO jobs VALUES ('job_1', 'count', 'succeeded', '{}', 1.0, '[]', NULL, NULL,"
             " 0, 1.0, 1.0, 2.0)"
         )
-    url = f"sqlite:///{path}"
-    real = store_module.inspect
-    calls = []
-
-    def stale(engine):  # the first look misses a column another process adds right after
-        calls.append(1)
-        inspector = real(engine)
-        if len(calls) == 1:
-            with sqlite3.connect(path) as db:
-                db.execute("ALTER TABLE jobs ADD COLUMN owner VARCHAR(40) NOT NULL DEFAULT 'local'")
-        return inspector if len(calls) > 1 else _Without(inspector, "owner")
-
-    store_module.inspect = stale
-    try:
-        store = JobStore(url)
-    finally:
-        store_module.inspect = real
-    job = store.get("job_1")
-    assert job.owner == "local" and job.state == "succeeded"
+    code = (
+        "import sys; from api.jobs.store import JobStore\n"
+        f"store = JobStore('sqlite:///{path}', interrupt_leftovers=False)\n"
+        "print(store.get('job_1').owner)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    processes = [
+        subprocess.Popen([sys.executable, "-c", code], cwd=root, stdout=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    outputs = [process.communicate(timeout=120)[0] for process in processes]
+    assert [process.returncode for process in processes] == [0] * 4
+    assert outputs == ["local\n"] * 4
     with sqlite3.connect(path) as db:
         indexes = {row[1] for row in db.execute("PRAGMA index_list('jobs')")}
         columns = {row[1] for row in db.execute("PRAGMA table_info('jobs')")}
+        version = db.execute("SELECT version_num FROM tunegraph_jobs_version").fetchall()
     assert "ix_jobs_owner" in indexes and {"owner", "heartbeat_at"} <= columns
-
-
-class _Without:
-    """An inspector that does not see one column (what a slower process saw)."""
-
-    def __init__(self, inspector, column):
-        self.inspector, self.column = inspector, column
-
-    def get_columns(self, table):
-        return [c for c in self.inspector.get_columns(table) if c["name"] != self.column]
+    assert version == [("0002",)]
 
 
 def test_compare_reports_of_two_keys_never_replace_each_other(make_app, settings, monkeypatch):
