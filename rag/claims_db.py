@@ -11,6 +11,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 
 from sqlalchemy import Boolean, Date, Float, String, Text, create_engine, select
 from sqlalchemy.engine import Engine
@@ -19,6 +20,7 @@ from sqlalchemy.exc import DatabaseError as SQLAlchemyDatabaseError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from ingest.claims import Claim
+from rag.migrations import upgrade
 from rag.retrieval import Retriever
 
 
@@ -67,6 +69,10 @@ class CostStats:
     p75: float | None
 
 
+MIGRATIONS = Path(__file__).with_name("claims_migrations")  # Alembic's scripts (rag.migrations)
+VERSION_TABLE = "tunegraph_claims_version"
+
+
 class DatabaseError(ValueError):
     """The claims database URL cannot be used; the message says what to change."""
 
@@ -75,7 +81,7 @@ class ClaimsDatabase:
     def __init__(self, url: str) -> None:
         try:
             self.engine: Engine = create_engine(url)
-            _Base.metadata.create_all(self.engine)
+            upgrade(self.engine, MIGRATIONS, "claims", VERSION_TABLE, (("claim_id", "0001"),))
         except ModuleNotFoundError as exc:
             raise DatabaseError(
                 f"the database URL needs the driver {exc.name!r}; for PostgreSQL install "

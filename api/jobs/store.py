@@ -7,8 +7,6 @@ Each job has an ``owner``: the id of the API key that created it (``local`` with
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import time
 from dataclasses import dataclass, field
@@ -21,13 +19,14 @@ from sqlalchemy import (
     Text,
     create_engine,
     func,
-    inspect,
     select,
     text,
     update,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from rag.migrations import upgrade
 
 ACTIVE = ("queued", "running")
 FINISHED = ("succeeded", "failed", "cancelled", "interrupted")
@@ -62,8 +61,7 @@ class JobRow(_Base):
 MIGRATIONS = Path(__file__).with_name("migrations")  # Alembic's scripts for this table
 VERSION_TABLE = "tunegraph_jobs_version"  # the jobs table's own: the claims share the database
 # The revision a table from before migrations matches, by the newest column it has.
-_UNVERSIONED = (("heartbeat_at", "0002"), ("owner", "0001"), ("id", "0001"))
-_PG_LOCK = 7_346_001  # pg_advisory_xact_lock key: one migrating process at a time
+_UNVERSIONED = (("heartbeat_at", "0002"), ("id", "0001"))
 
 
 @dataclass
@@ -211,34 +209,5 @@ class JobStore:
 
 
 def migrate(engine: Engine) -> None:
-    """Bring the jobs table to the newest revision (Alembic, :data:`MIGRATIONS`), one process
-    at a time (PostgreSQL: an advisory lock; SQLite: a lock file beside the database). A table
-    from before migrations is stamped at the revision its columns match, then upgraded."""
-    from alembic import command
-    from alembic.config import Config
-
-    with _migration_lock(engine), engine.begin() as connection:
-        if engine.dialect.name == "postgresql":
-            connection.execute(text(f"SELECT pg_advisory_xact_lock({_PG_LOCK})"))
-        config = Config()
-        config.set_main_option("script_location", str(MIGRATIONS))
-        config.attributes["connection"] = connection
-        tables = inspect(connection)
-        if tables.has_table("jobs") and not tables.has_table(VERSION_TABLE):
-            columns = {c["name"] for c in tables.get_columns("jobs")}
-            command.stamp(config, next(rev for name, rev in _UNVERSIONED if name in columns))
-        command.upgrade(config, "head")
-
-
-@contextlib.contextmanager
-def _migration_lock(engine: Engine):
-    database = engine.url.database if engine.dialect.name == "sqlite" else None
-    if not database or database == ":memory:":
-        yield
-        return
-    with open(f"{database}.migrate-lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    """Bring the jobs table to the newest revision (:mod:`rag.migrations`)."""
+    upgrade(engine, MIGRATIONS, "jobs", VERSION_TABLE, _UNVERSIONED)

@@ -116,3 +116,27 @@ def test_similar_claims_come_back_with_scores_and_exclude_the_vin(database, clai
         database, retriever, claim_document(query).text, 5, exclude_vin=query.vin
     )
     assert others and all(c.vin != query.vin for c, _ in others)
+
+
+def test_the_claims_table_is_made_and_stamped_by_its_migrations(tmp_path, claims):
+    """A new database is made by the Alembic scripts; one made by `create_all` before them is
+    stamped at the revision it matches and keeps its rows."""
+    import sqlite3
+
+    from rag.claims_db import VERSION_TABLE, ClaimRow
+
+    new = tmp_path / "new.db"
+    ClaimsDatabase(f"sqlite:///{new}").upsert(claims[:3])
+    with sqlite3.connect(new) as db:
+        assert db.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchall() == [("0001",)]
+    old = tmp_path / "old.db"
+    from sqlalchemy import create_engine
+
+    engine = create_engine(f"sqlite:///{old}")
+    ClaimRow.metadata.create_all(engine)  # what start-up did before migrations
+    engine.dispose()
+    ClaimsDatabase(f"sqlite:///{old}").upsert(claims[:2])
+    database = ClaimsDatabase(f"sqlite:///{old}")
+    assert database.count() == 2
+    with sqlite3.connect(old) as db:
+        assert db.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchall() == [("0001",)]

@@ -1,11 +1,5 @@
-"""Alembic's entry point for the jobs table: runs on the connection the caller passes in
-``config.attributes["connection"]`` (:func:`api.jobs.store.migrate`), never its own URL."""
+"""Alembic's entry point for the jobs table (:func:`rag.migrations.run_env`)."""
 
-from alembic import context
+from rag.migrations import run_env
 
-from api.jobs.store import VERSION_TABLE
-
-connection = context.config.attributes["connection"]
-context.configure(connection=connection, version_table=VERSION_TABLE)
-with context.begin_transaction():
-    context.run_migrations()
+run_env()

@@ -1,0 +1,5 @@
+"""Alembic's entry point for the claims table (:func:`rag.migrations.run_env`)."""
+
+from rag.migrations import run_env
+
+run_env()
