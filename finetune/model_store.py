@@ -166,6 +166,17 @@ class ModelStore:
         model.eval()
         return model.to(self.device), tokenizer
 
+    def checkpoint_dir(self, name: str) -> Path | None:
+        """The local folder of text model ``name``'s safetensors checkpoint (an embedded GGUF is
+        converted into the cache first), for tools that read it directly (the ONNX engine's
+        builder); None for a hub id or a single ``.gguf`` file, which have no such folder."""
+        info = self.resolve(name)
+        if info.source == "embedded":
+            self._convert_gguf(name, Path(info.location))
+            info = self.resolve(name)
+        path = Path(info.location)
+        return path if info.source != "hub" and (path / "config.json").is_file() else None
+
     def load_embedder(self, name: str) -> SentenceTransformer:
         """Load a sentence-transformers model; embedded ones load from site-packages."""
         from sentence_transformers import SentenceTransformer

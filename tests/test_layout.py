@@ -208,4 +208,4 @@ def test_compose_services_run_real_commands_with_real_settings():
             assert variable.removeprefix(ENV_PREFIX) in fields, variable
         assert service["environment"]["TUNEGRAPH_JOB_QUEUE"].startswith("redis://redis:")
     dockerfile = (ROOT / "Dockerfile").read_text("utf-8")
-    assert '".[postgres]"' in dockerfile  # the image can reach the compose file's PostgreSQL
+    assert '".[postgres,engine]"' in dockerfile  # PostgreSQL for compose; the fast engine

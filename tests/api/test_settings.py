@@ -37,6 +37,7 @@ def test_every_field_is_overridable_from_env():
         "TUNEGRAPH_LLM_BASE_URL": "http://gpu-host:8000/v1",
         "TUNEGRAPH_LLM_MODEL": "meta-llama/Llama-3.1-8B-Instruct",
         "TUNEGRAPH_LLM_API_KEY": "vllm-secret",
+        "TUNEGRAPH_ENGINE": "transformers",
         "TUNEGRAPH_MAX_REQUEST_BYTES": "1000000",
         "TUNEGRAPH_MAX_IMAGE_BYTES": "200000",
         "TUNEGRAPH_MAX_IMAGES": "4",
@@ -72,6 +73,7 @@ def test_every_field_is_overridable_from_env():
     assert rows["pinecone_api_key"]["value"] == "<set>"
     assert rows["llm_api_key"]["value"] == "<set>"
     assert settings.llm_base_url == "http://gpu-host:8000/v1"
+    assert settings.engine == "transformers"
     assert settings.vector_store == "pinecone" and settings.pinecone_index == "fleet"
 
 
@@ -83,6 +85,12 @@ def test_all_invalid_values_are_reported_at_once():
     for name in env:
         assert name in message
     assert "use one of auto, cpu, cuda" in message
+
+
+def test_the_engine_is_one_of_three():
+    assert Settings.from_env({}).engine == "auto"
+    with pytest.raises(SettingsError, match=r"TUNEGRAPH_ENGINE='vllm': use one of auto, onnx, "):
+        Settings.from_env({"TUNEGRAPH_ENGINE": "vllm"})
 
 
 def test_the_llm_server_url_must_be_http():

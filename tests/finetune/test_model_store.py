@@ -102,3 +102,14 @@ def test_a_local_directory_resolves(tmp_path):
     (local / "config.json").write_text("{}")
     info = _store(tmp_path).resolve(str(local))
     assert info.source == "local" and info.kind == "text"
+
+
+def test_checkpoint_dir_is_a_local_folder_or_none(tmp_path):
+    local = tmp_path / "my-model"
+    local.mkdir()
+    (local / "config.json").write_text("{}")
+    store = _store(tmp_path, allow_network=True)
+    assert store.checkpoint_dir(str(local)) == local.resolve()
+    assert store.checkpoint_dir("meta-llama/Llama-3.2-1B") is None  # a hub id: no folder yet
+    (tmp_path / "model.gguf").write_bytes(b"GGUF")
+    assert store.checkpoint_dir(str(tmp_path / "model.gguf")) is None
