@@ -22,6 +22,7 @@ _DEVICES = ("auto", "cpu", "cuda")
 _VECTOR_STORES = ("lancedb", "pinecone")
 _ENGINES = ("auto", "onnx", "transformers")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+MIN_STALE_AFTER_S = 10  # job_stale_after_s: ten queue-worker heartbeats
 REQUEST_HEADROOM_BYTES = 16 * 1024 * 1024  # the claim, form fields and multipart framing
 _POSITIVE = (
     "max_image_bytes",
@@ -32,7 +33,6 @@ _POSITIVE = (
     "generation_timeout_s",
     "rate_limit_burst",
     "job_workers",
-    "job_stale_after_s",
 )
 
 
@@ -268,6 +268,12 @@ class Settings:
                 f"{env_name('job_queue')}: use redis://host:6379/0 or amqp://user:pass@host// "
                 "(or leave it empty to run jobs in the API process)"
             )
+        if self.job_stale_after_s < MIN_STALE_AFTER_S:
+            problems.append(
+                f"{env_name('job_stale_after_s')}={self.job_stale_after_s}: use at least "
+                f"{MIN_STALE_AFTER_S} (workers write a heartbeat every second; a shorter wait "
+                "takes a busy worker for dead)"
+            )
         if self.max_waiting_requests < 0:
             problems.append(
                 f"{env_name('max_waiting_requests')}={self.max_waiting_requests}: use 0 (no "
@@ -284,10 +290,12 @@ class Settings:
                     f"{env_name('input_roots')}: {root!r} is not an absolute folder; give "
                     "absolute paths, separated by commas"
                 )
-            elif self.home.resolve().is_relative_to(Path(root).expanduser().resolve()):
+            elif self.home.resolve().is_relative_to(Path(root).expanduser().resolve()) or Path(
+                root
+            ).expanduser().resolve().is_relative_to(self.home.resolve()):
                 problems.append(
-                    f"{env_name('input_roots')}: {root!r} holds the data root (every key's "
-                    "uploads, the database); name the folders of input files only"
+                    f"{env_name('input_roots')}: {root!r} holds or lies in the data root (every "
+                    "key's uploads, the database); name folders of input files outside it"
                 )
         if self.rate_limit_per_minute < 0:
             problems.append(

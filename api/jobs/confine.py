@@ -1,4 +1,5 @@
-"""Where a job may read and write: its owner's uploads, the data root, and the input roots.
+"""Where a job may read and write: its owner's uploads, the data root's shared inputs (demo
+corpus, datasets), the input roots; and outputs only inside the data root.
 
 A job names files in its parameters, in its config overrides and inside its config file. Each
 is resolved (``..`` and links followed) before anything is read, and must lie under

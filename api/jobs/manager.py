@@ -235,7 +235,9 @@ class _Reporter:
                 self._finished = "finished_at" in extra
                 self.saved = time.monotonic()
                 values = {"progress": self.fraction, "log": list(self.lines)}
-            self.store.update(self.job_id, **values, **extra)
+            # the end is written only over a running job: one already ended elsewhere (a
+            # queue worker taken for dead and reaped) keeps what it says
+            self.store.update(self.job_id, "running" if self._finished else None, **values, **extra)
 
     def finish(self, **values: Any) -> None:
         with self._lock:

@@ -52,11 +52,18 @@ def celery_app(broker: str, queue: str) -> Any:
     app.conf.update(
         task_default_queue=queue,
         task_ignore_result=True,
+        # acknowledged once run: a worker killed before it took the job leaves the message to
+        # another (a job already started is not run twice: it is no longer queued)
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,  # a worker takes the next job only when it is free
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
+        # the API's send: a broker that is down or does not answer is reported within seconds
         broker_connection_timeout=5,
-        task_publish_retry=False,  # a broker that is down is reported, not waited for
+        broker_connection_max_retries=1,
+        broker_transport_options={"socket_timeout": 5, "socket_connect_timeout": 5},
+        task_publish_retry=False,
     )
     app.task(name=TASK, ignore_result=True)(_run_job)
     return app
@@ -81,6 +88,7 @@ class QueuedJobManager(JobManager):
                 "queued",
                 state="failed",
                 error="the job queue did not answer; submit it again",
+                finished_at=time.time(),
             )
             raise QueueUnavailable(
                 f"the job queue (TUNEGRAPH_JOB_QUEUE) did not take the job ({type(exc).__name__})"
@@ -91,14 +99,30 @@ class QueuedJobManager(JobManager):
 
 
 def _run_job(job_id: str) -> None:
-    """The task: run the stored job ``job_id`` in this worker process."""
-    from api.jobs.kinds import default_kinds
-
+    """The task: run the stored job ``job_id`` in this worker process; a failure before the
+    job runs (settings, the database) marks it failed instead of leaving it queued."""
     settings = Settings.from_env()
     store = _store(settings.effective_database_url)
+    try:
+        _run_stored(job_id, settings, store)
+    except Exception as exc:
+        log.exception("a queued job could not be run")
+        store.update(
+            job_id,
+            "queued",
+            state="failed",
+            error=f"the worker could not run it: {type(exc).__name__}: {exc}",
+            finished_at=time.time(),
+        )
+
+
+def _run_stored(job_id: str, settings: Settings, store: JobStore) -> None:
+    from api.jobs.kinds import default_kinds
+
     store.reap_stale(settings.job_stale_after_s)
     job = store.get(job_id)
-    if job is None:  # a message from another deployment sharing the broker, or a deleted job
+    if job is None:  # a message from another deployment sharing the broker (give each
+        # deployment its own TUNEGRAPH_JOB_QUEUE_NAME), or a deleted job
         log.warning("no job %s in this worker's database", job_id)
         return
     manager = JobManager(store, default_kinds(settings), workers=1)
@@ -108,9 +132,11 @@ def _run_job(job_id: str) -> None:
     def beat() -> None:
         while not done.wait(HEARTBEAT_S):
             with contextlib.suppress(Exception):  # a database hiccup: the next beat retries
-                store.update(job_id, "running", heartbeat_at=time.time())
-                current = store.get(job_id)
-                if current is not None and current.cancel_requested:
+                if not store.update(job_id, "running", heartbeat_at=time.time()):
+                    if store.get(job_id).state != "queued":
+                        cancel.set()  # reaped or ended elsewhere: this run no longer owns it
+                    continue
+                if store.cancel_requested(job_id):
                     cancel.set()
 
     store.update(job_id, "queued", heartbeat_at=time.time())
@@ -136,7 +162,10 @@ def run_worker(settings: Settings, concurrency: int = 1) -> None:
     The solo pool runs one job at a time in this process (each job starts its own child
     process for the work); several jobs at once are several workers."""
     app = celery_app(settings.job_queue, settings.job_queue_name)
-    _store(settings.effective_database_url)  # creates or upgrades the jobs table first
+    app.conf.broker_connection_max_retries = None  # a worker waits for its broker
+    # create or upgrade the jobs table first; the engine is not kept: pool processes forked
+    # from this one must not share its connections
+    JobStore(settings.effective_database_url, interrupt_leftovers=False).engine.dispose()
     app.worker_main(
         [
             "worker",

@@ -178,6 +178,12 @@ class JobStore:
         with Session(self.engine) as session, session.begin():
             return session.execute(query.values(**values)).rowcount > 0
 
+    def cancel_requested(self, job_id: str) -> bool:
+        """Whether a cancel was asked for (one column: what a worker reads every second)."""
+        with Session(self.engine) as session:
+            query = select(JobRow.cancel_requested).where(JobRow.id == job_id)
+            return bool(session.scalar(query))
+
     def get(self, job_id: str) -> Job | None:
         with Session(self.engine) as session:
             row = session.get(JobRow, job_id)

@@ -109,7 +109,8 @@ def _job_params(job_kinds: list[str]) -> dict[str, Any]:
     if "JobParams-compare" in schemas:
         compare = schemas["JobParams-compare"]
         compare["description"] += (
-            "; the report goes to TUNEGRAPH_HOME/runs/NAME: GET /v1/jobs/{job_id}/report"
+            "; the report goes to the key's own folder under TUNEGRAPH_HOME/runs: "
+            "GET /v1/jobs/{job_id}/report"
         )
         for name in ("images", "questions"):
             compare["properties"][name]["minimum"] = 0

@@ -40,7 +40,7 @@ pytestmark = pytest.mark.skipif(
 def queued(settings):
     """Settings with a queue of this test's own on the local Redis."""
     return settings.replace(
-        job_queue=REDIS, job_queue_name=f"test-{uuid.uuid4().hex}", job_stale_after_s=3
+        job_queue=REDIS, job_queue_name=f"test-{uuid.uuid4().hex}", job_stale_after_s=10
     )
 
 
@@ -136,7 +136,7 @@ def test_a_worker_killed_mid_job_leaves_it_failed_not_running(api, queued, start
     wait(api, job["id"], "running", "succeeded", "failed")
     os.kill(worker.pid, signal.SIGKILL)
     worker.wait()
-    job = wait(api, job["id"], "succeeded", "failed", timeout_s=30)
+    job = wait(api, job["id"], "succeeded", "failed", timeout_s=60)
     assert job["state"] == "failed"
     assert "the worker running this job stopped" in job["error"]
 
@@ -151,3 +151,55 @@ def test_the_worker_needs_a_queue(tmp_path):
     )
     assert result.returncode == 2 and "set TUNEGRAPH_JOB_QUEUE" in result.stderr
     assert Path(tmp_path).exists()
+
+
+def test_a_broker_that_never_answers_is_a_503_within_seconds(settings, context):
+    """A socket that accepts connections and says nothing (a hung Redis): the job is refused
+    with 503 and ends failed, instead of the request hanging and the job staying queued."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    port = listener.getsockname()[1]
+    hung = settings.replace(job_queue=f"redis://127.0.0.1:{port}/0", job_queue_name="hung")
+    app = create_app({"TESTING": True}, settings=hung, context_factory=lambda _: context)
+    client = checked(app).test_client()
+    _coco(hung)
+    started = time.monotonic()
+    response = client.post(
+        "/v1/jobs", json={"kind": "ingest-coco", "params": {"annotations": "coco/coco.json"}}
+    )
+    assert time.monotonic() - started < 40
+    assert response.status_code == 503 and response.headers["Retry-After"] == "30"
+    assert response.get_json()["error"]["code"] == "queue_unavailable"
+    (job,) = client.get("/v1/jobs").get_json()["data"]
+    assert job["state"] == "failed" and job["finished_at"] is not None
+    listener.close()
+
+
+def test_a_job_reaped_while_its_worker_lived_keeps_its_failed_state(settings):
+    """A worker taken for dead (no heartbeat: a database hiccup) but still alive must not turn
+    the job back to succeeded when it ends; its heartbeat sees it lost the job and stops it."""
+    import threading
+
+    from api.jobs.manager import JobManager
+    from api.jobs.store import Job, JobStore
+
+    settings.home.mkdir(parents=True)
+    store = JobStore(f"sqlite:///{settings.home}/reap.db")
+    reaped = threading.Event()
+
+    def slow(params, progress, log, cancel):
+        store.update("job_r", heartbeat_at=time.time() - 120)
+        assert store.reap_stale(60) == 1  # what the API does meanwhile
+        reaped.set()
+        return {"done": True}
+
+    manager = JobManager(store, {"slow": slow})
+    store.add(Job("job_r", "slow", "queued", {}, created_at=time.time()))
+    manager.execute(store.get("job_r"), threading.Event())
+    assert reaped.is_set()
+    job = store.get("job_r")
+    assert job.state == "failed" and "worker running this job stopped" in job.error
+    assert job.result is None

@@ -361,7 +361,7 @@ def test_uploads_never_replace_a_folder_or_go_through_a_file(keyed):
 def test_input_roots_may_not_hold_the_data_root(tmp_path):
     from api.settings import Settings, SettingsError
 
-    with pytest.raises(SettingsError, match="holds the data root"):
+    with pytest.raises(SettingsError, match="holds or lies in the data root"):
         Settings(home=tmp_path / "home", input_roots=(str(tmp_path),))
 
 
