@@ -32,6 +32,7 @@
         await refresh();
       } catch (error) {
         TG.showError(error.message);
+        cancel.disabled = false; // a refused cancel (429, 503) may be tried again
       }
     });
     const tr = el("tr", { "data-job": job.id },
@@ -78,13 +79,15 @@
     if (polling) return;
     polling = true;
     for (;;) {
+      let wait = 1000;
       try {
         await refresh();
       } catch (error) {
         TG.showError(error.message);
         if (error.status === 401) break; // resumes once a key is entered
+        if (error.status === 429 || error.status === 503) wait = error.retryAfter * 1000;
       }
-      await new Promise((resolve) => setTimeout(resolve, 1000));
+      await new Promise((resolve) => setTimeout(resolve, wait));
     }
     polling = false;
   }
