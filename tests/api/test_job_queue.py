@@ -36,11 +36,31 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+RABBITMQ = "amqp://guest:guest@127.0.0.1:5672//"
+
+
+def _rabbitmq_answers() -> bool:
+    import socket
+
+    with socket.socket() as probe:
+        probe.settimeout(2)
+        return probe.connect_ex(("127.0.0.1", 5672)) == 0
+
+
+@pytest.fixture(params=["redis", "rabbitmq"])
+def broker(request) -> str:
+    if request.param == "rabbitmq":
+        if not _rabbitmq_answers():
+            pytest.skip("no RabbitMQ at 127.0.0.1:5672 (the CI machine runs one)")
+        return RABBITMQ
+    return REDIS
+
+
 @pytest.fixture
-def queued(settings):
-    """Settings with a queue of this test's own on the local Redis."""
+def queued(settings, broker):
+    """Settings with a queue of this test's own on the local Redis or RabbitMQ."""
     return settings.replace(
-        job_queue=REDIS, job_queue_name=f"test-{uuid.uuid4().hex}", job_stale_after_s=10
+        job_queue=broker, job_queue_name=f"test-{uuid.uuid4().hex}", job_stale_after_s=10
     )
 
 
