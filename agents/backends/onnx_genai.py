@@ -33,34 +33,19 @@ from agents.backends.base import (
     ContextLengthExceeded,
     Event,
     GenerationError,
-    Usage,
 )
 from agents.backends.chat_format import (
-    CALL_CLOSE,
-    grammar,
-    parse_tool_calls,
     render_messages,
     supports_tools,
 )
-from agents.backends.transformers import (
-    PREFILL_CHUNK,
-    _check_deadline,
-    _closing_reserve,
-    _eos_ids,
-    _held_back,
-    _pick,
-    _stop_at,
-    context_window,
-)
-from finetune.artifact import read_manifest
-from finetune.constrained import GrammarError, allowed_logits, ll_tokenizer
-from finetune.constrained import matcher as new_matcher
+from agents.backends.decoding import TokenDecoder, check_adapter, check_deadline, eos_ids
+from agents.backends.transformers import PREFILL_CHUNK, context_window
 from finetune.onnx_build import Log, OnnxBuild, build_adapter, build_model
 
 logger = logging.getLogger(__name__)
 
 
-class OnnxGenAIBackend:
+class OnnxGenAIBackend(TokenDecoder):
     """A built model (:func:`finetune.onnx_build.build_model`) with named adapter files
     (:func:`finetune.onnx_build.build_adapter`); :meth:`from_checkpoint` makes both."""
 
@@ -111,7 +96,7 @@ class OnnxGenAIBackend:
 
         folders = {adapter_name: Path(path) for adapter_name, path in (adapters or {}).items()}
         for adapter_name, path in folders.items():
-            _check_adapter(adapter_name, path, name)
+            check_adapter(adapter_name, path, name)
         build = build_model(source, cache_dir, precision, lora=bool(folders), log=log)
         tokenizer = AutoTokenizer.from_pretrained(str(source), local_files_only=True)
         loaded = {}
@@ -122,7 +107,7 @@ class OnnxGenAIBackend:
         config = AutoConfig.from_pretrained(str(source), local_files_only=True)
         generation = _generation_config(source)
         window = context_window(SimpleNamespace(config=config), tokenizer)
-        eos = _eos_ids(SimpleNamespace(generation_config=generation), tokenizer)
+        eos = eos_ids(SimpleNamespace(generation_config=generation), tokenizer)
         return cls(build, tokenizer, name, loaded, window, eos)
 
     def adapters(self) -> list[str]:
@@ -167,127 +152,22 @@ class OnnxGenAIBackend:
         if request.adapter is not None:
             generator.set_active_adapter(self._adapters, request.adapter)
         for start in range(0, len(prompt), PREFILL_CHUNK):
-            _check_deadline(request)
+            check_deadline(request)
             generator.append_tokens(prompt[start : start + PREFILL_CHUNK])
         return generator
 
     def _generate(self, request: ChatRequest, prompt: list[int]) -> Iterator[Event]:
         import torch
 
-        _check_deadline(request)  # it may have passed while this request waited for the lock
-        tokenizer = self._tokenizers[request.adapter]
-        matcher = self._matcher(grammar(request))
-        sampler = None
-        if request.temperature > 0:
-            sampler = torch.Generator().manual_seed(request.seed or 0)
+        check_deadline(request)  # it may have passed while this request waited for the lock
         generator = self._start(request, prompt)
-        ids: list[int] = []
-        sent = ""  # text already streamed
-        mode = "text" if matcher is None or request.response_schema is not None else None
-        finish = "length"
-        for step in range(request.max_tokens):
-            _check_deadline(request)
-            logits = torch.from_numpy(generator.get_logits()[0, -1])
-            if matcher is not None:
-                closing = mode != "text" or request.response_schema is not None
-                closing = closing and request.max_tokens - step <= _closing_reserve(request)
-                logits = allowed_logits(
-                    logits, matcher, self._closers(tokenizer) if closing else None
-                )
-            token = _pick(logits, request, sampler)
-            if token in self._eos:
-                finish = "stop"
-                break
-            if matcher is not None and not matcher.consume_token(token):
-                raise GenerationError(f"grammar rejected a token: {matcher.get_error()}")
-            ids.append(token)
-            text = tokenizer.decode(ids, skip_special_tokens=True)
-            if mode is None and text.strip():
-                mode = "tools" if text.lstrip().startswith("<") else "text"
-            if mode == "text":
-                cut = _stop_at(text, request.stop)
-                if cut is not None:
-                    if cut > len(sent):
-                        yield Event(text=text[len(sent) : cut])
-                    sent = text[:cut]
-                    finish = "stop"
-                    break
-                # Hold back an unfinished multi-byte character and a possible stop prefix.
-                safe = len(text) - _held_back(text, request.stop)
-                if safe > len(sent) and not text.endswith("\ufffd"):
-                    yield Event(text=text[len(sent) : safe])
-                    sent = text[:safe]
-            if matcher is not None and matcher.is_stopped():
-                finish = "stop"
-                break
-            if step + 1 < request.max_tokens:  # the last token needs no forward pass
-                generator.append_tokens([token])
-        text = tokenizer.decode(ids, skip_special_tokens=True)
-        yield from _finish(request, text, sent, mode, finish, Usage(len(prompt), len(ids)))
 
-    def _closers(self, tokenizer: Any) -> Any:
-        """Tokens that end structure: end of turn, and those made only of ``"``, ``}``, ``]``."""
-        if self._closing_tokens is None:
-            import torch
+        def step(token: int) -> Any:
+            generator.append_tokens([token])
+            return torch.from_numpy(generator.get_logits()[0, -1])
 
-            texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
-            closers = torch.tensor(
-                [bool(t.strip()) and set(t.strip()) <= set('"}]') for t in texts]
-            )
-            closers[sorted(self._eos)] = True
-            self._closing_tokens = closers
-        return self._closing_tokens
-
-    def _matcher(self, lark: str | None) -> Any:
-        if lark is None:
-            return None
-        if self._ll_tokenizer is None:
-            self._ll_tokenizer = ll_tokenizer(self.tokenizer, sorted(self._eos)[0])
-        try:
-            return new_matcher(self._ll_tokenizer, lark)
-        except GrammarError as exc:
-            raise GenerationError(str(exc)) from None
-
-
-def _finish(
-    request: ChatRequest, text: str, sent: str, mode: str | None, finish: str, usage: Usage
-) -> Iterator[Event]:
-    """The events after the last token: the tool calls, or the rest of the text; the end."""
-    if mode == "tools":
-        if finish == "length":
-            # Small models may start one call too many: keep the complete ones.
-            complete = text.rfind(CALL_CLOSE)
-            if complete < 0:
-                raise GenerationError(
-                    f"the tool call was cut at max_tokens={request.max_tokens}; raise max_tokens"
-                )
-            text = text[: complete + len(CALL_CLOSE)]
-        for call in parse_tool_calls(text):
-            yield Event(tool_call=call)
-        yield Event(finish_reason="tool_calls", usage=usage)
-        return
-    if request.response_schema is not None and finish == "length":
-        raise GenerationError(
-            f"the JSON answer was cut at max_tokens={request.max_tokens}; raise max_tokens"
-        )
-    final = text if _stop_at(text, request.stop) is None else sent
-    if len(final) > len(sent):
-        yield Event(text=final[len(sent) :])
-    yield Event(finish_reason=finish, usage=usage)
-
-
-def _check_adapter(name: str, path: Path, base_name: str) -> None:
-    if not (path / "adapter_config.json").exists():
-        raise GenerationError(
-            f"adapter {name!r}: no adapter_config.json in {path}; "
-            "train one with `tunegraph finetune text` or fix the path"
-        )
-    manifest = read_manifest(path)
-    if manifest is not None and manifest.base_model and manifest.base_model != base_name:
-        raise GenerationError(
-            f"adapter {name!r} was trained on {manifest.base_model!r}, "
-            f"not on the loaded base {base_name!r}"
-        )
+        first = torch.from_numpy(generator.get_logits()[0, -1])
+        yield from self._decode(request, prompt, first, step)
 
 
 def _generation_config(source: Path) -> SimpleNamespace | None:

@@ -1,0 +1,208 @@
+"""The token loop both in-process backends share (transformers, ONNX Runtime GenAI).
+
+A backend supplies the logits after the prompt and a step that feeds one token and returns the
+next logits; :class:`TokenDecoder` does the rest: the grammar mask (llguidance) for tool calls
+and JSON answers, the push to close a JSON answer in the last tokens of the budget, greedy or
+seeded sampling, stop sequences, streaming without splitting a character or a stop prefix, the
+deadline between tokens, and the final events (tool calls, or the rest of the text; the end with
+exact usage).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from agents.backends.base import ChatRequest, DeadlineExceeded, Event, GenerationError, Usage
+from agents.backends.chat_format import CALL_CLOSE, grammar, parse_tool_calls
+from finetune.artifact import read_manifest
+from finetune.constrained import GrammarError, allowed_logits, ll_tokenizer
+from finetune.constrained import matcher as new_matcher
+
+Step = Callable[[int], Any]  # feed one token, get the logits (1-D) after it
+
+
+class TokenDecoder:
+    """What a backend with its own forward pass inherits: the decode loop and its caches.
+
+    The backend sets ``tokenizer`` (the base's), ``_tokenizers`` (adapter name or None -> the
+    tokenizer that answers), ``_eos`` (end-of-turn ids), ``_ll_tokenizer = None`` and
+    ``_closing_tokens = None``."""
+
+    tokenizer: Any
+    _tokenizers: dict[str | None, Any]
+    _eos: set[int]
+    _ll_tokenizer: Any
+    _closing_tokens: Any
+
+    def _decode(
+        self, request: ChatRequest, prompt: list[int], logits: Any, step: Step
+    ) -> Iterator[Event]:
+        """The answer's events, from ``logits`` (after the prompt) on, feeding each chosen
+        token to ``step``."""
+        import torch
+
+        tokenizer = self._tokenizers[request.adapter]
+        matcher = self._matcher(grammar(request))
+        sampler = None
+        if request.temperature > 0:
+            sampler = torch.Generator().manual_seed(request.seed or 0)
+        ids: list[int] = []
+        sent = ""  # text already streamed
+        mode = "text" if matcher is None or request.response_schema is not None else None
+        finish = "length"
+        for position in range(request.max_tokens):
+            check_deadline(request)
+            logits = logits.float()
+            if matcher is not None:
+                closing = mode != "text" or request.response_schema is not None
+                closing = closing and request.max_tokens - position <= closing_reserve(request)
+                logits = allowed_logits(
+                    logits, matcher, self._closers(tokenizer) if closing else None
+                )
+            token = pick(logits, request, sampler)
+            if token in self._eos:
+                finish = "stop"
+                break
+            if matcher is not None and not matcher.consume_token(token):
+                raise GenerationError(f"grammar rejected a token: {matcher.get_error()}")
+            ids.append(token)
+            text = tokenizer.decode(ids, skip_special_tokens=True)
+            if mode is None and text.strip():
+                mode = "tools" if text.lstrip().startswith("<") else "text"
+            if mode == "text":
+                cut = stop_at(text, request.stop)
+                if cut is not None:
+                    if cut > len(sent):
+                        yield Event(text=text[len(sent) : cut])
+                    sent = text[:cut]
+                    finish = "stop"
+                    break
+                # Hold back an unfinished multi-byte character and a possible stop prefix.
+                safe = len(text) - held_back(text, request.stop)
+                if safe > len(sent) and not text.endswith("\ufffd"):
+                    yield Event(text=text[len(sent) : safe])
+                    sent = text[:safe]
+            if matcher is not None and matcher.is_stopped():
+                finish = "stop"
+                break
+            if position + 1 < request.max_tokens:  # the last token needs no forward pass
+                logits = step(token)
+        text = tokenizer.decode(ids, skip_special_tokens=True)
+        yield from _final_events(request, text, sent, mode, finish, Usage(len(prompt), len(ids)))
+
+    def _closers(self, tokenizer: Any) -> Any:
+        """Tokens that end structure: end of turn, and those made only of ``"``, ``}``, ``]``."""
+        if self._closing_tokens is None:
+            import torch
+
+            texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+            closers = torch.tensor(
+                [bool(t.strip()) and set(t.strip()) <= set('"}]') for t in texts]
+            )
+            closers[sorted(self._eos)] = True
+            self._closing_tokens = closers
+        return self._closing_tokens
+
+    def _matcher(self, lark: str | None) -> Any:
+        if lark is None:
+            return None
+        if self._ll_tokenizer is None:
+            self._ll_tokenizer = ll_tokenizer(self.tokenizer, sorted(self._eos)[0])
+        try:
+            return new_matcher(self._ll_tokenizer, lark)
+        except GrammarError as exc:
+            raise GenerationError(str(exc)) from None
+
+
+def _final_events(
+    request: ChatRequest, text: str, sent: str, mode: str | None, finish: str, usage: Usage
+) -> Iterator[Event]:
+    """The events after the last token: the tool calls, or the rest of the text; the end."""
+    if mode == "tools":
+        if finish == "length":
+            # Small models may start one call too many: keep the complete ones.
+            complete = text.rfind(CALL_CLOSE)
+            if complete < 0:
+                raise GenerationError(
+                    f"the tool call was cut at max_tokens={request.max_tokens}; raise max_tokens"
+                )
+            text = text[: complete + len(CALL_CLOSE)]
+        for call in parse_tool_calls(text):
+            yield Event(tool_call=call)
+        yield Event(finish_reason="tool_calls", usage=usage)
+        return
+    if request.response_schema is not None and finish == "length":
+        raise GenerationError(
+            f"the JSON answer was cut at max_tokens={request.max_tokens}; raise max_tokens"
+        )
+    final = text if stop_at(text, request.stop) is None else sent
+    if len(final) > len(sent):
+        yield Event(text=final[len(sent) :])
+    yield Event(finish_reason=finish, usage=usage)
+
+
+def check_adapter(name: str, path: Path, base_name: str) -> None:
+    """An adapter folder that can be loaded on ``base_name``, or a GenerationError saying why."""
+    if not (path / "adapter_config.json").exists():
+        raise GenerationError(
+            f"adapter {name!r}: no adapter_config.json in {path}; "
+            "train one with `tunegraph finetune text` or fix the path"
+        )
+    manifest = read_manifest(path)
+    if manifest is not None and manifest.base_model and manifest.base_model != base_name:
+        raise GenerationError(
+            f"adapter {name!r} was trained on {manifest.base_model!r}, "
+            f"not on the loaded base {base_name!r}"
+        )
+
+
+def check_deadline(request: ChatRequest) -> None:
+    if request.deadline is not None and time.monotonic() > request.deadline:
+        raise DeadlineExceeded("the answer took longer than the request timeout")
+
+
+def eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    ids = {tokenizer.eos_token_id}
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids.update(configured if isinstance(configured, list) else [configured])
+    ids.discard(None)
+    return ids
+
+
+def closing_reserve(request: ChatRequest) -> int:
+    """The last tokens of the budget, in which a JSON answer is steered to its end: closing
+    quotes and brackets, and the end of turn, win over anything else the grammar allows."""
+    return max(4, min(64, request.max_tokens // 4))
+
+
+def pick(logits: Any, request: ChatRequest, generator: Any) -> int:
+    import torch
+
+    if request.temperature <= 0:
+        return int(logits.argmax())
+    probs = torch.softmax(logits / request.temperature, dim=-1)
+    if request.top_p < 1.0:
+        sorted_probs, order = probs.sort(descending=True)
+        keep = sorted_probs.cumsum(0) - sorted_probs < request.top_p
+        keep[0] = True  # the likeliest token always stays: top_p=0 would keep none
+        probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
+    return int(torch.multinomial(probs.cpu(), 1, generator=generator))
+
+
+def stop_at(text: str, stops: list[str]) -> int | None:
+    """Where the first stop sequence starts in ``text``, if any."""
+    found = [i for i in (text.find(s) for s in stops if s) if i >= 0]
+    return min(found) if found else None
+
+
+def held_back(text: str, stops: list[str]) -> int:
+    """How many trailing characters could be the start of a stop sequence."""
+    longest = 0
+    for stop in stops:
+        for size in range(1, len(stop)):
+            if text.endswith(stop[:size]):
+                longest = max(longest, size)
+    return longest
