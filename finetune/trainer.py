@@ -321,6 +321,7 @@ def train_loop(
                         "(rerun to resume from it)"
                     )
                 torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
+                step_lr = scheduler.get_last_lr()[0]  # the rate this step used, for the log
                 optimizer.step()
                 scheduler.step()
                 state["step"] += 1
@@ -338,7 +339,7 @@ def train_loop(
                             "step": state["step"],
                             "epoch": state["epoch"],
                             "loss": step_loss,
-                            "lr": scheduler.get_last_lr()[0],
+                            "lr": step_lr,
                             rate_key: rate,
                         }
                     )
