@@ -10,13 +10,28 @@ exact usage).
 
 from __future__ import annotations
 
+import dataclasses
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from agents.backends.base import ChatRequest, DeadlineExceeded, Event, GenerationError, Usage
-from agents.backends.chat_format import CALL_CLOSE, grammar, parse_tool_calls
+from agents.backends.base import (
+    ChatRequest,
+    ContextLengthExceeded,
+    DeadlineExceeded,
+    Event,
+    GenerationError,
+    Usage,
+)
+from agents.backends.chat_format import (
+    CALL_CLOSE,
+    grammar,
+    parse_tool_calls,
+    render_messages,
+    supports_tools,
+)
 from finetune.artifact import read_manifest
 from finetune.constrained import GrammarError, allowed_logits, ll_tokenizer
 from finetune.constrained import matcher as new_matcher
@@ -27,15 +42,52 @@ Step = Callable[[int], Any]  # feed one token, get the logits (1-D) after it
 class TokenDecoder:
     """What a backend with its own forward pass inherits: the decode loop and its caches.
 
-    The backend sets ``tokenizer`` (the base's), ``_tokenizers`` (adapter name or None -> the
+    The backend sets ``context_window``, ``_lock`` (one request at a time), ``tokenizer`` (the base's), ``_tokenizers`` (adapter name or None -> the
     tokenizer that answers), ``_eos`` (end-of-turn ids), ``_ll_tokenizer = None`` and
     ``_closing_tokens = None``."""
 
     tokenizer: Any
+    context_window: int | None
+    _lock: threading.Lock
     _tokenizers: dict[str | None, Any]
     _eos: set[int]
     _ll_tokenizer: Any
     _closing_tokens: Any
+
+    def adapters(self) -> list[str]:
+        return [a for a in self._tokenizers if a is not None]
+
+    def count_tokens(self, request: ChatRequest) -> int:
+        """The prompt's length in tokens, rendered as generation renders it (chat template,
+        tools, the adapter's tokenizer). Takes no lock: it may run while another request
+        generates."""
+        return len(self._prompt(request))
+
+    def stream(self, request: ChatRequest) -> Iterator[Event]:
+        # counted before waiting for the lock: a prompt that cannot fit never waits
+        prompt = self._prompt(request)
+        window = self.context_window
+        if window is not None:
+            if len(prompt) >= window:
+                raise ContextLengthExceeded(len(prompt), request.max_tokens, window)
+            if len(prompt) + request.max_tokens > window:
+                # the answer ends at the window (finish_reason "length"), as a server's would
+                request = dataclasses.replace(request, max_tokens=window - len(prompt))
+        with self._lock:
+            yield from self._generate(request, prompt)
+
+    def _generate(self, request: ChatRequest, prompt: list[int]) -> Iterator[Event]:
+        raise NotImplementedError  # the backend's forward pass, ending in self._decode(...)
+
+    def _prompt(self, request: ChatRequest) -> list[int]:
+        if request.adapter is not None and request.adapter not in self._tokenizers:
+            known = ", ".join(self.adapters()) or "none loaded"
+            raise GenerationError(f"unknown adapter {request.adapter!r} (adapters: {known})")
+        tokenizer = self._tokenizers[request.adapter]
+        messages, tools = render_messages(request, supports_tools(tokenizer.chat_template))
+        return tokenizer.apply_chat_template(
+            messages, tools=tools, add_generation_prompt=True, tokenize=True, return_dict=True
+        )["input_ids"]
 
     def _decode(
         self, request: ChatRequest, prompt: list[int], logits: Any, step: Step

@@ -19,7 +19,6 @@ cores. Batching several requests into one forward pass is a later step.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import threading
@@ -30,13 +29,7 @@ from typing import Any
 
 from agents.backends.base import (
     ChatRequest,
-    ContextLengthExceeded,
     Event,
-    GenerationError,
-)
-from agents.backends.chat_format import (
-    render_messages,
-    supports_tools,
 )
 from agents.backends.decoding import TokenDecoder, check_adapter, check_deadline, eos_ids
 from agents.backends.transformers import PREFILL_CHUNK, context_window
@@ -109,37 +102,6 @@ class OnnxGenAIBackend(TokenDecoder):
         window = context_window(SimpleNamespace(config=config), tokenizer)
         eos = eos_ids(SimpleNamespace(generation_config=generation), tokenizer)
         return cls(build, tokenizer, name, loaded, window, eos)
-
-    def adapters(self) -> list[str]:
-        return [a for a in self._tokenizers if a is not None]
-
-    def count_tokens(self, request: ChatRequest) -> int:
-        """The prompt's length in tokens, rendered as generation renders it; takes no lock."""
-        return len(self._prompt(request))
-
-    def stream(self, request: ChatRequest) -> Iterator[Event]:
-        # counted before waiting for the lock: a prompt that cannot fit never waits
-        prompt = self._prompt(request)
-        window = self.context_window
-        if window is not None:
-            if len(prompt) >= window:
-                raise ContextLengthExceeded(len(prompt), request.max_tokens, window)
-            if len(prompt) + request.max_tokens > window:
-                request = dataclasses.replace(request, max_tokens=window - len(prompt))
-        with self._lock:
-            yield from self._generate(request, prompt)
-
-    # ---- generation ---------------------------------------------------------------------------
-
-    def _prompt(self, request: ChatRequest) -> list[int]:
-        if request.adapter is not None and request.adapter not in self._tokenizers:
-            known = ", ".join(self.adapters()) or "none loaded"
-            raise GenerationError(f"unknown adapter {request.adapter!r} (adapters: {known})")
-        tokenizer = self._tokenizers[request.adapter]
-        messages, tools = render_messages(request, supports_tools(tokenizer.chat_template))
-        return tokenizer.apply_chat_template(
-            messages, tools=tools, add_generation_prompt=True, tokenize=True, return_dict=True
-        )["input_ids"]
 
     def _start(self, request: ChatRequest, prompt: list[int]) -> Any:
         """A generator of the engine that has read the prompt (in chunks, checking the

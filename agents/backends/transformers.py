@@ -16,7 +16,6 @@ chunks as between tokens.
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -25,13 +24,7 @@ from typing import Any
 
 from agents.backends.base import (
     ChatRequest,
-    ContextLengthExceeded,
     Event,
-    GenerationError,
-)
-from agents.backends.chat_format import (
-    render_messages,
-    supports_tools,
 )
 from agents.backends.decoding import TokenDecoder, check_adapter, check_deadline, eos_ids
 
@@ -62,42 +55,7 @@ class TransformersBackend(TokenDecoder):
         self._eos = eos_ids(model, tokenizer)
         self.context_window = context_window(model, tokenizer)
 
-    def adapters(self) -> list[str]:
-        return [a for a in self._tokenizers if a is not None]
-
-    def count_tokens(self, request: ChatRequest) -> int:
-        """The prompt's length in tokens, rendered as generation renders it (chat template,
-        tools, the adapter's tokenizer). Takes no lock: it may run while another request
-        generates."""
-        return len(self._prompt(request))
-
-    def stream(self, request: ChatRequest) -> Iterator[Event]:
-        # counted before waiting for the lock: a prompt that cannot fit never waits
-        prompt = self._prompt(request)
-        window = self.context_window
-        if window is not None:
-            if len(prompt) >= window:
-                raise ContextLengthExceeded(len(prompt), request.max_tokens, window)
-            if len(prompt) + request.max_tokens > window:
-                # the answer ends at the window (finish_reason "length"), as a server's would
-                request = dataclasses.replace(request, max_tokens=window - len(prompt))
-        with self._lock:
-            yield from self._generate(request, prompt)
-
     # ---- generation ---------------------------------------------------------------------------
-
-    def _tokenizer(self, request: ChatRequest) -> Any:
-        if request.adapter is not None and request.adapter not in self._tokenizers:
-            known = ", ".join(self.adapters()) or "none loaded"
-            raise GenerationError(f"unknown adapter {request.adapter!r} (adapters: {known})")
-        return self._tokenizers[request.adapter]
-
-    def _prompt(self, request: ChatRequest) -> list[int]:
-        tokenizer = self._tokenizer(request)
-        messages, tools = render_messages(request, supports_tools(tokenizer.chat_template))
-        return tokenizer.apply_chat_template(
-            messages, tools=tools, add_generation_prompt=True, tokenize=True, return_dict=True
-        )["input_ids"]
 
     def _prefill(self, prompt: list[int], request: ChatRequest, device: Any) -> Any:
         """The model's output after the whole prompt: its KV cache and the last logits."""
