@@ -150,6 +150,7 @@ def test_job_progress_log_and_cancel(make_app, release, page):
 
         submit("nope")
         expect(page.get_by_role("alert")).to_contain_text("nope")
+        page.goto("about:blank")  # stop the page's polling before the server stops
 
 
 class StyledCompare:
