@@ -98,6 +98,24 @@ def text_adapter_dir(settings: Settings) -> Path | None:
     return directory if (directory / "adapter_config.json").exists() else None
 
 
+def served_text_model(settings: Settings) -> tuple[str, dict[str, Path]]:
+    """The text model the API runs in process and its adapters (name -> folder): the trained
+    fine-tuned adapter on the base its manifest names, or the configured text model alone."""
+    from finetune.artifact import read_manifest
+
+    adapter_dir = text_adapter_dir(settings)
+    if adapter_dir is None:
+        return settings.text_model, {}
+    manifest = read_manifest(adapter_dir)
+    base = manifest.base_model if manifest is not None else settings.text_model
+    return base, {settings.text_adapter: adapter_dir}
+
+
+def engine_cache_dir(settings: Settings) -> Path:
+    """Where the engine's builds of the text model and its adapters are cached."""
+    return settings.models_dir / "onnx"
+
+
 def damage_model_dir(settings: Settings) -> Path | None:
     """The trained damage model's folder (``tunegraph finetune vision``), or None."""
     directory = settings.vision_dir / DAMAGE_MODEL
@@ -134,14 +152,10 @@ def agent_context(settings: Settings) -> AgentContext:
     """
     from agents.chat_model import LocalChatModel
     from agents.context import AgentContext
-    from finetune.artifact import read_manifest
 
-    adapter_dir = text_adapter_dir(settings)
-    base = settings.text_model
-    if adapter_dir is not None and (manifest := read_manifest(adapter_dir)) is not None:
-        base = manifest.base_model
+    base, adapters = served_text_model(settings)
     store = model_store(settings)
-    finetuned = settings.text_adapter if adapter_dir else None
+    finetuned = settings.text_adapter if adapters else None
     if settings.llm_base_url:
         from agents.backends.openai_compat import OpenAICompatibleBackend
 
@@ -155,7 +169,6 @@ def agent_context(settings: Settings) -> AgentContext:
             timeout_s=settings.generation_timeout_s,
         )
     else:
-        adapters = {settings.text_adapter: adapter_dir} if adapter_dir else {}
         backend = local_backend(settings, store, base, adapters)
     llm = LocalChatModel(backend=backend)
 
@@ -204,7 +217,12 @@ def local_backend(
                     f"{base!r} is not a local checkpoint folder (a hub id or a .gguf file)"
                 )
             return OnnxGenAIBackend.from_checkpoint(
-                source, base, settings.models_dir / "onnx", adapters, log=log.info
+                source,
+                base,
+                engine_cache_dir(settings),
+                adapters,
+                log=log.info,
+                max_batch=settings.max_batch_size,
             )
         except EngineUnavailable as exc:
             if settings.engine == "onnx":

@@ -196,6 +196,13 @@ class Settings:
             "runs; beyond that the API answers 503 with Retry-After (0: none waits)"
         },
     )
+    max_batch_size: int = field(
+        default=4,
+        metadata={
+            "help": "requests the text model decodes together, in one forward pass per token, "
+            "on the engine (1: one at a time; transformers always runs one at a time)"
+        },
+    )
     auth_failures_per_minute: int = field(
         default=10,
         metadata={
@@ -279,6 +286,8 @@ class Settings:
                 f"{env_name('max_waiting_requests')}={self.max_waiting_requests}: use 0 (no "
                 "request waits) or more"
             )
+        if self.max_batch_size < 1:
+            problems.append(f"{env_name('max_batch_size')}={self.max_batch_size}: use 1 or more")
         if self.auth_failures_per_minute < 0:
             problems.append(
                 f"{env_name('auth_failures_per_minute')}={self.auth_failures_per_minute}: "
@@ -339,8 +348,8 @@ class Settings:
     @property
     def threads_held_by_models(self) -> int:
         """Server threads that requests for the models can hold at once: per model (text and
-        vision) the one it runs and those waiting."""
-        return 2 * (1 + self.max_waiting_requests)
+        vision) those it runs (the text model: a batch) and those waiting."""
+        return self.max_batch_size + 1 + 2 * self.max_waiting_requests
 
     @property
     def all_keys(self) -> tuple[str, ...]:

@@ -8,28 +8,47 @@ three take turns on each prompt. Tokens/s counts new tokens over the whole call 
 included); time to first token is to the first new token (the backend: its first event).
 The answers' texts are compared too: fp32 greedy decoding should give the same text.
 
+Then the served path, on the same backend: the API's ``/v1/chat/completions`` (mode ``base``,
+streamed, over a local HTTP server in this process: werkzeug's threaded server, the HTTP and
+JSON work of gunicorn's threads without its process) against the backend called in-process
+with the same messages (the ``base`` mode's system prompt and question); HTTP overhead is the
+extra time per answer. Last, throughput: the same answers from one client after another, then
+from four clients at once (the backend batches them), in-process and over HTTP.
+
     python benchmarks/decode.py [--quick] [--tokens N]
 
 Uses the model cache under TUNEGRAPH_HOME (the first run converts the GGUF and builds the
 engine's model, ~1 minute). Needs the engine extra: pip install -e '.[engine]'.
 
 Last line: {"backend_tokens_per_s", "engine_tokens_per_s", "transformers_tokens_per_s",
-"speedup_vs_transformers", "backend_over_engine", ...}
+"speedup_vs_transformers", "backend_over_engine", "http_overhead_pct",
+"four_clients_over_one", "http_four_clients_over_one", "http_p50_s_64_tokens", ...}
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import statistics
+import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
+import httpx
 import onnxruntime_genai as og
 import torch
+from werkzeug.serving import make_server
 
 from agents.backends.base import ChatRequest
 from agents.backends.onnx_genai import OnnxGenAIBackend
+from agents.chat_model import LocalChatModel
+from agents.context import AgentContext
+from agents.prompts import manual_question
 from api import composition
+from api.server.app import create_app
 from api.settings import Settings
 from finetune.onnx_build import engine_version
 
@@ -76,9 +95,12 @@ def run_engine(model, tokenizer, ids: list[int], tokens: int) -> tuple[float, fl
     return seconds, first, tokenizer.decode(new, skip_special_tokens=True), len(new)
 
 
-def run_backend(backend, prompt: str, tokens: int) -> tuple[float, float, str, int]:
+def run_backend(
+    backend, prompt: str, tokens: int, messages: list | None = None
+) -> tuple[float, float, str, int]:
     """(seconds, seconds to the first event, text, new tokens) of one streamed ChatRequest."""
-    request = ChatRequest(messages=[{"role": "user", "content": prompt}], max_tokens=tokens)
+    messages = messages or [{"role": "user", "content": prompt}]
+    request = ChatRequest(messages=messages, max_tokens=tokens)
     started = time.perf_counter()
     first, text, usage = None, "", None
     for event in backend.stream(request):
@@ -86,6 +108,95 @@ def run_backend(backend, prompt: str, tokens: int) -> tuple[float, float, str, i
         text += event.text
         usage = event.usage or usage
     return time.perf_counter() - started, first, text, usage.output_tokens
+
+
+def run_http(url: str, prompt: str, tokens: int) -> tuple[float, float, str, int]:
+    """(seconds, seconds to the first text chunk, text, new tokens) of one streamed answer of
+    the API's ``base`` mode."""
+    body = {
+        "model": "base",
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": tokens,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    started = time.perf_counter()
+    first, text, count = None, "", 0
+    with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=300) as reply:
+        reply.raise_for_status()
+        for line in reply.iter_lines():
+            if not line.startswith("data: {"):
+                continue
+            chunk = json.loads(line[len("data: ") :])
+            for choice in chunk.get("choices", []):
+                if choice["delta"].get("content"):
+                    first = first or time.perf_counter() - started
+                    text += choice["delta"]["content"]
+            count = (chunk.get("usage") or {}).get("completion_tokens", count)
+    return time.perf_counter() - started, first, text, count
+
+
+def serve(backend, home: Path) -> tuple[str, object]:
+    """The API on a free local port, its chat model ``backend``: (url, server)."""
+    settings = Settings.from_env().replace(
+        home=home, api_keys=(), admin_keys=(), log_level="WARNING"
+    )
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
+    context = AgentContext(llm=LocalChatModel(backend=backend))
+    app = create_app(settings=settings, context_factory=lambda _settings: context)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_port}", server
+
+
+def throughput(call, prompts: list[str], clients: int) -> float:
+    """New tokens per second of all ``prompts`` answered by ``call``, ``clients`` at a time."""
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        counts = [result[3] for result in pool.map(call, prompts)]
+    return sum(counts) / (time.perf_counter() - started)
+
+
+def served(backend, prompts: list[str], tokens: int) -> dict:
+    """HTTP against in-process per answer, 64-token answers over HTTP, and the throughput of
+    one client and of four."""
+    with tempfile.TemporaryDirectory() as home:
+        url, server = serve(backend, Path(home))
+        try:
+            run_http(url, prompts[0], 4)  # the app's first-request set-up, untimed
+            inproc, http = [], []
+            for prompt in prompts:
+                messages = manual_question(prompt)
+                inproc.append(run_backend(backend, prompt, tokens, messages))
+                http.append(run_http(url, prompt, tokens))
+                if http[-1][2] != inproc[-1][2]:
+                    print("  note: the HTTP answer differs from the in-process one")
+            short = [run_http(url, prompt, 64)[0] for prompt in prompts]
+            load = prompts * 2  # eight answers (four in --quick)
+            one = throughput(lambda p: run_backend(backend, p, tokens), load, 1)
+            four = throughput(lambda p: run_backend(backend, p, tokens), load, 4)
+            http_one = throughput(lambda p: run_http(url, p, tokens), load, 1)
+            http_four = throughput(lambda p: run_http(url, p, tokens), load, 4)
+        finally:
+            server.shutdown()
+    seconds = sum(r[0] for r in inproc)
+    overhead = (sum(r[0] for r in http) - seconds) / seconds
+    print(
+        f"HTTP: {100 * overhead:+.1f}% time per answer over in-process; 64-token answers "
+        f"p50 {statistics.median(short):.2f} s"
+    )
+    print(
+        f"throughput: in-process {one:.1f} tok/s (1 client), {four:.1f} (4 clients, batched); "
+        f"HTTP {http_one:.1f} / {http_four:.1f}; batches run: {backend._batcher.batches[-12:]}"
+    )
+    return {
+        "http_overhead_pct": round(100 * overhead, 1),
+        "http_p50_s_64_tokens": round(statistics.median(short), 3),
+        "one_client_tokens_per_s": round(one, 1),
+        "four_clients_tokens_per_s": round(four, 1),
+        "four_clients_over_one": round(four / one, 2),
+        "http_four_clients_over_one": round(http_four / http_one, 2),
+    }
 
 
 def main() -> None:
@@ -141,6 +252,8 @@ def main() -> None:
         return round(1000 * statistics.median(r[1] for r in runs[name]), 1)
 
     backend_rate, engine_rate, base_rate = rate("backend"), rate("engine"), rate("transformers")
+    del model  # transformers' copy of the weights is not needed any more
+    serving = served(backend, prompts, args.tokens)
     print(f"same text as transformers: engine {same['engine']}, backend {same['backend']}")
     print(
         json.dumps(
@@ -154,6 +267,7 @@ def main() -> None:
                 "ttft_ms_engine": first_ms("engine"),
                 "ttft_ms_transformers": first_ms("transformers"),
                 "same_text_as_transformers": same["backend"] and same["engine"],
+                **serving,
                 "precision": "fp32",
                 "prompts": len(prompts),
                 "new_tokens": sum(r[3] for r in runs["backend"]),

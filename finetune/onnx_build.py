@@ -36,7 +36,7 @@ from pathlib import Path
 from finetune.trainer import DEFAULT_TARGETS
 
 ENGINE = "onnxruntime-genai"
-INSTALL_HINT = "pip install 'tunegraph[engine]' (onnxruntime-genai, onnx, onnx-ir)"
+INSTALL_HINT = "pip install -e '.[engine]' (onnxruntime-genai, onnx, onnx-ir)"
 BUILD_FORMAT = 1  # bump when what a build holds changes: older builds are then rebuilt
 MANIFEST = "tunegraph-onnx.json"
 ADAPTER_FILE = "adapter.onnx_adapter"

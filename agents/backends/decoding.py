@@ -10,6 +10,7 @@ exact usage).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 import time
@@ -73,8 +74,12 @@ class TokenDecoder:
             if len(prompt) + request.max_tokens > window:
                 # the answer ends at the window (finish_reason "length"), as a server's would
                 request = dataclasses.replace(request, max_tokens=window - len(prompt))
-        with self._lock:
+        with self._admission():
             yield from self._generate(request, prompt)
+
+    def _admission(self) -> contextlib.AbstractContextManager[Any]:
+        """Held while a request generates: by default the backend's lock (one at a time)."""
+        return self._lock
 
     def _generate(self, request: ChatRequest, prompt: list[int]) -> Iterator[Event]:
         raise NotImplementedError  # the backend's forward pass, ending in self._decode(...)

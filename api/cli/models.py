@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
 from api import composition
 from api.cli.options import load_settings
-from api.settings import Settings
+from api.settings import Settings, env_name
+
+ENGINE_EXTRA = "pip install -e '.[engine]'"
 
 
 @click.group()
@@ -61,6 +65,145 @@ def prepare_models(settings: Settings, names: list[str]) -> None:
         except ModelNotFoundError as exc:
             raise click.ClickException(str(exc)) from None
         click.echo(f"      {name}: {detail}, loaded in {time.perf_counter() - started:.1f} s")
+
+
+@models.command("build")
+@click.option(
+    "--adapter",
+    "adapter_names",
+    multiple=True,
+    metavar="NAME",
+    help="also build this adapter under TUNEGRAPH_HOME/adapters (repeatable)",
+)
+@click.option(
+    "--all-adapters",
+    is_flag=True,
+    help="also build every adapter under TUNEGRAPH_HOME/adapters trained on the served base",
+)
+def models_build(adapter_names: tuple[str, ...], all_adapters: bool) -> None:
+    """Build the inference engine's models ahead of time: the configured text model and the
+    served adapter (what `tunegraph serve` loads), so the first request does not wait.
+
+    Builds are cached under TUNEGRAPH_HOME/models/onnx, keyed by a hash of the weights and the
+    engine settings: one found complete there is reused; a changed adapter, a new engine or a
+    damaged build is built again. With adapters the base is built with LoRA slots.
+    """
+    from finetune import onnx_build
+
+    settings = load_settings()
+    base, adapters = composition.served_text_model(settings)
+    adapters |= _requested_adapters(settings, base, adapter_names, all_adapters)
+    if onnx_build.engine_version() is None:
+        raise click.ClickException(_engine_missing(f"{onnx_build.ENGINE} is not installed"))
+    if settings.llm_base_url:
+        click.echo(f"note: the server does not use these builds: {env_name('llm_base_url')} is set")
+    elif settings.engine == "transformers":
+        click.echo(f"note: the server does not use these builds: {env_name('engine')}=transformers")
+    try:
+        build_engine_models(settings, base, adapters)
+    except ImportError as exc:  # a partial install: the engine without onnx or onnxruntime
+        raise click.ClickException(_engine_missing(str(exc))) from None
+    except onnx_build.EngineUnavailable as exc:
+        raise click.ClickException(
+            f"{exc}\nthe server runs the text model on transformers instead "
+            f"({env_name('engine')}=auto; with {env_name('engine')}=onnx it refuses to start)"
+        ) from None
+
+
+def build_engine_models(settings: Settings, base: str, adapters: dict[str, Path]) -> None:
+    """Build (or find in the cache) text model ``base`` and ``adapters`` (name -> folder) as
+    the server loads them, with a progress bar and one line per item saying what happened."""
+    from tqdm import tqdm
+
+    from finetune import onnx_build
+    from finetune.model_store import ModelNotFoundError
+
+    store = composition.model_store(settings)
+    cache = composition.engine_cache_dir(settings)
+    slots = ", LoRA slots" if adapters else ""
+    with tqdm(total=1 + len(adapters), desc="engine builds", unit="model", disable=None) as bar:
+
+        def log(line: str) -> None:
+            bar.write(f"      {line}")
+
+        def step(label: str, make: Callable[[], Any]) -> Any:
+            before = _manifest_times(cache)
+            started = time.perf_counter()
+            made = make()
+            path = made.path if isinstance(made, onnx_build.OnnxBuild) else made
+            folder = path if path.is_dir() else path.parent
+            fresh = before.get(folder) != _manifest_times(cache).get(folder)
+            state = "built" if fresh else "found in the cache"
+            bar.write(f"{label}: {state} in {time.perf_counter() - started:.1f} s: {path}")
+            bar.update()
+            return made
+
+        def base_build() -> onnx_build.OnnxBuild:
+            try:
+                source = store.checkpoint_dir(base)
+            except ModelNotFoundError as exc:
+                raise click.ClickException(str(exc)) from None
+            if source is None:
+                raise click.ClickException(
+                    f"{base!r} is not a local checkpoint folder (a hub id or a .gguf file): the "
+                    "engine builds from a safetensors folder, so the server runs it on "
+                    f"transformers; set {env_name('text_model')} to an embedded model or a "
+                    "local folder to use the engine"
+                )
+            return onnx_build.build_model(source, cache, lora=bool(adapters), log=log)
+
+        build = step(f"text model {base} (fp32{slots})", base_build)
+        for name, folder in adapters.items():
+            step(
+                f"adapter {name}",
+                lambda folder=folder: onnx_build.build_adapter(folder, build, cache, log),
+            )
+
+
+def _requested_adapters(
+    settings: Settings, base: str, names: tuple[str, ...], every: bool
+) -> dict[str, Path]:
+    """The adapters under ``settings.adapters_dir`` named on the command line (all with
+    ``every``) that load on ``base``; a usage error for an unknown or mismatched name."""
+    from agents.backends.base import GenerationError
+    from agents.backends.decoding import check_adapter
+
+    infos = composition.model_store(settings).list_models()
+    available = {info.name: Path(info.location) for info in infos if info.kind == "adapter"}
+    if unknown := [name for name in names if name not in available]:
+        listed = ", ".join(available) or "none yet: train one with `tunegraph finetune text`"
+        raise click.BadParameter(
+            f"no adapter {', '.join(map(repr, unknown))} under {settings.adapters_dir} "
+            f"(adapters: {listed})",
+            param_hint="'--adapter'",
+        )
+    chosen = {}
+    for name in available if every else names:
+        try:
+            check_adapter(name, available[name], base)
+        except GenerationError as exc:
+            if not every:
+                raise click.BadParameter(str(exc), param_hint="'--adapter'") from None
+            click.echo(f"skipped: {exc}")
+            continue
+        chosen[name] = available[name]
+    return chosen
+
+
+def _manifest_times(cache: Path) -> dict[Path, int]:
+    """Each complete-looking build folder under ``cache`` and its manifest's modification
+    time: a folder built (again) by a call has a new manifest."""
+    from finetune.onnx_build import MANIFEST
+
+    return {path.parent: path.stat().st_mtime_ns for path in cache.glob(f"**/{MANIFEST}")}
+
+
+def _engine_missing(reason: str) -> str:
+    return (
+        f"the inference engine is not available ({reason}); install the engine extra with "
+        f"{ENGINE_EXTRA}. Without it the server runs the text model on transformers "
+        f"({env_name('engine')}=auto)."
+    )
 
 
 @models.command("export")

@@ -15,7 +15,7 @@ from api.cli.options import load_settings
 @click.option(
     "--threads",
     type=click.IntRange(1, 256),
-    default=8,
+    default=16,
     show_default=True,
     help="requests served at the same time (threads of the one worker process)",
 )
@@ -41,8 +41,10 @@ def serve(host: str | None, port: int | None, threads: int, timeout: int | None)
     if threads <= settings.threads_held_by_models:
         raise click.UsageError(
             f"--threads {threads} leaves no thread for /healthz and the other routes while both "
-            f"models are busy ({settings.threads_held_by_models} threads: per model 1 running "
-            f"and TUNEGRAPH_MAX_WAITING_REQUESTS={settings.max_waiting_requests} waiting); use "
+            f"models are busy ({settings.threads_held_by_models} threads: "
+            f"TUNEGRAPH_MAX_BATCH_SIZE={settings.max_batch_size} running on the text model, 1 on "
+            f"the vision model, TUNEGRAPH_MAX_WAITING_REQUESTS={settings.max_waiting_requests} "
+            "waiting for each); use "
             f"--threads {settings.threads_held_by_models + 2} or more, or let fewer requests wait"
         )
     host, port = host or settings.host, port or settings.port

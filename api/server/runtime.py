@@ -5,8 +5,8 @@ per process, on the first request that needs it (not at app creation: a gunicorn
 imports the app stays light), or in the background when ``/readyz`` first asks. A failed load
 answers 503 (the detail goes to the log) and is tried again by the next request.
 
-Each model has a bounded wait queue (:class:`ModelQueue`): one request uses it while at most
-``max_waiting_requests`` wait; a request beyond that is answered 503 ``server_overloaded`` with
+Each model has a bounded wait queue (:class:`ModelQueue`): one request uses it (the text model:
+up to ``max_batch_size``, decoded together) while at most ``max_waiting_requests`` wait; a request beyond that is answered 503 ``server_overloaded`` with
 ``Retry-After`` at once, instead of holding a server thread until it times out.
 """
 
@@ -63,18 +63,18 @@ def overloaded(models: str, waiting_limit: int) -> APIError:
     """The 503 for a full queue: ``models`` names the model(s) whose queue is full."""
     return APIError(
         503,
-        f"the {models} model is busy with 1 request and {waiting_limit} waiting, the most "
-        f"allowed ({env_name('max_waiting_requests')}); retry after {RETRY_AFTER_S} s",
+        f"the {models} model is busy with the requests it runs and {waiting_limit} waiting, "
+        f"the most allowed ({env_name('max_waiting_requests')}); retry after {RETRY_AFTER_S} s",
         code="server_overloaded",
         headers={"Retry-After": str(RETRY_AFTER_S)},
     )
 
 
 class ModelQueue:
-    """Admission to one model: one request uses it and at most ``waiting`` wait for it."""
+    """Admission to one model: ``running`` requests use it and at most ``waiting`` wait."""
 
-    def __init__(self, name: str, waiting: int) -> None:
-        self.name, self.waiting_limit = name, waiting
+    def __init__(self, name: str, waiting: int, running: int = 1) -> None:
+        self.name, self.waiting_limit, self.running = name, waiting, running
         self._admitted = 0
         self._lock = threading.Lock()
 
@@ -84,13 +84,13 @@ class ModelQueue:
 
     @property
     def full(self) -> bool:
-        return self._admitted > self.waiting_limit
+        return self._admitted >= self.running + self.waiting_limit
 
     def enter(self) -> Ticket:
         """A ticket, or a 503 ``server_overloaded`` (with ``Retry-After``) when the queue is
         full. Never waits."""
         with self._lock:
-            if self._admitted > self.waiting_limit:
+            if self._admitted >= self.running + self.waiting_limit:
                 raise overloaded(self.name, self.waiting_limit)
             self._admitted += 1
         return Ticket(self)
@@ -102,8 +102,8 @@ class ModelQueue:
     def describe(self) -> dict[str, int]:
         admitted = self._admitted
         return {
-            "running": min(admitted, 1),
-            "waiting": max(admitted - 1, 0),
+            "running": min(admitted, self.running),
+            "waiting": max(admitted - self.running, 0),
             "max_waiting": self.waiting_limit,
         }
 
@@ -117,7 +117,11 @@ class ModelRuntime:
         self._warming: threading.Thread | None = None
         self._warm_lock = threading.Lock()
         self.load_failed = False  # the last load raised; the next caller tries again
-        self.queues = {name: ModelQueue(name, settings.max_waiting_requests) for name in QUEUES}
+        running = {"text": settings.max_batch_size}
+        self.queues = {
+            name: ModelQueue(name, settings.max_waiting_requests, running.get(name, 1))
+            for name in QUEUES
+        }
 
     @property
     def loaded(self) -> bool:

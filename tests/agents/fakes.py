@@ -133,3 +133,19 @@ class FakeRetriever:
             raise self.error
         kind = (filter or {}).get("kind")
         return [h for h in self.hits if kind is None or h.metadata.get("kind") == kind][:k]
+
+
+def fake_engine_builds(monkeypatch) -> list[str]:
+    """Replace the engine's model builder with one that writes a small fake build in no time;
+    the names of the builds it made."""
+    from finetune import onnx_build
+
+    runs: list[str] = []
+
+    def builder(source, out, name, precision, lora, log):
+        runs.append(name)
+        (out / "model.onnx").write_bytes(b"graph")
+        (out / "model.onnx.data").write_bytes(b"weights" * 100)
+
+    monkeypatch.setattr(onnx_build, "_run_builder", builder)
+    return runs

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 
 import pytest
 
 pytest.importorskip(
-    "onnxruntime_genai", reason="the engine extra is not installed: pip install 'tunegraph[engine]'"
+    "onnxruntime_genai", reason="the engine extra is not installed: pip install -e '.[engine]'"
 )
 
 from agents.backends import onnx_genai
@@ -21,6 +22,7 @@ from agents.backends.transformers import TransformersBackend
 from api import composition
 from api.settings import Settings
 from finetune import onnx_build
+from tests.agents.fakes import fake_engine_builds
 from tests.finetune.test_text_lora import save_tiny_model, tiny_model
 
 pytestmark = pytest.mark.real_model  # the SmolLM2 tokenizer and chat template
@@ -188,14 +190,7 @@ def test_unknown_adapter_deadline_and_context_window(engine):
 
 def test_a_build_is_reused_and_an_incomplete_one_built_again(tiny_dir, home, monkeypatch):
     cache = home / "cache-test"
-    runs = []
-
-    def fake_builder(source, out, name, precision, lora, log):
-        runs.append(name)
-        (out / "model.onnx").write_bytes(b"graph")
-        (out / "model.onnx.data").write_bytes(b"weights" * 100)
-
-    monkeypatch.setattr(onnx_build, "_run_builder", fake_builder)
+    runs = fake_engine_builds(monkeypatch)
     first = onnx_build.build_model(tiny_dir, cache).path
     (cache / f".{first.name}-crashed").mkdir()  # a build that died half-way is ignored
     assert onnx_build.build_model(tiny_dir, cache).path == first and len(runs) == 1
@@ -232,3 +227,30 @@ def test_the_engine_setting_picks_the_backend(plain, tiny_dir, home, monkeypatch
     fallback = composition.local_backend(settings, store, str(tiny_dir), {})
     assert isinstance(fallback, TransformersBackend)
     assert "TUNEGRAPH_ENGINE=auto: onnxruntime-genai is not installed" in caplog.text
+
+
+def test_concurrent_requests_are_batched_and_answer_as_they_do_alone(engine):
+    """Plain text, stop sequences, sampling, a tool call and a JSON answer, on the base and
+    both adapters, sent at once: batched by adapter, each answer the one it gets alone."""
+    requests = [
+        ask("What is the capital of France?", max_tokens=12),
+        ask("Hi " * 20, max_tokens=5),
+        ask("Tell me about brakes.", max_tokens=12, temperature=0.9, top_p=0.9, seed=5),
+        ask("Wheel nut torque?", tools=[TOOL], tool_choice="required", max_tokens=48),
+        ask("Assess the dent.", response_schema=VERDICT, max_tokens=24, adapter="all"),
+        ask("Wheel nut torque?", max_tokens=8, adapter="all"),
+        ask("Wheel nut torque?", max_tokens=8, adapter="qv"),
+    ]
+    alone = [answer(engine, request) for request in requests]
+    before = len(engine._batcher.batches)
+    together: list = [None] * len(requests)
+    threads = [
+        threading.Thread(target=lambda i=i: together.__setitem__(i, answer(engine, requests[i])))
+        for i in range(len(requests))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert together == alone
+    assert max(engine._batcher.batches[before:]) > 1

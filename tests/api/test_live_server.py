@@ -243,7 +243,7 @@ def test_tunegraph_serve_answers_and_stops_cleanly(tmp_path):
     port = _free_port()
     env = {**os.environ, "TUNEGRAPH_HOME": str(tmp_path / "home"), "TUNEGRAPH_PORT": str(port)}
     server = subprocess.Popen(
-        [sys.executable, "-m", "api.cli.main", "serve", "--threads", "8"],
+        [sys.executable, "-m", "api.cli.main", "serve", "--threads", "16"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

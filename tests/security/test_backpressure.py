@@ -1,5 +1,5 @@
-"""Backpressure: one request uses a model while at most ``max_waiting_requests`` wait; beyond
-that the API answers 503 ``server_overloaded`` with ``Retry-After`` at once, /readyz says so, and
+"""Backpressure: one request uses a model (the text model: a batch of them) while at most
+``max_waiting_requests`` wait; beyond that the API answers 503 ``server_overloaded`` with ``Retry-After`` at once, /readyz says so, and
 /healthz answers while the model is busy, even on a server with few threads (gunicorn's gthread
 worker serves every connection from a fixed pool of threads)."""
 
@@ -65,7 +65,7 @@ def chat_in_background(app, pool: ThreadPoolExecutor, n: int) -> list:
 def test_a_full_queue_answers_503_at_once_and_readyz_says_so(make_app, context):
     backend = BusyBackend()
     context.llm = LocalChatModel(backend=backend)
-    app = make_app(max_waiting_requests=2)
+    app = make_app(max_waiting_requests=2, max_batch_size=1)
     client = app.test_client()
     queue = app.extensions["tunegraph"].runtime.queues["text"]
     with ThreadPoolExecutor(3) as pool:
@@ -95,7 +95,7 @@ def test_a_full_queue_answers_503_at_once_and_readyz_says_so(make_app, context):
 def test_readyz_reports_the_queue_depth(make_app, context):
     backend = BusyBackend()
     context.llm = LocalChatModel(backend=backend)
-    app = make_app(max_waiting_requests=3)
+    app = make_app(max_waiting_requests=3, max_batch_size=1)
     queue = app.extensions["tunegraph"].runtime.queues["text"]
     with ThreadPoolExecutor(2) as pool:
         try:
@@ -111,11 +111,29 @@ def test_readyz_reports_the_queue_depth(make_app, context):
         assert [f.result(20).status_code for f in running] == [200, 200]
 
 
+def test_the_text_model_runs_a_batch_while_the_others_wait(make_app, context):
+    backend = BusyBackend()
+    context.llm = LocalChatModel(backend=backend)
+    app = make_app(max_waiting_requests=1, max_batch_size=3)
+    client = app.test_client()
+    queue = app.extensions["tunegraph"].runtime.queues["text"]
+    with ThreadPoolExecutor(4) as pool:
+        try:
+            running = chat_in_background(app, pool, 4)  # a batch of three, one waits
+            assert until(lambda: queue.admitted == 4 and backend.busy.is_set())
+            assert queue.describe() == {"running": 3, "waiting": 1, "max_waiting": 1}
+            assert client.get("/readyz").status_code == 503
+            assert client.post("/v1/chat/completions", json=CHAT).status_code == 503
+        finally:
+            backend.go.set()
+        assert [f.result(20).status_code for f in running] == [200] * 4
+
+
 def test_a_stream_holds_its_place_until_it_ends_or_closes(make_app, context):
     backend = BusyBackend()
     backend.go.set()
     context.llm = LocalChatModel(backend=backend)
-    app = make_app(max_waiting_requests=1)
+    app = make_app(max_waiting_requests=1, max_batch_size=1)
     client = app.test_client()
     streams = FlaskClient(app, app.response_class)  # reads a body only when asked to
     stream = {**CHAT, "stream": True}
@@ -142,7 +160,7 @@ def test_a_stream_holds_its_place_until_it_ends_or_closes(make_app, context):
 def test_an_agentic_assessment_waits_in_the_text_models_queue(make_app, context):
     backend = BusyBackend()
     context.llm = LocalChatModel(backend=backend)
-    app = make_app(max_waiting_requests=1)
+    app = make_app(max_waiting_requests=1, max_batch_size=1)
     client = app.test_client()
     queues = app.extensions["tunegraph"].runtime.queues
     with ThreadPoolExecutor(2) as pool:
@@ -204,7 +222,8 @@ def pooled(app, threads: int) -> Iterator[str]:
 def test_healthz_answers_while_the_model_is_busy_on_a_server_with_four_threads(make_app, context):
     backend = BusyBackend()
     context.llm = LocalChatModel(backend=backend)
-    app = make_app(max_waiting_requests=2)  # 1 + 2 threads may be taken by the model's queue
+    # 1 + 2 threads may be taken by the model's queue
+    app = make_app(max_waiting_requests=2, max_batch_size=1)
     answered: list[int] = []
 
     def post(url: str) -> None:
@@ -234,6 +253,6 @@ def test_serve_refuses_too_few_threads_for_healthz_beside_full_queues(tmp_path):
     result = runner.invoke(main, ["serve", "--threads", "6"])
     assert result.exit_code == 2
     assert "--threads 6 leaves no thread for /healthz" in result.output
-    assert "use --threads 8 or more" in result.output
+    assert "use --threads 11 or more" in result.output  # 4 in a batch + 1 + 2 x 2 waiting
     zero = CliRunner(env={"TUNEGRAPH_MAX_WAITING_REQUESTS": "-1"}).invoke(main, ["serve"])
     assert zero.exit_code == 2 and "use 0 (no request waits) or more" in zero.output

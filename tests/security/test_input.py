@@ -200,7 +200,7 @@ def gunicorn(tmp_path, **env: str) -> Iterator[str]:
         **{f"TUNEGRAPH_{name.upper()}": value for name, value in env.items()},
     }
     server = subprocess.Popen(
-        [sys.executable, "-m", "api.cli.main", "serve", "--threads", "8"],
+        [sys.executable, "-m", "api.cli.main", "serve", "--threads", "16"],
         env=environ,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
