@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +14,7 @@ if TYPE_CHECKING:
     from agents.backends.base import Backend
     from agents.compare import TrainedModels
     from agents.context import AgentContext
+    from finetune.evaluation import Answerer
     from finetune.model_store import ModelStore
     from finetune.workspace import Workspace
     from rag.claims_db import ClaimsDatabase
@@ -232,6 +235,44 @@ def local_backend(
 
     model, tokenizer = store.load_causal_lm(base)
     return TransformersBackend(model, tokenizer, base, adapters)
+
+
+def text_answerer(settings: Settings, store: ModelStore, adapter: str) -> Answerer | None:
+    """What ``eval text`` answers with: the serving backend (the engine, per
+    ``settings.engine``) on ``adapter``'s base with the adapter loaded, its questions sent
+    ``max_batch_size`` at a time so the engine batches them; None when the text model would run
+    on transformers (the evaluation then batches transformers ``generate`` itself)."""
+    from agents.backends.base import ChatRequest
+    from agents.backends.transformers import TransformersBackend
+    from finetune.evaluation import Generated, text_base
+
+    adapter_dir = settings.adapters_dir / adapter
+    tuned = (adapter_dir / "adapter_config.json").exists()
+    if settings.engine == "transformers" or (settings.engine == "auto" and store.device != "cpu"):
+        return None
+    base = text_base(adapter_dir, settings.text_model)
+    backend = local_backend(settings, store, base, {adapter: adapter_dir} if tuned else {})
+    if isinstance(backend, TransformersBackend):
+        return None  # the engine could not take the model: the warning said why
+
+    def one(messages: list[dict[str, str]], name: str | None, tokens: int) -> Generated:
+        started = time.perf_counter()
+        request = ChatRequest(messages=messages, max_tokens=tokens, adapter=name)
+        events = list(backend.stream(request))
+        text = "".join(event.text for event in events).strip()
+        stopped = events[-1].finish_reason == "stop"
+        return Generated(text, stopped, (time.perf_counter() - started) * 1000)
+
+    def answer(conversations, name, tokens, progress):
+        with ThreadPoolExecutor(settings.max_batch_size) as pool:
+            futures = [pool.submit(one, messages, name, tokens) for messages in conversations]
+            results = []
+            for future in futures:
+                results.append(future.result())
+                progress(1)
+        return results
+
+    return answer
 
 
 def _photo_bytes(settings: Settings, path: str) -> bytes:

@@ -187,7 +187,7 @@ def served(backend, prompts: list[str], tokens: int) -> dict:
     )
     print(
         f"throughput: in-process {one:.1f} tok/s (1 client), {four:.1f} (4 clients, batched); "
-        f"HTTP {http_one:.1f} / {http_four:.1f}; batches run: {backend._batcher.batches[-12:]}"
+        f"HTTP {http_one:.1f} / {http_four:.1f}; batches run: {list(backend._batcher.batches)[-12:]}"
     )
     return {
         "http_overhead_pct": round(100 * overhead, 1),

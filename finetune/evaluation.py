@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     from finetune.model_store import ModelStore
 
 Retrieve = Callable[[str], list[str]]
+Conversation = list[dict[str, str]]
+# (conversations, adapter name or None for the base, max_new_tokens, progress) -> greedy answers
+Answerer = Callable[[Sequence[Conversation], str | None, int, Callable[[int], None]], list[Any]]
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,42 @@ def generate(
     return results
 
 
+def text_base(adapter_dir: Path, base_model: str) -> str:
+    """The base model an adapter was trained on (its manifest), else ``base_model``."""
+    manifest = read_manifest(adapter_dir)
+    return (manifest.base_model if manifest else "") or base_model
+
+
+def transformers_answerer(
+    models: ModelStore, base: str, adapter_dir: Path | None, batch_size: int
+) -> Answerer:
+    """Answers through transformers ``generate`` (batched, left-padded), with the PEFT adapter
+    in ``adapter_dir`` switched on for any adapter name and off for the base (None)."""
+    model, tokenizer = models.load_causal_lm(base)
+    tuned_tokenizer = tokenizer
+    if adapter_dir is not None:
+        from peft import PeftModel
+        from transformers import AutoTokenizer
+
+        model = PeftModel.from_pretrained(model, str(adapter_dir))
+        if (adapter_dir / "tokenizer_config.json").exists():  # the template it trained with
+            tuned_tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir))
+
+    def answer(conversations, adapter, max_new_tokens, progress):
+        base_only = model.disable_adapter() if adapter_dir and adapter is None else nullcontext()
+        with base_only:
+            return generate(
+                model,
+                tokenizer if adapter is None else tuned_tokenizer,
+                conversations,
+                max_new_tokens=max_new_tokens,
+                batch_size=batch_size,
+                progress=progress,
+            )
+
+    return answer
+
+
 def score(
     questions: Sequence[QAPair], answers: Sequence[Generated], known_numbers: set[str]
 ) -> dict[str, Any]:
@@ -178,6 +217,7 @@ def evaluate_text(
     batch_size: int = 8,
     progress: Callable[..., Any] | None = None,
     log: Callable[[str], None] | None = None,
+    answerer: Answerer | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Answer the QA JSONL ``questions`` with the base model and the fine-tuned ``adapter`` (a
     name under the store's adapters folder, or an absolute path), each also with the manual excerpts
@@ -189,7 +229,9 @@ def evaluate_text(
     ``kinds``: only questions of these block kinds; ``limit``: a seeded sample of that many.
     The base model is the adapter's (its manifest), else ``base_model``; without the adapter
     the base model alone is evaluated. ``progress``: a tqdm-like bar factory, one bar per
-    variant; ``log``: where the lines for a person go.
+    variant; ``log``: where the lines for a person go. ``answerer``: what generates the
+    answers (the serving engine, given the base and the adapter by the caller); default:
+    transformers ``generate`` in batches of ``batch_size``.
     """
     try:
         items = [
@@ -213,45 +255,31 @@ def evaluate_text(
     known = known_numbers(block_texts)
 
     adapter_dir = models.config.adapters_dir / adapter
-    manifest = read_manifest(adapter_dir)
-    model, tokenizer = models.load_causal_lm(
-        (manifest.base_model if manifest else "") or base_model
-    )
-    variants: list[tuple[str, bool]] = [("base", False)]
-    if (adapter_dir / "adapter_config.json").exists():
-        from peft import PeftModel
-        from transformers import AutoTokenizer
-
-        model = PeftModel.from_pretrained(model, str(adapter_dir))
-        tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir))  # its training template
-        variants.append((f"finetuned ({adapter})", True))
+    tuned = (adapter_dir / "adapter_config.json").exists()
+    variants: list[tuple[str, str | None]] = [("base", None)]
+    if tuned:
+        variants.append((f"finetuned ({adapter})", adapter))
     elif log:
         log(
             f"no adapter {adapter!r} in {models.config.adapters_dir}: evaluating the base model only"
         )
+    if answerer is None:
+        base = text_base(adapter_dir, base_model)
+        answerer = transformers_answerer(models, base, adapter_dir if tuned else None, batch_size)
 
     contexts = [search(q.question) for q in items] if search else [[] for _ in items]
     results = {}
-    for name, tuned in variants:
+    for name, variant_adapter in variants:
         for with_context in (False, True) if search else (False,):
             label = name + (" + retrieval" if with_context else "")
             conversations = [
                 prompt_messages(q, c if with_context else ())
                 for q, c in zip(items, contexts, strict=True)
             ]
-            base_only = (
-                model.disable_adapter() if len(variants) > 1 and not tuned else nullcontext()
-            )
             bar = progress(total=len(items), desc=label, unit="q") if progress else nullcontext()
-            with base_only, bar as counter:
-                answers = generate(
-                    model,
-                    tokenizer,
-                    conversations,
-                    max_new_tokens=max_new_tokens,
-                    batch_size=batch_size,
-                    progress=counter.update if counter is not None else None,
-                )
+            with bar as counter:
+                update = counter.update if counter is not None else (lambda _n: None)
+                answers = answerer(conversations, variant_adapter, max_new_tokens, update)
             results[label] = score(items, answers, known)
     report_dir.mkdir(parents=True, exist_ok=True)
     (report_dir / "report.json").write_text(json.dumps(results, indent=2))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -25,6 +26,7 @@ from typing import Any, Protocol
 from agents.backends.base import DeadlineExceeded, GenerationError
 
 LONG_PROMPT = 1024  # a longer prompt runs alone: its prefill is chunked, memory stays bounded
+BATCH_CELLS = 8192  # rows x (longest prompt + largest budget): bounds the batch's KV cache
 GATHER_S = 0.02  # an idle batcher waits this long for the requests arriving with the first
 STALL_S = 30.0  # a row that neither steps nor leaves for this long is dropped from its batch
 
@@ -87,7 +89,17 @@ class Row:
             batcher._cond.notify_all()
 
     def _wait(self) -> Any:
-        self._ready.wait()
+        """The logits of the step this row handed its token to; DeadlineExceeded when its
+        deadline passes first (it then leaves the batch, which goes on without it)."""
+        batcher = self._batcher
+        assert batcher is not None
+        timeout = None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+        if not self._ready.wait(timeout):
+            with batcher._cond:
+                if not self._ready.is_set():
+                    self._left = True
+                    batcher._cond.notify_all()
+                    raise DeadlineExceeded("the answer took longer than the request timeout")
         if self._error is not None:
             raise self._error
         return self._logits
@@ -114,7 +126,7 @@ class Batcher:
         self._cond = threading.Condition()
         self._pending: list[Row] = []
         self._thread: threading.Thread | None = None
-        self.batches: list[int] = []  # size of each batch run (the tests and benchmark read it)
+        self.batches: deque[int] = deque(maxlen=256)  # sizes of the last batches run
 
     def join(self, row: Row) -> Any:
         """Queue ``row`` and wait for the logits after its prompt. Raises DeadlineExceeded when
@@ -148,9 +160,11 @@ class Batcher:
             with self._cond:
                 while not self._pending:
                     self._cond.wait()
-                    # requests sent together arrive a moment apart: let them share the batch
-                    self._cond.wait_for(lambda: len(self._pending) >= self.max_batch, self.gather_s)
+                # requests sent together arrive a moment apart: let them share the batch
+                self._cond.wait_for(lambda: len(self._pending) >= self.max_batch, self.gather_s)
                 rows = self._take()
+            if not rows:
+                continue
             try:
                 self._run(rows)
             except BaseException as exc:  # each row of the batch gets the error
@@ -158,7 +172,16 @@ class Batcher:
 
     def _take(self) -> list[Row]:
         """The next batch (under the lock): the oldest row, and the rows after it that share
-        its adapter, have short prompts and fit the window beside it."""
+        its adapter, have short prompts and fit the window and the cache bound beside it. Rows
+        whose deadline has passed leave the queue with DeadlineExceeded instead."""
+        now = time.monotonic()
+        for row in [r for r in self._pending if r.deadline is not None and r.deadline < now]:
+            self._pending.remove(row)
+            row._error = DeadlineExceeded("the answer took longer than the request timeout")
+            row._left = True
+            row._ready.set()
+        if not self._pending:
+            return []
         first = self._pending[0]
         rows = [first]
         if len(first.prompt) <= LONG_PROMPT:
@@ -168,8 +191,9 @@ class Batcher:
                 if row.adapter != first.adapter or len(row.prompt) > LONG_PROMPT:
                     continue
                 candidate = [*rows, row]
-                width = max(len(r.prompt) for r in candidate)
-                if self.window is None or width + max(r.budget for r in candidate) <= self.window:
+                length = max(len(r.prompt) for r in candidate) + max(r.budget for r in candidate)
+                fits = self.window is None or length <= self.window
+                if fits and len(candidate) * length <= BATCH_CELLS:
                     rows = candidate
         for row in rows:
             self._pending.remove(row)

@@ -38,6 +38,7 @@ from finetune.constrained import GrammarError, allowed_logits, ll_tokenizer
 from finetune.constrained import matcher as new_matcher
 
 Step = Callable[[int], Any]  # feed one token, get the logits (1-D) after it
+_CACHES = threading.Lock()  # builds the lazy caches once when batched requests start together
 
 
 class TokenDecoder:
@@ -152,22 +153,24 @@ class TokenDecoder:
 
     def _closers(self, tokenizer: Any) -> Any:
         """Tokens that end structure: end of turn, and those made only of ``"``, ``}``, ``]``."""
-        if self._closing_tokens is None:
-            import torch
+        with _CACHES:
+            if self._closing_tokens is None:
+                import torch
 
-            texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
-            closers = torch.tensor(
-                [bool(t.strip()) and set(t.strip()) <= set('"}]') for t in texts]
-            )
-            closers[sorted(self._eos)] = True
-            self._closing_tokens = closers
-        return self._closing_tokens
+                texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+                closers = torch.tensor(
+                    [bool(t.strip()) and set(t.strip()) <= set('"}]') for t in texts]
+                )
+                closers[sorted(self._eos)] = True
+                self._closing_tokens = closers
+            return self._closing_tokens
 
     def _matcher(self, lark: str | None) -> Any:
         if lark is None:
             return None
-        if self._ll_tokenizer is None:
-            self._ll_tokenizer = ll_tokenizer(self.tokenizer, sorted(self._eos)[0])
+        with _CACHES:
+            if self._ll_tokenizer is None:
+                self._ll_tokenizer = ll_tokenizer(self.tokenizer, sorted(self._eos)[0])
         try:
             return new_matcher(self._ll_tokenizer, lark)
         except GrammarError as exc:

@@ -107,9 +107,11 @@ def eval_text(
     """
     from tqdm import tqdm
 
+    from agents.backends.base import GenerationError
     from finetune.datasets import DatasetError
     from finetune.evaluation import evaluate_text, markdown_table
     from finetune.model_store import ModelNotFoundError
+    from finetune.onnx_build import EngineUnavailable
 
     settings = load_settings()
     questions = questions or settings.demo_dir / "manual" / "qa" / "test.jsonl"
@@ -127,9 +129,17 @@ def eval_text(
             if not as_json:
                 click.echo(f"retrieval skipped: {exc.message}")
     report_dir = settings.runs_dir / "eval-text"
+    store = composition.model_store(settings)
     try:
+        answerer = composition.text_answerer(settings, store, adapter)
+        if not as_json:
+            click.echo(
+                "answering with transformers generate"
+                if answerer is None
+                else f"answering with the engine ({settings.max_batch_size} questions at a time)"
+            )
         results = evaluate_text(
-            composition.model_store(settings),
+            store,
             adapter,
             base_model=settings.text_model,
             questions=questions,
@@ -142,8 +152,9 @@ def eval_text(
             batch_size=batch_size,
             progress=functools.partial(tqdm, disable=as_json),
             log=None if as_json else click.echo,
+            answerer=answerer,
         )
-    except (DatasetError, ModelNotFoundError) as exc:
+    except (DatasetError, ModelNotFoundError, EngineUnavailable, GenerationError) as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:
         click.echo(json.dumps(results, indent=2))

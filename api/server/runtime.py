@@ -117,7 +117,8 @@ class ModelRuntime:
         self._warming: threading.Thread | None = None
         self._warm_lock = threading.Lock()
         self.load_failed = False  # the last load raised; the next caller tries again
-        running = {"text": settings.max_batch_size}
+        # until the models load: a batch on the engine, one at a time on transformers
+        running = {"text": 1 if settings.engine == "transformers" else settings.max_batch_size}
         self.queues = {
             name: ModelQueue(name, settings.max_waiting_requests, running.get(name, 1))
             for name in QUEUES
@@ -144,6 +145,9 @@ class ModelRuntime:
                         self.load_failed = True
                         raise APIError(503, LOAD_FAILED, code="models_unavailable") from exc
                     self.load_failed = False
+                    # the text model runs as many at once as its backend decodes together
+                    backend = getattr(self._context.llm, "backend", None)
+                    self.queues["text"].running = getattr(backend, "max_batch", 1)
         return self._context
 
     def admit(self, names: Iterable[str]) -> dict[str, Ticket]:

@@ -93,7 +93,7 @@ def test_rows_of_different_lengths_share_a_batch_and_each_gets_its_own_logits():
     batcher = Batcher(FakeEngine(), max_batch=4, window=None)
     result = together(batcher, [([3], 2, None), ([1, 1, 5], 5, None), ([2, 6], 0, None)])
     assert result == {3: [4, 5, 6], 5: [6, 7, 0, 1, 2, 3], 6: [7]}
-    assert batcher.batches == [1, 3]
+    assert list(batcher.batches) == [1, 3]
     # rows that had left were fed the filler while the longest went on
     assert batcher.engine.fed[-1] == [0, 2, 0]
 
@@ -102,7 +102,7 @@ def test_a_batch_holds_one_adapter_and_at_most_max_batch_rows():
     batcher = Batcher(FakeEngine(), max_batch=2, window=None)
     jobs = [([1], 1, "a"), ([2], 1, None), ([3], 1, "a"), ([4], 1, "a")]
     assert together(batcher, jobs) == {1: [2, 3], 2: [3, 4], 3: [4, 5], 4: [5, 6]}
-    assert batcher.batches == [1, 2, 1, 1]  # a+a, then None, then the last a
+    assert list(batcher.batches) == [1, 2, 1, 1]  # a+a, then None, then the last a
 
 
 def test_long_prompts_run_alone_and_rows_must_fit_the_window_together(monkeypatch):
@@ -111,7 +111,7 @@ def test_long_prompts_run_alone_and_rows_must_fit_the_window_together(monkeypatc
     jobs = [([1] * 5, 1, None), ([2], 1, None), ([3] * 4, 3, None), ([4] * 4, 4, None)]
     together(batcher, jobs)
     # the long prompt alone; [2] with [3]*4 (4 + 4 new <= 8); [4]*4 would need 4 + 5 > 8
-    assert batcher.batches == [1, 1, 2, 1]
+    assert list(batcher.batches) == [1, 1, 2, 1]
 
 
 def test_a_deadline_passing_in_the_queue_takes_the_row_off_it():
@@ -189,3 +189,46 @@ def test_a_row_that_stops_reading_is_dropped_and_the_others_finish():
     assert results == [[4, 5, 6, 7]]
     with pytest.raises(GenerationError, match="read no token for 0 s"):
         stuck.step(2)
+
+
+def test_a_row_whose_deadline_passes_mid_batch_leaves_it_and_the_others_go_on():
+    batcher = Batcher(FakeEngine(), max_batch=2, window=None, stall_s=60)
+    stuck = Row([1], 5, None, None, filler=0)  # its reader stopped: it never steps again
+    late = Row([3], 5, None, time.monotonic() + 0.3, filler=0)
+    batcher.engine.gate.clear()
+    firsts = []
+    threads = [
+        threading.Thread(target=lambda r=r: firsts.append(batcher.join(r))) for r in (stuck, late)
+    ]
+    for thread in threads:
+        thread.start()
+    while len(batcher._pending) < 2 and not batcher.batches:
+        time.sleep(0.001)
+    batcher.engine.gate.set()
+    for thread in threads:
+        thread.join(5)
+    started = time.monotonic()
+    with pytest.raises(DeadlineExceeded):
+        late.step(4)  # the batch waits for the stuck row; this row's deadline does not
+    assert time.monotonic() - started < 5 and late._left
+    stuck.leave()
+    assert decode(batcher, [5], 1) == [6, 7]
+
+
+def test_rows_past_their_deadline_are_not_admitted():
+    engine = FakeEngine()
+    batcher = Batcher(engine, max_batch=4, window=None)
+    engine.gate.clear()
+    blocker = threading.Thread(target=decode, args=(batcher, [0], 0))
+    blocker.start()
+    while not batcher.batches:
+        time.sleep(0.001)
+    expired = Row([1], 2, None, time.monotonic() + 0.05, filler=0)
+    with batcher._cond:  # queued without its thread's own wait (which would also time out)
+        expired._batcher = batcher
+        batcher._pending.append(expired)
+    time.sleep(0.1)
+    engine.gate.set()
+    blocker.join(5)
+    assert expired._ready.wait(5) and isinstance(expired._error, DeadlineExceeded)
+    assert list(batcher.batches) == [1]

@@ -253,4 +253,38 @@ def test_concurrent_requests_are_batched_and_answer_as_they_do_alone(engine):
     for thread in threads:
         thread.join(60)
     assert together == alone
-    assert max(engine._batcher.batches[before:]) > 1
+    assert max(list(engine._batcher.batches)[before:]) > 1
+
+
+def test_eval_text_answers_on_the_engine_as_on_transformers(tiny_dir, adapters, home, tmp_path):
+    """``eval text``'s answerer is the engine with the adapter; greedy fp32 answers, and so
+    every score but latency, are those of the transformers path."""
+    import shutil
+
+    from finetune.artifact import Manifest
+    from finetune.evaluation import evaluate_text
+    from tests.finetune.test_evaluation import QUESTIONS
+
+    settings = Settings(home=home, text_model=str(tiny_dir))
+    store = composition.model_store(settings)
+    shutil.copytree(adapters["all"], settings.adapters_dir / "tuned", dirs_exist_ok=True)
+    Manifest("text-lora", str(tiny_dir)).write(settings.adapters_dir / "tuned")
+    questions, blocks = tmp_path / "qa.jsonl", tmp_path / "blocks.jsonl"
+    questions.write_text("".join(json.dumps(q.to_dict()) + "\n" for q in QUESTIONS))
+    blocks.write_text(json.dumps({"id": "b1", "text": "Wheel bolt torque: 120 Nm"}) + "\n")
+    answerer = composition.text_answerer(settings, store, "tuned")
+    assert answerer is not None
+    common = {"base_model": "unused", "questions": questions, "blocks": blocks}
+
+    def scores(**options):
+        report = evaluate_text(store, "tuned", report_dir=tmp_path / "r", **common, **options)
+        for variant in report.values():
+            for key in [k for k in variant if "latency" in k]:
+                del variant[key]
+        return report
+
+    engine_scores = scores(answerer=answerer, max_new_tokens=10)
+    assert list(engine_scores) == ["base", "finetuned (tuned)"]
+    assert engine_scores == scores(max_new_tokens=10, batch_size=1)
+    transformers = settings.replace(engine="transformers")
+    assert composition.text_answerer(transformers, store, "tuned") is None

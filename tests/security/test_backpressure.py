@@ -32,6 +32,7 @@ class BusyBackend(ScriptedBackend):
     go: threading.Event = field(default_factory=threading.Event)
     busy: threading.Event = field(default_factory=threading.Event)  # a request holds the model
     lock: threading.Lock = field(default_factory=threading.Lock)
+    max_batch: int = 1  # the requests the text queue lets run at once
 
     def stream(self, request):
         with self.lock:
@@ -112,7 +113,7 @@ def test_readyz_reports_the_queue_depth(make_app, context):
 
 
 def test_the_text_model_runs_a_batch_while_the_others_wait(make_app, context):
-    backend = BusyBackend()
+    backend = BusyBackend(max_batch=3)
     context.llm = LocalChatModel(backend=backend)
     app = make_app(max_waiting_requests=1, max_batch_size=3)
     client = app.test_client()
