@@ -119,6 +119,12 @@ def engine_cache_dir(settings: Settings) -> Path:
     return settings.models_dir / "onnx"
 
 
+def vision_engine_cache(settings: Settings) -> Path | None:
+    """Where the vision-language model's decoder is built for the engine; None when
+    ``settings.engine`` is transformers (its decoder then runs on torch)."""
+    return None if settings.engine == "transformers" else engine_cache_dir(settings)
+
+
 def damage_model_dir(settings: Settings) -> Path | None:
     """The trained damage model's folder (``tunegraph finetune vision``), or None."""
     directory = settings.vision_dir / DAMAGE_MODEL
@@ -189,7 +195,9 @@ def agent_context(settings: Settings) -> AgentContext:
     if (vlm_dir := vision_lm_dir(settings)) is not None:
         from finetune.vision_lm import VisionLM, VisionLMAssessor
 
-        vision = VisionLMAssessor(VisionLM.load(vlm_dir, store.load_causal_lm))
+        vision = VisionLMAssessor(
+            VisionLM.load(vlm_dir, store.load_causal_lm, engine_cache=vision_engine_cache(settings))
+        )
     return AgentContext(
         llm=llm,
         finetuned_adapter=finetuned,
@@ -242,9 +250,8 @@ def text_answerer(settings: Settings, store: ModelStore, adapter: str) -> Answer
     ``settings.engine``) on ``adapter``'s base with the adapter loaded, its questions sent
     ``max_batch_size`` at a time so the engine batches them; None when the text model would run
     on transformers (the evaluation then batches transformers ``generate`` itself)."""
-    from agents.backends.base import ChatRequest
     from agents.backends.transformers import TransformersBackend
-    from finetune.evaluation import Generated, text_base
+    from finetune.evaluation import text_base
 
     adapter_dir = settings.adapters_dir / adapter
     tuned = (adapter_dir / "adapter_config.json").exists()
@@ -255,6 +262,15 @@ def text_answerer(settings: Settings, store: ModelStore, adapter: str) -> Answer
     if isinstance(backend, TransformersBackend):
         return None  # the engine could not take the model: the warning said why
 
+    return backend_answerer(backend, settings.max_batch_size)
+
+
+def backend_answerer(backend: Backend, workers: int) -> Answerer:
+    """Greedy answers of ``backend``, ``workers`` questions at a time (the engine batches
+    them), with each question's own latency."""
+    from agents.backends.base import ChatRequest
+    from finetune.evaluation import Generated
+
     def one(messages: list[dict[str, str]], name: str | None, tokens: int) -> Generated:
         started = time.perf_counter()
         request = ChatRequest(messages=messages, max_tokens=tokens, adapter=name)
@@ -264,7 +280,7 @@ def text_answerer(settings: Settings, store: ModelStore, adapter: str) -> Answer
         return Generated(text, stopped, (time.perf_counter() - started) * 1000)
 
     def answer(conversations, name, tokens, progress):
-        with ThreadPoolExecutor(settings.max_batch_size) as pool:
+        with ThreadPoolExecutor(workers) as pool:
             futures = [pool.submit(one, messages, name, tokens) for messages in conversations]
             results = []
             for future in futures:

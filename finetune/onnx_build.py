@@ -14,6 +14,11 @@ gets a LoRA branch (``x @ A @ B``) whose weights are graph inputs with zero defa
 graph without an adapter is the base model. An adapter is exported once to ONNX Runtime's
 adapter format (A transposed, B scaled by ``alpha / r`` and transposed, named as the graph's
 inputs) and chosen per request.
+
+A decoder that reads embeddings (:func:`build_embeds_decoder`, for the composed vision-language
+model: its visual tokens are not token ids) is built from a model in memory, keyed by a hash of
+its weights, with the builder's ``exclude_embeds`` (the graph takes ``inputs_embeds``) and
+``prune_lm_head`` (logits of the last position only).
 """
 
 from __future__ import annotations
@@ -29,9 +34,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from finetune.trainer import DEFAULT_TARGETS
 
@@ -123,6 +129,37 @@ def build_model(
     return OnnxBuild(target, precision, frozenset(manifest["lora_inputs"]))
 
 
+def build_embeds_decoder(
+    causal_lm: Any, tokenizer: Any, cache_dir: Path, log: Log = logger.info
+) -> Path:
+    """The fp32 build of ``causal_lm`` (a transformers model in memory; LoRA merged into it
+    already) whose graph takes ``inputs_embeds`` and returns the last position's logits; made
+    now unless a complete one is cached."""
+    settings = {
+        "format": BUILD_FORMAT,
+        "engine": require_engine(),
+        "kind": "embeds-decoder",
+        "config": causal_lm.config.to_diff_dict(),
+        "weights": _weights_digest(causal_lm),
+    }
+    target = Path(cache_dir) / f"embeds-decoder-{_digest(settings)}"
+    if _complete(target) is None:
+
+        def write(directory: Path) -> None:
+            scratch = Path(tempfile.mkdtemp(prefix=".source-", dir=directory.parent))
+            try:
+                causal_lm.save_pretrained(str(scratch))
+                tokenizer.save_pretrained(str(scratch))
+                extra = ["exclude_embeds=true", "prune_lm_head=true"]
+                _run_builder(scratch, directory, target.name, "fp32", False, log, extra)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+            _write_manifest(directory, settings)
+
+        _publish(target, write)
+    return target
+
+
 def build_adapter(
     adapter_dir: Path, base: OnnxBuild, cache_dir: Path, log: Log = logger.info
 ) -> Path:
@@ -150,7 +187,15 @@ def build_adapter(
 # ---- the base model -----------------------------------------------------------------------------
 
 
-def _run_builder(source: Path, out: Path, name: str, precision: str, lora: bool, log: Log) -> None:
+def _run_builder(
+    source: Path,
+    out: Path,
+    name: str,
+    precision: str,
+    lora: bool,
+    log: Log,
+    extra: Sequence[str] = (),
+) -> None:
     layers = json.loads((source / "config.json").read_text("utf-8")).get("num_hidden_layers", 0)
     log(f"building the {precision} ONNX model {name} of {source} (~10-30 s)")
     started = time.monotonic()
@@ -158,8 +203,11 @@ def _run_builder(source: Path, out: Path, name: str, precision: str, lora: bool,
     try:
         command = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(source)]
         command += ["-o", str(out), "-p", precision, "-e", "cpu", "-c", str(scratch / "cache")]
+        options = [*extra]
         if lora:
-            command += ["--extra_options", f"adapter_path={_lora_template(source, scratch)}"]
+            options.append(f"adapter_path={_lora_template(source, scratch)}")
+        if options:
+            command += ["--extra_options", *options]
         env = {**os.environ, "TQDM_DISABLE": "1", "HF_HUB_OFFLINE": "1"}
         lines: list[str] = []
         with subprocess.Popen(
@@ -296,6 +344,17 @@ def _fingerprint(folder: Path) -> list[tuple[str, int, int]]:
         for p in sorted(folder.iterdir())
         if p.is_file()
     ]
+
+
+def _weights_digest(model: Any) -> str:
+    """A hash of a torch model's parameters and buffers (names, shapes, dtypes and bytes)."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
 
 
 def _digest(settings: dict) -> str:

@@ -47,13 +47,15 @@ def evaluate_vision(
     out: Path,
     load_causal_lm: Callable[[str], tuple[Any, Any]],
     progress: Callable[..., Any] | None = None,
+    engine_cache: Path | None = None,
 ) -> dict[str, Any]:
     """Score the model in ``model_dir`` on test photos and write ``out/results.json``.
 
     ``task``: ``classify`` (``test_file``: classification JSONL; ``base_dir``: a second model to
     compare with) or ``damage`` (``test_file``: a COCO file with its ``images_dir``; default the
     demo corpus's test split in ``demo_dir``). ``load_causal_lm(name)``: the model store's loader
-    of a VLM's decoder. Returns the results; ``rejected`` lists the photos left out. Raises
+    of a VLM's decoder; ``engine_cache``: where its decoder is built for the engine (None:
+    torch). Returns the results; ``rejected`` lists the photos left out. Raises
     :class:`VisionDataError`, ``VisionModelError`` or ``ValueError``, each saying what to change.
     """
     from finetune.vision_lm import CONFIG_FILE as VLM_CONFIG
@@ -71,7 +73,7 @@ def evaluate_vision(
     if task == "classify":
         result = _classify(model_dir, base_dir, test.items, out)
     elif (model_dir / VLM_CONFIG).is_file():
-        result = _vlm(model_dir, test.items, load_causal_lm, progress)
+        result = _vlm(model_dir, test.items, load_causal_lm, progress, engine_cache)
     else:
         result = _damage(model_dir, test.items)
     result["rejected"] = rejected
@@ -158,13 +160,14 @@ def _vlm(
     items: Sequence[tuple[Any, Any]],
     load_causal_lm: Callable[[str], tuple[Any, Any]],
     progress: Callable[..., Any] | None,
+    engine_cache: Path | None = None,
 ) -> dict[str, Any]:
     """The vision-language model's answers to every test photo (batched), scored like the
     damage model's; latency from one-photo calls on the first ``LATENCY_IMAGES`` photos (a
     call generates ~100 tokens: timing all of them one by one takes minutes on a CPU)."""
     from finetune.vision_lm import VisionLM
 
-    model = VisionLM.load(model_dir, load_causal_lm)
+    model = VisionLM.load(model_dir, load_causal_lm, engine_cache=engine_cache)
     pictures = [p for p, _ in items]
     starts = range(0, len(pictures), VLM_BATCH)
     if progress is not None:

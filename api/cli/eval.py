@@ -211,7 +211,7 @@ def eval_vision(
     """Score a trained vision model on held-out images: accuracy, per-class accuracy and the
     confusion matrix (classify), damage-type/part F1, severity accuracy and cost MAE (damage),
     and latency statistics."""
-    from api.composition import model_store
+    from api.composition import model_store, vision_engine_cache
     from finetune.vision_evaluation import evaluate_vision
 
     settings = load_settings()
@@ -227,6 +227,7 @@ def eval_vision(
             demo_dir=settings.demo_dir,
             out=out,
             load_causal_lm=model_store(settings).load_causal_lm,
+            engine_cache=vision_engine_cache(settings),
             progress=None if as_json else _tqdm(),
         )
     except ValueError as exc:  # VisionDataError, VisionModelError: the test data, the model

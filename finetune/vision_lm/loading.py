@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -29,6 +29,9 @@ from finetune.vision_lm.model import (
     keep_first_layers,
 )
 
+if TYPE_CHECKING:
+    from finetune.vision_lm.engine import EngineDecoder
+
 CONFIG_FILE = "vlm.json"
 PROJECTOR_FILE = "projector.safetensors"
 
@@ -36,8 +39,16 @@ PROJECTOR_FILE = "projector.safetensors"
 class VisionLM:
     """A trained composed vision-language model, ready to assess photos."""
 
-    def __init__(self, vlm: ComposedVLM, encoder: ImageEncoder, layout: dict, name: str) -> None:
+    def __init__(
+        self,
+        vlm: ComposedVLM,
+        encoder: ImageEncoder,
+        layout: dict,
+        name: str,
+        engine: EngineDecoder | None = None,
+    ) -> None:
         self.vlm = vlm.eval()
+        self.engine = engine  # None: the decoder runs in torch
         self.encoder = encoder
         self.layout = layout
         self.name = name
@@ -48,11 +59,16 @@ class VisionLM:
 
     @classmethod
     def load(
-        cls, directory: Path, load_decoder: Callable[[str], tuple[Any, Any]]
+        cls,
+        directory: Path,
+        load_decoder: Callable[[str], tuple[Any, Any]],
+        engine_cache: Path | None = None,
     ) -> VisionLM | ImageTextToTextLM:
         """``load_decoder(base_model)`` returns the base causal LM and tokenizer (the model
         store's ``load_causal_lm``); a LoRA-tuned ``AutoModelForImageTextToText`` loads its
-        own base."""
+        own base. ``engine_cache`` (the model store's ``onnx`` folder): the composed model's
+        decoder runs on the ONNX engine, built there once (~30 s), where the engine is
+        installed and the decoder is on a CPU; else (or None) it runs in torch."""
         from peft import PeftModel
         from safetensors.torch import load_file
         from transformers import AutoTokenizer
@@ -83,9 +99,13 @@ class VisionLM:
         vlm.projector.load_state_dict(load_file(directory / PROJECTOR_FILE))
         manifest = read_manifest(directory)
         version = manifest.version if manifest else ""
-        return cls(
-            vlm, encoder, layout, f"{directory.name}@{version}" if version else directory.name
-        )
+        engine = None
+        if engine_cache is not None:
+            from finetune.vision_lm.engine import engine_decoder
+
+            engine = engine_decoder(vlm.eval(), engine_cache)
+        name = f"{directory.name}@{version}" if version else directory.name
+        return cls(vlm, encoder, layout, name, engine)
 
     def answer(
         self,
@@ -112,6 +132,7 @@ class VisionLM:
                 temperature,
                 seed=start,
                 tags=tags,
+                engine=self.engine,
             )
         return results
 

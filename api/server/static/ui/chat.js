@@ -1,6 +1,6 @@
 // Chat: one question to every chat mode (/v1/models), each answer streamed (SSE) into its column.
-// Each model serves one request at a time and queues few: two run at once, and a 503 answer
-// (full queue) is retried after its Retry-After.
+// The server's text model queue is short: two modes are asked at once, and a 503 answer (full
+// queue) is retried after its Retry-After, a few times at most.
 "use strict";
 
 (() => {
@@ -9,6 +9,7 @@
   const status = document.getElementById("chat-status");
   const answers = document.getElementById("answers");
   const AT_ONCE = 2;
+  const RETRIES = 5;
   let modes = [];
 
   async function loadModes() {
@@ -48,7 +49,7 @@
   }
 
   async function ask(mode, question) {
-    const column = answers.querySelector(`[data-mode="${mode}"]`);
+    const column = answers.querySelector(`[data-mode="${CSS.escape(mode)}"]`);
     const answer = column.querySelector(".answer");
     const meta = column.querySelector(".meta");
     answer.textContent = "";
@@ -56,7 +57,7 @@
     meta.textContent = "Waiting…";
     const body = JSON.stringify({ model: mode, stream: true, stream_options: { include_usage: true },
       messages: [{ role: "user", content: question }] });
-    for (;;) {
+    for (let attempt = 0; ; attempt++) {
       try {
         const response = await TG.request("/v1/chat/completions", {
           method: "POST", body, headers: { "Content-Type": "application/json" } });
@@ -65,7 +66,7 @@
           if (chunk.error) throw new TG.APIError(500, chunk.error.message, chunk.error.code);
           for (const choice of chunk.choices) answer.textContent += choice.delta.content || "";
           if (chunk.usage) {
-            const sources = chunk.tunegraph.sources || [];
+            const sources = (chunk.tunegraph || {}).sources || [];
             const tokens = chunk.usage.completion_tokens;
             meta.textContent = `${tokens} token${tokens === 1 ? "" : "s"}` +
               (sources.length ? ` · sources: ${sources.join(", ")}` : "");
@@ -74,7 +75,7 @@
         if (meta.textContent === "Answering…") meta.textContent = "";
         return;
       } catch (error) {
-        if (error.status === 503 && error.code === "server_overloaded") {
+        if (error.status === 503 && error.code === "server_overloaded" && attempt < RETRIES) {
           meta.textContent = "Queue full, retrying…";
           await sleep(error.retryAfter * 1000);
           continue;
