@@ -160,8 +160,7 @@ class Batcher:
             with self._cond:
                 while not self._pending:
                     self._cond.wait()
-                # requests sent together arrive a moment apart: let them share the batch
-                self._cond.wait_for(lambda: len(self._pending) >= self.max_batch, self.gather_s)
+                self._gather()
                 rows = self._take()
             if not rows:
                 continue
@@ -169,6 +168,18 @@ class Batcher:
                 self._run(rows)
             except BaseException as exc:  # each row of the batch gets the error
                 self._fail(rows, exc)
+
+    def _gather(self) -> None:
+        """Requests sent together arrive a moment apart (each is parsed and rendered first):
+        wait while they keep coming, ``gather_s`` for each next one, at most 5 times that in
+        all, or until a batch is full (under the lock)."""
+        deadline = time.monotonic() + 5 * self.gather_s
+        while len(self._pending) < self.max_batch:
+            count = len(self._pending)
+            wait = min(self.gather_s, deadline - time.monotonic())
+            grown = lambda count=count: len(self._pending) > count  # noqa: E731
+            if wait <= 0 or not self._cond.wait_for(grown, wait):
+                return
 
     def _take(self) -> list[Row]:
         """The next batch (under the lock): the oldest row, and the rows after it that share

@@ -218,7 +218,9 @@ def test_the_engine_setting_picks_the_backend(plain, tiny_dir, home, monkeypatch
     chosen = composition.local_backend(settings, store, str(tiny_dir), {})
     assert isinstance(chosen, OnnxGenAIBackend) and chosen.build == plain.build  # cached
     monkeypatch.setattr(onnx_build, "engine_version", lambda: None)  # as if not installed
-    with pytest.raises(onnx_build.EngineUnavailable, match=r"ENGINE=onnx.*tunegraph\[engine\]"):
+    with pytest.raises(
+        onnx_build.EngineUnavailable, match=r"ENGINE=onnx.*pip install -e '\.\[engine\]'"
+    ):
         composition.local_backend(settings.replace(engine="onnx"), store, str(tiny_dir), {})
     # the API's logger may not propagate (the server's JSON log): listen on composition's own
     monkeypatch.setattr(
