@@ -67,9 +67,9 @@ def compare(
     (mean/p50/p90/p95/p99/min/max/std, sequential throughput), cost (inference per 1,000
     requests, training, hosting) and a verdict per metric with bootstrap 95 % intervals.
 
-    Slow on a CPU: every call runs one at a time; on a 2-core machine an agentic assessment
-    (its report written by SmolLM2) takes ~35 s and a chat answer ~25 s, so the defaults take
-    over an hour there. Start with --images 4 --questions 8. Approaches whose models are not
+    Slow on a CPU: every call runs one at a time (latency is measured call by call), each
+    assessment and chat answer takes seconds on a 2-core machine, so the defaults take a long
+    time there. Start with --images 4 --questions 8. Approaches whose models are not
     trained yet fail on every item and say so in the report.
     """
     from tqdm import tqdm
