@@ -104,14 +104,12 @@ def text_adapter_dir(settings: Settings) -> Path | None:
 def served_text_model(settings: Settings) -> tuple[str, dict[str, Path]]:
     """The text model the API runs in process and its adapters (name -> folder): the trained
     fine-tuned adapter on the base its manifest names, or the configured text model alone."""
-    from finetune.artifact import read_manifest
+    from finetune.evaluation import text_base
 
     adapter_dir = text_adapter_dir(settings)
     if adapter_dir is None:
         return settings.text_model, {}
-    manifest = read_manifest(adapter_dir)
-    base = manifest.base_model if manifest is not None else settings.text_model
-    return base, {settings.text_adapter: adapter_dir}
+    return text_base(adapter_dir, settings.text_model), {settings.text_adapter: adapter_dir}
 
 
 def engine_cache_dir(settings: Settings) -> Path:
