@@ -55,6 +55,9 @@ class AgentContext:
     vision: VisionAssessor | None = None
     open_photo: Callable[[str], bytes] | None = None
     manual_k: int = 3
+    # retrieval whose best passage scores below this (Retriever.support) does not answer the
+    # question: the chat modes say the manual does not cover it. None: never.
+    min_support: float | None = None
     max_tool_rounds: int = 3
     router: Literal["rules", "model"] = "rules"  # who picks the service-chat agent's tools
     photo_hashes: dict[str, int] = field(default_factory=dict)  # cache: path -> dHash

@@ -75,6 +75,7 @@ class ChatState(TypedDict, total=False):
     mode: str  # base | rag | finetuned | finetuned-rag | agent
     started: float
     context: list[dict[str, Any]]  # retrieved manual blocks: id, text, score
+    unsupported: bool  # retrieval found nothing that bears on the question: refuse
     tool_rounds: int
     models: Annotated[dict[str, str], merge]
     timings: Annotated[dict[str, Span], merge]

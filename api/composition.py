@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,8 +16,10 @@ if TYPE_CHECKING:
     from agents.compare import TrainedModels
     from agents.context import AgentContext
     from finetune.evaluation import Answerer
+    from finetune.manual_data import Search
     from finetune.model_store import ModelStore
     from finetune.workspace import Workspace
+    from ingest.records import ManualBlock
     from rag.claims_db import ClaimsDatabase
     from rag.embeddings import Embedder
     from rag.retrieval import Retriever
@@ -53,7 +56,60 @@ def workspace(settings: Settings) -> Workspace:
         adapters_dir=settings.adapters_dir,
         vision_dir=settings.vision_dir,
         models=model_store(settings),
+        passage_index=lambda blocks: passage_search(settings, blocks),
+        index_blocks=lambda namespace: index_blocks(settings, namespace),
+        teacher=lambda url, model: teacher(settings, url, model),
     )
+
+
+def teacher(settings: Settings, url: str, model: str) -> Callable[[str], str]:
+    """Asks the model ``model`` of the OpenAI-compatible endpoint ``url`` one prompt (greedy,
+    TUNEGRAPH_LLM_API_KEY as its key): the teacher that writes training questions."""
+    from agents.backends.openai_compat import OpenAICompatibleBackend
+    from agents.chat_model import LocalChatModel
+
+    backend = OpenAICompatibleBackend(
+        url, model, api_key=settings.llm_api_key or None, timeout_s=settings.generation_timeout_s
+    )
+    llm = LocalChatModel(backend=backend, max_tokens=512)
+    return lambda prompt: str(llm.invoke(prompt).content)
+
+
+def passage_search(settings: Settings, blocks: Sequence[ManualBlock]) -> Search:
+    """Hybrid search, as serving does it, over exactly ``blocks`` (a throwaway index in a
+    temporary folder): the passages RAFT training examples put before their questions."""
+    import tempfile
+
+    from rag.indexing import block_document
+    from rag.retrieval import Retriever
+    from rag.stores.lancedb import LanceDBStore
+
+    model = embedder(settings)
+    folder = tempfile.TemporaryDirectory(prefix="tunegraph-passages-")
+    store = LanceDBStore(Path(folder.name), "passages", model.dim)
+    documents = [block_document(b) for b in blocks]
+    with store.transaction():
+        store.upsert(documents, model.embed([d.text for d in documents]))
+    found = Retriever(model, store)
+
+    def search(question: str, k: int, _folder: Any = folder) -> list[tuple[str, str]]:
+        return [(hit.id, hit.text) for hit in found.search(question, k)]
+
+    return search
+
+
+def index_blocks(settings: Settings, namespace: str) -> list[ManualBlock]:
+    """The manual blocks of an ingested namespace (their section paths are not in the index)."""
+    from ingest.records import BLOCK_KINDS, ManualBlock
+    from rag.indexing import check_namespace
+
+    model = embedder(settings)
+    documents = vector_store(settings, check_namespace(namespace), model.dim).documents()
+    return [
+        ManualBlock(d.id, str(d.metadata.get("source", "")), 0, (), d.metadata["kind"], d.text)
+        for d in documents
+        if d.metadata.get("kind") in BLOCK_KINDS
+    ]
 
 
 def embedder(settings: Settings) -> Embedder:
@@ -205,6 +261,7 @@ def agent_context(settings: Settings) -> AgentContext:
         damage_model=damage_model,
         vision=vision,
         open_photo=lambda path: _photo_bytes(settings, path),
+        min_support=settings.min_support,
     )
 
 

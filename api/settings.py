@@ -196,6 +196,15 @@ class Settings:
             "runs; beyond that the API answers 503 with Retry-After (0: none waits)"
         },
     )
+    min_support: float | None = field(
+        default=0.35,
+        metadata={
+            "help": "the chat modes with retrieval answer only when the best passage found "
+            "matches the question at least this well (cosine similarity of the embeddings, "
+            "0-1; a fault code must appear in it); below it they say the manual does not "
+            "cover it (unset: always answer)"
+        },
+    )
     max_batch_size: int = field(
         default=4,
         metadata={
@@ -286,6 +295,8 @@ class Settings:
                 f"{env_name('max_waiting_requests')}={self.max_waiting_requests}: use 0 (no "
                 "request waits) or more"
             )
+        if self.min_support is not None and not 0 <= self.min_support <= 1:
+            problems.append(f"{env_name('min_support')}={self.min_support}: use 0 to 1, or unset")
         if self.max_batch_size < 1:
             problems.append(f"{env_name('max_batch_size')}={self.max_batch_size}: use 1 or more")
         if self.auth_failures_per_minute < 0:
@@ -438,6 +449,8 @@ class Settings:
                 value = "1" if value else "0"
             elif isinstance(value, tuple):
                 value = ",".join(value)
+            elif value is None:
+                value = ""
             env[env_name(f.name)] = str(value)
         return env
 
@@ -460,6 +473,13 @@ def _parse(raw: str, type_name: str) -> Any:
             return int(raw)
         except ValueError:
             raise ValueError("use a whole number") from None
+    if type_name == "float | None":
+        if not raw.strip() or raw.strip().lower() == "none":
+            return None
+        try:
+            return float(raw)
+        except ValueError:
+            raise ValueError("use a number, or leave it empty for none") from None
     if type_name == "Path":
         return Path(raw).expanduser()
     if type_name == "tuple[str, ...]":

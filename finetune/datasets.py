@@ -26,6 +26,9 @@ from ingest.records import BLOCK_KINDS, ManualBlock, QAPair
 # Short on purpose: it is repeated in every training example, and most answers are a few tokens.
 SYSTEM_PROMPT = "Answer from the vehicle service manual."
 OTHER = "OTHER"  # the kind of a user example without a task prefix
+# What every chat mode says when the manual does not hold the answer: one fixed sentence that
+# names what was asked, so that clients (and the evaluation) recognise it by its start.
+REFUSAL_START = "The manual does not cover"
 _PREFIX = re.compile(r"^\[(" + "|".join(BLOCK_KINDS) + r")\]\s*")
 _ROLES = {"system", "user", "assistant"}
 
@@ -52,6 +55,11 @@ class DatasetReport:
     rejected: list[dict[str, Any]] = field(default_factory=list)  # malformed input lines
     counts_before_balancing: dict[str, int] = field(default_factory=dict)
     added_after_balancing: int = 0  # e.g. spec paraphrases (see build_dataset's ``extra_train``)
+    # Filled by finetune.text_data.sft_dataset: the held-out questions (eval text's default),
+    # the manual the data was built from (its numbers count as known), the data card.
+    test: list[QAPair] = field(default_factory=list)
+    blocks: list[ManualBlock] = field(default_factory=list)
+    card: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -64,6 +72,24 @@ class DatasetReport:
             "dropped_too_long": self.too_long,
             "rejected": self.rejected,
         }
+
+
+def refusal(subject: str) -> str:
+    """The one refusal sentence, naming what was asked.
+
+    >>> refusal("the wheel nut torque")
+    'The manual does not cover the wheel nut torque.'
+    """
+    return f"{REFUSAL_START} {subject.strip().rstrip('.?')}."
+
+
+def is_refusal(text: str) -> bool:
+    """An answer that says the manual does not hold what was asked (:func:`refusal`).
+
+    >>> is_refusal(" The manual does not cover fault code P0999."), is_refusal("120 Nm")
+    (True, False)
+    """
+    return text.strip().lower().startswith(REFUSAL_START.lower())
 
 
 def example(kind: str, question: str, answer: str, group: str) -> SFTExample:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from finetune.artifact import read_manifest
-from finetune.datasets import SYSTEM_PROMPT, DatasetError
+from finetune.datasets import SYSTEM_PROMPT, DatasetError, is_refusal, refusal
 from finetune.metrics import (
     hallucinated_numbers,
     known_numbers,
@@ -146,20 +146,36 @@ def transformers_answerer(
 def score(
     questions: Sequence[QAPair], answers: Sequence[Generated], known_numbers: set[str]
 ) -> dict[str, Any]:
-    """Per-kind and overall metrics for one model's answers."""
+    """Per-kind and overall metrics for one model's answers.
+
+    Answerable questions are scored per kind (SPEC exact match, ROUGE-L for the rest); an
+    answer that is the refusal (:func:`~finetune.datasets.is_refusal`) scores 0 there and counts
+    as a false abstention. Unanswerable questions (``answerable=False``) count only towards the
+    abstention rate: the share of them answered with the refusal. Numbers in an answer that
+    appear in no manual block are hallucinated, on either kind of question.
+    """
     per_kind: dict[str, dict[str, Any]] = {}
     numbers_total = numbers_bad = 0
+    abstained = false_abstained = unanswerable = 0
     for question, answer in zip(questions, answers, strict=True):
-        row = per_kind.setdefault(question.kind, {"n": 0, "stopped": 0, "scores": []})
-        row["n"] += 1
-        row["stopped"] += answer.stopped
-        if question.kind == "SPEC":
-            row["scores"].append(float(spec_exact_match(answer.text, question.answer)))
-        else:
-            row["scores"].append(rouge_l(answer.text, question.answer))
         bad = hallucinated_numbers(answer.text, known_numbers)
         numbers_total += len(numbers(answer.text))
         numbers_bad += len(bad)
+        refused = is_refusal(answer.text)
+        if not question.answerable:
+            unanswerable += 1
+            abstained += refused
+            continue
+        false_abstained += refused
+        row = per_kind.setdefault(question.kind, {"n": 0, "stopped": 0, "scores": []})
+        row["n"] += 1
+        row["stopped"] += answer.stopped
+        if refused:
+            row["scores"].append(0.0)
+        elif question.kind == "SPEC":
+            row["scores"].append(float(spec_exact_match(answer.text, question.answer)))
+        else:
+            row["scores"].append(rouge_l(answer.text, question.answer))
     kinds = {
         kind: {
             "n": row["n"],
@@ -171,20 +187,32 @@ def score(
         for kind, row in sorted(per_kind.items())
     }
     n = len(answers) or 1
+    answerable = len(answers) - unanswerable
     return {
         "per_kind": kinds,
         "spec_exact_match": kinds.get("SPEC", {}).get("spec_exact_match"),
         "stopped_with_eos": round(sum(a.stopped for a in answers) / n, 4),
         "hallucinated_number_rate": round(numbers_bad / numbers_total, 4) if numbers_total else 0.0,
+        "abstention_rate": round(abstained / unanswerable, 4) if unanswerable else None,
+        "false_abstention_rate": round(false_abstained / answerable, 4) if answerable else None,
+        "unanswerable": unanswerable,
         "latency_ms": latency_stats([a.latency_ms for a in answers]),
         "n": len(answers),
     }
 
 
 def markdown_table(results: dict[str, dict[str, Any]]) -> str:
-    """One row per model variant, one column per kind's headline metric."""
+    """One row per model variant, one column per kind's headline metric, then abstention."""
     kinds = sorted({k for r in results.values() for k in r["per_kind"]})
-    header = ["model", *kinds, "EOS", "halluc. numbers", "p50 ms"]
+    header = [
+        "model",
+        *kinds,
+        "EOS",
+        "halluc. numbers",
+        "abstains (unanswerable)",
+        "false abstentions",
+        "p50 ms",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for name, result in results.items():
         cells = []
@@ -192,13 +220,22 @@ def markdown_table(results: dict[str, dict[str, Any]]) -> str:
             row = result["per_kind"].get(kind, {})
             value = row.get("spec_exact_match", row.get("rouge_l"))
             cells.append("-" if value is None else f"{value:.3f}")
+        for key in ("abstention_rate", "false_abstention_rate"):
+            value = result.get(key)
+            cells_value = "-" if value is None else f"{value:.3f}"
+            cells.append(cells_value)
+        abstain, false_abstain = cells[-2:]
         lines.append(
             f"| {name} | "
-            + " | ".join(cells)
+            + " | ".join(cells[:-2])
             + f" | {result['stopped_with_eos']:.3f} | {result['hallucinated_number_rate']:.3f} | "
-            + f"{result['latency_ms'].get('p50', 0):.0f} |"
+            + f"{abstain} | {false_abstain} | {result['latency_ms'].get('p50', 0):.0f} |"
         )
-    note = "SPEC: exact match of the value; other kinds: ROUGE-L F1."
+    note = (
+        "SPEC: exact match of the value; other kinds: ROUGE-L F1 (answerable questions only). "
+        "Abstains: share of the unanswerable questions answered with the refusal; false "
+        "abstentions: share of the answerable ones."
+    )
     return "\n".join([*lines, "", note])
 
 
@@ -208,7 +245,7 @@ def evaluate_text(
     *,
     base_model: str,
     questions: Path,
-    blocks: Path,
+    blocks: Path | Sequence[str],
     report_dir: Path,
     kinds: Sequence[str] = (),
     limit: int | None = None,
@@ -218,13 +255,16 @@ def evaluate_text(
     progress: Callable[..., Any] | None = None,
     log: Callable[[str], None] | None = None,
     answerer: Answerer | None = None,
+    supported: Callable[[str, list[str]], bool] | None = None,
+    base: bool = True,
 ) -> dict[str, dict[str, Any]]:
     """Answer the QA JSONL ``questions`` with the base model and the fine-tuned ``adapter`` (a
     name under the store's adapters folder, or an absolute path), each also with the manual excerpts
     ``search`` returns for the question when it is given; score the answers (:func:`score`,
     numbers in no line of ``blocks`` count as hallucinated) and write ``report.json`` and
     ``report.md`` to ``report_dir``. Returns the scores by variant (``base``,
-    ``finetuned (ADAPTER)``, ``... + retrieval``).
+    ``finetuned (ADAPTER)``, ``... + retrieval``). ``blocks``: a blocks.jsonl, or the block
+    texts themselves.
 
     ``kinds``: only questions of these block kinds; ``limit``: a seeded sample of that many.
     The base model is the adapter's (its manifest), else ``base_model``; without the adapter
@@ -239,11 +279,15 @@ def evaluate_text(
             for line in questions.read_text("utf-8").splitlines()
             if line.strip()
         ]
-        block_texts = [
-            json.loads(line)["text"]
-            for line in blocks.read_text("utf-8").splitlines()
-            if line.strip()
-        ]
+        block_texts = (
+            [
+                json.loads(line)["text"]
+                for line in blocks.read_text("utf-8").splitlines()
+                if line.strip()
+            ]
+            if isinstance(blocks, Path)
+            else list(blocks)
+        )
     except (ValueError, TypeError, KeyError) as exc:
         raise DatasetError(f"cannot read the questions or blocks: {exc}") from None
     if kinds:
@@ -256,7 +300,7 @@ def evaluate_text(
 
     adapter_dir = models.config.adapters_dir / adapter
     tuned = (adapter_dir / "adapter_config.json").exists()
-    variants: list[tuple[str, str | None]] = [("base", None)]
+    variants: list[tuple[str, str | None]] = [("base", None)] if base or not tuned else []
     if tuned:
         variants.append((f"finetuned ({adapter})", adapter))
     elif log:
@@ -268,18 +312,27 @@ def evaluate_text(
         answerer = transformers_answerer(models, base, adapter_dir if tuned else None, batch_size)
 
     contexts = [search(q.question) for q in items] if search else [[] for _ in items]
+    gated = {
+        i
+        for i, (q, c) in enumerate(zip(items, contexts, strict=True))
+        if search and supported is not None and not supported(q.question, c)
+    }
     results = {}
     for name, variant_adapter in variants:
         for with_context in (False, True) if search else (False,):
             label = name + (" + retrieval" if with_context else "")
+            asked = [i for i in range(len(items)) if not (with_context and i in gated)]
             conversations = [
-                prompt_messages(q, c if with_context else ())
-                for q, c in zip(items, contexts, strict=True)
+                prompt_messages(items[i], contexts[i] if with_context else ()) for i in asked
             ]
             bar = progress(total=len(items), desc=label, unit="q") if progress else nullcontext()
             with bar as counter:
                 update = counter.update if counter is not None else (lambda _n: None)
-                answers = answerer(conversations, variant_adapter, max_new_tokens, update)
+                generated = answerer(conversations, variant_adapter, max_new_tokens, update)
+                update(len(items) - len(asked))
+            answers = [Generated(refusal(f"“{q.question}”"), True, 0.0) for q in items]
+            for i, answer in zip(asked, generated, strict=True):
+                answers[i] = answer
             results[label] = score(items, answers, known)
     report_dir.mkdir(parents=True, exist_ok=True)
     (report_dir / "report.json").write_text(json.dumps(results, indent=2))

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from finetune.model_store import ModelStore
+    from finetune.text_data import IndexBlocks, PassageIndex, TeacherFactory
 
 
 @dataclass(frozen=True)
@@ -16,10 +17,15 @@ class Workspace:
     """``demo_dir``: the demo corpus (the recipes' default data); ``runs_dir``: checkpoints,
     metrics and the data each run trained on (``runs_dir/NAME``); ``adapters_dir``: text
     adapters; ``vision_dir``: vision models; ``models``: the offline store base models load
-    from."""
+    from. ``passage_index``: builds a search over manual blocks with the serving retriever
+    (RAFT examples); ``index_blocks``: the blocks of an ingested index namespace; ``teacher``:
+    connects to a teacher model that writes training questions."""
 
     demo_dir: Path
     runs_dir: Path
     adapters_dir: Path
     vision_dir: Path
     models: ModelStore
+    passage_index: PassageIndex | None = None
+    index_blocks: IndexBlocks | None = None
+    teacher: TeacherFactory | None = None

@@ -37,7 +37,11 @@ class ManualBlock:
 
 @dataclass(frozen=True)
 class QAPair:
-    """A ground-truth question about one manual block, with its reference answer."""
+    """A ground-truth question about one manual block, with its reference answer.
+
+    ``answerable=False``: the manual does not hold the answer (``block_id`` is empty); the right
+    reply is to say so (the refusal of :func:`finetune.datasets.refusal`).
+    """
 
     id: str
     block_id: str
@@ -45,6 +49,7 @@ class QAPair:
     split: Split
     question: str
     answer: str
+    answerable: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

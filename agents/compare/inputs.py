@@ -49,11 +49,15 @@ def photo_cases(demo_dir: Path, n: int, seed: int = 0) -> list[PhotoCase]:
     ]
 
 
-def held_out_questions(demo_dir: Path, n: int, seed: int = 0) -> list[QAPair]:
-    """A seeded sample of ``n`` of the demo's test questions (as ``tunegraph eval text``)."""
+def held_out_questions(
+    demo_dir: Path, n: int, seed: int = 0, path: Path | None = None
+) -> list[QAPair]:
+    """A seeded sample of ``n`` of the test questions in ``path`` (default: the demo's), as
+    ``tunegraph eval text`` takes them; ``path`` is the test split an adapter kept (its
+    unanswerable questions included) when there is one."""
     if n == 0:
         return []
-    path = demo_dir / "manual" / "qa" / "test.jsonl"
+    path = path or demo_dir / "manual" / "qa" / "test.jsonl"
     try:
         items = [QAPair(**json.loads(line)) for line in _lines(path)]
     except (ValueError, TypeError) as exc:

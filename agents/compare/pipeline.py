@@ -101,7 +101,10 @@ def run_compare(
 
     prices = load_prices(options.prices)
     photos = photo_cases(demo_dir, options.images, options.seed) if options.images else []
-    questions = held_out_questions(demo_dir, options.questions, options.seed)
+    kept = models.text_adapter / "data" / "test.jsonl" if models.text_adapter else None
+    questions = held_out_questions(
+        demo_dir, options.questions, options.seed, kept if kept and kept.is_file() else None
+    )
     known = manual_numbers(demo_dir)
     if progress:
         progress(0.0, "loading the models")

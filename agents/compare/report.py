@@ -235,16 +235,32 @@ def _chat_blocks(c: Comparison, names: list[str], plots: dict[str, Path]) -> lis
 
     return [
         Block("h2", "Service-chat quality"),
-        Block("p", "SPEC: exact match of the value; the other kinds: ROUGE-L F1."),
+        Block(
+            "p",
+            "SPEC: exact match of the value; the other kinds: ROUGE-L F1 (answerable questions). "
+            "Abstains: share of the questions the manual cannot answer that got the refusal; "
+            "false abstentions: share of the answerable ones that did.",
+        ),
         Block(
             "table",
-            header=("mode", *kinds, "ROUGE-L (all non-SPEC)", "halluc. numbers", "EOS", "failed"),
+            header=(
+                "mode",
+                *kinds,
+                "ROUGE-L (all non-SPEC)",
+                "halluc. numbers",
+                "abstains",
+                "false abstentions",
+                "EOS",
+                "failed",
+            ),
             rows=tuple(
                 (
                     n,
                     *(kind_value(n, k) for k in kinds),
                     _fmt(s[n]["rouge_l"]),
                     _fmt(s[n]["hallucinated_number_rate"]),
+                    _fmt(s[n].get("abstention_rate")),
+                    _fmt(s[n].get("false_abstention_rate")),
                     _fmt(s[n]["stopped_with_eos"]),
                     _fmt(s[n]["failure_rate"]),
                 )

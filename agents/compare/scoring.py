@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from agents.compare.records import Outcome, PhotoCase
+from finetune.datasets import is_refusal
 from finetune.evaluation import Generated, score
 from finetune.metrics import latency_stats, rouge_l, spec_exact_match
 from finetune.vision_metrics import classification_scores, damage_scores
@@ -72,7 +73,11 @@ def score_chat(
     scores = score(questions, answers, known)
     if all(o.error is not None for o in rows):
         scores["hallucinated_number_rate"] = None
-    rouge = [item_score(q, o) for q, o in zip(questions, rows, strict=True) if q.kind != "SPEC"]
+    rouge = [
+        item_score(q, o)
+        for q, o in zip(questions, rows, strict=True)
+        if q.kind != "SPEC" and q.answerable
+    ]
     return {
         **scores,
         "rouge_l": round(sum(rouge) / len(rouge), 4) if rouge else None,
@@ -82,8 +87,13 @@ def score_chat(
 
 
 def item_score(question: QAPair, outcome: Outcome) -> float:
-    """One answer's score: exact match of a SPEC value, ROUGE-L F1 for the other kinds."""
+    """One answer's score: exact match of a SPEC value, ROUGE-L F1 for the other kinds; for a
+    question the manual cannot answer, 1 for the refusal and 0 for anything else."""
     answer = outcome.output or ""
+    if not question.answerable:
+        return float(is_refusal(answer))
+    if is_refusal(answer):
+        return 0.0
     if question.kind == "SPEC":
         return float(spec_exact_match(answer, question.answer))
     return rouge_l(answer, question.answer)

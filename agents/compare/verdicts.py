@@ -96,7 +96,8 @@ def chat_verdicts(
         name: [item_score(q, o) for q, o in zip(questions, rows, strict=True)]
         for name, rows in outcomes.items()
     }
-    spec = {i for i, q in enumerate(questions) if q.kind == "SPEC"}
+    spec = {i for i, q in enumerate(questions) if q.kind == "SPEC" and q.answerable}
+    unanswerable = {i for i, q in enumerate(questions) if not q.answerable}
     counts = {  # (hallucinated, all) numbers of each successful answer
         name: {
             i: (len(hallucinated_numbers(o.output, known)), len(numbers(o.output)))
@@ -108,10 +109,14 @@ def chat_verdicts(
 
     def by_kind(spec_items: bool) -> Callable:
         def value(name, idx):
-            picked = [i for i in idx if (i in spec) == spec_items]
+            picked = [i for i in idx if i not in unanswerable and (i in spec) == spec_items]
             return mean(item_scores[name], picked) if picked else None
 
         return value
+
+    def abstention(name, idx):  # item_score of an unanswerable question: 1 for the refusal
+        picked = [i for i in idx if i in unanswerable]
+        return mean(item_scores[name], picked) if picked else None
 
     def hallucination(name, idx):
         answered = [counts[name][i] for i in idx if i in counts[name]]
@@ -124,6 +129,7 @@ def chat_verdicts(
         "SPEC exact match": (by_kind(True), True),
         "ROUGE-L (procedures, explanations...)": (by_kind(False), True),
         "hallucinated-number rate": (hallucination, False),
+        **({"abstention on unanswerable questions": (abstention, True)} if unanswerable else {}),
         **_shared(outcomes, lambda _: "text", prices),
     }
     return _verdicts(metrics, list(outcomes), len(questions), resamples, seed)

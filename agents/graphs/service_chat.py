@@ -9,6 +9,13 @@
   arguments are mostly noise) the question's kind and any fault code pick the tool.
 
 A tool error goes back to the model as a tool message (status ``error``), never a crash.
+
+Abstention: when retrieval (``rag``, ``finetuned-rag``) or the rule router's tool finds nothing
+that bears on the question — a fault-code lookup with no entry, or passages whose best match
+scores below ``AgentContext.min_support`` (:meth:`rag.retrieval.Retriever.support`) — the
+answer is the refusal sentence of :func:`finetune.datasets.refusal` without asking the model;
+the agent's refusal also says what it looked up. The fine-tuned adapter learns the same
+sentence for what its manual lacks.
 """
 
 from __future__ import annotations
@@ -26,12 +33,15 @@ from agents.prompts import AGENT_PROMPT, manual_question, task_prefix
 from agents.state import ChatState
 from agents.timing import timed
 from agents.tools import manual_tools, search_manual
+from finetune.datasets import refusal
 from rag.retrieval import identifiers
 
 NAME = "service_chat"
 MODES = ("base", "rag", "finetuned", "finetuned-rag", "agent")
 RECURSION_LIMIT = 24
 FAULT_CODE = re.compile(r"[PBCU]\d{4}")
+_PREFIX = re.compile(r"^\s*\[[A-Z]+\]\s*")
+_ID = re.compile(r"^\[[^\]]+\] ")  # a tool result names each block: "[id] text"
 
 
 def _question(state: ChatState) -> str:
@@ -50,16 +60,36 @@ def route(state: ChatState) -> str:
     return "retrieve" if mode.endswith("rag") else "answer"
 
 
+def _asked(question: str) -> str:
+    """What a refusal names: the question as the user asked it, without the task prefix."""
+    return f"“{_PREFIX.sub('', question).strip()}”"
+
+
+def supported(context: AgentContext, question: str, texts: list[str]) -> bool:
+    """Whether what a search found bears on ``question`` (always, without a threshold or with a
+    retriever that cannot say)."""
+    support = getattr(context.manuals, "support", None)
+    if context.min_support is None or support is None:
+        return True
+    return support(_PREFIX.sub("", question).strip(), texts) >= context.min_support
+
+
 @timed("retrieve")
 def retrieve(state: ChatState, runtime: Runtime[AgentContext]) -> dict:
     context = runtime.context
     context.require(NAME, "manuals")
-    return {"context": search_manual(context.manuals, _question(state), context.manual_k)}
+    question = _question(state)
+    hits = search_manual(context.manuals, question, context.manual_k)
+    if not supported(context, question, [h["text"] for h in hits]):
+        return {"context": [], "unsupported": True}
+    return {"context": hits}
 
 
 @timed("answer")
 def answer(state: ChatState, runtime: Runtime[AgentContext]) -> dict:
     context = runtime.context
+    if state.get("unsupported"):
+        return {"messages": [AIMessage(refusal(_asked(_question(state))))]}
     context.require(NAME, "llm")
     llm = context.chat_model(finetuned=state.get("mode", "").startswith("finetuned"))
     blocks = [h["text"] for h in state.get("context", [])]
@@ -77,8 +107,13 @@ def agent(state: ChatState, runtime: Runtime[AgentContext]) -> dict:
     if context.router == "rules":
         if rounds == 0:
             return {"messages": [AIMessage("", tool_calls=[route_by_rules(_question(state))])]}
-        found = [m.text for m in state["messages"] if isinstance(m, ToolMessage)]
-        return {"messages": [llm.invoke(manual_question(_question(state), found))], "models": label}
+        tools = [m for m in state["messages"] if isinstance(m, ToolMessage)]
+        found = [m.text for m in tools if not _empty(m.text)]
+        question = _question(state)
+        passages = [_ID.sub("", p) for text in found for p in text.split("\n---\n")]
+        if not found or not supported(context, question, passages):
+            return {"messages": [AIMessage(_looked_up(refusal(_asked(question)), state))]}
+        return {"messages": [llm.invoke(manual_question(question, found))], "models": label}
     # The first turn must consult a tool (a small model otherwise answers from memory); then
     # the model may look further or answer, until the last round, which must answer.
     choice = "required" if rounds == 0 else "auto"
@@ -87,6 +122,22 @@ def agent(state: ChatState, runtime: Runtime[AgentContext]) -> dict:
     bound = llm.bind_tools(manual_tools(context.manuals, context.manual_k), tool_choice=choice)
     reply = bound.invoke([SystemMessage(AGENT_PROMPT), *state["messages"]])
     return {"messages": [reply], "models": label}
+
+
+def _empty(result: str) -> bool:
+    """A tool result that found nothing (see :mod:`agents.tools`)."""
+    return result.startswith(("Nothing found", "No troubleshooting entry", "Error:"))
+
+
+def _looked_up(text: str, state: ChatState) -> str:
+    """``text`` followed by the lookups the agent made, so that a refusal says where it looked."""
+    calls = [
+        f"{call['name']}({', '.join(f'{k}={v!r}' for k, v in call['args'].items())})"
+        for message in state["messages"]
+        if isinstance(message, AIMessage)
+        for call in message.tool_calls
+    ]
+    return f"{text} Looked up: {'; '.join(calls)}." if calls else text
 
 
 def route_by_rules(question: str) -> dict:

@@ -61,14 +61,17 @@ def eval_retrieval(questions: Path, k: int, namespace: str, as_json: bool) -> No
     "--questions",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
-    help="QA JSONL (question, answer, kind) [default: the demo's test questions]",
+    help="QA JSONL (question, answer, kind[, answerable]) [default: the adapter's test split "
+    "when it kept one, else the demo's test questions]",
 )
 @click.option(
     "--blocks",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
-    help="manual blocks.jsonl whose numbers count as known [default: the demo's]",
+    help="manual blocks.jsonl whose numbers count as known [default: the adapter's training "
+    "manual, else the demo's, else the --namespace index]",
 )
+@namespace_option
 @click.option(
     "--limit", type=click.IntRange(1), default=None, help="evaluate a seeded sample of N questions"
 )
@@ -85,6 +88,13 @@ def eval_retrieval(questions: Path, k: int, namespace: str, as_json: bool) -> No
     show_default=True,
     help="also answer with the top-3 manual chunks",
 )
+@click.option(
+    "--base/--no-base",
+    "with_base",
+    default=True,
+    show_default=True,
+    help="also answer with the base model (--no-base: the fine-tuned variants only)",
+)
 @click.option("--max-new-tokens", type=click.IntRange(1, 2048), default=128, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1, 256), default=8, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="print the results as JSON")
@@ -94,7 +104,9 @@ def eval_text(
     blocks: Path | None,
     limit: int | None,
     kinds: tuple[str, ...],
+    namespace: str,
     retrieval: bool,
+    with_base: bool,
     max_new_tokens: int,
     batch_size: int,
     as_json: bool,
@@ -103,7 +115,9 @@ def eval_text(
 
     SPEC: exact match of the value (numbers and units normalised); PROCEDURE/EXPLANATION and the
     rest: ROUGE-L; plus the share of answers that stop with EOS, the rate of numbers found in no
-    manual block, and latency. Writes report.json and report.md to TUNEGRAPH_HOME/runs/eval-text.
+    manual block, the abstention rate on unanswerable questions ("answerable": false) and the
+    false-abstention rate on the others, and latency. Retrieval searches the --namespace index.
+    Writes report.json and report.md to TUNEGRAPH_HOME/runs/eval-text.
     """
     from tqdm import tqdm
 
@@ -114,17 +128,25 @@ def eval_text(
     from finetune.onnx_build import EngineUnavailable
 
     settings = load_settings()
-    questions = questions or settings.demo_dir / "manual" / "qa" / "test.jsonl"
-    blocks = blocks or settings.demo_dir / "manual" / "blocks.jsonl"
-    for path, hint in ((questions, "--questions"), (blocks, "--blocks")):
-        if not path.is_file():
-            raise click.ClickException(
-                f"{path} does not exist: run `tunegraph demo` or pass {hint}."
-            )
-    search = None
+    kept = settings.adapters_dir / adapter / "data"  # what the adapter kept of its data
+    demo_questions = settings.demo_dir / "manual" / "qa" / "test.jsonl"
+    if questions is None:
+        questions = kept / "test.jsonl" if (kept / "test.jsonl").is_file() else demo_questions
+    if not questions.is_file():
+        raise click.ClickException(
+            f"{questions} does not exist: run `tunegraph demo`, or pass --questions FILE "
+            "(JSONL lines with question, answer and kind)."
+        )
+    known = _known_blocks(settings, blocks, kept, questions == demo_questions, namespace)
+    if not as_json:
+        click.echo(f"questions: {questions}")
+    search = supported = None
     if retrieval:
         try:
-            search = functools.partial(_top_chunks, manual_retriever("manuals"))
+            retriever = manual_retriever(namespace)
+            search = functools.partial(_top_chunks, retriever)
+            if settings.min_support is not None:
+                supported = functools.partial(_supported, retriever, settings.min_support)
         except click.ClickException as exc:
             if not as_json:
                 click.echo(f"retrieval skipped: {exc.message}")
@@ -143,7 +165,7 @@ def eval_text(
             adapter,
             base_model=settings.text_model,
             questions=questions,
-            blocks=blocks,
+            blocks=known,
             report_dir=report_dir,
             kinds=kinds,
             limit=limit,
@@ -153,6 +175,8 @@ def eval_text(
             progress=functools.partial(tqdm, disable=as_json),
             log=None if as_json else click.echo,
             answerer=answerer,
+            supported=supported,
+            base=with_base,
         )
     except (DatasetError, ModelNotFoundError, EngineUnavailable, GenerationError) as exc:
         raise click.ClickException(str(exc)) from None
@@ -161,6 +185,33 @@ def eval_text(
     else:
         click.echo(markdown_table(results))
         click.echo(f"\nreport: {report_dir / 'report.md'}")
+
+
+def _known_blocks(
+    settings: Any, blocks: Path | None, kept: Path, demo: bool, namespace: str
+) -> Path | list[str]:
+    """Where the numbers that count as known come from: ``--blocks``, else the manual the
+    adapter was trained on, else the demo's blocks (for the demo's questions), else the
+    ``namespace`` index."""
+    if blocks is not None:
+        return blocks
+    if (kept / "blocks.jsonl").is_file():
+        return kept / "blocks.jsonl"
+    demo_blocks = settings.demo_dir / "manual" / "blocks.jsonl"
+    if demo and demo_blocks.is_file():
+        return demo_blocks
+    texts = [b.text for b in composition.index_blocks(settings, namespace)]
+    if not texts:
+        raise click.ClickException(
+            "no manual to tell known numbers from: pass --blocks FILE (a blocks.jsonl), or "
+            f"ingest the manual into the {namespace!r} index (`tunegraph ingest manuals PATH`)."
+        )
+    return texts
+
+
+def _supported(retriever: Any, threshold: float, question: str, passages: list[str]) -> bool:
+    """The chat modes' retrieval gate (TUNEGRAPH_MIN_SUPPORT), for the retrieval variants."""
+    return retriever.support(question, passages) >= threshold
 
 
 def _top_chunks(retriever: Any, question: str) -> list[str]:

@@ -31,16 +31,30 @@ def finetune() -> None:
 @click.option(
     "--no-resume", is_flag=True, help="start over instead of resuming the last checkpoint"
 )
+@click.option(
+    "--teacher-url",
+    default=None,
+    help="with data.source=manual: an OpenAI-compatible endpoint whose model writes the training "
+    "questions (data.teacher_url) [default: templates]",
+)
+@click.option("--teacher-model", default=None, help="the teacher's model name (data.teacher_model)")
 @click.option("--json", "as_json", is_flag=True, help="print the final metrics as JSON")
 @click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
 def finetune_text(
-    config_path: Path | None, no_resume: bool, as_json: bool, overrides: tuple[str, ...]
+    config_path: Path | None,
+    no_resume: bool,
+    teacher_url: str | None,
+    teacher_model: str | None,
+    as_json: bool,
+    overrides: tuple[str, ...],
 ) -> None:
     """LoRA (QLoRA on CUDA) on a causal LM; KEY=VALUE pairs override the YAML (train.lr=1e-4).
 
-    Checkpoints and metrics.jsonl go to TUNEGRAPH_HOME/runs/NAME; the adapter, its tokenizer
-    (chat template) and a manifest to TUNEGRAPH_HOME/adapters/NAME. An interrupted run resumes
-    exactly where its last checkpoint left off.
+    Your own manual: data.source=manual data.manual=PATH (files or a folder) or
+    data.namespace=NAME (an ingested index). Checkpoints and metrics.jsonl go to
+    TUNEGRAPH_HOME/runs/NAME; the adapter, its tokenizer (chat template), a manifest, and under
+    data/ its test questions, manual blocks and data card to TUNEGRAPH_HOME/adapters/NAME. An
+    interrupted run resumes exactly where its last checkpoint left off.
     """
     from tqdm import tqdm
 
@@ -51,6 +65,10 @@ def finetune_text(
     from finetune.trainer import TrainingError
 
     settings = load_settings()
+    if teacher_url:
+        overrides = (*overrides, f"data.teacher_url={teacher_url}")
+    if teacher_model:
+        overrides = (*overrides, f"data.teacher_model={teacher_model}")
     try:
         config = load_config(text_lora.TextRecipeConfig, config_path, overrides)
     except ConfigError as exc:

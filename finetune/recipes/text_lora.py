@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from finetune.artifact import Manifest
 from finetune.config import to_dict
 from finetune.datasets import DatasetReport, SFTExample, chat_token_counter, write_jsonl
-from finetune.text_data import DataArgs, sft_dataset
+from finetune.text_data import DataArgs, data_files, sft_dataset
 from finetune.trainer import (
     IGNORE,
     LoraArgs,
@@ -197,10 +197,17 @@ def main(
         demo_dir=workspace.demo_dir,
         max_length=config.train.max_length,
         seed=config.train.seed,
+        passage_index=workspace.passage_index,
+        index_blocks=workspace.index_blocks,
+        teacher=workspace.teacher,
+        log=log,
     )
     run_dir = workspace.runs_dir / config.name
     data_hash = write_jsonl(dataset.train, run_dir / "data" / "train.jsonl")
     write_jsonl(dataset.val, run_dir / "data" / "val.jsonl")
+    kept = data_files(dataset)
+    for name, text in kept.items():
+        (run_dir / name).write_text(text, "utf-8")
     if log:
         counts = dataset.summary()
         log(
@@ -224,6 +231,7 @@ def main(
         adapter_dir=workspace.adapters_dir / config.name,
         resume=resume,
         progress=progress,
+        extra_files=kept,
     )
     return TextRun(run_dir, dataset, result)
 
@@ -241,9 +249,11 @@ def run(
     resume: bool = True,
     progress: Callable[..., Any] | None = None,
     stop_after_steps: int | None = None,
+    extra_files: dict[str, str] | None = None,
 ) -> TrainResult:
     """Train a LoRA adapter on ``model``; checkpoints and metrics go to ``output_dir``, the
-    adapter to ``adapter_dir`` (default ``output_dir/adapter``).
+    adapter to ``adapter_dir`` (default ``output_dir/adapter``) with ``extra_files`` (path
+    under it -> text: the data card, the test questions) written in the same atomic save.
 
     ``stop_after_steps`` ends the run early after saving a checkpoint (used to test resume).
     """
@@ -340,6 +350,9 @@ def run(
     def write(directory: Path) -> None:
         peft_model.save_pretrained(directory)
         tokenizer.save_pretrained(directory)  # the chat template travels with the adapter
+        for name, text in (extra_files or {}).items():
+            (directory / name).parent.mkdir(parents=True, exist_ok=True)
+            (directory / name).write_text(text, "utf-8")
 
     template_hash = hashlib.sha256((tokenizer.chat_template or "").encode()).hexdigest()
     return finish(

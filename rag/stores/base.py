@@ -70,3 +70,12 @@ class VectorStore(ABC):
     @abstractmethod
     def set_state(self, state: dict[str, Any]) -> None:
         """Replace the bookkeeping, inside a transaction; it commits with the transaction."""
+
+    def documents(self, filter: Filter | None = None) -> list[Document]:
+        """Every committed document that matches, vectors left out (e.g. to build training data
+        from an ingested manual). Stores that cannot list their contents raise
+        ``NotImplementedError`` naming what to do instead."""
+        raise NotImplementedError(
+            f"the {type(self).__name__} index cannot list its documents; give the manual's "
+            "files instead (data.manual=PATH)"
+        )

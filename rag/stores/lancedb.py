@@ -182,6 +182,17 @@ class LanceDBStore(VectorStore):
         table = self._read_table()
         return 0 if table is None else table.count_rows(to_sql(filter))
 
+    def documents(self, filter: Filter | None = None) -> list[Document]:
+        table = self._read_table()
+        rows = 0 if table is None else table.count_rows()
+        if not rows:
+            return []
+        query = table.search().select(_COLUMNS)
+        if where := to_sql(filter):
+            query = query.where(where)
+        rows = query.limit(rows).to_list()
+        return [Document(r["id"], r["text"], _hit(r, 0.0).metadata) for r in rows]
+
     def dense_search(self, vector: np.ndarray, k: int, filter: Filter | None = None) -> list[Hit]:
         table = self._read_table()
         if table is None:

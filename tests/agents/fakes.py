@@ -119,12 +119,19 @@ class SeeingVLM:
 
 @dataclass
 class FakeRetriever:
-    """Returns the same blocks for every query (after ``delay_s``); records queries."""
+    """Returns the same blocks for every query (after ``delay_s``); records queries;
+    ``support_score`` is what :meth:`support` says of any passages (records what it was asked)."""
 
     hits: list[Hit]
     delay_s: float = 0.0
     error: Exception | None = None
     queries: list = field(default_factory=list)
+    support_score: float = 1.0
+    supports: list = field(default_factory=list)
+
+    def support(self, query, texts):
+        self.supports.append((query, list(texts)))
+        return self.support_score
 
     def search(self, query, k=5, filter=None, mode="hybrid"):
         self.queries.append((query, k, filter))

@@ -6,6 +6,7 @@ from langchain_core.messages import AIMessageChunk, HumanMessage, ToolMessage
 from agents.context import AgentContext, MissingDependencyError
 from agents.errors import AgentError
 from agents.graphs import service_chat
+from finetune.datasets import is_refusal
 from rag.stores.base import Hit
 from tests.agents.fakes import FakeRetriever, fake_llm
 
@@ -120,6 +121,50 @@ def test_the_rule_router_picks_the_tool_and_the_model_answers_from_it(question, 
     assert request.adapter == "ft" and not request.tools
     assert request.messages[-1]["content"].startswith("Manual excerpts:\n[")
     assert state["messages"][-1].content == "Answer."
+
+
+@pytest.mark.parametrize("mode", ["rag", "finetuned-rag"])
+def test_retrieval_that_does_not_bear_on_the_question_gets_the_refusal(mode):
+    unrelated = FakeRetriever(BLOCKS, support_score=0.2)
+    state, ctx = chat(mode, "140 Nm", manuals=unrelated, min_support=0.5)
+    answer = state["messages"][-1].content
+    assert answer == f"The manual does not cover “{QUESTION}”."
+    assert is_refusal(answer) and ctx.llm.backend.requests == []  # no model asked
+    assert unrelated.supports == [(QUESTION, [b.text for b in BLOCKS])]
+    # above the threshold, or without one, the model answers from the passages
+    for manuals, threshold in ((FakeRetriever(BLOCKS, support_score=0.6), 0.5), (unrelated, None)):
+        state, _ = chat(mode, "110 Nm", manuals=manuals, min_support=threshold)
+        assert state["messages"][-1].content == "110 Nm"
+
+
+def test_the_agent_refuses_when_its_lookup_finds_nothing_and_says_where_it_looked():
+    ctx = AgentContext(llm=fake_llm("P0999 is a misfire."), manuals=FakeRetriever(BLOCKS))
+    ctx.finetuned_adapter = "ft"
+    state = service_chat.graph.invoke(
+        {"messages": [HumanMessage("[TROUBLESHOOTING] What does P0999 mean?")], "mode": "agent"},
+        context=ctx,
+    )
+    answer = state["messages"][-1].content
+    assert answer == (
+        "The manual does not cover “What does P0999 mean?”. "
+        "Looked up: lookup_fault_code(code='P0999')."
+    )
+    assert ctx.llm.backend.requests == []
+    # a spec lookup whose rows do not bear on the question: the same, with min_support
+    ctx = AgentContext(
+        llm=fake_llm("33 Nm"),
+        finetuned_adapter="ft",
+        manuals=FakeRetriever(BLOCKS, support_score=0.1),
+        min_support=0.5,
+    )
+    question = "What is the sunroof motor torque?"
+    state = service_chat.graph.invoke(
+        {"messages": [HumanMessage(question)], "mode": "agent"}, context=ctx
+    )
+    assert (
+        is_refusal(state["messages"][-1].content) and "lookup_spec" in state["messages"][-1].content
+    )
+    assert ctx.manuals.supports[0][1] == ["Wheel nut torque: 110 Nm."]  # "[id] " taken off
 
 
 def test_answers_stream_token_by_token():

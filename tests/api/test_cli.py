@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from api.cli.main import main
+from ingest.records import ManualBlock, QAPair
 
 
 def _all_commands(group: click.Group, prefix=()):
@@ -178,3 +179,18 @@ def test_eval_text_can_keep_one_kind_of_question(monkeypatch, tmp_path, demo_cor
                                  "question": "Pin 1?", "answer": "red"}) + "\n")  # fmt: skip
     result = CliRunner().invoke(main, [*args, "--questions", str(empty)])
     assert result.exit_code == 1 and "no SPEC question" in result.output
+    # an adapter that kept its test split (own manual): its questions and blocks are the default
+    kept = tmp_path / "adapters" / "manual-lora" / "data"
+    kept.mkdir(parents=True)
+    questions = [
+        QAPair("a", "b1", "SPEC", "test", "Injector clamp bolt torque?", "28 Nm"),
+        QAPair("u", "", "SPEC", "test", "Sunroof motor torque?", "", answerable=False),
+    ]
+    (kept / "test.jsonl").write_text("".join(json.dumps(q.to_dict()) + "\n" for q in questions))
+    block = ManualBlock("b1", "van.md", 1, (), "SPEC", "Injector clamp bolt: 28 Nm")
+    (kept / "blocks.jsonl").write_text(json.dumps(block.to_dict()) + "\n")
+    result = CliRunner().invoke(main, [*args, "--max-new-tokens", "4"])
+    assert result.exit_code == 0, result.output
+    assert f"questions: {kept / 'test.jsonl'}" in result.output
+    report = json.loads((tmp_path / "runs" / "eval-text" / "report.json").read_text())
+    assert report["base"]["n"] == 2 and report["base"]["unanswerable"] == 1

@@ -57,7 +57,30 @@ def test_score_per_kind_eos_and_hallucinations():
     assert result["hallucinated_number_rate"] == pytest.approx(1 / 4)  # "7" of 120, 7, 1, 2
     assert result["latency_ms"]["p50"] == 200.0 and result["latency_ms"]["max"] == 300.0
     table = markdown_table({"base": result})
-    assert "| base | 1.000 | 0.500 | 0.667 | 0.250 | 200 |" in table
+    assert "| base | 1.000 | 0.500 | 0.667 | 0.250 | - | 0.000 | 200 |" in table
+
+
+def test_abstention_on_unanswerable_and_answerable_questions():
+    questions = [
+        *QUESTIONS[:2],
+        QAPair("u1", "", "SPEC", "test", "What is the sunroof motor torque?", "", False),
+        QAPair("u2", "", "TROUBLESHOOTING", "test", "What does P0999 mean?", "", False),
+    ]
+    answers = [
+        Generated("It is 120 Nm.", True, 1.0),
+        Generated("The manual does not cover the coolant capacity.", True, 1.0),  # false
+        Generated("The manual does not cover the sunroof motor torque.", True, 1.0),
+        Generated("P0999 means 40 Nm.", True, 1.0),  # answers instead of abstaining
+    ]
+    result = score(questions, answers, known_numbers(["Wheel bolt torque: 120 Nm"]))
+    assert result["abstention_rate"] == 0.5 and result["unanswerable"] == 2
+    assert result["false_abstention_rate"] == 0.5
+    # the refusal scores 0 on its answerable question; unanswerable ones are not in per_kind
+    assert result["per_kind"] == {
+        "SPEC": {"n": 2, "spec_exact_match": 0.5, "stopped_with_eos": 1.0}
+    }
+    assert result["hallucinated_number_rate"] == 0.5  # 40 of 120 and 40 (a code is no number)
+    assert "| 0.500 | 0.500 |" in markdown_table({"finetuned": result})
 
 
 def test_latency_stats_match_the_definitions():

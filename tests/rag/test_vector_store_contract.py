@@ -132,6 +132,37 @@ def test_hybrid_retrieval_runs_on_the_store(store):
     assert len({h.id for h in hits}) == len(hits)
 
 
+def test_documents_lists_what_is_committed_or_says_it_cannot(store):
+    if isinstance(store, PineconeStore):
+        with pytest.raises(NotImplementedError, match=r"give the manual's files instead"):
+            store.documents()
+        return
+    assert store.documents() == []  # nothing committed yet
+    fill(store)
+    assert sorted(d.id for d in store.documents({"kind": "SPEC"})) == ["spec-1", "spec-2"]
+    wire = next(d for d in store.documents() if d.id == "wire-1")
+    assert wire == Document(wire.id, DOCS[2].text, {"kind": "WIRING", "source": "b.pdf"})
+
+
+def test_a_fault_code_named_in_the_question_puts_its_entry_first(store):
+    docs = [
+        Document(
+            "v1", "The Vireo 1.6T has a timing chain. Vireo engine notes.", {"kind": "EXPLANATION"}
+        ),
+        Document("v2", "Vireo 1.6T service: Vireo oil and Vireo filters.", {"kind": "EXPLANATION"}),
+        Document("v3", "Vireo 1.6T lamps and Vireo bulbs.", {"kind": "EXPLANATION"}),
+        Document("p1", "P0612 - Fuel injector control module", {"kind": "TROUBLESHOOTING"}),
+    ]
+    fill(store, docs)
+    retriever = Retriever(HashEmbedder(), store)
+    hits = retriever.search("The Vireo 1.6T has P0612 stored; what are the likely causes?", k=2)
+    assert hits[0].id == "p1"
+    # support: a fault code that no passage holds means no support at all
+    assert retriever.support("What does P0999 mean?", [docs[3].text]) == 0.0
+    assert retriever.support("What does P0612 mean?", [docs[3].text]) > 0.0
+    assert retriever.support("anything", []) == 0.0
+
+
 def test_pinecone_retries_on_top_of_the_sdk_and_gives_up_cleanly(fake_pinecone, tmp_path):
     sleeps = []
     store = PineconeStore(
