@@ -202,7 +202,7 @@ class Settings:
             "help": "the chat modes with retrieval answer only when the best passage found "
             "matches the question at least this well (cosine similarity of the embeddings, "
             "0-1; a fault code must appear in it); below it they say the manual does not "
-            "cover it (unset: always answer)"
+            "cover it (set it empty to always answer)"
         },
     )
     max_batch_size: int = field(

@@ -152,16 +152,17 @@ def score(
     answer that is the refusal (:func:`~finetune.datasets.is_refusal`) scores 0 there and counts
     as a false abstention. Unanswerable questions (``answerable=False``) count only towards the
     abstention rate: the share of them answered with the refusal. Numbers in an answer that
-    appear in no manual block are hallucinated, on either kind of question.
+    appear in no manual block are hallucinated, on either kind of question (a refusal is not
+    checked: the numbers it names are the question's).
     """
     per_kind: dict[str, dict[str, Any]] = {}
     numbers_total = numbers_bad = 0
     abstained = false_abstained = unanswerable = 0
     for question, answer in zip(questions, answers, strict=True):
-        bad = hallucinated_numbers(answer.text, known_numbers)
-        numbers_total += len(numbers(answer.text))
-        numbers_bad += len(bad)
         refused = is_refusal(answer.text)
+        if not refused:  # a refusal repeats the question, whose numbers are the user's
+            numbers_total += len(numbers(answer.text))
+            numbers_bad += len(hallucinated_numbers(answer.text, known_numbers))
         if not question.answerable:
             unanswerable += 1
             abstained += refused
@@ -256,7 +257,7 @@ def evaluate_text(
     log: Callable[[str], None] | None = None,
     answerer: Answerer | None = None,
     supported: Callable[[str, list[str]], bool] | None = None,
-    base: bool = True,
+    with_base: bool = True,
 ) -> dict[str, dict[str, Any]]:
     """Answer the QA JSONL ``questions`` with the base model and the fine-tuned ``adapter`` (a
     name under the store's adapters folder, or an absolute path), each also with the manual excerpts
@@ -271,7 +272,11 @@ def evaluate_text(
     the base model alone is evaluated. ``progress``: a tqdm-like bar factory, one bar per
     variant; ``log``: where the lines for a person go. ``answerer``: what generates the
     answers (the serving engine, given the base and the adapter by the caller); default:
-    transformers ``generate`` in batches of ``batch_size``.
+    transformers ``generate`` in batches of ``batch_size``. ``supported(question, passages)``:
+    the chat modes' retrieval gate — in the variants with retrieval, a question whose passages
+    it rejects gets the refusal without asking the model (counted as
+    ``refused_by_retrieval``; latency and EOS cover the answers the model wrote).
+    ``with_base=False``: only the fine-tuned variants (half the time).
     """
     try:
         items = [
@@ -300,7 +305,7 @@ def evaluate_text(
 
     adapter_dir = models.config.adapters_dir / adapter
     tuned = (adapter_dir / "adapter_config.json").exists()
-    variants: list[tuple[str, str | None]] = [("base", None)] if base or not tuned else []
+    variants: list[tuple[str, str | None]] = [("base", None)] if with_base or not tuned else []
     if tuned:
         variants.append((f"finetuned ({adapter})", adapter))
     elif log:
@@ -334,6 +339,12 @@ def evaluate_text(
             for i, answer in zip(asked, generated, strict=True):
                 answers[i] = answer
             results[label] = score(items, answers, known)
+            if len(asked) < len(items):  # latency and EOS of the answers the model wrote
+                results[label]["latency_ms"] = latency_stats([a.latency_ms for a in generated])
+                results[label]["stopped_with_eos"] = round(
+                    sum(a.stopped for a in generated) / (len(generated) or 1), 4
+                )
+                results[label]["refused_by_retrieval"] = len(items) - len(asked)
     report_dir.mkdir(parents=True, exist_ok=True)
     (report_dir / "report.json").write_text(json.dumps(results, indent=2))
     (report_dir / "report.md").write_text(

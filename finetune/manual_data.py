@@ -313,14 +313,19 @@ def _wiring_facts(block: ManualBlock, title: str, rest: str) -> list[_Fact]:
     if len(rows) < 2:
         return []
     header, body = rows[0], rows[1:]
+    column = next((i for i, h in enumerate(header) if re.search(r"(?i)\b(pin|terminal)", h)), 0)
     connector = _CONNECTOR.search(title.split(" - ")[0])
     name = f"connector {connector.group(0)}" if connector else _lower_first(title)
     result = []
     for row in body:
-        if not row or not row[0]:
+        if len(row) <= column or not row[column]:
             continue
-        pin = row[0]
-        parts = [f"{h.lower()} {v}" for h, v in zip(header[1:], row[1:], strict=False) if v]
+        pin = row[column]
+        parts = [
+            f"{h.lower()} {v}"
+            for i, (h, v) in enumerate(zip(header, row, strict=False))
+            if v and i != column
+        ]
         answer = f"Pin {pin} of {name}: {', '.join(parts)}."
         result.append(_Fact(block, f"{block.id}#{pin}", {"x": name, "p": pin}, answer))
     return result
@@ -362,6 +367,10 @@ def manual_questions(
     return Split3(splits["train"], splits["val"], splits["test"])
 
 
+class TeacherError(RuntimeError):
+    """The teacher endpoint did not answer (refused, unreachable, timed out)."""
+
+
 @dataclass
 class TeacherReport:
     """What the teacher wrote: questions kept, and rejected with the reason."""
@@ -372,17 +381,25 @@ class TeacherReport:
 
 
 def teacher_questions(
-    blocks: Sequence[ManualBlock], ask: Ask, *, per_fact: int = 2, seed: int = 42
+    blocks: Sequence[ManualBlock],
+    ask: Ask,
+    *,
+    per_fact: int = 2,
+    seed: int = 42,
+    held_out: Iterable[str] = (),
 ) -> tuple[list[QAPair], TeacherReport]:
     """Training questions written by a teacher model, ``per_fact`` for each fact of
     :func:`facts`, each checked against its block: the teacher's answer may hold only numbers
     the block holds, and the question must not give the answer away (contain the spec value).
-    The training answer is the block's reference answer, never the teacher's. A fact the
+    A question worded like one of ``held_out`` (the val and test questions, compared by
+    :func:`wording`) is rejected too. The training answer is the block's reference answer, never
+    the teacher's. A fact the
     teacher gave no usable question for gets template questions instead (counted in the
     report)."""
     from finetune.metrics import known_numbers
 
     report = TeacherReport()
+    held = {wording(q) for q in held_out}
     templates = template_splits(seed)
     rng = random.Random(seed)
     result = []
@@ -396,8 +413,14 @@ def teacher_questions(
         prompt = TEACHER_PROMPT.format(kind=block.kind, text=block.text, n=per_fact, focus=focus)
         allowed = known_numbers([block.text])
         kept = []
-        for line in ask(prompt).splitlines():
+        try:
+            reply = ask(prompt)
+        except Exception as exc:  # whatever the client raises: the endpoint failed
+            raise TeacherError(str(exc)) from exc
+        for line in reply.splitlines():
             problem, question = _teacher_line(line, fact, allowed)
+            if not problem and wording(question) in held:
+                problem = "worded like a held-out (val or test) question"
             if problem:
                 if line.strip():
                     report.rejected.append({"block": block.id, "line": line[:200], "why": problem})
@@ -446,9 +469,50 @@ def _teacher_line(line: str, fact: _Fact, allowed: set[str]) -> tuple[str, str]:
     return "", question
 
 
+def spec_questions(blocks: Sequence[ManualBlock], per_fact: int, *, seed: int = 42) -> list[QAPair]:
+    """``per_fact`` more training questions for each spec row, drawn from its training templates
+    only (``data.spec_paraphrases`` for a manual: a value is a few tokens, so asking it in many
+    wordings is cheap)."""
+    if per_fact < 0:
+        raise DatasetError(f"data.spec_paraphrases={per_fact}: use 0 (none) or more")
+    templates = template_splits(seed)
+    rng = random.Random(seed + 3)
+    result = []
+    for fact in facts(blocks):
+        if fact.block.kind != "SPEC":
+            continue
+        pool = templates[f"SPEC:{fact.fields['unit']}"]["train"]
+        for index, template in enumerate(_draw(pool, per_fact, rng)):
+            question = _fill(template, fact.fields)
+            result.append(
+                QAPair(
+                    f"{fact.key}-more-{index}",
+                    fact.block.id,
+                    "SPEC",
+                    "train",
+                    question,
+                    fact.answer,
+                )
+            )
+    return result
+
+
+def wording(text: str) -> str:
+    """A question as compared with held-out ones: the question of a prompt with passages, without
+    its task prefix, lowercased, punctuation and spacing dropped.
+
+    >>> wording("Manual excerpts:\nx\n\nQuestion: [SPEC] Look up the oil, capacity?")
+    'look up the oil capacity'
+    """
+    text = text.rsplit("Question: ", 1)[-1]
+    text = re.sub(r"^\s*\[[A-Z]+\]\s*", "", text).lower()
+    return " ".join(re.sub(r"[^\w\s]", " ", text).split())
+
+
 def unanswerable_questions(blocks: Sequence[ManualBlock], count: int, *, seed: int = 42) -> Split3:
-    """About ``count`` questions the manual cannot answer, split by subject about 60/15/25 into
-    train/val/test; each answer is the refusal naming what was asked.
+    """About ``count`` questions the manual cannot answer, split by subject (a part, a code, a
+    connector: all its questions on one side) about 60/15/25 into train/val/test; each answer is
+    the refusal naming what was asked.
 
     Subjects: parts of :data:`OTHER_PARTS` that no block mentions (asked for a spec value, a
     procedure or an explanation), spec rows with one qualifier swapped (front/rear, inlet/
@@ -461,15 +525,16 @@ def unanswerable_questions(blocks: Sequence[ManualBlock], count: int, *, seed: i
     text = "\n".join(b.text for b in blocks).lower()
     rng = random.Random(seed + 1)
     templates = template_splits(seed)
-    subjects: list[tuple[BlockKind, dict[str, str], str]] = []  # kind, fields, what was asked
+    # (group, kind, fields, what was asked); one group's questions stay on one side of the split
+    subjects: list[tuple[str, BlockKind, dict[str, str], str]] = []
     absent = [p for p in OTHER_PARTS if p not in text]
     attributes = [a for a in SPEC_ATTRIBUTES if a.split()[-1] in text] or list(SPEC_ATTRIBUTES)
     for part in absent:
         attribute = rng.choice(attributes)
-        subjects.append(("SPEC", {"x": f"{part} {attribute}"}, f"the {part} {attribute}"))
+        subjects.append((part, "SPEC", {"x": f"{part} {attribute}"}, f"the {part} {attribute}"))
         kind: BlockKind = rng.choice(("PROCEDURE", "EXPLANATION"))
         subject = f"{part} replacement" if kind == "PROCEDURE" else f"the {part}"
-        subjects.append((kind, {"x": subject}, subject))
+        subjects.append((part, kind, {"x": subject}, subject))
     specs = [f for f in facts(blocks) if f.block.kind == "SPEC"]
     names = {f.fields["n"].lower() for f in specs}
     for fact in specs:
@@ -481,14 +546,14 @@ def unanswerable_questions(blocks: Sequence[ManualBlock], count: int, *, seed: i
                     if swapped not in names and swapped not in text:
                         names.add(swapped)
                         fields = {"x": swapped, "n": swapped, "unit": fact.fields["unit"]}
-                        subjects.append(("SPEC", fields, f"the {swapped}"))
+                        subjects.append((swapped, "SPEC", fields, f"the {swapped}"))
     listed = {m.group(0) for m in _DTC.finditer(text.upper())}
     letters = sorted({code[0] for code in listed}) or ["P"]
     for _ in range(max(len(listed) // 2, 6)):
         code = f"{rng.choice(letters)}{rng.randint(0, 3)}{rng.randint(0, 0xFFF):03X}"
         if code not in listed and code not in text.upper():
             listed.add(code)
-            subjects.append(("TROUBLESHOOTING", {"x": code}, f"fault code {code}"))
+            subjects.append((code, "TROUBLESHOOTING", {"x": code}, f"fault code {code}"))
     pins: dict[str, int] = {}
     for fact in facts([b for b in blocks if b.kind == "WIRING"]):
         if fact.fields["p"].isdigit():
@@ -496,14 +561,27 @@ def unanswerable_questions(blocks: Sequence[ManualBlock], count: int, *, seed: i
             pins[name] = max(pins.get(name, 0), int(fact.fields["p"]))
     for name, last in pins.items():
         pin = str(last + rng.randint(1, 4))
-        subjects.append(("WIRING", {"x": name, "p": pin}, f"pin {pin} of {name}"))
-    rng.shuffle(subjects)
-    subjects = subjects[:count]
-    n_test = max(1, round(len(subjects) * 0.25))
-    n_val = max(1, round(len(subjects) * 0.15)) if len(subjects) > 2 else 0
+        subjects.append((name, "WIRING", {"x": name, "p": pin}, f"pin {pin} of {name}"))
+    groups: dict[str, list] = {}
+    for subject in subjects:
+        groups.setdefault(subject[0], []).append(subject)
+    order = list(groups)
+    rng.shuffle(order)
+    chosen, taken = [], 0
+    for group in order:  # whole groups, until about ``count`` questions
+        if taken >= count:
+            break
+        chosen.append(group)
+        taken += len(groups[group])
+    n_test = max(1, round(len(chosen) * 0.25))
+    n_val = max(1, round(len(chosen) * 0.15)) if len(chosen) > 2 else 0
+    side = {
+        group: "test" if i < n_test else "val" if i < n_test + n_val else "train"
+        for i, group in enumerate(chosen)
+    }
     splits: dict[Split, list[QAPair]] = {"train": [], "val": [], "test": []}
-    for index, (kind, fields, asked) in enumerate(subjects):
-        split: Split = "test" if index < n_test else "val" if index < n_test + n_val else "train"
+    for index, (group, kind, fields, asked) in enumerate(s for g in chosen for s in groups[g]):
+        split: Split = side[group]
         pool = templates[f"SPEC:{fields['unit']}" if "unit" in fields else kind]
         template = rng.choice(pool[split])
         splits[split].append(

@@ -31,12 +31,15 @@ from finetune.manual_data import (
     Ask,
     Search,
     Split3,
+    TeacherError,
     as_examples,
     kind_counts,
     manual_questions,
     raft_examples,
+    spec_questions,
     teacher_questions,
     unanswerable_questions,
+    wording,
 )
 from ingest.records import ManualBlock, QAPair
 
@@ -114,9 +117,16 @@ def sft_dataset(
         blocks, card["manual"] = _manual_blocks(data, index_blocks)
         _check_kinds(blocks, card["manual"], log)
         questions = manual_questions(blocks, phrasings=data.phrasings, seed=seed)
+        if not questions.train:
+            raise DatasetError(
+                f"data.manual: {card['manual']} has {len(blocks)} block(s) but nothing to ask "
+                "about: no spec row (name: value), no titled procedure, explanation or fault "
+                "code with text under it, no pin table. Does it have headings?"
+            )
         card["phrasing"] = f"templates ({data.phrasings} training wordings per fact)"
         if data.teacher_url:
-            written, taught = _taught(data, blocks, teacher, seed, log)
+            held_out = [q.question for q in questions.val + questions.test]
+            written, taught = _taught(data, blocks, teacher, seed, held_out, log)
             questions = Split3(written, questions.val, questions.test)
             card["phrasing"] = (
                 f"teacher {data.teacher_model} at {data.teacher_url} ({data.phrasings} training "
@@ -145,7 +155,9 @@ def sft_dataset(
     if blocks is None and needs_blocks:
         blocks = _blocks_file(data, demo_dir)
     extra = []
-    if data.spec_paraphrases:
+    if data.spec_paraphrases and data.source == "manual":  # from the training templates only
+        extra = as_examples(spec_questions(blocks or [], data.spec_paraphrases, seed=seed))
+    elif data.spec_paraphrases:
         extra = spec_paraphrases(blocks or [], data.spec_paraphrases, seed)
     none = Split3([], [], [])
     if data.unanswerable_share:
@@ -157,8 +169,16 @@ def sft_dataset(
         count = round(data.unanswerable_share * trained / 0.6)  # 60 % of them are training ones
         none = unanswerable_questions(blocks or [], count, seed=seed)
         extra += as_examples(none.train)
-        val_examples = [*(val_examples or []), *as_examples(none.val)]
+        if val_examples is None:  # split from the user's examples: these join the pool
+            examples = [*examples, *as_examples(none.val)]
+        else:
+            val_examples = [*val_examples, *as_examples(none.val)]
     raft = []
+    if data.raft_passages < 1 or not 0 <= data.raft_oracle_share <= 1:
+        raise DatasetError(
+            f"data.raft_passages={data.raft_passages}, data.raft_oracle_share="
+            f"{data.raft_oracle_share}: use 1 or more passages and a share from 0 to 1"
+        )
     if data.raft_share:
         if passage_index is None:
             raise DatasetError(
@@ -181,6 +201,12 @@ def sft_dataset(
         extra += raft
     if val_examples is not None and not val_examples:
         val_examples = None  # nothing to hold out as given: split from the training side
+    # A safety net: no training example may be worded like a held-out question.
+    held_out = {
+        wording(q.question) for q in [*questions.val, *questions.test, *none.val, *none.test]
+    }
+    examples, dropped = _without(examples, held_out)
+    extra, dropped_extra = _without(extra, held_out)
     report = build_dataset(
         examples,
         count_tokens=count_tokens,
@@ -217,10 +243,21 @@ def sft_dataset(
                 "examples": len(raft),
             },
             "dropped_too_long": len(report.too_long),
+            "dropped_as_held_out": dropped + dropped_extra,
         }
     )
     report.card = card
     return report
+
+
+def _without(examples: Sequence[SFTExample], held_out: set[str]) -> tuple[list[SFTExample], int]:
+    """``examples`` whose question is worded like none of ``held_out``, and how many were not."""
+    kept = [
+        e
+        for e in examples
+        if wording(next(m["content"] for m in e.messages if m["role"] == "user")) not in held_out
+    ]
+    return kept, len(examples) - len(kept)
 
 
 def _manual_blocks(
@@ -283,6 +320,7 @@ def _taught(
     blocks: list[ManualBlock],
     teacher: TeacherFactory | None,
     seed: int,
+    held_out: list[str],
     log: Callable[[str], None] | None,
 ):
     if not data.teacher_model:
@@ -291,8 +329,10 @@ def _taught(
         raise DatasetError("data.teacher_url needs a client: run through `tunegraph finetune`")
     ask = teacher(data.teacher_url, data.teacher_model)
     try:
-        written, report = teacher_questions(blocks, ask, per_fact=data.phrasings, seed=seed)
-    except Exception as exc:  # the endpoint: refused, unreachable, timed out
+        written, report = teacher_questions(
+            blocks, ask, per_fact=data.phrasings, seed=seed, held_out=held_out
+        )
+    except TeacherError as exc:
         raise DatasetError(
             f"data.teacher_url={data.teacher_url}: the teacher did not answer ({exc}); check the "
             "URL and model, or leave data.teacher_url out to use the templates"

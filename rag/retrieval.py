@@ -79,6 +79,8 @@ class Retriever:
             found = self.store.keyword_search(" ".join(fault_codes), k, filter)
             exact = [h for h in found if any(c in h.text for c in fault_codes)]
             first = {h.id for h in exact}
+            top = fused[0].score if fused else 0.0  # scores stay on the fused scale
+            exact = [Hit(h.id, h.text, top, h.metadata) for h in exact]
             fused = (exact + [h for h in fused if h.id not in first])[:k]
         return fused
 

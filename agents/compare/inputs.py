@@ -67,11 +67,12 @@ def held_out_questions(
     return items
 
 
-def manual_numbers(demo_dir: Path) -> set[str]:
-    """The numbers the demo's manual states (a chat answer's other numbers are hallucinated)."""
+def manual_numbers(demo_dir: Path, blocks: Path | None = None) -> set[str]:
+    """The numbers the manual states (a chat answer's other numbers are hallucinated): the
+    blocks.jsonl ``blocks`` (an adapter's own manual), else the demo's."""
     from finetune.metrics import known_numbers
 
-    blocks = demo_dir / "manual" / "blocks.jsonl"
+    blocks = blocks or demo_dir / "manual" / "blocks.jsonl"
     return known_numbers(json.loads(line)["text"] for line in _lines(blocks))
 
 

@@ -101,11 +101,12 @@ def run_compare(
 
     prices = load_prices(options.prices)
     photos = photo_cases(demo_dir, options.images, options.seed) if options.images else []
-    kept = models.text_adapter / "data" / "test.jsonl" if models.text_adapter else None
-    questions = held_out_questions(
-        demo_dir, options.questions, options.seed, kept if kept and kept.is_file() else None
-    )
-    known = manual_numbers(demo_dir)
+    # the test split and the manual the served adapter kept, when it kept them
+    kept = models.text_adapter / "data" if models.text_adapter else None
+    test = kept / "test.jsonl" if kept and (kept / "test.jsonl").is_file() else None
+    questions = held_out_questions(demo_dir, options.questions, options.seed, test)
+    blocks = kept / "blocks.jsonl" if kept and (kept / "blocks.jsonl").is_file() else None
+    known = manual_numbers(demo_dir, blocks if test else None)
     if progress:
         progress(0.0, "loading the models")
     context = context_factory()

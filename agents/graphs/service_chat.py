@@ -82,7 +82,7 @@ def retrieve(state: ChatState, runtime: Runtime[AgentContext]) -> dict:
     hits = search_manual(context.manuals, question, context.manual_k)
     if not supported(context, question, [h["text"] for h in hits]):
         return {"context": [], "unsupported": True}
-    return {"context": hits}
+    return {"context": hits, "unsupported": False}
 
 
 @timed("answer")
@@ -107,7 +107,7 @@ def agent(state: ChatState, runtime: Runtime[AgentContext]) -> dict:
     if context.router == "rules":
         if rounds == 0:
             return {"messages": [AIMessage("", tool_calls=[route_by_rules(_question(state))])]}
-        tools = [m for m in state["messages"] if isinstance(m, ToolMessage)]
+        tools = [m for m in _this_turn(state) if isinstance(m, ToolMessage)]
         found = [m.text for m in tools if not _empty(m.text)]
         question = _question(state)
         passages = [_ID.sub("", p) for text in found for p in text.split("\n---\n")]
@@ -124,6 +124,13 @@ def agent(state: ChatState, runtime: Runtime[AgentContext]) -> dict:
     return {"messages": [reply], "models": label}
 
 
+def _this_turn(state: ChatState) -> list:
+    """The messages after the user's last one (a thread keeps earlier turns)."""
+    messages = state.get("messages", [])
+    last = max((i for i, m in enumerate(messages) if isinstance(m, HumanMessage)), default=-1)
+    return messages[last + 1 :]
+
+
 def _empty(result: str) -> bool:
     """A tool result that found nothing (see :mod:`agents.tools`)."""
     return result.startswith(("Nothing found", "No troubleshooting entry", "Error:"))
@@ -133,7 +140,7 @@ def _looked_up(text: str, state: ChatState) -> str:
     """``text`` followed by the lookups the agent made, so that a refusal says where it looked."""
     calls = [
         f"{call['name']}({', '.join(f'{k}={v!r}' for k, v in call['args'].items())})"
-        for message in state["messages"]
+        for message in _this_turn(state)
         if isinstance(message, AIMessage)
         for call in message.tool_calls
     ]

@@ -176,7 +176,7 @@ def eval_text(
             log=None if as_json else click.echo,
             answerer=answerer,
             supported=supported,
-            base=with_base,
+            with_base=with_base,
         )
     except (DatasetError, ModelNotFoundError, EngineUnavailable, GenerationError) as exc:
         raise click.ClickException(str(exc)) from None
@@ -200,7 +200,10 @@ def _known_blocks(
     demo_blocks = settings.demo_dir / "manual" / "blocks.jsonl"
     if demo and demo_blocks.is_file():
         return demo_blocks
-    texts = [b.text for b in composition.index_blocks(settings, namespace)]
+    try:
+        texts = [b.text for b in composition.index_blocks(settings, namespace)]
+    except NotImplementedError:  # a store that cannot list its documents (Pinecone)
+        texts = []
     if not texts:
         raise click.ClickException(
             "no manual to tell known numbers from: pass --blocks FILE (a blocks.jsonl), or "

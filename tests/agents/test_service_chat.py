@@ -191,3 +191,21 @@ def test_bad_modes_and_missing_pieces_are_clear_errors():
         service_chat.graph.invoke(
             {"messages": [HumanMessage("q")], "mode": "finetuned"}, context=ctx
         )
+
+
+def test_a_refusal_does_not_carry_over_to_the_next_turn_of_a_thread():
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    graph = service_chat.build(InMemorySaver())
+    manuals = FakeRetriever(BLOCKS, support_score=0.1)
+    ctx = AgentContext(llm=fake_llm("110 Nm"), manuals=manuals, min_support=0.5)
+    thread = {"configurable": {"thread_id": "t1"}}
+    first = graph.invoke(
+        {"messages": [HumanMessage("Sunroof torque?")], "mode": "rag"}, thread, context=ctx
+    )
+    assert is_refusal(first["messages"][-1].content)
+    manuals.support_score = 0.9
+    second = graph.invoke(
+        {"messages": [HumanMessage(QUESTION)], "mode": "rag"}, thread, context=ctx
+    )
+    assert second["messages"][-1].content == "110 Nm"

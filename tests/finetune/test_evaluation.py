@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from finetune.datasets import DatasetError
@@ -179,3 +181,37 @@ def test_evaluate_text_scores_each_variant_and_writes_the_report(model_store, tm
     blocks.write_text('{"id": "b1"}\n')
     with pytest.raises(DatasetError, match="cannot read the questions or blocks"):
         evaluate_text(store, "missing", **without)
+
+
+def test_the_retrieval_gate_refuses_without_asking_the_model(tmp_path):
+    from finetune.model_store import ModelStore, ModelStoreConfig
+
+    store = ModelStore(ModelStoreConfig(tmp_path / "models", tmp_path / "adapters", device="cpu"))
+    questions = tmp_path / "qa.jsonl"
+    unanswerable = QAPair("u", "", "SPEC", "test", "Sunroof motor torque?", "", False)
+    items = [QUESTIONS[0], unanswerable]
+    questions.write_text("".join(json.dumps(q.to_dict()) + "\n" for q in items))
+    asked = []
+
+    def answerer(conversations, adapter, max_new_tokens, progress):
+        asked.append([c[-1]["content"] for c in conversations])
+        progress(len(conversations))
+        return [Generated("120 Nm", True, 50.0) for _ in conversations]
+
+    results = evaluate_text(
+        store,
+        "missing",
+        base_model="unused",
+        questions=questions,
+        blocks=["Wheel bolt torque: 120 Nm"],
+        report_dir=tmp_path / "r",
+        search=lambda q: ["Wheel bolt torque: 120 Nm"],
+        supported=lambda question, passages: "Sunroof" not in question,
+        answerer=answerer,
+    )
+    closed, gated = results["base"], results["base + retrieval"]
+    assert closed["abstention_rate"] == 0.0 and closed["spec_exact_match"] == 1.0
+    # with retrieval the sunroof question never reached the model and got the refusal
+    assert len(asked[1]) == 1 and "wheel bolt" in asked[1][0]
+    assert gated["abstention_rate"] == 1.0 and gated["false_abstention_rate"] == 0.0
+    assert gated["refused_by_retrieval"] == 1 and gated["latency_ms"]["p50"] == 50.0

@@ -10,6 +10,7 @@ import pytest
 
 from finetune.datasets import DatasetError, is_refusal
 from finetune.manual_data import (
+    OTHER_PARTS,
     TEMPLATES,
     facts,
     manual_questions,
@@ -118,7 +119,7 @@ def test_unanswerable_questions_ask_about_what_the_manual_lacks(tmp_path):
     text = MANUAL.lower()
     none = unanswerable_questions(blocks, 40, seed=3)
     questions = none.train + none.val + none.test
-    assert len(questions) == 40 and none.test and none.val
+    assert 40 <= len(questions) <= 41 and none.test and none.val  # whole subjects: about 40
     for q in questions:
         assert not q.answerable and q.block_id == "" and is_refusal(q.answer)
     codes = [q for q in questions if q.kind == "TROUBLESHOOTING"]
@@ -126,9 +127,15 @@ def test_unanswerable_questions_ask_about_what_the_manual_lacks(tmp_path):
     pins = [q for q in questions if q.kind == "WIRING"]
     # connector X12 has pins 1-3: the question asks for one beyond them
     assert all(int(q.answer.split("pin ")[1].split()[0]) > 3 for q in pins)
-    # subjects never straddle the split: a test question names nothing a training one names
-    train_answers = {q.answer for q in none.train}
-    assert not {q.answer for q in none.test} & train_answers
+
+    # subjects never straddle the split: a test question names no part, code or connector
+    # that a training question names
+    def subjects(side):
+        names = [*OTHER_PARTS, "connector x12", *(q.answer.split()[-1].rstrip(".") for q in codes)]
+        return {n for q in side for n in names if n.lower() in q.answer.lower()}
+
+    assert subjects(none.test) and not subjects(none.test) & subjects(none.train)
+    assert not subjects(none.val) & subjects(none.train)
     assert unanswerable_questions(blocks, 0).train == []
 
 
@@ -221,6 +228,10 @@ def test_bad_manual_input_names_the_file_and_what_was_found(tmp_path):
     headings.write_text("# Van manual\n\n## Engine\n")
     with pytest.raises(DatasetError, match=r"no manual block found in headings\.md"):
         build(manual=headings)
+    prose = tmp_path / "prose.txt"
+    prose.write_text("The van is a van.\n\nIt has wheels.\n")
+    with pytest.raises(DatasetError, match=r"prose\.txt has 1 block\(s\) but nothing to ask"):
+        build(manual=prose)
     with pytest.raises(DatasetError, match="holds no manual blocks"):
         sft_dataset(
             DataArgs(source="manual", namespace="own"),
@@ -333,3 +344,70 @@ def test_unanswerable_specs_swap_a_qualifier_only_into_names_the_manual_lacks():
     assert "The manual does not cover the front brake disc maximum thickness." in asked
     # front <-> rear of the discs gives rows the manual has: never asked as unanswerable
     assert not any("rear brake disc minimum" in a or "front brake disc minimum" in a for a in asked)
+
+
+def test_no_training_question_is_worded_like_a_held_out_one(tmp_path):
+    from finetune.manual_data import wording
+
+    path, _ = _blocks(tmp_path)
+    data = DataArgs(
+        source="manual", manual=path, spec_paraphrases=12, unanswerable_share=0.5, raft_share=1.0
+    )
+    report = sft_dataset(
+        data, count_tokens=_words, demo_dir=tmp_path, max_length=400, seed=4,
+        passage_index=_search_over,
+    )  # fmt: skip
+    held_out = {wording(q.question) for q in report.test}
+    trained = {wording(e.messages[1]["content"]) for e in report.train}
+    assert held_out and not held_out & trained
+    assert report.card["spec_paraphrases"] == 12  # 12 per row, from the training templates only
+
+
+def test_the_teacher_may_not_write_a_held_out_question(tmp_path):
+    from finetune.manual_data import teacher_questions
+
+    _, blocks = _blocks(tmp_path)
+    line = '{"question": "What are the possible causes of P2463?", "answer": "Short trips only"}'
+    written, report = teacher_questions(
+        blocks,
+        lambda prompt: line,
+        per_fact=1,
+        held_out=["what are the possible causes of P2463"],
+    )
+    assert "worded like a held-out (val or test) question" in {r["why"] for r in report.rejected}
+    assert all(q.question != "What are the possible causes of P2463?" for q in written)
+
+
+def test_user_jsonl_with_unanswerable_questions_is_still_split(tmp_path):
+    path, _ = _blocks(tmp_path)
+    blocks_file = tmp_path / "blocks.jsonl"
+    from ingest.manuals import parse_manual
+
+    blocks_file.write_text("".join(json.dumps(b.to_dict()) + "\n" for b in parse_manual(path)))
+    train = tmp_path / "train.jsonl"
+    lines = [
+        json.dumps({"messages": [{"role": "user", "content": f"[SPEC] T{i}?"},
+                                 {"role": "assistant", "content": f"{i} Nm"}]})
+        for i in range(50)
+    ]  # fmt: skip
+    train.write_text("\n".join(lines))
+    data = DataArgs(
+        source="jsonl", train_file=train, blocks_file=blocks_file, unanswerable_share=0.2
+    )
+    report = sft_dataset(data, count_tokens=_words, demo_dir=tmp_path, max_length=400, seed=1)
+    answers = [e.messages[-1]["content"] for e in report.val]
+    assert sum(not is_refusal(a) for a in answers) >= 8  # the user's own examples, held out
+
+
+def test_a_pin_table_whose_pin_column_is_not_first():
+    table = ManualBlock(
+        "w",
+        "m",
+        1,
+        (),
+        "WIRING",
+        "Connector C5 - Door lock\nCircuit | Pin | Colour\nlock motor | 2 | red",
+    )
+    (fact,) = facts([table])
+    assert fact.fields == {"x": "connector C5", "p": "2"}
+    assert fact.answer == "Pin 2 of connector C5: circuit lock motor, colour red."

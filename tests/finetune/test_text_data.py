@@ -48,8 +48,8 @@ def test_user_jsonl_is_split_and_its_bad_lines_reported(tmp_path):
 def test_demo_data_with_spec_paraphrases_from_the_demos_blocks(tmp_path):
     qa = tmp_path / "demo" / "manual" / "qa"
     qa.mkdir(parents=True)
-    for split in ("train", "val"):
-        pair = QAPair(f"{split}1", "b1", "SPEC", split, "Wheel bolt torque?", "120 Nm")
+    for split, question in (("train", "Wheel bolt torque?"), ("val", "Give me the bolt torque.")):
+        pair = QAPair(f"{split}1", "b1", "SPEC", split, question, "120 Nm")
         (qa / f"{split}.jsonl").write_text(json.dumps(pair.to_dict()) + "\n")
     block = ManualBlock("b1", "m.pdf", 1, (), "SPEC", "Wheel bolt torque: 120 Nm")
     (qa.parent / "blocks.jsonl").write_text(json.dumps(block.to_dict()) + "\n")
