@@ -498,7 +498,7 @@ def spec_questions(blocks: Sequence[ManualBlock], per_fact: int, *, seed: int = 
 
 
 def wording(text: str) -> str:
-    """A question as compared with held-out ones: the question of a prompt with passages, without
+    r"""A question as compared with held-out ones: the question of a prompt with passages, without
     its task prefix, lowercased, punctuation and spacing dropped.
 
     >>> wording("Manual excerpts:\nx\n\nQuestion: [SPEC] Look up the oil, capacity?")
