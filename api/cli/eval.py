@@ -191,8 +191,8 @@ def _known_blocks(
     settings: Any, blocks: Path | None, kept: Path, demo: bool, namespace: str
 ) -> Path | list[str]:
     """Where the numbers that count as known come from: ``--blocks``, else the manual the
-    adapter was trained on, else the demo's blocks (for the demo's questions), else the
-    ``namespace`` index."""
+    adapter was trained on, else the demo's blocks for the demo's questions, else the
+    ``namespace`` index, else the demo's blocks."""
     if blocks is not None:
         return blocks
     if (kept / "blocks.jsonl").is_file():
@@ -204,12 +204,14 @@ def _known_blocks(
         texts = [b.text for b in composition.index_blocks(settings, namespace)]
     except NotImplementedError:  # a store that cannot list its documents (Pinecone)
         texts = []
-    if not texts:
-        raise click.ClickException(
-            "no manual to tell known numbers from: pass --blocks FILE (a blocks.jsonl), or "
-            f"ingest the manual into the {namespace!r} index (`tunegraph ingest manuals PATH`)."
-        )
-    return texts
+    if texts:
+        return texts
+    if demo_blocks.is_file():
+        return demo_blocks
+    raise click.ClickException(
+        "no manual to tell known numbers from: pass --blocks FILE (a blocks.jsonl), or "
+        f"ingest the manual into the {namespace!r} index (`tunegraph ingest manuals PATH`)."
+    )
 
 
 def _supported(retriever: Any, threshold: float, question: str, passages: list[str]) -> bool:

@@ -52,6 +52,7 @@ def test_every_field_is_overridable_from_env():
         "TUNEGRAPH_INPUT_ROOTS": "/srv/manuals,/srv/claims",
         "TUNEGRAPH_MAX_WAITING_REQUESTS": "4",
         "TUNEGRAPH_MAX_BATCH_SIZE": "2",
+        "TUNEGRAPH_MIN_SUPPORT": "0.5",
         "TUNEGRAPH_AUTH_FAILURES_PER_MINUTE": "5",
         "TUNEGRAPH_METRICS_REQUIRE_KEY": "yes",
         "TUNEGRAPH_RATE_LIMIT_STORAGE": "redis://:secret@cache:6379/0",
@@ -66,7 +67,7 @@ def test_every_field_is_overridable_from_env():
     assert settings.api_keys == ("k1", "k2")
     assert settings.all_keys == ("k1", "k2", "k-admin")
     assert settings.input_roots == ("/srv/manuals", "/srv/claims")
-    assert settings.max_batch_size == 2
+    assert settings.max_batch_size == 2 and settings.min_support == 0.5
     assert settings.effective_database_url == "postgresql://db/tg"
     rows = {r["name"]: r for r in settings.describe(env)}
     assert set(rows) == {k.removeprefix("TUNEGRAPH_").lower() for k in env}

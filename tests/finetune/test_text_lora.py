@@ -311,9 +311,9 @@ def _demo_dir(root):
     """A demo corpus with only what the text recipe reads: QA pairs and the manual's blocks."""
     qa = root / "manual" / "qa"
     qa.mkdir(parents=True)
-    for split, count in (("train", 6), ("val", 3)):
+    for split, count, ask in (("train", 6, "What is"), ("val", 3, "Give me")):
         pairs = [
-            QAPair(f"{split}{i}", f"b{i}", "SPEC", split, f"What is torque {i}?", f"{10 + i} Nm")
+            QAPair(f"{split}{i}", f"b{i}", "SPEC", split, f"{ask} torque {i}?", f"{10 + i} Nm")
             for i in range(count)
         ]
         (qa / f"{split}.jsonl").write_text("".join(json.dumps(p.to_dict()) + "\n" for p in pairs))
