@@ -51,6 +51,10 @@ IndexBlocks = Callable[[str], list[ManualBlock]]
 TeacherFactory = Callable[[str, str], Ask]
 
 
+# Kinds whose unanswerable questions are asked only with passages (see sft_dataset).
+CLOSED_BOOK_UNSURE = ("TROUBLESHOOTING", "WIRING")
+
+
 @dataclass
 class DataArgs:
     """The text recipe's ``data:`` section: where its examples come from."""
@@ -168,7 +172,11 @@ def sft_dataset(
         trained = len(questions.train) or len(examples)
         count = round(data.unanswerable_share * trained / 0.6)  # 60 % of them are training ones
         none = unanswerable_questions(blocks or [], count, seed=seed)
-        extra += as_examples(none.train)
+        # Closed-book, only the parts the manual lacks: asked without passages about a made-up
+        # fault code or pin, a small model cannot tell it from the listed ones of the same shape
+        # and learned to refuse them all (measured on the demo: README, "Not in the manual");
+        # with passages (RAFT, below) every unanswerable question is asked.
+        extra += as_examples(q for q in none.train if q.kind not in CLOSED_BOOK_UNSURE)
         if val_examples is None:  # split from the user's examples: these join the pool
             examples = [*examples, *as_examples(none.val)]
         else:

@@ -179,7 +179,7 @@ def test_source_manual_builds_train_val_test_and_a_data_card(tmp_path):
         source="manual",
         manual=path,
         phrasings=2,
-        unanswerable_share=0.2,
+        unanswerable_share=1.0,
         raft_share=0.5,
         raft_passages=2,
     )
@@ -198,6 +198,9 @@ def test_source_manual_builds_train_val_test_and_a_data_card(tmp_path):
     assert len(report.test) == card["test_questions"] == 10 + card["unanswerable"]["test"]
     refusals = [e for e in report.train if is_refusal(e.messages[-1]["content"])]
     assert refusals, "unanswerable questions are trained"
+    # made-up fault codes and pins are refused only where passages show they are not listed
+    unsure = [e for e in refusals if e.kind in ("TROUBLESHOOTING", "WIRING")]
+    assert unsure and all(e.messages[1]["content"].startswith("Manual excerpts:") for e in unsure)
     assert any("Manual excerpts" in e.messages[1]["content"] for e in report.train)
     files = data_files(report)
     assert set(files) == {"data/card.json", "data/test.jsonl", "data/blocks.jsonl"}
