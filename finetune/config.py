@@ -5,6 +5,7 @@ once. Text and vision recipes share this plumbing.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import types
 import typing
@@ -13,6 +14,72 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+# The repository's configs/, installed as this package (pyproject.toml) so that the shipped
+# recipes and demo profiles are found the same way in a checkout and after `pip install`.
+SHIPPED_PACKAGE = "tunegraph_configs"
+
+
+def shipped_configs() -> Path:
+    """The folder of the YAML recipes and demo profiles shipped with tunegraph."""
+    from importlib.resources import files
+
+    try:
+        root = files(SHIPPED_PACKAGE)
+    except ModuleNotFoundError:
+        raise ConfigError(
+            f"the shipped configs (package {SHIPPED_PACKAGE}) are not installed: reinstall "
+            "tunegraph (`pip install .`, or `make install` in a checkout)"
+        ) from None
+    return Path(str(root))  # pip installs unpacked: a real folder the recipes can read
+
+
+def shipped_config_names(folder: str = "") -> list[str]:
+    """The shipped configs under ``folder`` by their names under ``configs/``.
+
+    >>> shipped_config_names("demo")
+    ['demo/corpus.yaml', 'demo/full.yaml', 'demo/quick.yaml', 'demo/smoke.yaml']
+    """
+    root = shipped_configs()
+    return sorted(path.relative_to(root).as_posix() for path in (root / folder).rglob("*.yaml"))
+
+
+def shipped_config(name: str | Path) -> Path:
+    """A config shipped with tunegraph by its name under ``configs/`` (which may lead the
+    name); :class:`ConfigError` listing the shipped ones when there is none of that name.
+
+    >>> shipped_config("vision/classify_quick.yaml").is_file()
+    True
+    >>> shipped_config("configs/text/smollm2_quick.yaml").name
+    'smollm2_quick.yaml'
+    """
+    parts = Path(name).parts
+    if parts[:1] == ("configs",):
+        parts = parts[1:]
+    root = shipped_configs().resolve()
+    path = root.joinpath(*parts).resolve()
+    if parts and path.is_relative_to(root) and path.is_file():
+        return path
+    raise ConfigError(
+        f"{name}: tunegraph ships no such config; it ships {', '.join(shipped_config_names())}"
+    )
+
+
+def find_config(path: str | Path) -> Path:
+    """A config file a user names: ``path`` itself (relative to the current directory) when it
+    exists, else the shipped config of that name, so that ``configs/text/smollm2_quick.yaml``
+    works from a checkout (its own, possibly edited, copy) and from anywhere else."""
+    given = Path(path)
+    if given.is_file():
+        return given
+    if not given.is_absolute():
+        with contextlib.suppress(ConfigError):
+            return shipped_config(given)
+    raise ConfigError(
+        f"{path}: no such file, nor a config tunegraph ships (configs/"
+        + ", configs/".join(shipped_config_names())
+        + "); give the path of your YAML file"
+    )
 
 
 class ConfigError(ValueError):

@@ -1,7 +1,9 @@
 """Merge a LoRA adapter into a full-precision copy of its base model and save safetensors.
 
-The base is always loaded in full precision for the merge (the model store never quantizes), so
-a QLoRA adapter is merged into float weights, never into 4-bit ones.
+The base is always loaded in full precision for the merge (``load_causal_lm`` without
+``quantization``), whatever the adapter was trained on: a QLoRA adapter (``train.quantization``
+nf4 or int8) is merged into the float weights it approximates, never into 4-bit or 8-bit ones,
+which would have to be rounded back to their grid and lose the update.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ def merge_adapter(
             f"{adapter_dir} is not a tunegraph adapter (no adapter_config.json and "
             f"{MANIFEST_FILE}); `tunegraph models list` shows the adapters"
         )
-    model, _ = store.load_causal_lm(manifest.base_model)
+    model, _ = store.load_causal_lm(manifest.base_model, quantization="none")
     merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
     tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir))
 

@@ -30,6 +30,14 @@ def export_gguf(model: Any, tokenizer: Any, path: Path, *, outtype: OutType = "f
     import gguf
     import numpy as np
 
+    from finetune.quantization import quantization_of
+
+    if quantization_of(model) != "none":  # its packed 4/8-bit tensors are no float matrices
+        raise GGUFExportError(
+            f"GGUF export needs full-precision weights, but this model was loaded "
+            f"{quantization_of(model)}: merge the adapter into the full-precision base "
+            "instead (`tunegraph models export ADAPTER --gguf f16`)"
+        )
     config = model.config
     if config.model_type != "llama":
         raise GGUFExportError(

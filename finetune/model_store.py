@@ -8,7 +8,7 @@ Names resolve in this order:
 
 The embedded SmolLM2 is a GGUF file; transformers de-quantizes it into a ``LlamaForCausalLM``
 once (~15-45 s on 2 cores), and the result is cached as safetensors under ``cache_dir`` so that
-later loads take about a second.
+later loads take about a second; QLoRA's 4-bit and 8-bit loads read that cached folder.
 """
 
 from __future__ import annotations
@@ -141,8 +141,13 @@ class ModelStore:
 
     # ---- loading ----------------------------------------------------------------------------
 
-    def load_causal_lm(self, name: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-        """Load a causal LM and its tokenizer (with its chat template) in full precision."""
+    def load_causal_lm(
+        self, name: str, quantization: str = "none"
+    ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+        """Load a causal LM and its tokenizer (with its chat template), in full precision unless
+        ``quantization`` is ``nf4`` or ``int8``: then its linear layers load through bitsandbytes
+        on this store's device, for QLoRA (``finetune/quantization.py``; raises its
+        ``QuantizationError`` when bitsandbytes is missing or cannot run here)."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         info = self.resolve(name)
@@ -156,15 +161,34 @@ class ModelStore:
         if path.suffix == ".gguf":  # a user's own local GGUF file: converted on every load
             kwargs["gguf_file"] = path.name
             path = path.parent
+        quantized = self._quantized_load(name, kwargs, quantization)
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(path), **kwargs)
-            model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs, **quantized)
         except OSError as exc:
             raise ModelNotFoundError(
                 f"Could not load text model {name!r} from {info.location}: {exc}"
             ) from exc
         model.eval()
-        return model.to(self.device), tokenizer
+        # a quantised model is on its device already, and bitsandbytes refuses to move it
+        return (model if quantized else model.to(self.device)), tokenizer
+
+    def _quantized_load(
+        self, name: str, kwargs: dict[str, Any], quantization: str
+    ) -> dict[str, Any]:
+        """``from_pretrained``'s extra arguments for ``quantization`` ({} for none)."""
+        from finetune.quantization import QuantizationError, load_kwargs
+
+        if quantization != "none" and "gguf_file" in kwargs:
+            # transformers de-quantises a GGUF file on load and cannot re-quantise it for
+            # bitsandbytes in the same call (the embedded SmolLM2 loads from its converted
+            # safetensors folder, so it can)
+            raise QuantizationError(
+                f"train.quantization={quantization}: {name!r} is a single GGUF file, which "
+                "bitsandbytes cannot quantise; name the model's safetensors folder or hub id "
+                "instead, or set train.quantization=none"
+            )
+        return load_kwargs(quantization, self.device)
 
     def checkpoint_dir(self, name: str) -> Path | None:
         """The local folder of text model ``name``'s safetensors checkpoint (an embedded GGUF is

@@ -3,7 +3,8 @@
 A recipe sets up its model and data, then hands :func:`train_loop` a ``step`` function (forward
 and backward over the micro-batches of one optimizer step) and an ``evaluate`` function. The loop
 owns the rest, the same for text and vision: AdamW over the trainable parameters with linear
-warmup and decay, gradient clipping, a seeded data order per epoch, evaluation after each epoch,
+warmup and decay, gradient clipping, a seeded data order per epoch, evaluation after each epoch
+(with ``train.patience``, early stopping on it and the best epoch's weights kept),
 checkpoints with exact resume (trainable weights, buffers, optimizer, scheduler, RNG and the
 position in the data), a stop with a clear message on a non-finite loss, a progress bar with
 throughput, and metrics as JSONL (TensorBoard when installed). :func:`finish` saves the
@@ -29,6 +30,9 @@ from finetune.artifact import Manifest, save_artifact, write_atomically
 from finetune.run_log import RunLog
 
 IGNORE = -100  # the label of a position the loss skips (prompt, padding, image tokens)
+# how the base's linear layers load for training: full precision, or through bitsandbytes
+# (QLoRA: 4-bit NF4, or 8-bit) on CUDA or CPU; finetune/quantization.py
+Quantization = Literal["none", "nf4", "int8"]
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -81,6 +85,9 @@ class LoraArgs:
 class TrainArgs:
     epochs: int = 1
     max_steps: int = 0  # 0: as many as the epochs take
+    # N > 0: stop once the validation loss (checked after each epoch) has not improved for N
+    # epochs in a row, and keep the weights of the epoch where it was lowest; 0: run every epoch
+    patience: int = 0
     batch_size: int = 8
     grad_accum: int = 1
     lr: float = 2e-4
@@ -91,7 +98,7 @@ class TrainArgs:
     seed: int = 42
     save_every: int = 50  # optimizer steps between checkpoints
     log_every: int = 5
-    quantization: Literal["none", "nf4"] = "none"
+    quantization: Quantization = "none"
     # bf16: autocast matmuls, fast only where the hardware computes bfloat16 natively (GPUs,
     # CPUs with AVX512-BF16/AMX; elsewhere several times slower than fp32); auto: bf16 there,
     # fp32 elsewhere
@@ -108,6 +115,7 @@ class TrainArgs:
                 ("save_every", 1),
                 ("log_every", 1),
                 ("max_steps", 0),
+                ("patience", 0),
             )
             if getattr(self, name) < low
         ]
@@ -115,17 +123,6 @@ class TrainArgs:
             problems.append(f"train.lr={self.lr} must be > 0")
         if problems:
             raise ValueError("; ".join(problems))
-
-
-def require_cuda_for_nf4(args: TrainArgs) -> None:
-    """QLoRA's 4-bit NF4 weights need bitsandbytes on a CUDA GPU."""
-    import torch
-
-    if args.quantization == "nf4" and not torch.cuda.is_available():
-        raise TrainingError(
-            "train.quantization=nf4 (QLoRA) needs a CUDA GPU and bitsandbytes; on this machine "
-            "use train.quantization=none (plain LoRA)"
-        )
 
 
 def batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
@@ -275,10 +272,10 @@ def train_loop(
     )
     output_dir.mkdir(parents=True, exist_ok=True)
     checkpoints = output_dir / "checkpoints"
-    state = {"step": 0, "epoch": 0, "batch": 0, "units": 0}
+    state = {"step": 0, "epoch": 0, "batch": 0, "units": 0, **NO_BEST_YET}
     latest = latest_checkpoint(checkpoints) if resume else None
-    if latest:
-        state = _load_checkpoint(latest, model, optimizer, scheduler)
+    if latest:  # (a checkpoint from before early stopping lacks its keys)
+        state = {**state, **_load_checkpoint(latest, model, optimizer, scheduler)}
     log = RunLog(output_dir, resume_step=state["step"] if latest else None)
     rate_key = f"{unit}_per_s"
 
@@ -304,7 +301,7 @@ def train_loop(
         log.write({"step": state["step"], "epoch": state["epoch"], **evals[-1]})
 
     try:
-        while state["step"] < total_steps:
+        while state["step"] < total_steps and not state["stopped"]:
             epoch_batches = batches(n_examples, args.batch_size, args.seed, state["epoch"])
             groups = [
                 epoch_batches[i : i + args.grad_accum]
@@ -351,11 +348,20 @@ def train_loop(
                 run_eval()
                 state["epoch"] += 1
                 state["batch"] = 0
+                if args.patience:
+                    _early_stopping(state, evals[-1], args.patience, checkpoints / BEST, model)
         elapsed = time.perf_counter() - started - eval_seconds
         if state["step"] % args.save_every:  # a finished run resumes to its end
             _save_checkpoint(checkpoints, state, model, optimizer, scheduler)
         if not evals or state["batch"]:
             run_eval()
+        kept = state["best_step"] not in (None, state["step"])
+        if kept and not evals[-1].get("eval_loss", math.nan) < state["best_loss"]:
+            # the epochs after the best one made the model worse: go back to its weights
+            _load_weights(checkpoints / BEST, model)
+            run_eval()
+        else:
+            kept = False
     finally:
         if bar is not None:
             bar.close()
@@ -369,8 +375,107 @@ def train_loop(
             f"train_{unit}": state["units"],
             rate_key: (state["units"] - units_at_start) / elapsed if elapsed else 0.0,
             "train_examples": n_examples,
+            **stop_record(args, state, _steps_per_epoch(n_examples, args), kept),
         },
     )
+
+
+# ---- early stopping -----------------------------------------------------------------------
+
+BEST = "best"  # checkpoints/best: the trainable weights of the epoch with the lowest eval loss
+NO_BEST_YET = {
+    "best_loss": None,
+    "best_step": None,
+    "best_epoch": None,
+    "bad_epochs": 0,
+    "stopped": False,
+}
+
+
+def _early_stopping(
+    state: dict[str, Any], metrics: dict[str, float], patience: int, best: Path, model: Any
+) -> None:
+    """After an epoch's evaluation: keep the weights if the eval loss is the lowest so far,
+    else count one more epoch without improvement and mark the run stopped at ``patience``.
+    ``state`` goes into every checkpoint, so a resumed run stops where the straight one would."""
+    from safetensors.torch import save_file
+
+    loss = metrics.get("eval_loss", math.nan)
+    if not math.isfinite(loss):
+        return  # no validation data: nothing to stop on
+    if state["best_loss"] is None or loss < state["best_loss"]:
+        state.update(
+            best_loss=loss, best_step=state["step"], best_epoch=state["epoch"], bad_epochs=0
+        )
+        weights = _training_weights(model)
+        write_atomically(best, lambda d: save_file(weights, str(d / "weights.safetensors")))
+    else:
+        state["bad_epochs"] += 1
+        state["stopped"] = state["bad_epochs"] >= patience
+
+
+def _load_weights(directory: Path, model: Any) -> None:
+    from safetensors.torch import load_file
+
+    model.load_state_dict(load_file(str(directory / "weights.safetensors")), strict=False)
+
+
+def stop_record(
+    args: TrainArgs, state: dict[str, Any], steps_per_epoch: int, kept: bool
+) -> dict[str, Any]:
+    """How a run ended, for its metrics: ``epochs_run`` (fractions when ``max_steps`` ended
+    it inside an epoch), ``stop_reason`` (``patience``, ``max_steps`` or ``epochs``),
+    ``best_epoch`` (with ``patience``) and ``stop_summary``, the sentence a person reads.
+
+    >>> args = TrainArgs(epochs=20, patience=3)
+    >>> state = {"epoch": 7, "batch": 0, "step": 70, "stopped": True, "best_epoch": 4,
+    ...          "best_loss": 0.25}
+    >>> print(stop_record(args, state, 10, kept=True)["stop_summary"])  # doctest: +NORMALIZE_WHITESPACE
+    stopped after 7 of 20 epochs: validation loss did not improve for 3 epochs; kept the
+    weights of epoch 4 (lowest validation loss, 0.250)
+    >>> stop_record(TrainArgs(epochs=2), {"epoch": 2, "batch": 0, "step": 20, "stopped": False,
+    ...             "best_epoch": None}, 10, kept=False)["stop_summary"]
+    'ran all 2 epochs'
+    >>> stop_record(TrainArgs(max_steps=15), {"epoch": 1, "batch": 5, "step": 15,
+    ...             "stopped": False, "best_epoch": None}, 10, kept=False)["stop_summary"]
+    'reached train.max_steps=15 after 1.5 epochs'
+    """
+    epochs_run = round(state["epoch"] + state["batch"] / steps_per_epoch, 2)
+    if state["stopped"]:
+        reason = "patience"
+        ran = (
+            f"{_count(epochs_run, 'epoch')} (train.max_steps={args.max_steps})"
+            if args.max_steps
+            else f"{epochs_run:g} of {_count(args.epochs, 'epoch')}"
+        )
+        summary = (
+            f"stopped after {ran}: validation loss did not improve for "
+            f"{_count(args.patience, 'epoch')}"
+        )
+    elif args.max_steps:
+        reason = "max_steps"
+        summary = f"reached train.max_steps={args.max_steps} after {_count(epochs_run, 'epoch')}"
+    else:
+        reason = "epochs"
+        summary = f"ran all {args.epochs} epochs" if args.epochs > 1 else "ran its one epoch"
+    if kept:
+        summary += (
+            f"; kept the weights of epoch {state['best_epoch']} "
+            f"(lowest validation loss, {state['best_loss']:.3f})"
+        )
+    record: dict[str, Any] = {"epochs_run": epochs_run, "stop_reason": reason}
+    if args.patience:
+        record["best_epoch"] = state["best_epoch"]
+    return {**record, "stop_summary": summary}
+
+
+def _steps_per_epoch(n: int, args: TrainArgs) -> int:
+    return planned_steps(n, replace(args, epochs=1, max_steps=0))
+
+
+def _count(n: float, noun: str) -> str:
+    """``n`` with ``noun`` in the singular or the plural: ``1 epoch``, ``2.5 epochs``."""
+    return f"{n:g} {noun}" if n == 1 else f"{n:g} {noun}s"
 
 
 # ---- checkpoints --------------------------------------------------------------------------

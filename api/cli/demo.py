@@ -29,19 +29,19 @@ from api.cli.eval import eval_retrieval
 from api.cli.finetune import finetune_text, finetune_vision
 from api.cli.ingest import ingest_claims, ingest_coco, ingest_manuals
 from api.cli.models import prepare_models
-from api.cli.options import load_settings
+from api.cli.options import find_config_file, load_settings
 from api.jobs.child import ChildChain
 from api.settings import Settings
+from finetune.config import ConfigError, shipped_config, shipped_config_names
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 PROFILE_NAMES = ("smoke", "quick", "full")
 
 
 @dataclass(frozen=True)
 class DemoProfile:
-    """One ``configs/demo/NAME.yaml``: the recipes the demo trains (paths under ``configs/``)
-    and their KEY=VALUE overrides, the comparison's size, corpus sizes and whether vision
-    trains in a second process."""
+    """One ``configs/demo/NAME.yaml``: the recipes the demo trains (shipped configs, by their
+    names under ``configs/``) and their KEY=VALUE overrides, the comparison's size, corpus sizes
+    and whether vision trains in a second process."""
 
     text_config: str
     damage_config: str
@@ -57,7 +57,7 @@ class DemoProfile:
 
     @classmethod
     def from_yaml(cls, path: Path) -> DemoProfile:
-        data = _read_yaml(str(path))
+        data = _read_yaml(path)
         unknown = sorted(set(data) - {f.name for f in fields(cls)})
         if unknown:
             raise click.ClickException(f"{path}: unknown key(s) {', '.join(unknown)}")
@@ -67,10 +67,27 @@ class DemoProfile:
 
 
 def load_profile(name: str) -> DemoProfile:
-    return DemoProfile.from_yaml(CONFIGS / "demo" / f"{name}.yaml")
+    """The shipped demo profile ``name`` (``configs/demo/NAME.yaml``, installed with tunegraph)."""
+    try:
+        path = shipped_config(f"demo/{name}.yaml")
+    except ConfigError:
+        profiles = [Path(n).stem for n in shipped_config_names("demo")]
+        raise click.ClickException(
+            f"demo profile {name!r} is not shipped with this installation of tunegraph; it "
+            f"ships {', '.join(p for p in profiles if p != 'corpus') or 'none'}"
+        ) from None
+    return DemoProfile.from_yaml(path)
 
 
-def _read_yaml(path: str) -> dict[str, Any]:
+def recipe(name: str) -> Path:
+    """A profile's recipe: a shipped config by its name under ``configs/``."""
+    try:
+        return shipped_config(name)
+    except ConfigError as exc:  # it lists the shipped configs
+        raise click.ClickException(str(exc)) from None
+
+
+def _read_yaml(path: str | Path) -> dict[str, Any]:
     import yaml
 
     try:
@@ -97,8 +114,9 @@ STAGES = 7  # corpus, models, ingest, retrieval, fine-tune text, fine-tune visio
 @click.option("--seed", type=int, default=None, help="corpus seed [default: TUNEGRAPH_DEMO_SEED]")
 @click.option(
     "--corpus-config",
-    type=click.Path(dir_okay=False, exists=True),
+    type=click.Path(dir_okay=False, path_type=Path),
     default=None,
+    callback=find_config_file,
     help="YAML with corpus sizes, e.g. configs/demo/corpus.yaml",
 )
 @click.option("--force", is_flag=True, help="regenerate the corpus even if it is up to date")
@@ -110,7 +128,7 @@ def demo(
     ctx: click.Context,
     profile: str,
     seed: int | None,
-    corpus_config: str | None,
+    corpus_config: Path | None,
     force: bool,
     skip_models: bool,
 ) -> None:
@@ -136,7 +154,7 @@ def demo(
     if seed is not None:
         values["seed"] = seed
     try:
-        config = DemoCorpusConfig.from_mapping(values, source=corpus_config or "demo")
+        config = DemoCorpusConfig.from_mapping(values, source=str(corpus_config or "demo"))
     except (TypeError, ValueError) as exc:
         raise click.BadParameter(str(exc), param_hint="--corpus-config") from None
     stage = iter(range(1, STAGES + 1))
@@ -216,7 +234,7 @@ def train_and_compare(ctx: click.Context, profile_name: str, settings: Settings,
         timed(
             stage,
             command,
-            config_path=CONFIGS / config,
+            config_path=recipe(config),
             no_resume=True,
             as_json=False,
             overrides=overrides,
@@ -296,7 +314,7 @@ VISION_STAGE = "api.jobs.worker:finetune_vision"
 
 def vision_params(config: str, overrides: Sequence[str]) -> dict[str, Any]:
     """A ``finetune-vision`` job's parameters for ``config``, from scratch."""
-    return {"config": str(CONFIGS / config), "overrides": list(overrides), "resume": False}
+    return {"config": str(recipe(config)), "overrides": list(overrides), "resume": False}
 
 
 def torch_threads() -> int:

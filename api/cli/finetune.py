@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from api import composition
-from api.cli.options import load_settings
+from api.cli.options import find_config_file, load_settings
 
 TRAIN_TASKS = click.Choice(["damage", "classify", "assess"])
 
@@ -26,7 +26,9 @@ def finetune() -> None:
     "config_path",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="YAML recipe, e.g. configs/text/smollm2_quick.yaml [default: built-in defaults]",
+    callback=find_config_file,
+    help="YAML recipe, e.g. configs/text/llama31_8b_qlora.yaml [default: the quick profile, "
+    "configs/text/smollm2_quick.yaml]",
 )
 @click.option(
     "--no-resume", is_flag=True, help="start over instead of resuming the last checkpoint"
@@ -48,7 +50,7 @@ def finetune_text(
     as_json: bool,
     overrides: tuple[str, ...],
 ) -> None:
-    """LoRA (QLoRA on CUDA) on a causal LM; KEY=VALUE pairs override the YAML (train.lr=1e-4).
+    """LoRA (QLoRA with train.quantization=nf4|int8) on a causal LM; KEY=VALUE pairs override the YAML.
 
     Your own manual: data.source=manual data.manual=PATH (files or a folder) or
     data.namespace=NAME (an ingested index). Checkpoints and metrics.jsonl go to
@@ -58,10 +60,10 @@ def finetune_text(
     """
     from tqdm import tqdm
 
-    from finetune.config import ConfigError, load_config
+    from finetune.config import ConfigError
     from finetune.datasets import DatasetError
     from finetune.model_store import ModelNotFoundError
-    from finetune.recipes import text_lora
+    from finetune.recipes import text_lora, text_recipe
     from finetune.trainer import TrainingError
 
     settings = load_settings()
@@ -70,7 +72,7 @@ def finetune_text(
     if teacher_model:
         overrides = (*overrides, f"data.teacher_model={teacher_model}")
     try:
-        config = load_config(text_lora.TextRecipeConfig, config_path, overrides)
+        config = text_recipe(config_path, overrides)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     try:
@@ -90,6 +92,7 @@ def finetune_text(
         click.echo(
             f"adapter: {run.result.adapter_dir}\n{m['steps']} steps, train loss "
             f"{m['train_loss']:.3f}, eval loss {m['eval_loss']:.3f}, {m['tokens_per_s']:.0f} tokens/s"
+            f"\n{m.get('stop_summary', '')}"
         )
 
 
@@ -99,14 +102,16 @@ def finetune_text(
     "config_path",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="YAML recipe, e.g. configs/vision/damage_quick.yaml [default: built-in defaults]",
+    callback=find_config_file,
+    help="YAML recipe, e.g. configs/vision/damage_quick.yaml [default: the task's quick profile, "
+    "configs/vision/{damage,classify,vlm}_quick.yaml]",
 )
 @click.option(
     "--task",
     type=TRAIN_TASKS,
     default=None,
     help="damage (damage model), classify, or assess (vision-language model) [default: the "
-    "config's]",
+    "config's, else damage]",
 )
 @click.option(
     "--train",
@@ -138,7 +143,7 @@ def finetune_vision(
     """Train the damage model, an image classifier or the vision-language model (task
     assess); KEY=VALUE pairs override the YAML.
 
-    Short form for classification:
+    Short form for classification, which trains as configs/vision/classify_quick.yaml does:
     `tunegraph finetune vision --task classify --train TRAIN.jsonl --val VAL.jsonl --out DIR`.
     Checkpoints and metrics.jsonl go to TUNEGRAPH_HOME/runs/NAME; an interrupted run resumes.
     """

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from api.settings import Settings, SettingsError
@@ -13,6 +15,22 @@ def load_settings() -> Settings:
         return Settings.from_env()
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from None
+
+
+def find_config_file(
+    _ctx: click.Context, _param: click.Parameter, value: Path | None
+) -> Path | None:
+    """A ``--config``-like option's YAML: the file (relative to the current directory first),
+    else the config of that name shipped with tunegraph (``configs/text/smollm2_quick.yaml``
+    works outside the checkout too); a bad one is a usage error listing the shipped ones."""
+    from finetune.config import ConfigError, find_config
+
+    if value is None:
+        return None
+    try:
+        return find_config(value)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def _check_namespace(_ctx: click.Context, _param: click.Parameter, value: str) -> str:

@@ -10,8 +10,8 @@ is resolved (``..`` and links followed) before anything is read, and must lie un
   COCO files (``datasets/``) — not the rest of it (other keys' uploads and reports, models,
   the database);
 - a folder of ``TUNEGRAPH_INPUT_ROOTS`` (empty by default; none may contain the data root);
-- for a ``config`` parameter only, the project's shipped ``configs/`` folder
-  (``configs/text/smollm2_quick.yaml``).
+- for a ``config`` parameter only, the configs shipped with tunegraph, named as in the
+  repository's ``configs/`` folder (``configs/text/smollm2_quick.yaml``).
 
 Outputs go under the data root only: a folder a job names (a vision model's ``out``) is a plain
 name inside its kind's folder, and names (of runs, adapters, datasets, reports) are plain names,
@@ -21,6 +21,7 @@ about the file itself (not whether it exists), so a caller learns nothing outsid
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, fields, is_dataclass
@@ -28,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from api.settings import Settings
+from finetune.config import ConfigError, shipped_config
 
-SHIPPED_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # config fields that name a model or a folder: a value that looks like a path is confined
 _PATH_LIKE = re.compile(r"^[/~]|(^|[/\\])\.\.([/\\]|$)|\\|\x00")
@@ -83,9 +84,8 @@ class Roots:
     def config_file(self, raw: str, what: str) -> Path:
         """A config: a shipped one (``configs/...``) or one the owner may read."""
         if not Path(raw).is_absolute() and Path(raw).parts[:1] == ("configs",):
-            shipped = (SHIPPED_CONFIGS.parent / raw).resolve()
-            if shipped.is_relative_to(SHIPPED_CONFIGS):
-                return shipped
+            with contextlib.suppress(ConfigError):  # not shipped: perhaps an upload of that name
+                return shipped_config(raw)  # only ever a file inside the shipped configs
         return self.readable(raw, what)
 
     def _resolve(self, raw: str | Path, what: str) -> Path:

@@ -213,7 +213,8 @@ def main(
     m = result.metrics
     headline = (
         f"{m.get('steps')} steps, train loss {m.get('train_loss', 0):.3f}, eval loss "
-        f"{m.get('eval_loss', 0):.3f}, {m.get('images_per_s', 0):.0f} images/s"
+        f"{m.get('eval_loss', 0):.3f}, {m.get('images_per_s', 0):.0f} images/s\n"
+        f"{m.get('stop_summary', '')}"  # how many epochs ran, and why it stopped there
     )
     return VisionRun(run_dir, result, data.rejected, headline)
 

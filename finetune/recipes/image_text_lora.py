@@ -1,12 +1,13 @@
-"""Recipe: LoRA (QLoRA on CUDA) on any ``AutoModelForImageTextToText`` — LLaVA-1.5, Llama 3.2
-Vision, Qwen2-VL, SmolVLM, Llama 4 — for the fine-tuned assessment (``task: assess`` with
-``hf_model`` set).
+"""Recipe: LoRA (QLoRA with ``train.quantization=nf4`` or ``int8``) on any
+``AutoModelForImageTextToText`` — LLaVA-1.5, Llama 3.2 Vision, Qwen2-VL, SmolVLM, Llama 4 — for
+the fine-tuned assessment (``task: assess`` with ``hf_model`` set).
 
 The model's own processor and chat template build each example (image + instruction -> the
 Assessment's photo fields as compact JSON, the same target as the composed model's); the labels
 cover the answer only: the prompt, and the image tokens the processor expands inside it, carry
 none. LoRA goes into the language model's linear layers; the vision tower and projector stay
-frozen. Same trainer, checkpoints, resume, metrics and manifest as every recipe.
+frozen (and, with QLoRA, quantised like the rest of the base). Same trainer, checkpoints,
+resume, metrics and manifest as every recipe.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 from finetune.artifact import Manifest
 from finetune.config import to_dict
+from finetune.quantization import load_kwargs, prepare_for_training, require_quantization
 from finetune.recipes.vision_lm_config import VisionLMConfig
 from finetune.trainer import (
     IGNORE,
@@ -25,7 +27,6 @@ from finetune.trainer import (
     TrainResult,
     autocast,
     finish,
-    require_cuda_for_nf4,
     train_loop,
 )
 from finetune.vision_data import answer_text, image_messages
@@ -36,21 +37,12 @@ LANGUAGE_MODEL = r".*(language_model|text_model)\..*"
 
 
 def load(name: str, quantization: str = "none") -> tuple[Any, Any]:
-    """The model and its processor; 4-bit NF4 weights with ``quantization="nf4"`` (CUDA)."""
+    """The model and its processor; with ``quantization`` ``nf4`` or ``int8`` its linear layers
+    load through bitsandbytes (QLoRA), on the GPU when there is one, else on the CPU."""
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    kwargs: dict[str, Any] = {}
-    if quantization == "nf4":
-        from transformers import BitsAndBytesConfig
-
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16,
-        )
-        kwargs["device_map"] = {"": 0}
+    kwargs = load_kwargs(quantization, "cuda" if torch.cuda.is_available() else "cpu")
     try:
         processor = AutoProcessor.from_pretrained(name)
         model = AutoModelForImageTextToText.from_pretrained(name, **kwargs)
@@ -110,13 +102,13 @@ def run(
     from peft import get_peft_model
 
     args = config.train
-    require_cuda_for_nf4(args)
     torch.manual_seed(args.seed)
     model, processor = loaded or load(config.hf_model, args.quantization)
-    if args.quantization == "nf4":
-        from peft import prepare_model_for_kbit_training
-
-        model = prepare_model_for_kbit_training(model)
+    require_quantization(
+        model, args.quantization, loader=f"image_text_lora.load(name, {args.quantization!r})"
+    )
+    if args.quantization != "none":
+        model = prepare_for_training(model)
     targets = "|".join(config.lora.target_modules)
     peft_model = get_peft_model(
         model, config.lora.peft_config(target_modules=rf"{LANGUAGE_MODEL}\.({targets})")

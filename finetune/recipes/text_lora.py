@@ -1,4 +1,5 @@
-"""LoRA (and QLoRA on CUDA) supervised fine-tuning of a causal LM on chat examples.
+"""LoRA (and QLoRA: ``train.quantization=nf4`` or ``int8``) supervised fine-tuning of a causal
+LM on chat examples.
 
 Lifecycle: setup (model, adapter, data) -> train (with checkpoints and exact resume) -> save
 (adapter, tokenizer with its chat template, manifest). Only assistant tokens carry labels, and the
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from finetune.artifact import Manifest
 from finetune.config import to_dict
 from finetune.datasets import DatasetReport, SFTExample, chat_token_counter, write_jsonl
+from finetune.quantization import prepare_for_training, quantization_note, require_quantization
 from finetune.text_data import DataArgs, data_files, sft_dataset
 from finetune.trainer import (
     IGNORE,
@@ -31,7 +33,6 @@ from finetune.trainer import (
     autocast,
     finish,
     precision_note,
-    require_cuda_for_nf4,
     train_loop,
 )
 
@@ -190,7 +191,10 @@ def main(
     go (the data counts, the precision). Raises ``ModelNotFoundError``, ``DatasetError`` or
     :class:`TrainingError`, each naming what to change.
     """
-    model, tokenizer = workspace.models.load_causal_lm(config.base_model)
+    quantization = config.train.quantization
+    model, tokenizer = workspace.models.load_causal_lm(config.base_model, quantization)
+    if log and quantization != "none":
+        log(quantization_note(model, quantization))
     dataset = sft_dataset(
         config.data,
         count_tokens=chat_token_counter(tokenizer),
@@ -261,9 +265,15 @@ def run(
     from peft import get_peft_model
 
     args = config.train
-    require_cuda_for_nf4(args)
+    require_quantization(
+        model,
+        args.quantization,
+        loader=f"ModelStore.load_causal_lm(name, quantization={args.quantization!r})",
+    )
     torch.manual_seed(args.seed)
     model.config.use_cache = False
+    if args.quantization != "none":
+        model = prepare_for_training(model)
     peft_model = get_peft_model(
         model,
         config.lora.peft_config(

@@ -11,7 +11,9 @@ The encoder is a trained tunegraph image model (by default the damage model of
 Both stages run through :func:`finetune.trainer.train_loop` (checkpoints, exact resume,
 progress, metrics), each in its own folder under the run directory. :func:`main` reads the data
 and the decoder, then trains this model with :func:`run`, or LoRA on ``hf_model`` when it is set
-(``image_text_lora.py``).
+(``image_text_lora.py``). With ``train.quantization`` nf4 or int8 the decoder loads through
+bitsandbytes for both stages (QLoRA: useful with a larger ``base_model`` than SmolLM2-135M); the
+adapter and projector it saves load on the full-precision decoder, as the assessor runs it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from finetune.artifact import Manifest
 from finetune.config import to_dict
+from finetune.quantization import prepare_for_training, require_quantization
 from finetune.recipes.image_text_lora import run as run_image_text_lora
 from finetune.recipes.vision_lm_config import VisionLMConfig
 from finetune.recipes.vision_run import VisionRun, announce
@@ -33,7 +36,6 @@ from finetune.trainer import (
     TrainResult,
     autocast,
     finish,
-    require_cuda_for_nf4,
     train_loop,
     visited,
 )
@@ -68,7 +70,11 @@ def main(
     ``ModelNotFoundError`` or :class:`TrainingError`, each naming what to change.
     """
     data = damage_data(config.data, workspace.demo_dir, progress, max_side=MAX_SIDE)
-    decoder = None if config.hf_model else workspace.models.load_causal_lm(config.base_model)
+    decoder = (
+        None
+        if config.hf_model
+        else workspace.models.load_causal_lm(config.base_model, config.train.quantization)
+    )
     announce(log, data, [config.align.precision, config.train.precision])
     run_dir = workspace.runs_dir / config.name
     common: dict[str, Any] = {
@@ -89,6 +95,8 @@ def main(
         f"{m.get('steps')} steps, eval loss {m.get('eval_loss', 0):.3f}, "
         f"{m.get('tokens_per_s', 0):.0f} tokens/s"
     )
+    if m.get("stop_summary"):  # how the instruct stage ended (issue 25: every short form says)
+        headline += f"\n{m['stop_summary']}"
     return VisionRun(run_dir, result, data.rejected, headline)
 
 
@@ -117,7 +125,17 @@ def run(
 
     from finetune.vision_lm import ComposedVLM, ImageEncoder, VisionLMError, keep_first_layers
 
-    require_cuda_for_nf4(config.train)
+    if config.align.quantization != "none":
+        raise TrainingError(
+            f"align.quantization={config.align.quantization}: both stages train on one decoder, "
+            "loaded as train.quantization says; set train.quantization instead and leave "
+            "align.quantization at none"
+        )
+    require_quantization(
+        decoder,
+        config.train.quantization,
+        loader=f"ModelStore.load_causal_lm(name, {config.train.quantization!r})",
+    )
     torch.manual_seed(config.train.seed)
     try:
         encoder = ImageEncoder.load(encoder_dir, config.grid, config.head_scores, config.tags)
@@ -134,6 +152,8 @@ def run(
             keep_first_layers(decoder, config.decoder_layers)
         except VisionLMError as exc:
             raise TrainingError(str(exc)) from None
+    if config.train.quantization != "none":  # QLoRA: the 4/8-bit decoder, frozen; LoRA on top
+        decoder = prepare_for_training(decoder)
     vlm = ComposedVLM(decoder, tokenizer, encoder.dim, encoder.cells)
     vlm.decoder.requires_grad_(False)
     if config.val_examples:

@@ -25,7 +25,8 @@ class VisionLMConfig:
     instruction: str = "Assess the damage. Answer in JSON."
     # Instead of the composed model: a folder or hub id of any AutoModelForImageTextToText
     # (LLaVA-1.5, Llama 3.2 Vision, Qwen2-VL, SmolVLM, Llama 4), LoRA on its language model
-    # (finetune/recipes/image_text_lora.py); QLoRA with train.quantization=nf4 on CUDA.
+    # (finetune/recipes/image_text_lora.py). QLoRA: train.quantization=nf4 or int8 (the composed
+    # model's decoder or hf_model, through bitsandbytes: pip install 'tunegraph[qlora]').
     hf_model: str = ""
     # False: the instruct stage trains LoRA only, with the projector as the align stage left it;
     # with lora.last_layers=N the backward pass then stops below those N layers (much faster)

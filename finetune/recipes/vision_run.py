@@ -15,7 +15,8 @@ from finetune.vision_datasets import VisionData
 @dataclass(frozen=True)
 class VisionRun:
     """What a vision recipe's ``main`` did: where the run lives, what training gave, the items
-    its data left out, and one line that sums the run up for a person."""
+    its data left out, and the lines that sum the run up for a person (steps, losses,
+    throughput; for an image classifier also how many epochs ran and why it stopped)."""
 
     run_dir: Path
     result: TrainResult

@@ -14,7 +14,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from api.cli.main import main
-from finetune.config import ConfigError, load_config
+from finetune.config import ConfigError, load_config, shipped_config, to_dict
 from finetune.recipes import image_classifier, vision_lm, vision_recipe
 from finetune.recipes.image_classifier import ImageClassifierConfig, run
 from finetune.recipes.vision_lm import VisionLMConfig
@@ -125,6 +125,13 @@ def _colour_dataset(root: Path, n: int, seed: int) -> list[LabeledImage]:
     return items
 
 
+def _short_form(runner: CliRunner, tmp_path: Path, *options: str):
+    """`tunegraph finetune vision --task classify` on tmp_path's train.jsonl and val.jsonl."""
+    train, val = str(tmp_path / "train.jsonl"), str(tmp_path / "val.jsonl")
+    command = ["finetune", "vision", "--task", "classify", "--train", train, "--val", val]
+    return runner.invoke(main, [*command, "--out", str(tmp_path / "clf"), *options])
+
+
 def test_classification_short_form_end_to_end(tmp_path):
     classes = ["blue", "red"]
     for name, n, seed in (("train", 24, 1), ("val", 6, 2), ("test", 10, 3)):
@@ -150,27 +157,11 @@ def test_classification_short_form_end_to_end(tmp_path):
             + "\n"
         )
     runner = CliRunner(env={"TUNEGRAPH_HOME": str(tmp_path / "home")})
-    trained = runner.invoke(
-        main,
-        [
-            "finetune",
-            "vision",
-            "--task",
-            "classify",
-            "--train",
-            str(tmp_path / "train.jsonl"),
-            "--val",
-            str(tmp_path / "val.jsonl"),
-            "--out",
-            str(tmp_path / "clf"),
-            "--json",
-            *TINY,
-            "train.epochs=4",
-        ],
-    )
+    trained = _short_form(runner, tmp_path, "--json", *TINY, "train.epochs=4")
     assert trained.exit_code == 0, trained.output
     output = json.loads(trained.stdout)
     assert output["model"] == str(tmp_path / "clf") and output["train_examples"] == 24
+    assert output["stop_summary"] and 1 <= output["epochs_run"] <= 4
     assert "broken.png" in output["rejected"][0]["reason"]
     evaluated = runner.invoke(
         main,
@@ -236,12 +227,12 @@ def test_eval_damage_cli_reports_the_metrics(damage_data, tiny_corpus, tmp_path)
         "type_f1_macro",
         "part_f1_micro",
         "severity_accuracy",
-        "cost_mae",
         "invalid_rate",
         "latency_ms",
     ):
         assert key in scores, key
     assert scores["invalid_rate"] == 0.0 and scores["n"] >= 1
+    assert "cost_mae" not in scores  # the damage model states no cost; no price table adds one
     wrong = runner.invoke(
         main,
         [
@@ -300,6 +291,49 @@ def test_vision_recipe_picks_the_recipe_and_fills_its_config(tmp_path):
     assert config.grid == (3, 1)
     with pytest.raises(ConfigError, match="nope"):
         vision_recipe(None, "damage", None, None, ["nope=1"])
+
+
+def test_each_short_form_trains_as_its_quick_profile(tmp_path):
+    """`--task T` without `--config` resolves to the config `--config` T's quick profile does
+    (issue 25: the short form trained one epoch, the profile ten)."""
+    train, val = tmp_path / "t.jsonl", tmp_path / "v.jsonl"
+    short, _ = vision_recipe(None, "classify", train, val)
+    profile, _ = vision_recipe(
+        shipped_config("vision/classify_quick.yaml"),
+        None,
+        overrides=[f"data.train_file={train}", f"data.val_file={val}"],
+    )
+    assert to_dict(short) == to_dict(profile)
+    assert short.train.epochs > 1 and short.train.patience > 0  # stops on validation loss
+    for task, name in (("damage", "damage_quick.yaml"), ("assess", "vlm_quick.yaml")):
+        short, main = vision_recipe(None, task)
+        profile, same = vision_recipe(shipped_config(f"vision/{name}"))
+        assert to_dict(short) == to_dict(profile) and main is same, task
+    assert to_dict(vision_recipe(None)[0]) == to_dict(vision_recipe(None, "damage")[0])
+    with pytest.raises(ConfigError, match="task='segment': use one of damage, classify"):
+        vision_recipe(None, "segment")
+
+
+def test_the_short_form_prints_how_many_epochs_ran_and_why(tmp_path):
+    for name, n, seed in (("train", 12, 1), ("val", 4, 2)):
+        write_classification_jsonl(
+            _colour_dataset(tmp_path, n, seed), tmp_path / f"{name}.jsonl", ["blue", "red"]
+        )
+    runner = CliRunner(env={"TUNEGRAPH_HOME": str(tmp_path / "home")})
+    trained = _short_form(runner, tmp_path, *TINY, "train.epochs=3", "train.patience=1")
+    assert trained.exit_code == 0, trained.output
+    manifest = json.loads((tmp_path / "clf" / "tunegraph-manifest.json").read_text())
+    metrics = manifest["metrics"]
+    assert trained.stdout.splitlines()[-1] == metrics["stop_summary"]
+    if metrics["stop_reason"] == "patience":  # which one depends on the losses of this CPU
+        epochs = metrics["epochs_run"]
+        assert metrics["stop_summary"].startswith(
+            f"stopped after {epochs:g} of 3 epochs: validation loss did not improve for 1 epoch;"
+        )
+        assert epochs < 3 and metrics["best_epoch"] == epochs - 1
+    else:
+        assert metrics["stop_summary"].startswith("ran all 3 epochs")
+        assert metrics["epochs_run"] == 3
 
 
 def test_main_reads_the_workspace_trains_and_sums_up_the_run(damage_data, tiny_corpus, tmp_path):

@@ -32,20 +32,21 @@ def tokenizer(model_store):
 
 
 def tiny_llama_config(tokenizer, **extra):
-    """A 2-layer, 32-wide Llama config with SmolLM2's vocabulary and end of turn."""
+    """A 2-layer, 32-wide Llama config with SmolLM2's vocabulary and end of turn; ``extra``
+    adds or overrides settings."""
     from transformers import LlamaConfig
 
-    return LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.eos_token_id,
-        **extra,
-    )
+    settings = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.eos_token_id,
+    }
+    return LlamaConfig(**{**settings, **extra})
 
 
 def tiny_model(tokenizer, seed: int = 0):
@@ -269,21 +270,6 @@ def test_nan_loss_stops_with_a_clear_message(tokenizer, tmp_path):
         run(_config(), model, tokenizer, EXAMPLES, EXAMPLES[:2], tmp_path, data_hash="x")
 
 
-def test_qlora_needs_cuda(tokenizer, tmp_path):
-    if torch.cuda.is_available():
-        pytest.skip("this machine has CUDA")
-    with pytest.raises(TrainingError, match="needs a CUDA GPU"):
-        run(
-            _config(quantization="nf4"),
-            tiny_model(tokenizer),
-            tokenizer,
-            EXAMPLES,
-            [],
-            tmp_path,
-            data_hash="x",
-        )
-
-
 class RecordingBar:
     """A tqdm stand-in that keeps what it was asked to show."""
 
@@ -327,16 +313,21 @@ def _demo_dir(root):
     return root
 
 
+def demo_workspace(root, model_store) -> Workspace:
+    """A workspace under ``root`` with :func:`_demo_dir`'s corpus and ``model_store``."""
+    return Workspace(
+        demo_dir=_demo_dir(root / "demo"),
+        runs_dir=root / "runs",
+        adapters_dir=root / "adapters",
+        vision_dir=root / "vision",
+        models=model_store,
+    )
+
+
 def test_main_trains_on_the_assembled_data_and_saves_the_run(tokenizer, model_store, tmp_path):
     import hashlib
 
-    workspace = Workspace(
-        demo_dir=_demo_dir(tmp_path / "demo"),
-        runs_dir=tmp_path / "runs",
-        adapters_dir=tmp_path / "adapters",
-        vision_dir=tmp_path / "vision",
-        models=model_store,
-    )
+    workspace = demo_workspace(tmp_path, model_store)
     config = _config(epochs=1)
     config.base_model = str(save_tiny_model(tokenizer, tmp_path / "tiny"))
     config.name = "tiny-lora"

@@ -426,3 +426,19 @@ def test_compare_reports_of_two_keys_never_replace_each_other(make_app, settings
     for who in ("one", "two"):
         report = client.get(f"/v1/jobs/{ids[who]}/report", headers=auth(who))
         assert report.status_code == 200, report.text
+
+
+def test_a_config_parameter_names_a_shipped_config_or_else_an_upload(settings):
+    from finetune.config import shipped_config
+
+    roots = Roots.of(settings, "someone")
+    name = "configs/text/smollm2_quick.yaml"
+    assert roots.config_file(name, "config") == shipped_config(name)
+    # not shipped (or leaving the shipped folder): the owner's upload of that path, if any
+    for raw, upload in [
+        ("configs/mine.yaml", "configs/mine.yaml"),
+        ("configs/../pyproject.toml", "pyproject.toml"),
+    ]:
+        assert roots.config_file(raw, "config") == roots.uploads.resolve() / upload
+    with pytest.raises(ValueError, match="outside the folders jobs may read"):
+        roots.config_file("configs/../../../../../etc/passwd", "config")
