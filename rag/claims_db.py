@@ -43,6 +43,8 @@ class ClaimRow(_Base):
     amount: Mapped[float] = mapped_column(Float)
     fraud: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     photo_paths: Mapped[str] = mapped_column(Text, default="[]")
+    # {field: value as written} of the fields outside the vocabulary (Claim.unmapped)
+    unmapped: Mapped[str] = mapped_column(Text, default="{}", server_default="{}")
 
     def to_claim(self) -> Claim:
         return Claim(
@@ -58,6 +60,7 @@ class ClaimRow(_Base):
             policy_start=self.policy_start,
             fraud=self.fraud,
             photo_paths=tuple(json.loads(self.photo_paths)),
+            unmapped=json.loads(self.unmapped),
         )
 
 
@@ -71,6 +74,8 @@ class CostStats:
 
 MIGRATIONS = Path(__file__).with_name("claims_migrations")  # Alembic's scripts (rag.migrations)
 VERSION_TABLE = "tunegraph_claims_version"
+# A table from before migrations is at the newest revision whose column it has.
+_UNVERSIONED = (("unmapped", "0002"), ("claim_id", "0001"))
 
 
 class DatabaseError(ValueError):
@@ -81,7 +86,7 @@ class ClaimsDatabase:
     def __init__(self, url: str) -> None:
         try:
             self.engine: Engine = create_engine(url)
-            upgrade(self.engine, MIGRATIONS, "claims", VERSION_TABLE, (("claim_id", "0001"),))
+            upgrade(self.engine, MIGRATIONS, "claims", VERSION_TABLE, _UNVERSIONED)
         except ModuleNotFoundError as exc:
             raise DatabaseError(
                 f"the database URL needs the driver {exc.name!r}; for PostgreSQL install "
@@ -102,9 +107,10 @@ class ClaimsDatabase:
                         **{
                             k: getattr(claim, k)
                             for k in Claim.__dataclass_fields__
-                            if k != "photo_paths"
+                            if k not in ("photo_paths", "unmapped")
                         },
                         photo_paths=json.dumps(list(claim.photo_paths)),
+                        unmapped=json.dumps(claim.unmapped, sort_keys=True),
                     )
                 )
         return len(claims)
@@ -162,14 +168,19 @@ class ClaimsDatabase:
             for c, p, paths in rows
         ]
 
-    def cost_distribution(self, part: str, damage_type: str, severity: str) -> CostStats:
-        """Quartiles of claimed amounts for one part x damage x severity (fraud excluded)."""
-        query = select(ClaimRow.amount).where(
-            ClaimRow.part == part,
-            ClaimRow.damage_type == damage_type,
-            ClaimRow.severity == severity,
-            ClaimRow.fraud.is_not(True),
-        )
+    def cost_distribution(
+        self, part: str | None, damage_type: str | None, severity: str | None
+    ) -> CostStats:
+        """Quartiles of claimed amounts for one part x damage x severity (fraud excluded); a
+        None matches any value (``(None, None, "severe")``: every severe repair)."""
+        query = select(ClaimRow.amount).where(ClaimRow.fraud.is_not(True))
+        for column, value in (
+            (ClaimRow.part, part),
+            (ClaimRow.damage_type, damage_type),
+            (ClaimRow.severity, severity),
+        ):
+            if value is not None:
+                query = query.where(column == value)
         with Session(self.engine) as session:
             amounts = sorted(session.scalars(query))
         if not amounts:

@@ -22,10 +22,14 @@ def _emit(summary: dict[str, Any], as_json: bool, lines: list[str]) -> None:
             click.echo(line)
 
 
-def _rejections(rejected: list[dict[str, Any]], limit: int = 20) -> list[str]:
-    lines = [f"  rejected {', '.join(f'{k} {v}' for k, v in r.items())}" for r in rejected[:limit]]
+def _rejections(
+    rejected: list[dict[str, Any]], limit: int = 20, line=None, more: str = "more"
+) -> list[str]:
+    """One line per rejected record (``line`` writes it), the first ``limit`` of them."""
+    line = line or (lambda r: f"  rejected {', '.join(f'{k} {v}' for k, v in r.items())}")
+    lines = [line(r) for r in rejected[:limit]]
     if len(rejected) > limit:
-        lines.append(f"  ... and {len(rejected) - limit} more (see --json)")
+        lines.append(f"  ... and {len(rejected) - limit} {more} (see --json)")
     return lines
 
 
@@ -115,19 +119,64 @@ def ingest_manuals(
     help="read a field from a differently named column, e.g. policy_id=policy_number",
 )
 @click.option("--date-format", default=None, help="strptime format for dates (default: detected)")
+@click.option(
+    "--values",
+    "value_pairs",
+    multiple=True,
+    metavar="FIELD:FROM=TO,...",
+    help="read the file's values of part, damage_type, severity or fraud as tunegraph's, "
+    "e.g. severity:Cat 3=severe,Cat 1=minor (tried before the built-in synonyms; repeatable)",
+)
+@click.option(
+    "--values-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="YAML value maps {field: {value in the file: tunegraph value}}; --values wins",
+)
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="reject a row whose part, damage type, severity or fraud flag is in no vocabulary "
+    "(default: keep it as written and warn)",
+)
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
 def ingest_claims(
-    file: Path, mapping: tuple[str, ...], date_format: str | None, as_json: bool
+    file: Path,
+    mapping: tuple[str, ...],
+    date_format: str | None,
+    value_pairs: tuple[str, ...],
+    values_file: Path | None,
+    strict: bool,
+    as_json: bool,
 ) -> None:
-    """Load a claims CSV or JSONL into the claims database and the similar-claims index."""
+    """Load a claims CSV or JSONL into the claims database and the similar-claims index.
+
+    Part, damage type, severity and fraud flag may be written in the file's own words: value
+    maps (--values, --values-file) are tried first, then built-in synonyms ("High", "major"
+    -> severe; "Bumper-Front" -> front_bumper; "Y"/"N" fraud flags). A value neither knows is
+    kept as written and counted in the warnings, or rejects its row with --strict. Every
+    problem of a rejected row is listed. Nothing is written unless the file can be read.
+    """
     from tqdm import tqdm
 
-    from ingest.claims import ClaimsError, parse_mapping, read_claims
+    from ingest.claims import (
+        ClaimsError,
+        ValueMapError,
+        parse_mapping,
+        parse_value_maps,
+        read_claims,
+    )
     from rag.indexing import load_claims
 
+    try:
+        values = parse_value_maps(value_pairs, values_file)
+    except ValueMapError as exc:  # a usage error: nothing read, nothing written
+        raise click.UsageError(str(exc)) from None
     settings = load_settings()
     try:
-        report = read_claims(file, parse_mapping(mapping), date_format)
+        report = read_claims(
+            file, parse_mapping(mapping), date_format, values=values, strict=strict
+        )
     except ClaimsError as exc:
         raise click.ClickException(str(exc)) from None
     if report.claims:
@@ -153,7 +202,8 @@ def ingest_claims(
         [
             f"ingested {summary['ingested']} claims, rejected {len(report.rejected)} rows "
             f"(dates: {', '.join(f'{k} {v}' for k, v in report.date_formats.items())})",
-            *_rejections(summary["rejected"]),
+            *_claim_rejections(summary["rejected"]),
+            *_claim_values(summary),
             *(f"  note: {n}" for n in report.notes),
             *(
                 [f"  ignored columns: {', '.join(report.ignored_columns)}"]
@@ -164,6 +214,32 @@ def ingest_claims(
     )
     if not report.claims:
         sys.exit(1)
+
+
+def _claim_rejections(rejected: list[dict[str, Any]], limit: int = 20) -> list[str]:
+    """One line per rejected row with all its problems; the first ``limit`` rows."""
+    row = lambda r: f"  row {r['row']}: {'; '.join(r['problems'])}"  # noqa: E731
+    return _rejections(rejected, limit, row, "more rejected rows")
+
+
+def _claim_values(summary: dict[str, Any], limit: int = 8) -> list[str]:
+    """How the file's words were read, and the values kept as written (the warnings)."""
+
+    def listed(items: list[str]) -> str:
+        more = f", +{len(items) - limit} more" if len(items) > limit else ""
+        return ", ".join(items[:limit]) + more
+
+    lines = [
+        f"  read {name}: " + listed([f"{raw!r} as {value}" for raw, value in read.items()])
+        for name, read in summary["translated"].items()
+    ]
+    for name, counts in summary["warnings"].items():
+        lines.append(
+            f"  warning: {name} in no vocabulary, kept as written: "
+            + listed([f"{raw!r} x{count}" for raw, count in counts.items()])
+            + f" (map with --values {name}:FROM=TO, or reject with --strict)"
+        )
+    return lines
 
 
 @ingest.command("coco")

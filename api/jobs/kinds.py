@@ -15,6 +15,7 @@ outside the folders jobs may use is refused at submission, and checked again whe
 from __future__ import annotations
 
 import json
+import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,13 +55,20 @@ class Kind:
     check: Callable[[dict[str, Any], dict[str, Any]], None] | None = None
 
 
+_COMPARE_OPTIONS = ("name", "images", "questions", "seed")
+
+
 def _check_compare(params: dict[str, Any], given: dict[str, Any]) -> None:
     """What ``tunegraph compare`` would refuse: a bad name, negative counts, no prices file."""
     from agents.compare import CompareOptions
 
     try:
         CompareOptions(
-            **{k: params[k] for k in ("name", "images", "questions", "seed") if k in params}
+            **{
+                k: params[k]
+                for k in (*_COMPARE_OPTIONS, "cpu_per_hour", "gpu_per_hour")
+                if k in params
+            }
         )
     except ValueError as exc:
         raise ValueError(f"bad parameter(s) of compare: {exc}") from None
@@ -102,6 +110,23 @@ def _check_coco(params: dict[str, Any], given: dict[str, Any]) -> None:
             raise ValueError(f"parameter 'name' of ingest-coco: {exc}") from None
 
 
+def _check_claims(params: dict[str, Any], given: dict[str, Any]) -> None:
+    """What ``tunegraph ingest claims`` refuses before it reads a row: a bad value map."""
+    from ingest.claims import ValueMapError, parse_value_maps
+
+    file = params.get("values_file")
+    if file is not None and not Path(file).is_file():
+        raise ValueError(
+            f"parameter 'values_file' of ingest-claims: no file {given['values_file']}"
+        )
+    try:
+        parse_value_maps(params.get("values", []), Path(file) if file else None)
+    except ValueMapError as exc:
+        # the file's name as given, never the server's path to it
+        message = str(exc).replace(str(file), str(given.get("values_file"))) if file else str(exc)
+        raise ValueError(f"bad value map(s) of ingest-claims: {message}") from None
+
+
 VISION_TASKS = ("damage", "classify", "assess")
 
 
@@ -125,9 +150,11 @@ KINDS = {
     "ingest-claims": Kind(
         "ingest claims",
         {"file": Param(str, required=True, path="read"), "map": Param(list),
-         "date_format": Param(str)},
+         "date_format": Param(str), "values": Param(list),
+         "values_file": Param(str, path="read"), "strict": Param(bool)},
         _WORKER + "ingest_claims",
         unit="claim",
+        check=_check_claims,
     ),
     "ingest-coco": Kind(
         "ingest coco",
@@ -154,7 +181,8 @@ KINDS = {
     "compare": Kind(
         "compare",
         {"name": Param(str), "images": Param(int), "questions": Param(int),
-         "prices": Param(str, path="read"), "seed": Param(int)},
+         "prices": Param(str, path="read"), "seed": Param(int),
+         "cpu_per_hour": Param(float), "gpu_per_hour": Param(float)},
         _WORKER + "compare",
         unit="comparison",
         check=_check_compare,
@@ -186,12 +214,16 @@ def validate(kind: str, params: dict[str, Any], roots: Roots) -> dict[str, Any]:
                 raise ValueError(f"{kind} needs the parameter {name!r}")
             continue
         value = params[name]
+        accepted = (int, float) if param.type is float else param.type  # JSON's 1 is a number
         if (
-            not isinstance(value, param.type)
+            not isinstance(value, accepted)
             or (param.type is list and not all(isinstance(v, str) for v in value))
-            or (param.type is int and isinstance(value, bool))  # True is an int to Python
+            or (param.type in (int, float) and isinstance(value, bool))  # True is an int
+            or (param.type is float and not math.isfinite(value))
         ):
-            wanted = "a list of strings" if param.type is list else param.type.__name__
+            wanted = {list: "a list of strings", float: "a number"}.get(
+                param.type, param.type.__name__
+            )
             raise ValueError(f"parameter {name!r} of {kind} must be {wanted}")
         if param.type is int and not INT_RANGE[0] <= value <= INT_RANGE[1]:
             raise ValueError(f"parameter {name!r} of {kind} must be between -2**63 and 2**63-1")

@@ -74,18 +74,32 @@ def ingest_manuals(params: dict[str, Any], progress: Callable, log: Log) -> dict
 
 
 def ingest_claims(params: dict[str, Any], progress: Callable, log: Log) -> dict[str, Any]:
-    from ingest.claims import parse_mapping, read_claims
+    from ingest.claims import parse_mapping, parse_value_maps, read_claims
     from rag.indexing import load_claims
 
     settings = Settings.from_env()
+    values_file = params.get("values_file")
     report = read_claims(
-        Path(params["file"]), parse_mapping(params.get("map", [])), params.get("date_format")
+        Path(params["file"]),
+        parse_mapping(params.get("map", [])),
+        params.get("date_format"),
+        values=parse_value_maps(
+            params.get("values", []), Path(values_file) if values_file else None
+        ),
+        strict=params.get("strict", False),
     )
+    summary = report.summary()
     for note in report.notes:
         log(f"note: {note}")
-    summary = report.summary()
+    for name, counts in summary["warnings"].items():
+        log(
+            f"warning: {name} kept as written: "
+            + ", ".join(f"{v!r} x{n}" for v, n in counts.items())
+        )
     if not report.claims:
-        raise NothingIngested(f"no claim ingested: {_rejected(summary, 'rejected')}")
+        rows = [f"row {r['row']}: {r['reason']}" for r in summary["rejected"]]
+        more = f" (and {len(rows) - 5} more rows)" if len(rows) > 5 else ""
+        raise NothingIngested(f"no claim ingested: {' | '.join(rows[:5]) or 'no rows'}{more}")
     with progress(total=len(report.claims), desc="claims embedded", unit="claim") as bar:
         load_claims(
             report.claims,
@@ -111,12 +125,11 @@ def ingest_coco(params: dict[str, Any], progress: Callable, log: Log) -> dict[st
 
 
 def finetune_text(params: dict[str, Any], progress: Callable, log: Log) -> dict[str, Any]:
-    from finetune.config import load_config
-    from finetune.recipes import text_lora
+    from finetune.recipes import text_lora, text_recipe
 
     settings = Settings.from_env()
     config_path = Path(params["config"]) if params.get("config") else None
-    config = load_config(text_lora.TextRecipeConfig, config_path, params.get("overrides", []))
+    config = text_recipe(config_path, params.get("overrides", []))
     _confine(config, settings)
     result = text_lora.main(
         config,
@@ -172,6 +185,12 @@ def compare(
     options = CompareOptions(
         **{k: params[k] for k in ("name", "images", "questions", "seed") if k in params},
         prices=Path(params["prices"]) if params.get("prices") else None,
+        **composition.compute_billing(
+            settings,
+            params.get("cpu_per_hour"),
+            params.get("gpu_per_hour"),
+            prices_file=bool(params.get("prices")),
+        ),
     )
     with progress(total=COMPARE_STEPS, desc="compare", unit="comparison") as overall:
         result = run_compare(

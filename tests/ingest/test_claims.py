@@ -36,7 +36,7 @@ def test_mapping_date_detection_and_per_row_rejections(tmp_path):
         "utf-8",
     )
     mapping = parse_mapping(["claim_id=claim,policy_id=policy_number", "incident_date=date"])
-    report = read_claims(path, mapping)
+    report = read_claims(path, mapping, strict=True)  # strict: unknown damage and flag reject
     assert [c.claim_id for c in report.claims] == ["C1"]
     assert report.claims[0].incident_date == date(2024, 4, 13)
     assert report.claims[0].amount == 100.5 and report.claims[0].fraud is False
