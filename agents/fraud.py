@@ -1,7 +1,9 @@
 """Fraud signals: rules over the claims history, and photo/description matches against it.
 
 Each signal is a sentence that says what was found and against which claim; the risk combines
-the signals' weights as independent evidence: ``1 - prod(1 - w)``.
+the signals' weights as independent evidence: ``1 - prod(1 - w)``. An amount is inflated against
+the cost estimate the claims history gives (:func:`agents.tools.cost_ranges`), never against a
+price table.
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ from typing import Any
 
 from ingest.assessment import ClaimContext, Damage, Fraud, fraud_level
 from ingest.images import Photo, load_image
-from ingest.taxonomy import INFLATION_FACTOR, PARTS, humanize
+from ingest.taxonomy import PARTS, humanize
 
 EARLY_DAYS = 30  # an incident this soon after the policy started
 REPEAT_DAYS = 180  # earlier claims on the same VIN within this window
 DESCRIPTION_SIMILARITY = 0.97  # cosine: a description copied from another vehicle's claim
 PHOTO_DISTANCE = 4  # dHash bits: the same picture, re-encoded or resized
+INFLATION_FACTOR = 3.0  # a claimed amount this many times the estimated cost
 WEIGHTS = {
     "early": 0.35,
     "repeat": 0.35,

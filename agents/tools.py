@@ -14,9 +14,9 @@ from typing import Any
 from langchain_core.tools import BaseTool, StructuredTool
 
 from ingest.assessment import Damage
-from ingest.taxonomy import humanize, repair_cost
+from ingest.taxonomy import SEVERITIES, humanize
 
-COST_MIN_CLAIMS = 3  # fewer similar past claims than this: the price table gives the range
+COST_MIN_CLAIMS = 3  # fewer past claims than this in a slice of history: try a wider slice
 
 
 def search_manual(retriever: Any, query: str, k: int, kind: str | None = None) -> list[dict]:
@@ -62,16 +62,19 @@ def similar_claims(
 
 
 def cost_ranges(database: Any, damages: Sequence[Damage]) -> list[dict]:
-    """Per damage: the interquartile range of past claims for that part x type x severity, or the
-    price table +-25 % when there are too few of them."""
+    """Per damage, a cost range learnt from the claims history alone (fraud excluded), from the
+    narrowest slice that holds at least ``COST_MIN_CLAIMS`` past claims; ``basis`` says which:
+
+    1. the same part x type x severity: its interquartile range;
+    2. the same part x type at the nearest other severity, scaled by the ratio of all past
+       claims' medians at the two severities;
+    3. every past claim of that severity, whatever the part;
+
+    and no estimate (0-0) when the history has none of these.
+    """
     ranges = []
     for d in damages:
-        stats = database.cost_distribution(d.part, d.type, d.severity)
-        if stats.count >= COST_MIN_CLAIMS:
-            low, high, basis = stats.p25, stats.p75, f"{stats.count} past claims (p25-p75)"
-        else:
-            expected = repair_cost(d.part, d.type, d.severity)
-            low, high, basis = expected * 0.8, expected * 1.25, "price table +-25%"
+        low, high, basis = _history_range(database, d)
         ranges.append(
             {
                 "part": d.part,
@@ -83,6 +86,41 @@ def cost_ranges(database: Any, damages: Sequence[Damage]) -> list[dict]:
             }
         )
     return ranges
+
+
+def _history_range(database: Any, d: Damage) -> tuple[float, float, str]:
+    slice_ = f"{d.part} {d.type}"
+    exact = database.cost_distribution(d.part, d.type, d.severity)
+    if exact.count >= COST_MIN_CLAIMS:
+        return exact.p25, exact.p75, f"{exact.count} past {d.severity} {slice_} claims (p25-p75)"
+    severity = database.cost_distribution(None, None, d.severity)
+    others = [
+        (s, database.cost_distribution(d.part, d.type, s)) for s in SEVERITIES if s != d.severity
+    ]
+    others = [(s, stats) for s, stats in others if stats.count >= COST_MIN_CLAIMS]
+    # a severity whose past claims' median is 0 (e.g. claims paid nothing) gives no ratio
+    others = [(s, st) for s, st in others if database.cost_distribution(None, None, s).p50]
+    if others and severity.count >= COST_MIN_CLAIMS:
+        # the nearest severity (then the most claims); history says how severities' costs differ
+        rank = SEVERITIES.index(d.severity)
+        other, stats = min(
+            others, key=lambda pair: (abs(SEVERITIES.index(pair[0]) - rank), -pair[1].count)
+        )
+        reference = database.cost_distribution(None, None, other)
+        ratio = severity.p50 / reference.p50
+        return (
+            stats.p25 * ratio,
+            stats.p75 * ratio,
+            f"{stats.count} past {other} {slice_} claims (p25-p75) x {ratio:.2f}, the ratio of "
+            f"all past {d.severity} to {other} claims' medians",
+        )
+    if severity.count >= COST_MIN_CLAIMS:
+        return (
+            severity.p25,
+            severity.p75,
+            f"no similar past claims: all {severity.count} past {d.severity} claims (p25-p75)",
+        )
+    return 0.0, 0.0, "no past claims to estimate from"
 
 
 def manual_tools(retriever: Any, k: int = 3) -> list[BaseTool]:

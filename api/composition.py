@@ -204,6 +204,24 @@ def trained_models(settings: Settings) -> TrainedModels:
     )
 
 
+def compute_billing(
+    settings: Settings,
+    cpu_per_hour: float | None = None,
+    gpu_per_hour: float | None = None,
+    *,
+    prices_file: bool = False,
+) -> dict[str, Any]:
+    """The comparison's compute-billing options: the hourly prices given; else, unless a prices
+    file was given (which then decides), the settings'; None leaves the price table's. And the
+    hardware the self-hosted models run on (None for ``TUNEGRAPH_DEVICE=auto``: detected)."""
+    fallback = (None, None) if prices_file else (settings.cpu_per_hour, settings.gpu_per_hour)
+    return {
+        "cpu_per_hour": fallback[0] if cpu_per_hour is None else cpu_per_hour,
+        "gpu_per_hour": fallback[1] if gpu_per_hour is None else gpu_per_hour,
+        "hardware": {"cpu": "cpu", "cuda": "gpu"}.get(settings.device),
+    }
+
+
 def agent_context(settings: Settings) -> AgentContext:
     """Everything the graphs need, loaded from settings (slow: loads the models).
 

@@ -223,6 +223,22 @@ class Settings:
         default=False,
         metadata={"help": "/metrics needs an API key, like /v1/* (when api_keys are set)"},
     )
+    cpu_per_hour: float | None = field(
+        default=None,
+        metadata={
+            "help": "USD per hour of the CPU machine the self-hosted models run on, for "
+            "`tunegraph compare`'s compute billing (empty: the price table's, a 2-vCPU cloud "
+            "instance's on-demand price)"
+        },
+    )
+    gpu_per_hour: float | None = field(
+        default=None,
+        metadata={
+            "help": "USD per hour of the GPU machine the self-hosted models run on, for "
+            "`tunegraph compare`'s compute billing (empty: the price table's, a one-GPU cloud "
+            "instance's on-demand price)"
+        },
+    )
 
     def __post_init__(self) -> None:
         problems = []
@@ -295,6 +311,9 @@ class Settings:
                 f"{env_name('max_waiting_requests')}={self.max_waiting_requests}: use 0 (no "
                 "request waits) or more"
             )
+        for name in ("cpu_per_hour", "gpu_per_hour"):
+            if (getattr(self, name) or 0) < 0:
+                problems.append(f"{env_name(name)}={getattr(self, name)}: use 0 or more, or unset")
         if self.min_support is not None and not 0 <= self.min_support <= 1:
             problems.append(f"{env_name('min_support')}={self.min_support}: use 0 to 1, or unset")
         if self.max_batch_size < 1:

@@ -16,14 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ingest.coco import DamageExample
-from ingest.taxonomy import (
-    DAMAGE_TYPES,
-    PART_DAMAGES,
-    PARTS,
-    REPAIR_ACTION,
-    SEVERITIES,
-    repair_cost,
-)
+from ingest.taxonomy import DAMAGE_TYPES, PART_DAMAGES, PARTS, REPAIR_ACTION, SEVERITIES
 
 ASSESS_INSTRUCTION = (
     "Assess this car damage: damage types, affected parts, severity, estimated repair cost "
@@ -145,9 +138,12 @@ def crop_boxes(boxes: list[list[float]], crop: tuple[float, float, float, float]
 
 def assessment_target(example: DamageExample) -> dict[str, Any]:
     """The Assessment fields a photo supports, from its annotations: damages (type, part,
-    severity), overall severity (the worst damage), a cost range in USD around the photo's cost
-    (or the price table's) and the manual's repair action per damaged part. Keys in the order of
-    :func:`finetune.vision_lm.model.answer_schema`, whose grammar constrains the model's answers."""
+    severity), overall severity (the worst damage), a cost range in USD around the cost recorded
+    with the photo and the manual's repair action per damaged part. Keys in the order of
+    :func:`finetune.vision_lm.model.answer_schema`, whose grammar constrains the model's answers.
+
+    A photo without a recorded cost gets the range 0-0 (no estimate): a model learns prices only
+    from the costs its training photos carry, never from a price table."""
     damages = sorted(
         (
             {"type": d.type, "part": d.part, "severity": d.severity or "moderate"}
@@ -157,9 +153,7 @@ def assessment_target(example: DamageExample) -> dict[str, Any]:
         key=_damage_order,
     )
     worst = max((SEVERITIES.index(d["severity"]) for d in damages), default=0)
-    cost = example.cost
-    if cost is None:
-        cost = sum(repair_cost(d["part"], d["type"], d["severity"]) for d in damages)
+    cost = example.cost or 0.0
     return {
         "damages": damages,
         "overall_severity": SEVERITIES[worst],

@@ -2,9 +2,10 @@
 
 - an image classifier (``task="classify"``): accuracy, per-class accuracy and the confusion
   matrix (a PNG beside the results), with per-class deltas against a base model when given;
-- the damage model (``task="damage"``): damage-type/part F1, severity accuracy, cost MAE;
+- the damage model (``task="damage"``): damage-type/part F1 and severity accuracy (it states no
+  cost: in the agentic approach the claims history prices its damages);
 - a vision-language model (``task="damage"`` on a folder with ``vlm.json``): its JSON answers,
-  scored like the damage model's, and its decoding speed;
+  scored like the damage model's, cost MAE of the range it wrote, and its decoding speed;
 
 each with latency statistics from one-photo calls.
 """
@@ -30,7 +31,7 @@ from finetune.vision_metrics import (
     damage_scores,
     per_class_delta,
 )
-from ingest.taxonomy import SEVERITIES, repair_cost
+from ingest.taxonomy import SEVERITIES
 
 LATENCY_IMAGES = 16  # a VLM's latency: one-photo calls on this many photos
 VLM_BATCH = 16
@@ -147,10 +148,6 @@ def _damage(model_dir: Path, items: Sequence[tuple[Any, Any]]) -> dict[str, Any]
             max((d.severity for d in found), key=SEVERITIES.index) for found in predicted
         ],
         true_overall=[e.severity for e in examples],
-        predicted_cost=[
-            sum(repair_cost(d.part, d.type, d.severity) for d in found) for found in predicted
-        ],
-        true_cost=[e.cost for e in examples],
     )
     return {**scores, "latency_ms": latency_stats(latencies), "model": classifier.name}
 

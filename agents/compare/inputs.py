@@ -6,20 +6,22 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Mapping
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 from agents.compare.records import CompareError, PhotoCase, Prices, TrainedModels, Training
 from ingest.records import QAPair
 
 
-def load_prices(path: Path | None) -> Prices:
-    """The default price table, with a YAML file's values on top; unknown keys are errors that
-    list the valid ones."""
+def load_prices(path: Path | None, overrides: Mapping[str, float] | None = None) -> Prices:
+    """The default price table, with a YAML file's values on top, then ``overrides``; unknown
+    keys are errors that list the valid ones."""
     from finetune.config import ConfigError, load_config
 
     try:
-        return load_config(Prices, path)
+        return load_config(Prices, path, [f"{k}={v}" for k, v in (overrides or {}).items()])
     except ConfigError as exc:
         valid = ", ".join(f.name for f in fields(Prices))
         raise CompareError(f"--prices: {exc} (keys: {valid})") from None
@@ -85,25 +87,64 @@ def _lines(path: Path) -> list[str]:
 def training_usage(models: TrainedModels) -> dict[str, dict[str, Training]]:
     """What training each approach's models took, from their manifests: the fine-tuned
     assessment's vision-language model; the agentic one's damage model and report-writing
-    adapter; the text adapter behind the fine-tuned chat modes and the agent."""
+    adapter; the text adapter behind the fine-tuned chat modes and the agent. Seconds are the
+    training loops' (:func:`training_seconds`)."""
     from finetune.artifact import read_manifest
 
     def metrics(directory: Path | None) -> dict:
         manifest = read_manifest(directory) if directory is not None else None
         return manifest.metrics if manifest is not None else {}
 
+    def seconds(*trained: dict) -> float | None:
+        parts = [training_seconds(m) for m in trained if m]
+        return None if None in parts else round(sum(parts), 1)
+
     vlm_dir, damage_dir, adapter_dir = models.vision_lm, models.damage_model, models.text_adapter
     vlm, damage, adapter = metrics(vlm_dir), metrics(damage_dir), metrics(adapter_dir)
     vlm_tokens = vlm.get("train_tokens", 0) + vlm.get("align", {}).get("train_tokens", 0)
-    text = Training(adapter.get("train_tokens", 0), 0, (adapter_dir.name,) if adapter else ())
+    text = Training(
+        adapter.get("train_tokens", 0),
+        0,
+        (adapter_dir.name,) if adapter else (),
+        seconds(adapter),
+    )
     return {
         "assessment": {
-            "finetuned": Training(vlm_tokens, 0, (vlm_dir.name,) if vlm else ()),
+            "finetuned": Training(vlm_tokens, 0, (vlm_dir.name,) if vlm else (), seconds(vlm)),
             "agentic": Training(
                 text.tokens,
                 damage.get("train_images", 0),
                 tuple(d.name for d in (damage_dir, adapter_dir) if d is not None),
+                seconds(damage, adapter),
             ),
         },
         "chat": {mode: text for mode in ("finetuned", "finetuned-rag", "agent")},
     }
+
+
+def training_seconds(metrics: dict[str, Any]) -> float | None:
+    """Training-loop wall seconds from a manifest's metrics: each stage's units trained over
+    its throughput (``train_tokens`` / ``tokens_per_s``, ``train_images`` / ``images_per_s``),
+    stages nested as sections (a vision-language model's ``align``) included. Evaluation and
+    data preparation are not in it (the trainer keeps them out of its throughput). None when a
+    stage has units but no throughput.
+
+    >>> training_seconds({"train_tokens": 1000, "tokens_per_s": 50.0,
+    ...                   "align": {"train_tokens": 300, "tokens_per_s": 100.0}})
+    23.0
+    >>> training_seconds({"train_images": 900}) is None
+    True
+    """
+    total = 0.0
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            stage = training_seconds(value)
+            if stage is None:
+                return None
+            total += stage
+        elif key in ("train_tokens", "train_images") and value:
+            rate = metrics.get(f"{key.removeprefix('train_')}_per_s")
+            if not rate:
+                return None
+            total += value / rate
+    return total

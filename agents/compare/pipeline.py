@@ -10,7 +10,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agents.compare.records import Bar, CompareError, Comparison, Progress, TrainedModels
+from agents.compare.records import (
+    HARDWARE,
+    Bar,
+    CompareError,
+    Comparison,
+    Progress,
+    TrainedModels,
+)
 
 if TYPE_CHECKING:
     from agents.context import AgentContext
@@ -20,7 +27,9 @@ if TYPE_CHECKING:
 class CompareOptions:
     """What to compare on. ``images`` / ``questions``: seeded samples of the demo's test photos
     and test questions (0 skips that task); ``prices``: a YAML price table (see
-    :class:`agents.compare.records.Prices`); ``resamples``: bootstrap resamples per metric;
+    :class:`agents.compare.records.Prices`), with ``cpu_per_hour`` / ``gpu_per_hour`` on top
+    when given; ``hardware``: what the self-hosted models run on, ``cpu`` or ``gpu`` (None: a
+    GPU when PyTorch sees one); ``resamples``: bootstrap resamples per metric;
     ``max_tokens``: a cap on every text-model answer (chat and assessment reports; None: the
     model's own default)."""
 
@@ -31,6 +40,9 @@ class CompareOptions:
     seed: int = 0
     resamples: int = 1000
     max_tokens: int | None = None
+    cpu_per_hour: float | None = None
+    gpu_per_hour: float | None = None
+    hardware: str | None = None
 
     def __post_init__(self) -> None:
         problems = []
@@ -43,6 +55,11 @@ class CompareOptions:
             problems.append("resamples: use at least 100")
         if self.max_tokens is not None and self.max_tokens < 1:
             problems.append("max_tokens: use at least 1")
+        for key in ("cpu_per_hour", "gpu_per_hour"):
+            if (getattr(self, key) or 0) < 0:
+                problems.append(f"{key} cannot be negative")
+        if self.hardware not in (None, *HARDWARE):
+            problems.append(f"hardware: use {' or '.join(HARDWARE)}, not {self.hardware!r}")
         if problems:
             raise CompareError("; ".join(problems))
 
@@ -99,7 +116,8 @@ def run_compare(
         vision_token_counter,
     )
 
-    prices = load_prices(options.prices)
+    hourly = {k: getattr(options, k) for k in ("cpu_per_hour", "gpu_per_hour")}
+    prices = load_prices(options.prices, {k: v for k, v in hourly.items() if v is not None})
     photos = photo_cases(demo_dir, options.images, options.seed) if options.images else []
     # the test split and the manual the served adapter kept, when it kept them
     kept = models.text_adapter / "data" if models.text_adapter else None
@@ -123,6 +141,7 @@ def run_compare(
         approaches=tuple(ASSESSMENT_GRAPHS) if photos else (),
         modes=CHAT_MODES if questions else (),
         vision_tokens=vision_token_counter(context.vision),
+        hardware=options.hardware or _hardware(),
         progress=progress,
         bar=bar,
         should_stop=should_stop,
@@ -132,3 +151,13 @@ def run_compare(
     out = runs_dir / options.name
     files = write_report(comparison, out, f"tunegraph compare: {options.name}")
     return CompareResult(out, files, comparison)
+
+
+def _hardware() -> str:
+    """``gpu`` when PyTorch sees one (where the model store's ``auto`` device puts the models),
+    else ``cpu``."""
+    try:
+        import torch
+    except ImportError:
+        return "cpu"
+    return "gpu" if torch.cuda.is_available() else "cpu"

@@ -27,24 +27,42 @@ class ComparisonCancelled(RuntimeError):
     """``should_stop`` asked the comparison to stop."""
 
 
+# The default hourly prices: on-demand, Linux, us-east-1, as quoted (for June 2026) by
+# factualminds.com, "Amazon EC2 On-Demand Pricing: Instance Families, Regional Multipliers, and
+# the Graviton Crossover (2026)", read from a stored copy of that page (its date unknown).
+HARDWARE = {
+    "cpu": "AWS EC2 m7g.large (2 Arm vCPU, 8 GiB)",
+    "gpu": "AWS EC2 g5.xlarge (1 NVIDIA A10G, 4 vCPU)",
+}
+PRICE_SOURCE = (
+    "on-demand Linux us-east-1 prices quoted by factualminds.com (Amazon EC2 On-Demand "
+    "Pricing, 2026), read from a stored copy"
+)
+
+
 @dataclass(frozen=True)
 class Prices:
-    """The price table for cost estimates (USD unless ``currency`` says otherwise).
+    """What running and training the approaches costs (USD unless ``currency`` says otherwise).
 
-    Defaults are the seed evaluation's illustrative cloud prices (gpt-4o-2024-08-06, East US 2,
-    Sept 2025: $2.5 / $10 per 1M input / output tokens, $27.5 per 1M training tokens, $1.7 per
-    hosting hour) so that the approaches' costs can be told apart; they are not what running
-    the embedded models costs. Give your own with ``tunegraph compare --prices FILE.yaml``
-    (any subset of these keys).
+    Self-hosted models (the text model on the in-process engine or transformers, the damage
+    model, the vision-language model) are billed by compute: the wall-seconds of their calls x
+    the hourly price of the hardware they ran on, ``cpu_per_hour`` (a 2-vCPU instance) or
+    ``gpu_per_hour`` (one GPU instance; see ``HARDWARE`` and ``PRICE_SOURCE`` for the defaults).
+    Hosted models (the text model behind an OpenAI-compatible server) are billed by tokens x
+    ``text_input_per_1m`` / ``text_output_per_1m`` (defaults: the seed evaluation's
+    gpt-4o-2024-08-06 prices, $2.5 / $10 per 1M). Training is billed by its wall time x the
+    same hourly price; ``training_per_1m_tokens`` (the seed's $27.5 per 1M) and
+    ``training_per_1k_images`` price the same training on a hosted fine-tuning service, shown
+    beside it. Give your own with ``tunegraph compare --prices FILE.yaml`` (any subset of these
+    keys) or ``--cpu-per-hour`` / ``--gpu-per-hour``.
     """
 
-    text_input_per_1m: float = 2.5  # the text model: report writer, service chat
+    cpu_per_hour: float = 0.0816
+    gpu_per_hour: float = 1.006
+    text_input_per_1m: float = 2.5
     text_output_per_1m: float = 10.0
-    vision_input_per_1m: float = 2.5  # the vision-language model (fine-tuned assessment)
-    vision_output_per_1m: float = 10.0
     training_per_1m_tokens: float = 27.5
-    training_per_1k_images: float = 0.0  # image models trained on pictures, not tokens
-    hosting_per_hour: float = 1.7
+    training_per_1k_images: float = 0.0
     currency: str = "USD"
 
     def __post_init__(self) -> None:
@@ -55,6 +73,16 @@ class Prices:
         ]
         if negative:
             raise ValueError(f"prices cannot be negative: {', '.join(negative)}")
+
+    def per_hour(self, hardware: str) -> float:
+        """The hourly price of ``hardware`` (``cpu`` or ``gpu``).
+
+        >>> Prices().per_hour("gpu")
+        1.006
+        """
+        if hardware not in HARDWARE:
+            raise ValueError(f"unknown hardware {hardware!r}; use {' or '.join(HARDWARE)}")
+        return getattr(self, f"{hardware}_per_hour")
 
 
 @dataclass(frozen=True)
@@ -68,11 +96,13 @@ class TrainedModels:
 
 @dataclass(frozen=True)
 class Training:
-    """What went into training an approach's models (from their manifests)."""
+    """What went into training an approach's models (from their manifests): tokens, images,
+    and the training loops' wall seconds (None: a manifest does not say)."""
 
     tokens: int = 0
     images: int = 0
     models: tuple[str, ...] = ()
+    seconds: float | None = 0.0
 
 
 @dataclass(frozen=True)
@@ -89,7 +119,10 @@ class PhotoCase:
 @dataclass
 class Outcome:
     """One approach on one item. ``output``: the Assessment (JSON) or the answer text; None
-    when the approach failed (``error`` says why)."""
+    when the approach failed (``error`` says why). ``input_tokens`` / ``output_tokens``: every
+    model's that were counted; what is billed: ``compute_s``, the wall seconds of the
+    self-hosted models' calls, and ``hosted_input_tokens`` / ``hosted_output_tokens``, the
+    hosted models' tokens."""
 
     output: Any = None
     latency_ms: float = 0.0
@@ -97,6 +130,9 @@ class Outcome:
     output_tokens: int = 0
     stopped: bool = True
     error: str | None = None
+    compute_s: float = 0.0
+    hosted_input_tokens: int = 0
+    hosted_output_tokens: int = 0
 
 
 @dataclass
@@ -113,6 +149,7 @@ class Comparison:
     costs: dict[str, dict[str, dict[str, Any]]]  # "assessment" / "chat" -> approach -> cost
     verdicts: dict[str, list[Verdict]]  # "assessment" / "chat" -> one per metric
     prices: Prices = field(default_factory=Prices)
+    hardware: str = "cpu"  # what the self-hosted models ran on: cpu | gpu
 
     def to_dict(self) -> dict[str, Any]:
         def items(outcomes: dict[str, list[Outcome]], ids: list[str]) -> dict[str, Any]:
@@ -125,6 +162,11 @@ class Comparison:
             "photos": len(self.photos),
             "questions": len(self.questions),
             "prices": dataclasses.asdict(self.prices),
+            "hardware": {
+                "kind": self.hardware,
+                "instance": HARDWARE[self.hardware],
+                "per_hour": self.prices.per_hour(self.hardware),
+            },
             "assessment_scores": self.assessment_scores,
             "per_class_delta": self.per_class_delta,
             "chat_scores": self.chat_scores,

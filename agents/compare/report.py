@@ -297,19 +297,23 @@ def _latency_blocks(c: Comparison, plots: dict[str, Path]) -> list[Block]:
 
 
 def _cost_blocks(c: Comparison) -> list[Block]:
+    from agents.compare.records import HARDWARE, PRICE_SOURCE
+
     p = c.prices
     currency = p.currency
     rows = tuple(
         (
             name,
+            k["billing"],
+            _fmt(k["compute_s_per_call"], 3),
             _fmt(k["input_tokens_per_call"], 1),
             _fmt(k["output_tokens_per_call"], 1),
             _fmt(k["inference_per_1k"], 4),
-            _fmt(k["hosting_per_1k"], 4),
-            _fmt(k["hosting_per_hour"], 2),
+            _duration(k["training_s"]),
+            _fmt(k["training"], 4),
             f"{k['training_tokens']:,}"
             + (f" + {k['training_images']:,} images" if k["training_images"] else ""),
-            _fmt(k["training"], 2),
+            _fmt(k["training_hosted"], 2),
         )
         for name, k in _labelled(c.costs.get("assessment", {}), c.costs.get("chat", {}))
     )
@@ -317,27 +321,47 @@ def _cost_blocks(c: Comparison) -> list[Block]:
         Block("h2", f"Cost ({currency})"),
         Block(
             "p",
-            "Inference per 1,000 requests from the mean input/output tokens of the successful "
-            "calls ('-': tokens not counted, or no call succeeded); hosting per 1,000 requests "
-            "at their mean latency, one request at a time; training from the "
-            "training tokens in the models' manifests (0: not fine-tuned, or not trained yet). "
-            f"Prices per 1M tokens: text {p.text_input_per_1m} in / {p.text_output_per_1m} out, "
-            f"vision {p.vision_input_per_1m} in / {p.vision_output_per_1m} out, training "
-            f"{p.training_per_1m_tokens} (+ {p.training_per_1k_images} per 1k images); hosting "
-            f"{p.hosting_per_hour} per hour.",
+            "Each row is billed as its 'billed by' column says. compute: the self-hosted models "
+            "(the text model in this process, the damage model, the vision-language model) by "
+            f"the wall-seconds of their calls x the hourly price of the hardware they ran on, "
+            f"here {c.hardware}: {HARDWARE[c.hardware]} at {p.per_hour(c.hardware)} per hour "
+            f"(CPU {p.cpu_per_hour}, GPU {p.gpu_per_hour} per hour: {PRICE_SOURCE}). tokens: a "
+            "text model hosted on an OpenAI-compatible server by its tokens at "
+            f"{p.text_input_per_1m} in / {p.text_output_per_1m} out per 1M. Inference per "
+            "1,000 requests from the mean cost of the successful calls ('-': none succeeded); "
+            "retrieval and the claims database are not billed. Training: the training loops' "
+            "wall time in the models' manifests (tokens or images over their throughput; "
+            "evaluation and data preparation left out) x the same hourly price, as if trained "
+            "on the same hardware; beside it, the same training tokens on a hosted fine-tuning "
+            f"service at {p.training_per_1m_tokens} per 1M (+ {p.training_per_1k_images} per "
+            "1k images). 0: not fine-tuned, or not trained yet.",
         ),
         Block(
             "table",
             header=(
                 "approach",
+                "billed by",
+                "model s/call",
                 "input tok/call",
                 "output tok/call",
                 "inference /1k req",
-                "hosting /1k req",
-                "hosting /hour",
-                "training tokens",
+                "training time",
                 "training",
+                "training tokens",
+                "hosted fine-tuning",
             ),
             rows=rows,
         ),
     ]
+
+
+def _duration(seconds: float | None) -> str:
+    """
+    >>> _duration(None), _duration(0.0), _duration(95.0), _duration(7260.0)
+    ('-', '0', '1.6 min', '2.0 h')
+    """
+    if seconds is None:
+        return "-"
+    if not seconds:
+        return "0"
+    return f"{seconds / 60:.1f} min" if seconds < 3600 else f"{seconds / 3600:.1f} h"

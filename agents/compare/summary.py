@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from agents.compare.cost import TOKEN_KIND, cost
+from agents.compare.cost import ASSESSMENT_MODELS, CHAT_MODELS, billing, cost
 from agents.compare.records import Comparison, Outcome, PhotoCase, Prices, Training
 from agents.compare.scoring import score_assessments, score_chat
 from agents.compare.verdicts import assessment_verdicts, chat_verdicts
@@ -23,11 +23,14 @@ def summarize(
     prices: Prices,
     training: Mapping[str, Mapping[str, Training]] | None = None,
     tokens_counted: bool = True,
+    hardware: str = "cpu",
+    llm_hosted: bool = False,
     resamples: int = 1000,
     seed: int = 0,
 ) -> Comparison:
     """Scores, costs and verdicts of recorded outcomes (``tokens_counted``: whether the
-    fine-tuned assessment's vision-model tokens were counted)."""
+    fine-tuned assessment's vision-model tokens were counted; ``hardware``: what the
+    self-hosted models ran on; ``llm_hosted``: whether a server hosted the text model)."""
     assessment_scores = {a: score_assessments(photos, rows) for a, rows in assessments.items()}
     deltas = {}
     if "finetuned" in assessment_scores and "agentic" in assessment_scores:
@@ -49,16 +52,17 @@ def summarize(
         task: {
             name: cost(
                 rows,
-                kind(name),
+                billing(models(name), llm_hosted),
                 prices,
                 training.get(task, {}).get(name, Training()),
+                hardware,
                 counted=task == "chat" or name not in uncounted,
             )
             for name, rows in outcomes.items()
         }
-        for task, outcomes, kind in (
-            ("assessment", assessments, TOKEN_KIND.__getitem__),
-            ("chat", chats, lambda _: "text"),
+        for task, outcomes, models in (
+            ("assessment", assessments, ASSESSMENT_MODELS.__getitem__),
+            ("chat", chats, lambda _: CHAT_MODELS),
         )
     }
     return Comparison(
@@ -72,11 +76,14 @@ def summarize(
         costs=costs,
         verdicts={
             "assessment": assessment_verdicts(
-                photos, assessments, prices, resamples, seed, uncounted
+                photos, assessments, prices, hardware, resamples, seed
             ),
-            "chat": chat_verdicts(questions, chats, known_numbers, prices, resamples, seed),
+            "chat": chat_verdicts(
+                questions, chats, known_numbers, prices, hardware, resamples, seed
+            ),
         },
         prices=prices,
+        hardware=hardware,
     )
 
 

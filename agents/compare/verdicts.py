@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from agents.compare.cost import TOKEN_KIND, token_prices
+from agents.compare.cost import call_cost
 from agents.compare.records import Outcome, PhotoCase, Prices
 from agents.compare.scoring import assessment_quality, item_score
 from finetune.bootstrap import Verdict, mean, verdict
@@ -15,13 +15,10 @@ from ingest.records import QAPair
 
 
 def _shared(
-    outcomes: Mapping[str, Sequence[Outcome]],
-    kind: Callable[[str], str],
-    prices: Prices,
-    uncounted: set[str] = frozenset(),
+    outcomes: Mapping[str, Sequence[Outcome]], prices: Prices, hardware: str
 ) -> dict[str, tuple[Callable, bool]]:
     """Metrics every task has: failures, latency and inference cost per 1,000 requests (both
-    over the successful calls)."""
+    over the successful calls; cost as :func:`agents.compare.cost.call_cost` bills it)."""
 
     def latency(name, idx):
         return mean({i: o.latency_ms for i, o in enumerate(outcomes[name]) if o.error is None}, idx)
@@ -30,16 +27,13 @@ def _shared(
         return mean([float(o.error is not None) for o in outcomes[name]], idx)
 
     def inference(name, idx):
-        if name in uncounted:
-            return None
-        price_in, price_out = token_prices(prices, kind(name))
         per_call = {
-            i: o.input_tokens * price_in + o.output_tokens * price_out
+            i: call_cost(o, prices, hardware)
             for i, o in enumerate(outcomes[name])
             if o.error is None
         }
         value = mean(per_call, idx)
-        return None if value is None else 1000 * value / 1e6
+        return None if value is None else 1000 * value
 
     return {
         "failure rate": (failures, False),
@@ -52,12 +46,12 @@ def assessment_verdicts(
     photos: Sequence[PhotoCase],
     outcomes: Mapping[str, Sequence[Outcome]],
     prices: Prices,
+    hardware: str = "cpu",
     resamples: int = 1000,
     seed: int = 0,
-    uncounted: set[str] = frozenset(),
 ) -> list[Verdict]:
     """Per metric, the best approach and its margin with a paired-bootstrap 95 % CI
-    (``uncounted``: approaches whose tokens were not counted)."""
+    (``hardware``: what the self-hosted models ran on, for their cost)."""
     cache: dict[tuple[str, tuple[int, ...]], dict[str, Any]] = {}
 
     def scores(name: str, idx: Sequence[int]) -> dict[str, Any]:
@@ -78,7 +72,7 @@ def assessment_verdicts(
         "severity accuracy": (field_of("severity_accuracy"), True),
         "overall-severity accuracy": (field_of("overall_severity_accuracy"), True),
         "cost MAE": (field_of("cost_mae"), False),
-        **_shared(outcomes, TOKEN_KIND.__getitem__, prices, uncounted),
+        **_shared(outcomes, prices, hardware),
     }
     return _verdicts(metrics, list(outcomes), len(photos), resamples, seed)
 
@@ -88,6 +82,7 @@ def chat_verdicts(
     outcomes: Mapping[str, Sequence[Outcome]],
     known: set[str],
     prices: Prices,
+    hardware: str = "cpu",
     resamples: int = 1000,
     seed: int = 0,
 ) -> list[Verdict]:
@@ -130,7 +125,7 @@ def chat_verdicts(
         "ROUGE-L (procedures, explanations...)": (by_kind(False), True),
         "hallucinated-number rate": (hallucination, False),
         **({"abstention on unanswerable questions": (abstention, True)} if unanswerable else {}),
-        **_shared(outcomes, lambda _: "text", prices),
+        **_shared(outcomes, prices, hardware),
     }
     return _verdicts(metrics, list(outcomes), len(questions), resamples, seed)
 

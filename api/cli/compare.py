@@ -11,6 +11,17 @@ import click
 from api.cli.options import load_settings
 
 
+def _hourly_price(kind: str):
+    return click.option(
+        f"--{kind}-per-hour",
+        type=click.FloatRange(0),
+        default=None,
+        help=f"USD per hour of the {kind.upper()} machine that runs the self-hosted models "
+        f"(compute billing) [default: the --prices file's, else TUNEGRAPH_{kind.upper()}_PER_HOUR, "
+        "else the price table's]",
+    )
+
+
 @click.command("compare")
 @click.option(
     "--name",
@@ -36,10 +47,12 @@ from api.cli.options import load_settings
     "--prices",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
-    help="YAML price table overriding the defaults (keys: text_input_per_1m, "
-    "text_output_per_1m, vision_input_per_1m, vision_output_per_1m, training_per_1m_tokens, "
-    "training_per_1k_images, hosting_per_hour, currency)",
+    help="YAML price table overriding the defaults (keys: cpu_per_hour, gpu_per_hour, "
+    "text_input_per_1m, text_output_per_1m, training_per_1m_tokens, training_per_1k_images, "
+    "currency)",
 )
+@_hourly_price("cpu")
+@_hourly_price("gpu")
 @click.option(
     "--max-tokens",
     type=click.IntRange(1, 4096),
@@ -55,6 +68,8 @@ def compare(
     images: int,
     questions: int,
     prices: Path | None,
+    cpu_per_hour: float | None,
+    gpu_per_hour: float | None,
     max_tokens: int | None,
     seed: int,
     as_json: bool,
@@ -65,7 +80,9 @@ def compare(
     Writes TUNEGRAPH_HOME/runs/NAME/report.md, a self-contained report.html, report.json and
     PNG plots: quality per approach, per-class deltas, confusion matrices, latency
     (mean/p50/p90/p95/p99/min/max/std, sequential throughput), cost (inference per 1,000
-    requests, training, hosting) and a verdict per metric with bootstrap 95 % intervals.
+    requests and training: self-hosted models by their calls' wall time x the machine's hourly
+    price, a text model on TUNEGRAPH_LLM_BASE_URL by tokens) and a verdict per metric with
+    bootstrap 95 % intervals.
 
     Slow on a CPU: every call runs one at a time (latency is measured call by call), each
     assessment and chat answer takes seconds on a 2-core machine, so the defaults take a long
@@ -88,6 +105,9 @@ def compare(
             prices=prices,
             seed=seed,
             max_tokens=max_tokens,
+            **composition.compute_billing(
+                settings, cpu_per_hour, gpu_per_hour, prices_file=prices is not None
+            ),
         )
         result = run_compare(
             options,
@@ -116,6 +136,13 @@ def compare(
                 f"  {v.metric}: {outcome} ({v.best} {_g(v.values[v.best])} vs {v.runner_up} "
                 f"{_g(v.values[v.runner_up])}; margin {_g(v.margin)} [{_g(v.ci_low)}, "
                 f"{_g(v.ci_high)}])"
+            )
+    for task, rows in comparison.costs.items():
+        for name, c in rows.items():
+            click.echo(
+                f"cost of {name} ({task}): billed by {c['billing']}, "
+                f"{_g(c['inference_per_1k'])} {c['currency']} per 1k requests, training "
+                f"{_g(c['training'])} {c['currency']}"
             )
     click.echo(f"report: {result.files['report.md']} and {result.files['report.html']}")
 

@@ -265,8 +265,8 @@ def eval_vision(
     as_json: bool,
 ) -> None:
     """Score a trained vision model on held-out images: accuracy, per-class accuracy and the
-    confusion matrix (classify), damage-type/part F1, severity accuracy and cost MAE (damage),
-    and latency statistics."""
+    confusion matrix (classify), damage-type/part F1, severity accuracy and, for a model that
+    states costs, cost MAE (damage), and latency statistics."""
     from api.composition import model_store, vision_engine_cache
     from finetune.vision_evaluation import evaluate_vision
 
@@ -317,8 +317,9 @@ def _print_vision(task: str, result: dict, out: Path) -> None:
             f"{result['n']} images ({result['model']}): damage-type F1 micro "
             f"{result['type_f1_micro']:.3f} / macro {result['type_f1_macro']:.3f}; part F1 "
             f"{result['part_f1_micro']:.3f}; pair F1 {result['pair_f1']:.3f}; severity accuracy "
-            f"{result['severity_accuracy']}; cost MAE {result.get('cost_mae')} USD; invalid "
-            f"{result['invalid_rate']:.1%}"
+            f"{result['severity_accuracy']}"
+            + (f"; cost MAE {result['cost_mae']} USD" if result.get("cost_mae") is not None else "")
+            + f"; invalid {result['invalid_rate']:.1%}"
         )
         click.echo("per type: " + ", ".join(f"{k} {v:.3f}" for k, v in result["type_f1"].items()))
         latency = result["latency_ms"]

@@ -1,13 +1,15 @@
 """Synthetic claims history with labelled fraud.
 
 Honest claims: a random policy, an incident 60-1,200 days after the policy started, a damage
-drawn from the taxonomy, and an amount equal to the price-table cost times log-normal noise
-(sigma 0.15), with one to three photos of a matching damage from the demo photo set.
+drawn from the price table, and an amount from :mod:`ingest.demo.costs`: the table's figure
+reshaped by the policy's region (labour rate) and vehicle value, times a workshop's quote noise.
+Neither factor is written to the claims file. Each claim has one to three photos of a matching
+damage from the demo photo set.
 
 Fraudulent claims (``fraud=1``, ``fraud_pattern`` names the pattern) follow four patterns seen in
 real claims work: a claim within three weeks of the policy start (``early_claim``), a burst of
-claims on one VIN within six months (``repeat_vin``), an amount 3-5x the usual cost
-(``inflated_amount``), and photos reused from another policy's claim (``reused_photos``).
+claims on one VIN within six months (``repeat_vin``), an amount 3.2-5x what the repair would
+have cost (``inflated_amount``), and photos reused from another policy's claim (``reused_photos``).
 A few honest claims also fall soon after the policy start, so that no single rule is a perfect
 detector.
 """
@@ -15,13 +17,19 @@ detector.
 from __future__ import annotations
 
 import csv
-import math
 import random
 from dataclasses import asdict, dataclass, fields
 from datetime import date, timedelta
 from pathlib import Path
 
-from ingest.taxonomy import BASE_REPAIR_COST, SEVERITIES, humanize, repair_cost
+from ingest.demo.costs import (
+    BASE_REPAIR_COST,
+    CostFactors,
+    draw_factors,
+    quote_noise,
+    repair_cost,
+)
+from ingest.taxonomy import SEVERITIES, humanize
 
 FRAUD_PATTERNS = ("early_claim", "repeat_vin", "inflated_amount", "reused_photos")
 START, END = date(2021, 1, 1), date(2025, 6, 30)
@@ -118,6 +126,13 @@ class _Policy:
     vin: str
     start: date
 
+    @property
+    def factors(self) -> CostFactors:
+        """The vehicle's region and value, never written to the claims file. Drawn from a
+        generator of their own, seeded by the VIN, so that adding them left every other draw
+        of the claims (and the claims themselves, but for their amounts) as they were."""
+        return draw_factors(random.Random(f"cost-factors-{self.vin}"))
+
 
 def generate_claims(
     rng: random.Random, n_claims: int, photos: dict[tuple[str, str], list[str]]
@@ -147,7 +162,7 @@ def generate_claims(
 def _claim(rng, policy: _Policy, days: int, photos, damage=None) -> ClaimRow:
     part, damage_type = damage or rng.choice(list(BASE_REPAIR_COST))
     severity = rng.choices(SEVERITIES, weights=(5, 4, 2))[0]
-    amount = repair_cost(part, damage_type, severity) * math.exp(rng.gauss(0, 0.15))
+    amount = repair_cost(part, damage_type, severity, policy.factors, quote_noise(rng))
     choices = photos.get((part, damage_type)) or [p for ps in photos.values() for p in ps]
     chosen = rng.sample(choices, k=min(len(choices), rng.randint(1, 3)))
     scenario = rng.choice(_SCENARIOS[damage_type])
@@ -179,9 +194,7 @@ def _fraud_claim(rng, pattern: str, policies, honest: list[ClaimRow], photos) ->
         row = _claim(rng, policy, (latest - policy.start).days + rng.randint(10, 90), photos)
     elif pattern == "inflated_amount":
         row = _claim(rng, policy, rng.randint(60, 1200), photos)
-        row.amount = round(
-            repair_cost(row.part, row.damage_type, row.severity) * rng.uniform(3.2, 5.0), 2
-        )
+        row.amount = round(row.amount * rng.uniform(3.2, 5.0), 2)
     else:  # reused_photos: the same pictures as another policy's claim
         source = rng.choice([r for r in honest if r.policy_id != policy.policy_id])
         row = _claim(rng, policy, rng.randint(60, 1200), photos, (source.part, source.damage_type))

@@ -34,7 +34,7 @@ from ingest.demo import damage, manual
 from ingest.demo.datasheet import datasheet
 from ingest.taxonomy import DAMAGE_TYPES
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3  # 3: costs from hidden region and vehicle-value factors (demo/costs.py)
 Progress = Callable[..., Any]  # tqdm-like: progress(iterable, desc=..., total=...)
 
 

@@ -4,7 +4,7 @@ Each image is a schematic car seen from the front, the side or the rear, drawn w
 noisy background, with one to three damages of CarDD's six classes painted on named parts at
 three severities. Every damage becomes a COCO annotation (bbox, segmentation polygon, category,
 plus its part and severity); every image records its view, overall severity, main part and a
-repair cost drawn from the price table in :mod:`ingest.taxonomy`.
+repair cost from :mod:`ingest.demo.costs` for a hidden region and vehicle value of its own.
 
 Over 400 lines on purpose: the drawing of each damage class and its annotation are kept side
 by side, so a box always matches what was painted.
@@ -20,7 +20,8 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFilter
 
-from ingest.taxonomy import DAMAGE_TYPES, PART_DAMAGES, SEVERITIES, VIEW_PARTS, repair_cost
+from ingest.demo.costs import draw_factors, quote_noise, repair_cost
+from ingest.taxonomy import DAMAGE_TYPES, PART_DAMAGES, SEVERITIES, VIEW_PARTS
 
 WIDTH, HEIGHT = 320, 240
 SEVERITY_SCALE = {"minor": 0.35, "moderate": 0.6, "severe": 0.9}
@@ -403,9 +404,15 @@ def _lighting(image, rng: random.Random):
 def image_record(
     image_id: int, file_name: str, view: str, damages: list[Damage], rng: random.Random, split: str
 ) -> dict[str, Any]:
-    """The COCO image entry with tunegraph's per-image fields."""
+    """The COCO image entry with tunegraph's per-image fields; its ``cost`` is one workshop's
+    quote for all its damages, on a vehicle and in a region that the photo does not show."""
     worst = max(damages, key=lambda d: SEVERITIES.index(d.severity))
-    cost = sum(repair_cost(d.part, d.type, d.severity) for d in damages) * rng.uniform(0.9, 1.1)
+    # one draw of the photos' generator, as before the hidden factors, so the photos after
+    # this one stay the same pictures; the factors come from a generator of their own
+    costs = random.Random(rng.random())
+    factors = draw_factors(costs)
+    cost = sum(repair_cost(d.part, d.type, d.severity, factors) for d in damages)
+    cost *= quote_noise(costs)
     return {
         "id": image_id,
         "file_name": file_name,

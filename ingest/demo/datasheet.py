@@ -39,11 +39,14 @@ The same seed always produces byte-identical files (see `manifest.json` for thei
 - {c["rows"]} claims, columns: claim_id, policy_id, vin, incident_date, policy_start, description,
   part, damage_type, severity, amount, fraud, fraud_pattern, photo_paths (`;`-separated, relative
   to this directory).
-- Amount = price-table cost for (part, damage, severity) × log-normal noise (σ = 0.15);
-  severities minor : moderate : severe ≈ 5 : 4 : 2; incidents 2021-2025.
+- Amount = a price table's figure for (part, damage, severity), its labour share billed at the
+  policy's regional labour rate (0.75-1.45× typical) and its parts share scaled by the vehicle's
+  value (log-normal around 28,000 USD), × a workshop's quote noise (log-normal, σ = 0.15). The
+  region and the vehicle value are not in the file: estimates can learn from past amounts, not
+  recompute them. Severities minor : moderate : severe ≈ 5 : 4 : 2; incidents 2021-2025.
 - Fraud: {c["fraud"]} claims ({fraud_pct:.1f} %), patterns {json.dumps(c["fraud_patterns"])}:
   `early_claim` (within 20 days of the policy start), `repeat_vin` (10-90 days after the same
-  VIN's previous claim), `inflated_amount` (3.2-5× the usual cost), `reused_photos` (the photos of
+  VIN's previous claim), `inflated_amount` (3.2-5× what the repair would have cost), `reused_photos` (the photos of
   another policy's claim). About 1.5 % of honest claims are also early, as in real portfolios.
 
 ## Damage photos (`damage/`)
@@ -54,7 +57,8 @@ The same seed always produces byte-identical files (see `manifest.json` for thei
   per severity {json.dumps(d["per_severity"])}.
 - `annotations/{{split}}.json` is COCO: categories are CarDD's six classes; each annotation has a
   bbox `[x, y, w, h]`, a segmentation polygon, and its `part` and `severity`; each image has its
-  `view`, overall `severity` (the worst damage), main `part` and repair `cost` (USD).
+  `view`, overall `severity` (the worst damage), main `part` and repair `cost` (USD: the same
+  cost process as the claims, for a region and vehicle value drawn per photo and not recorded).
 
 ## Using real data instead
 

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 
+import httpx
 import pytest
 
 from agents.backends.base import Event, Usage
+from agents.backends.openai_compat import OpenAICompatibleBackend
 from agents.chat_model import LocalChatModel
 from agents.compare.records import ComparisonCancelled, PhotoCase, Prices, Training
 from agents.compare.run import run_comparison
@@ -134,6 +137,19 @@ def compare(ctx, cases=None, questions=QUESTIONS, **kwargs):
     )
 
 
+def rescore(result, **kwargs):
+    """The recorded outcomes of ``result`` summarized again (other prices, hardware...)."""
+    return summarize(
+        result.photos,
+        result.questions,
+        result.assessments,
+        result.chats,
+        known_numbers=KNOWN,
+        resamples=200,
+        **kwargs,
+    )
+
+
 def test_a_perfect_finetuned_model_scores_1_and_wins():
     result = compare(context(), vision_tokens=lambda images, text: (100, 10))
     fine, agentic = result.assessment_scores["finetuned"], result.assessment_scores["agentic"]
@@ -154,15 +170,7 @@ def test_a_perfect_finetuned_model_scores_1_and_wins():
     assert agentic["input_tokens_per_call"] == 20 and agentic["output_tokens_per_call"] > 0
     assert all(s["latency_ms"]["p50"] > 0 for s in result.assessment_scores.values())
     # recorded outcomes re-score to the same verdicts
-    again = summarize(
-        result.photos,
-        result.questions,
-        result.assessments,
-        result.chats,
-        known_numbers=KNOWN,
-        prices=Prices(),
-        resamples=200,
-    )
+    again = rescore(result, prices=Prices())
     assert again.verdicts == result.verdicts and again.costs == result.costs
 
 
@@ -222,15 +230,89 @@ def test_a_mode_that_never_answers_does_not_win_on_hallucinations():
     assert rate.tie and rate.margin == 0.0
 
 
-def test_costs_use_the_price_table_and_training_tokens():
-    prices = Prices(text_input_per_1m=1.0, text_output_per_1m=0.0, hosting_per_hour=3.6)
-    training = {"chat": {"finetuned": Training(tokens=2_000_000, models=("ft",))}}
+def test_self_hosted_models_are_billed_by_the_wall_time_of_their_calls():
+    # $1 a second on the CPU, and token prices that would dwarf it if tokens were billed
+    prices = Prices(cpu_per_hour=3600.0, gpu_per_hour=7200.0, text_input_per_1m=1e6)
+    result = compare(context(), cases=photos(2), prices=prices)
+    for task, outcomes in (("assessment", result.assessments), ("chat", result.chats)):
+        for name, rows in outcomes.items():
+            billed = result.costs[task][name]
+            assert (billed["billing"], billed["hardware"]) == ("compute", "cpu"), name
+            seconds = [o.compute_s for o in rows if o.error is None]
+            # the model calls happen inside the request, which also retrieves and parses
+            assert all(0 < o.compute_s <= o.latency_ms / 1000 for o in rows), name
+            assert all(o.hosted_input_tokens == o.hosted_output_tokens == 0 for o in rows)
+            mean_s = sum(seconds) / len(seconds)
+            assert billed["inference_per_1k"] == pytest.approx(1000 * mean_s, rel=1e-4)
+    verdicts = {v.metric: v for v in result.verdicts["chat"]}
+    cost = verdicts["inference cost per 1k requests (USD)"]
+    expected = result.costs["chat"]["base"]["inference_per_1k"]
+    assert cost.values["base"] == pytest.approx(expected, abs=1e-4)  # verdicts keep 4 decimals
+    # the same calls on the GPU cost its hourly price
+    on_gpu = rescore(result, prices=prices, hardware="gpu")
+    base, base_gpu = result.costs["chat"]["base"], on_gpu.costs["chat"]["base"]
+    assert base_gpu["inference_per_1k"] == pytest.approx(2 * base["inference_per_1k"])
+    assert on_gpu.to_dict()["hardware"]["per_hour"] == 7200.0
+
+
+def hosted_llm(seen: list) -> LocalChatModel:
+    """The text model on an OpenAI-compatible server (a mock): 12 tokens in, 3 out per call."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        payload = json.loads(request.content)
+        seen.append(payload)
+        text = report_json() if "response_format" in payload else "It is 110 Nm."
+        chunks = [
+            {"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]},
+            {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+            {"choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 3}},
+        ]
+        body = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+        return httpx.Response(
+            200, content=body.encode(), headers={"content-type": "text/event-stream"}
+        )
+
+    backend = OpenAICompatibleBackend(
+        "http://llm/v1", "base", adapters={"ft": "ft"}, transport=httpx.MockTransport(handle)
+    )
+    return LocalChatModel(backend=backend)
+
+
+def test_a_hosted_text_model_is_billed_by_its_tokens():
+    seen: list = []
+    ctx = dataclasses.replace(context(), llm=hosted_llm(seen))
+    # compute is free here: what is billed comes from the tokens
+    prices = Prices(cpu_per_hour=0.0, text_input_per_1m=1000.0, text_output_per_1m=2000.0)
+    result = compare(ctx, cases=photos(2), questions=QUESTIONS[:1], prices=prices)
+    assert seen  # the server answered
+    costs = result.costs
+    assert costs["chat"]["base"]["billing"] == "tokens"
+    # 12 tokens in at $1,000 per 1M and 3 out at $2,000 per 1M: $0.018 a call
+    assert costs["chat"]["base"]["inference_per_1k"] == pytest.approx(18.0)
+    assert costs["assessment"]["finetuned"]["billing"] == "compute"  # the vision model
+    agentic = costs["assessment"]["agentic"]
+    assert agentic["billing"] == "compute + tokens"  # the damage model and the report writer
+    assert agentic["inference_per_1k"] == pytest.approx(18.0)
+    for outcome in result.assessments["agentic"]:
+        assert (outcome.hosted_input_tokens, outcome.hosted_output_tokens) == (12, 3)
+        assert outcome.compute_s > 0  # the damage model's call
+    assert all(o.compute_s == 0 for o in result.chats["base"])  # no self-hosted model called
+
+
+def test_training_is_billed_by_its_wall_time_beside_a_hosted_services_token_price():
+    prices = Prices(cpu_per_hour=2.0, training_per_1m_tokens=27.5)
+    training = {
+        "chat": {
+            "finetuned": Training(tokens=2_000_000, models=("ft",), seconds=1800.0),
+            "agent": Training(tokens=10, models=("ft",), seconds=None),  # no throughput known
+        }
+    }
     result = compare(context(), cases=photos(2), prices=prices, training=training)
     chat = result.costs["chat"]
-    # 20 input tokens per call at $1 per 1M: $0.02 per 1,000 calls
-    assert chat["base"]["inference_per_1k"] == 0.02
-    assert chat["finetuned"]["training"] == 55.0 and chat["base"]["training"] == 0
-    assert chat["base"]["hosting_per_hour"] == 3.6 and chat["base"]["hosting_per_1k"] > 0
+    assert (chat["finetuned"]["training"], chat["finetuned"]["training_hosted"]) == (1.0, 55.0)
+    assert chat["finetuned"]["training_s"] == 1800.0
+    assert (chat["base"]["training"], chat["base"]["training_hosted"]) == (0.0, 0.0)
+    assert chat["agent"]["training"] is None
 
 
 def test_progress_reaches_1_and_should_stop_cancels():

@@ -183,6 +183,26 @@ def test_the_real_kinds_are_the_cli_commands(tmp_path):
     for name in ("../outside", "/etc/x", ".hidden", ""):  # the dataset stays under home/datasets
         with pytest.raises(ValueError, match="parameter 'name' of ingest-coco"):
             validate("ingest-coco", {"annotations": "x.json", "name": name}, roots)
+    # a compare job bills compute at the hourly prices it is given, as `--cpu-per-hour` does
+    assert validate("compare", {"cpu_per_hour": 1, "gpu_per_hour": 0.5}, roots)["cpu_per_hour"] == 1
+    for value, message in [("1", "must be a number"), (True, "must be a number"),
+                           (float("nan"), "must be a number"), (-1.0, "cpu_per_hour")]:  # fmt: skip
+        with pytest.raises(ValueError, match=re.escape(message)):
+            validate("compare", {"cpu_per_hour": value}, roots)
+
+
+def test_an_explicit_price_beats_a_prices_file_which_beats_the_settings():
+    from api.composition import compute_billing
+    from api.settings import Settings
+
+    settings = Settings(cpu_per_hour=0.3, gpu_per_hour=2.0, device="cpu")
+    assert compute_billing(settings) == {
+        "cpu_per_hour": 0.3,
+        "gpu_per_hour": 2.0,
+        "hardware": "cpu",
+    }
+    from_file = compute_billing(settings, None, 1.5, prices_file=True)
+    assert (from_file["cpu_per_hour"], from_file["gpu_per_hour"]) == (None, 1.5)
 
 
 def test_a_parameter_is_a_value_never_a_flag(tmp_path):
@@ -248,7 +268,10 @@ def test_the_spec_documents_the_compare_kind_and_its_report(real_client):
     schemas = spec["components"]["schemas"]
     assert "compare" in schemas["JobRequest"]["properties"]["kind"]["enum"]
     compare = schemas["JobParams-compare"]
-    assert list(compare["properties"]) == ["name", "images", "questions", "prices", "seed"]
+    assert list(compare["properties"]) == [
+        "name", "images", "questions", "prices", "seed", "cpu_per_hour", "gpu_per_hour"
+    ]  # fmt: skip
+    assert compare["properties"]["cpu_per_hour"] == {"type": "number"}
     assert compare["additionalProperties"] is False
     assert compare["properties"]["images"] == {
         "type": "integer", "minimum": 0, "maximum": 2**63 - 1

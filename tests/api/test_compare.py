@@ -77,8 +77,10 @@ def test_run_compare_writes_a_self_contained_report(home):
     fine = result.comparison.assessment_scores["finetuned"]
     assert fine["n"] == 6 and fine["type_f1_micro"] == 1.0 and fine["cost_mae"] == 0.0
     costs = result.comparison.costs["assessment"]
-    assert costs["finetuned"]["inference_per_1k"] is None  # a fake VLM: tokens not counted
-    assert costs["agentic"]["inference_per_1k"] > 0
+    # in-process models: billed by their calls' seconds, even where tokens were not counted
+    assert costs["finetuned"]["billing"] == costs["agentic"]["billing"] == "compute"
+    assert costs["finetuned"]["input_tokens_per_call"] is None  # a fake VLM: not counted
+    assert costs["finetuned"]["compute_s_per_call"] > 0 and costs["agentic"]["inference_per_1k"] > 0
 
     pngs = sorted(p.name for p in result.out.glob("*.png"))
     assert {
@@ -100,6 +102,9 @@ def test_run_compare_writes_a_self_contained_report(home):
     assert "| damage-type F1 (micro) (higher is better) | 1.000 |" in markdown
     assert "![assessment_scores.png](assessment_scores.png)" in markdown
     assert "p99" in markdown and "inference /1k req" in markdown
+    assert "| approach | billed by | model s/call |" in markdown  # each row says its method
+    assert "| agentic (assessment) | compute |" in markdown
+    assert "| base (chat) | compute |" in markdown
 
     page = (result.out / "report.html").read_text()
     sources = re.findall(r'(?:src|href)="([^"]*)"', page)
@@ -125,6 +130,28 @@ def test_the_cli_runs_end_to_end_with_an_injected_context(home):
     assert data["chat_scores"] == {} and "items" not in data
     assert (home / "runs" / "cli" / "report.html").is_file()
 
+    # the hourly price: a flag, else a setting; the hardware follows TUNEGRAPH_DEVICE
+    args = ["compare", "--name", "cli-gpu", "--images", "1", "--questions", "0", "--json"]
+    gpu = CliRunner(
+        env={"TUNEGRAPH_HOME": str(home), "TUNEGRAPH_DEVICE": "cuda", "TUNEGRAPH_GPU_PER_HOUR": "3"}
+    )
+    data = json.loads(gpu.invoke(main, args, obj={"context_factory": fake_context}).output)
+    assert data["hardware"]["kind"] == "gpu" and data["hardware"]["per_hour"] == 3.0
+    assert data["costs"]["assessment"]["agentic"]["per_hour"] == 3.0
+    flag = gpu.invoke(main, [*args, "--gpu-per-hour", "0.5"], obj={"context_factory": fake_context})
+    assert json.loads(flag.output)["hardware"]["per_hour"] == 0.5
+    cpu = CliRunner(env={"TUNEGRAPH_HOME": str(home), "TUNEGRAPH_DEVICE": "cpu"})
+    data = json.loads(cpu.invoke(main, args, obj={"context_factory": fake_context}).output)
+    assert data["hardware"] == {
+        "kind": "cpu",
+        "instance": "AWS EC2 m7g.large (2 Arm vCPU, 8 GiB)",
+        "per_hour": 0.0816,
+    }
+    negative = cpu.invoke(
+        main, [*args, "--cpu-per-hour", "-1"], obj={"context_factory": fake_context}
+    )
+    assert negative.exit_code == 2 and "--cpu-per-hour" in negative.output
+
     text = runner.invoke(
         main,
         ["compare", "--name", "cli2", "--images", "2", "--questions", "2"],
@@ -132,6 +159,7 @@ def test_the_cli_runs_end_to_end_with_an_injected_context(home):
     )
     assert text.exit_code == 0, text.output
     assert "assessment:" in text.output and "report: " in text.output
+    assert "cost of agentic (assessment): billed by compute" in text.output
 
 
 def test_as_a_job_it_reports_the_whole_comparison_and_ends_with_its_summary(home, monkeypatch):
@@ -175,30 +203,38 @@ def test_bad_input_is_a_clear_error(home, tmp_path):
 
 def test_a_prices_file_overrides_the_defaults_and_rejects_unknown_keys(tmp_path):
     good = tmp_path / "prices.yaml"
-    good.write_text("text_input_per_1m: 0.5\nhosting_per_hour: 0.9\ncurrency: EUR\n")
+    good.write_text("text_input_per_1m: 0.5\ncpu_per_hour: 0.9\ncurrency: EUR\n")
     prices = load_prices(good)
-    assert (prices.text_input_per_1m, prices.hosting_per_hour, prices.currency) == (0.5, 0.9, "EUR")
-    assert prices.training_per_1m_tokens == 27.5  # the default
+    assert (prices.text_input_per_1m, prices.cpu_per_hour, prices.currency) == (0.5, 0.9, "EUR")
+    assert prices.training_per_1m_tokens == 27.5 and prices.gpu_per_hour == 1.006  # defaults
+    assert load_prices(good, {"cpu_per_hour": 0.2}).cpu_per_hour == 0.2  # a flag wins
     bad = tmp_path / "bad.yaml"
-    bad.write_text("gpu_per_hour: 2\ntext_output_per_1m: -1\n")
+    bad.write_text("hosting_per_hour: 2\ntext_output_per_1m: -1\n")
     with pytest.raises(CompareError) as error:
         load_prices(bad)
     message = str(error.value)
-    assert "unknown key gpu_per_hour" in message and "hosting_per_hour" in message
+    assert "unknown key hosting_per_hour" in message and "cpu_per_hour" in message
     assert "cannot be negative: text_output_per_1m" in message
+    with pytest.raises(CompareError, match="hardware: use cpu or gpu"):
+        CompareOptions(hardware="tpu")
 
 
 def test_training_tokens_come_from_the_manifests(tmp_path):
     settings = Settings(home=tmp_path)
     adapter = settings.adapters_dir / settings.text_adapter
     damage = settings.vision_dir / "damage-model"
-    for directory, metrics in ((adapter, {"train_tokens": 5000}), (damage, {"train_images": 900})):
+    for directory, metrics in (
+        (adapter, {"train_tokens": 5000, "tokens_per_s": 50.0}),
+        (damage, {"train_images": 900, "images_per_s": 30.0}),
+    ):
         directory.mkdir(parents=True)
         (directory / "tunegraph-manifest.json").write_text(json.dumps({"metrics": metrics}))
     (adapter / "adapter_config.json").write_text("{}")
     usage = training_usage(composition.trained_models(settings))
     agentic = usage["assessment"]["agentic"]
     assert (agentic.tokens, agentic.images) == (5000, 900)
+    assert agentic.seconds == 100 + 30  # units over throughput, both models
+    assert usage["chat"]["agent"].seconds == 100
     assert set(agentic.models) == {"damage-model", settings.text_adapter}
     assert usage["assessment"]["finetuned"].tokens == 0  # no vision-language model trained
     assert usage["chat"]["finetuned-rag"].tokens == 5000 and "base" not in usage["chat"]

@@ -59,8 +59,11 @@ def test_every_field_is_overridable_from_env():
         "TUNEGRAPH_JOB_QUEUE": "amqp://guest:guest@broker//",
         "TUNEGRAPH_JOB_QUEUE_NAME": "fleet-jobs",
         "TUNEGRAPH_JOB_STALE_AFTER_S": "30",
+        "TUNEGRAPH_CPU_PER_HOUR": "0.05",
+        "TUNEGRAPH_GPU_PER_HOUR": "",
     }
     settings = Settings.from_env(env)
+    assert settings.cpu_per_hour == 0.05 and settings.gpu_per_hour is None  # empty: the default
     assert settings.home == Path("/data/tg") and settings.models_dir == Path("/data/tg/models")
     assert settings.allow_network is True and settings.device == "cuda"
     assert settings.demo_seed == 9 and settings.port == 9000
@@ -99,6 +102,13 @@ def test_the_engine_is_one_of_three():
 def test_the_llm_server_url_must_be_http():
     with pytest.raises(SettingsError, match=r"TUNEGRAPH_LLM_BASE_URL='gpu-host:8000'.*http://"):
         Settings.from_env({"TUNEGRAPH_LLM_BASE_URL": "gpu-host:8000"})
+
+
+def test_hourly_prices_are_numbers_of_zero_or_more():
+    with pytest.raises(SettingsError, match=r"TUNEGRAPH_GPU_PER_HOUR=-2.0: use 0 or more"):
+        Settings.from_env({"TUNEGRAPH_GPU_PER_HOUR": "-2"})
+    with pytest.raises(SettingsError, match=r"TUNEGRAPH_CPU_PER_HOUR='cheap': use a number"):
+        Settings.from_env({"TUNEGRAPH_CPU_PER_HOUR": "cheap"})
 
 
 def test_pinecone_needs_its_key():

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,6 @@ from finetune.vision_datasets import (
 from ingest.assessment import Assessment
 from ingest.classification import LabeledImage, write_classification_jsonl
 from ingest.coco import DamageAnnotation, DamageExample
-from ingest.taxonomy import repair_cost
 
 EXAMPLE = DamageExample(
     image_id=1,
@@ -68,8 +68,10 @@ def test_the_conversation_answer_is_valid_assessment_json():
     answer = json.loads(assistant["content"])
     assert answer == assessment_target(EXAMPLE)
     assert answer["overall_severity"] == "severe"
-    cost = sum(repair_cost(d.part, d.type, d.severity) for d in EXAMPLE.damages)
-    assert answer["cost_estimate"]["min"] <= cost <= answer["cost_estimate"]["max"]
+    # no recorded cost: no estimate to learn (never a price table's figure)
+    assert answer["cost_estimate"] == {"min": 0, "max": 0}
+    priced = assessment_target(replace(EXAMPLE, cost=1234.0))
+    assert priced["cost_estimate"] == {"min": 930, "max": 1540}  # the recorded cost +-25 %
     assert [r["action"] for r in answer["repair_recommendations"]] == [
         "repair",
         "replace",

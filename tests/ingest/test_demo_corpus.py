@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+import statistics
 from collections import Counter, defaultdict
 from datetime import date
 from pathlib import Path
@@ -13,8 +15,9 @@ from pypdf import PdfReader
 from ingest.demo import corpus as corpus_mod
 from ingest.demo.claims import COLUMNS, FRAUD_PATTERNS, vin_check_digit
 from ingest.demo.corpus import DemoCorpusConfig, generate_demo_corpus
+from ingest.demo.costs import QUOTE_SIGMA, TYPICAL_VALUE, CostFactors, repair_cost, table_cost
 from ingest.records import BLOCK_KINDS, ManualBlock
-from ingest.taxonomy import DAMAGE_TYPES, PART_DAMAGES, SEVERITIES, repair_cost
+from ingest.taxonomy import DAMAGE_TYPES, PART_DAMAGES, SEVERITIES
 
 SMALL = DemoCorpusConfig(seed=3, n_claims=120, n_images=24, n_scanned_pages=2)
 
@@ -185,12 +188,20 @@ def test_fraud_share_and_patterns_hold(demo_corpus):
     by_vin = defaultdict(list)
     for r in rows:
         by_vin[r["vin"]].append(r)
+    usual = _median_amounts(rows)
+    inflated = [
+        float(r["amount"]) / usual[(r["part"], r["damage_type"], r["severity"])]
+        for r in fraud
+        if r["fraud_pattern"] == "inflated_amount"
+    ]
+    # 3.2-5x the repair's own cost: mostly above 3x the usual amount, not always (a cheap region)
+    assert statistics.median(inflated) > 3
     for r in fraud:
         incident = date.fromisoformat(r["incident_date"])
         if r["fraud_pattern"] == "early_claim":
             assert (incident - date.fromisoformat(r["policy_start"])).days <= 20
         elif r["fraud_pattern"] == "inflated_amount":
-            assert float(r["amount"]) >= 3 * repair_cost(r["part"], r["damage_type"], r["severity"])
+            assert float(r["amount"]) > 1.5 * usual[(r["part"], r["damage_type"], r["severity"])]
         elif r["fraud_pattern"] == "reused_photos":
             assert any(
                 o["photo_paths"] == r["photo_paths"] and o["policy_id"] != r["policy_id"]
@@ -203,6 +214,64 @@ def test_fraud_share_and_patterns_hold(demo_corpus):
                 if o is not r
             ]
             assert any(0 < g <= 90 for g in gaps)
+
+
+def _median_amounts(rows: list[dict]) -> dict[tuple[str, str, str], float]:
+    """The median honest amount of each part x damage x severity."""
+    amounts = defaultdict(list)
+    for r in rows:
+        if r["fraud"] == "0":
+            amounts[(r["part"], r["damage_type"], r["severity"])].append(float(r["amount"]))
+    return {key: statistics.median(values) for key, values in amounts.items()}
+
+
+def test_a_repairs_cost_depends_on_the_region_and_vehicle_value():
+    rural, metro = CostFactors("rural", TYPICAL_VALUE), CostFactors("metro", TYPICAL_VALUE)
+    pricey = CostFactors("rural", 2 * TYPICAL_VALUE)
+
+    def cost(part, damage, factors):
+        return repair_cost(part, damage, "moderate", factors)
+
+    # labour-heavy dents follow the region's labour rate, parts-heavy lamps the vehicle's value
+    dent = cost("hood", "dent", metro) / cost("hood", "dent", rural)
+    lamp = cost("headlamp", "lamp_broken", metro) / cost("headlamp", "lamp_broken", rural)
+    assert dent > 1.5 and lamp < 1.2
+    assert cost("headlamp", "lamp_broken", pricey) > 1.3 * cost("headlamp", "lamp_broken", rural)
+    assert cost("hood", "dent", rural) != table_cost("hood", "dent", "moderate")
+
+
+def test_claim_amounts_carry_hidden_per_policy_factors_beyond_the_quote_noise(demo_corpus):
+    rows = [r for r in _claims(demo_corpus.root) if r["fraud"] == "0"]
+    assert not {"region", "vehicle_value"} & set(COLUMNS)  # the factors are not in the file
+    log_ratio = {
+        r["claim_id"]: math.log(
+            float(r["amount"]) / table_cost(r["part"], r["damage_type"], r["severity"])
+        )
+        for r in rows
+    }
+    total = statistics.pvariance(log_ratio.values())
+    assert total > (1.2 * QUOTE_SIGMA) ** 2  # more spread than one workshop's quote noise
+    by_policy = defaultdict(list)
+    for r in rows:
+        by_policy[r["policy_id"]].append(log_ratio[r["claim_id"]])
+    within = [statistics.pvariance(v) for v in by_policy.values() if len(v) >= 2]
+    # one policy's claims share its region and vehicle: they vary less than claims overall
+    assert statistics.mean(within) < 0.8 * total
+
+
+def test_photo_costs_are_not_the_price_table(demo_corpus):
+    root = demo_corpus.root / "damage"
+    off = total = 0
+    for split in ("train", "val", "test"):
+        coco = json.loads((root / "annotations" / f"{split}.json").read_text())
+        table = defaultdict(float)
+        for ann in coco["annotations"]:
+            name = DAMAGE_TYPES[ann["category_id"] - 1]
+            table[ann["image_id"]] += table_cost(ann["part"], name, ann["severity"])
+        for image in coco["images"]:
+            total += 1
+            off += not 0.9 <= image["cost"] / table[image["id"]] <= 1.1
+    assert off / total > 0.3  # the old generator kept every photo within +-10 % of the table
 
 
 # ---- damage photos ---------------------------------------------------------------------------
