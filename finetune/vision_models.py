@@ -131,11 +131,11 @@ class DamageDetector:
 
     def detect(self, images: Sequence[Photo | bytes]) -> list[Damage]:
         """Damages over all photos of a claim; a (part, type) seen in several photos counts once,
-        with its most confident sighting."""
+        with its most confident sighting (``image``: the photo its box is in)."""
         best: dict[tuple[str, str], Damage] = {}
-        for image_damages in self.classifier.damages(pictures(images)):
+        for index, image_damages in enumerate(self.classifier.damages(pictures(images))):
             for damage in image_damages:
                 key = (damage.part, damage.type)
                 if key not in best or damage.confidence > best[key].confidence:
-                    best[key] = damage
+                    best[key] = damage.model_copy(update={"image": index})
         return sorted(best.values(), key=lambda d: -d.confidence)

@@ -45,6 +45,9 @@ class Damage(_Strict):
     part: Part
     severity: Severity
     bbox: list[float] | None = Field(default=None, description="[x, y, w, h] in pixels")
+    image: int | None = Field(
+        default=None, ge=0, description="which photo (0-based, as sent) the bbox is in"
+    )
     confidence: float = Field(default=1.0, ge=0.0, le=1.0)
 
     @model_validator(mode="after")

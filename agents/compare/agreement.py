@@ -22,6 +22,32 @@ def _same(left: Any, right: Any) -> dict[str, Any]:
     return {"finetuned": left, "agentic": right, "equal": left == right}
 
 
+def _damages(finetuned: Assessment, agentic: Assessment) -> dict[str, Any]:
+    """The (part, type) pairs as :func:`_overlap` gives them, and ``severity_differs``: the
+    shared pairs whose severities the two approaches state differently.
+
+    >>> f = Assessment(approach="finetuned", damages=[
+    ...     {"type": "dent", "part": "hood", "severity": "minor"},
+    ...     {"type": "scratch", "part": "hood", "severity": "minor"}],
+    ...     overall_severity="minor", cost_estimate={"min": 1, "max": 2},
+    ...     fraud={"risk": 0.1, "level": "low"})
+    >>> a = f.model_copy(update={"approach": "agentic", "damages": [
+    ...     f.damages[0].model_copy(update={"severity": "severe"}), f.damages[1]]})
+    >>> _damages(f, a)["severity_differs"]
+    ['hood:dent']
+    """
+    stated: dict[str, dict[str, set[str]]] = {}
+    for name, assessment in (("finetuned", finetuned), ("agentic", agentic)):
+        for d in assessment.damages:
+            stated.setdefault(f"{d.part}:{d.type}", {}).setdefault(name, set()).add(d.severity)
+    pairs = _overlap(
+        {key for key, by in stated.items() if "finetuned" in by},
+        {key for key, by in stated.items() if "agentic" in by},
+    )
+    differs = [k for k in pairs["shared"] if stated[k]["finetuned"] != stated[k]["agentic"]]
+    return {**pairs, "severity_differs": differs}
+
+
 def agreement(finetuned: Assessment, agentic: Assessment) -> dict[str, Any]:
     """How far the two approaches agree: each field, and how many of the ``checked`` ones match.
 
@@ -42,10 +68,7 @@ def agreement(finetuned: Assessment, agentic: Assessment) -> dict[str, Any]:
         "damaged_parts": _overlap(
             {d.part for d in finetuned.damages}, {d.part for d in agentic.damages}
         ),
-        "damages": _overlap(
-            {f"{d.part}:{d.type}" for d in finetuned.damages},
-            {f"{d.part}:{d.type}" for d in agentic.damages},
-        ),
+        "damages": _damages(finetuned, agentic),
         "overall_severity": _same(finetuned.overall_severity, agentic.overall_severity),
         "cost_estimate": {
             "finetuned": [f_cost.min, f_cost.max],

@@ -41,7 +41,7 @@ MODES = ("base", "rag", "finetuned", "finetuned-rag", "agent")
 RECURSION_LIMIT = 24
 FAULT_CODE = re.compile(r"[PBCU]\d{4}")
 _PREFIX = re.compile(r"^\s*\[[A-Z]+\]\s*")
-_ID = re.compile(r"^\[[^\]]+\] ")  # a tool result names each block: "[id] text"
+_ID = re.compile(r"^\[([^\]]+)\] ")  # a tool result names each block: "[id] text"
 
 
 def _question(state: ChatState) -> str:
@@ -145,6 +145,45 @@ def _looked_up(text: str, state: ChatState) -> str:
         for call in message.tool_calls
     ]
     return f"{text} Looked up: {'; '.join(calls)}." if calls else text
+
+
+def tool_calls(state: ChatState) -> list[dict[str, Any]]:
+    """The tools the agent called this turn, in order: each one's name, arguments, whether it
+    ran (``status``), the manual passages it found (id and text) and, when it found none, what
+    it answered instead.
+
+    >>> call = {"name": "search_manual", "args": {"query": "torque"}, "id": "c1"}
+    >>> found = ToolMessage("[b-1] Bolt 24 Nm.\\n---\\n[b-2] Nut 9 Nm.", tool_call_id="c1")
+    >>> messages = [HumanMessage("torque?"), AIMessage("", tool_calls=[call]), found]
+    >>> [p["id"] for p in tool_calls({"messages": messages})[0]["passages"]]
+    ['b-1', 'b-2']
+    """
+    turn = _this_turn(state)
+    results = {m.tool_call_id: m for m in turn if isinstance(m, ToolMessage)}
+    calls = []
+    for message in turn:
+        if not isinstance(message, AIMessage):
+            continue
+        for call in message.tool_calls:
+            result = results.get(call["id"])
+            text = result.text if result is not None else ""
+            passages = []
+            if result is not None and not _empty(text):
+                for block in text.split("\n---\n"):
+                    named = _ID.match(block)
+                    passages.append(
+                        {"id": named.group(1) if named else "", "text": _ID.sub("", block)}
+                    )
+            calls.append(
+                {
+                    "name": call["name"],
+                    "arguments": call["args"],
+                    "status": result.status if result is not None else "not_run",
+                    "passages": passages,
+                    "message": None if passages else text,
+                }
+            )
+    return calls
 
 
 def route_by_rules(question: str) -> dict:

@@ -23,8 +23,6 @@ from api.server.runtime import ContextFactory, ModelRuntime
 from api.server.services import EXTENSION, Services
 from api.settings import Settings
 
-ASSESSMENT_THREADS = 4  # both approaches of two concurrent requests
-
 
 def create_app(
     config: Mapping[str, Any] | None = None,
@@ -76,7 +74,9 @@ def create_app(
         jobs=manager,
         metrics=metrics,
         log=logger,
-        pool=ThreadPoolExecutor(ASSESSMENT_THREADS, thread_name_prefix="assess"),
+        # one thread for every assessment run the model queues admit: a run never waits in
+        # the pool behind another model's runs
+        pool=ThreadPoolExecutor(settings.threads_held_by_models, thread_name_prefix="assess"),
         started=int(time.time()),
     )
 

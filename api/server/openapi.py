@@ -14,6 +14,8 @@ from typing import Any
 
 from api.jobs.kinds import INT_RANGE, KINDS
 from api.jobs.store import STATES
+from api.server.assessing import APPROACHES, CHOICES, EVENTS
+from api.server.blueprints.assessments import STREAM
 from api.server.blueprints.jobs import MAX_LIST, REPORT_KIND, REPORT_TYPES
 from api.server.chat_request import (
     ASSESSMENT_MODELS,
@@ -64,6 +66,20 @@ def _errors(*statuses: int) -> dict[str, Any]:
     return responses
 
 
+def _json_text(schema: dict[str, Any]) -> dict[str, Any]:
+    """A string holding JSON that ``schema`` describes."""
+    return {"type": "string", "contentMediaType": "application/json", "contentSchema": schema}
+
+
+def _sse(data: dict[str, Any], event: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One server-sent event as OpenAPI 3.2 models an event (its ``event`` and ``data``
+    fields), which is how schemathesis reads a 3.1 ``text/event-stream`` schema."""
+    properties: dict[str, Any] = {"data": data}
+    if event is not None:
+        properties["event"] = event
+    return {"type": "object", "required": ["data"], "properties": properties}
+
+
 def _operation(
     summary: str,
     responses: dict[str, Any],
@@ -89,6 +105,7 @@ def _job_params(job_kinds: list[str]) -> dict[str, Any]:
         str: {"type": "string"},
         int: {"type": "integer", "minimum": INT_RANGE[0], "maximum": INT_RANGE[1]},
         bool: {"type": "boolean"},
+        float: {"type": "number"},
         list: {"type": "array", "items": {"type": "string"}},
     }
     schemas = {}
@@ -157,6 +174,21 @@ def _schemas(settings: Settings, job_kinds: list[str]) -> dict[str, Any]:
         "properties": {
             k: {"type": "integer"} for k in ("prompt_tokens", "completion_tokens", "total_tokens")
         },
+    }
+    passage = {
+        "type": "object",
+        "required": ["id", "text"],
+        "properties": {
+            "id": {"type": "string"},
+            "text": {"type": "string"},
+            "score": {"type": "number"},
+        },
+    }
+    passages_by_id = {
+        "type": "object",
+        "additionalProperties": {"type": "string"},
+        "description": "the text of each manual passage that an Assessment cites as evidence, "
+        "by id",
     }
     job = {
         "type": "object",
@@ -269,12 +301,53 @@ def _schemas(settings: Settings, job_kinds: list[str]) -> dict[str, Any]:
                     },
                 },
                 "usage": usage,
-                "tunegraph": {"type": "object", "description": "timings_ms, models, sources"},
+                "tunegraph": _ref("ChatDetails"),
+            },
+        },
+        "ChatDetails": {
+            "type": "object",
+            "description": "tunegraph's additions to an answer",
+            "properties": {
+                "timings_ms": {"type": "object", "additionalProperties": {"type": "number"}},
+                "models": {"type": "object", "additionalProperties": {"type": "string"}},
+                "sources": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "the ids of `passages`",
+                },
+                "passages": {
+                    "type": "array",
+                    "description": "the manual passages retrieval put before the model "
+                    "(modes rag and finetuned-rag)",
+                    "items": passage,
+                },
+                "tool_calls": {
+                    "type": "array",
+                    "description": "the tools the agent called (mode agent), in order",
+                    "items": {
+                        "type": "object",
+                        "required": ["name", "arguments", "status", "passages", "message"],
+                        "properties": {
+                            "name": {"type": "string"},
+                            "arguments": {"type": "object"},
+                            "status": {
+                                "enum": ["success", "error", "not_run"],
+                                "description": "error: the tool failed (see message)",
+                            },
+                            "passages": {"type": "array", "items": passage},
+                            "message": {
+                                **nullable_str,
+                                "description": "the tool's answer when it found no passage",
+                            },
+                        },
+                    },
+                },
             },
         },
         "ChatCompletionChunk": {
             "type": "object",
             "description": "one server-sent event `data: {...}`; the stream ends `data: [DONE]`",
+            "required": ["id", "object", "choices"],
             "properties": {
                 "id": {"type": "string"},
                 "object": {"const": "chat.completion.chunk"},
@@ -296,6 +369,10 @@ def _schemas(settings: Settings, job_kinds: list[str]) -> dict[str, Any]:
                     },
                 },
                 "usage": usage,
+                "tunegraph": {
+                    **_ref("ChatDetails"),
+                    "description": "with the usage chunk (stream_options.include_usage)",
+                },
             },
         },
         "ModelList": {
@@ -318,6 +395,17 @@ def _schemas(settings: Settings, job_kinds: list[str]) -> dict[str, Any]:
         },
         "AssessmentResult": {
             "type": "object",
+            "required": [
+                "id",
+                "object",
+                "approach",
+                "assessments",
+                "errors",
+                "notes",
+                "passages",
+                "agreement",
+                "timings_ms",
+            ],
             "properties": {
                 "id": {"type": "string"},
                 "object": {"const": "assessment"},
@@ -328,12 +416,57 @@ def _schemas(settings: Settings, job_kinds: list[str]) -> dict[str, Any]:
                     "type": "object",
                     "additionalProperties": {"type": "array", "items": {"type": "string"}},
                 },
+                "passages": passages_by_id,
                 "agreement": {
                     "type": ["object", "null"],
                     "description": "field-by-field agreement when both succeeded",
                 },
                 "timings_ms": {"type": "object", "additionalProperties": {"type": "number"}},
             },
+        },
+        "AssessmentEvent": {
+            "description": "the data of one server-sent event of `stream=true` (`event: "
+            "<type>`, then `data: <this object>`): an `assessment` or `error` per approach as it "
+            "finishes, "
+            "`agreement` once both succeeded, then `done` with the answer that the request "
+            "without `stream` would have had",
+            "oneOf": [
+                {
+                    "type": "object",
+                    "required": ["type", "approach", "assessment", "notes", "ms", "passages"],
+                    "properties": {
+                        "type": {"const": "assessment"},
+                        "approach": {"enum": list(APPROACHES)},
+                        "assessment": _ref("Assessment"),
+                        "notes": {"type": "array", "items": {"type": "string"}},
+                        "ms": {"type": "number"},
+                        "passages": passages_by_id,
+                    },
+                },
+                {
+                    "type": "object",
+                    "required": ["type", "approach", "error"],
+                    "properties": {
+                        "type": {"const": "error"},
+                        "approach": {"enum": list(APPROACHES)},
+                        "error": error_object,
+                    },
+                },
+                {
+                    "type": "object",
+                    "required": ["type", "agreement"],
+                    "properties": {"type": {"const": "agreement"}, "agreement": {"type": "object"}},
+                },
+                {
+                    "type": "object",
+                    "required": ["type", "status", "body"],
+                    "properties": {
+                        "type": {"const": "done"},
+                        "status": {"type": "integer"},
+                        "body": {"anyOf": [_ref("AssessmentResult"), _ref("Error")]},
+                    },
+                },
+            ],
         },
         "JobRequest": _job_request(job_kinds),
         **_job_params(job_kinds),
@@ -387,7 +520,14 @@ def spec(settings: Settings, job_kinds: list[str]) -> dict[str, Any]:
                         "description": f"JPEG, PNG or WebP; each at most {settings.max_image_bytes} "
                         f"bytes and {settings.max_image_pixels} pixels",
                     },
-                    "approach": {"enum": ["finetuned", "agentic", "both"], "default": "both"},
+                    "approach": {"enum": list(CHOICES), "default": "both"},
+                    "stream": {
+                        "enum": list(STREAM),
+                        "default": "false",
+                        "description": "true: server-sent events, each approach's result as it "
+                        "finishes (AssessmentEvent); errors found before any approach runs "
+                        "(uploads, a full queue) answer as without it",
+                    },
                     "claim": {
                         "type": "string",
                         "contentMediaType": "application/json",
@@ -424,7 +564,16 @@ def spec(settings: Settings, job_kinds: list[str]) -> dict[str, Any]:
             "description": "the answer, or server-sent events with `stream: true`",
             "content": {
                 "application/json": {"schema": _ref("ChatCompletion")},
-                "text/event-stream": {"schema": _ref("ChatCompletionChunk")},
+                "text/event-stream": {
+                    "schema": _sse(
+                        {
+                            "anyOf": [
+                                {"const": "[DONE]", "description": "the stream's end"},
+                                _json_text({"anyOf": [_ref("ChatCompletionChunk"), _ref("Error")]}),
+                            ]
+                        }
+                    )
+                },
             },
         }
     }
@@ -446,7 +595,20 @@ def spec(settings: Settings, job_kinds: list[str]) -> dict[str, Any]:
         "/v1/assessments": {
             "post": _operation(
                 "Assess damage photos with the fine-tuned and/or agentic approach",
-                {"200": _json(_ref("AssessmentResult"), "each approach's Assessment or error")},
+                {
+                    "200": {
+                        "description": "each approach's Assessment or error, or server-sent "
+                        "events with `stream=true`",
+                        "content": {
+                            "application/json": {"schema": _ref("AssessmentResult")},
+                            "text/event-stream": {
+                                "schema": _sse(
+                                    _json_text(_ref("AssessmentEvent")), {"enum": list(EVENTS)}
+                                )
+                            },
+                        },
+                    }
+                },
                 body=multipart,
                 errors=(400, 413, 500, 503, 504),
             )

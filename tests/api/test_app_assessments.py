@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from api.server.blueprints.assessments import VISION_MISSING
+from api.server.assessing import VISION_MISSING
 from ingest.assessment import Assessment
 from tests.agents.conftest import DAMAGE, INCIDENT, PHOTOS, VIN
 from tests.agents.fakes import FakeDamageModel, FakeVision, fake_llm

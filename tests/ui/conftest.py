@@ -59,3 +59,14 @@ def page(browser) -> Iterator[object]:
     yield page
     tab.close()
     assert problems == []
+
+
+def damage_tag(damage: dict, agreement: dict) -> tuple[str, str]:
+    """The class and tag assess.js gives a damage row's part cell, from the API's agreement:
+    both found it, both found it at different severities, or only this approach did."""
+    key = f"{damage['part']}:{damage['type']}"
+    if key in agreement["damages"]["severity_differs"]:
+        return "differ", " (both found; severity differs)"
+    if key in agreement["damages"]["shared"]:
+        return "agree", " (both agree)"
+    return "differ", " (only this approach)"

@@ -10,9 +10,12 @@ import pytest
 
 from agents.compare.report import Block, to_html
 from api.server.blueprints.ui import content_security_policy
-from tests.agents.conftest import PHOTOS
-from tests.agents.fakes import FakeVision, fake_llm
+from ingest.assessment import Damage
+from tests.agents.conftest import MANUAL, PHOTOS
+from tests.agents.fakes import FakeDamageModel, FakeVision, fake_llm
 from tests.api.conftest import jpeg, report, serving
+from tests.api.test_app_assessment_stream import held_llm
+from tests.ui.conftest import damage_tag
 
 expect = pytest.importorskip(
     "playwright.sync_api",
@@ -30,10 +33,21 @@ VISION_ANSWER = {
     "report": "Hood dent; repair.",
 }
 ANSWERS = ["Base answer.", "Manual says 24 Nm.", "Tuned answer.", "Tuned with manual.", "Agent."]
+PASSAGE_TEXT = {hit.id: hit.text for hit in MANUAL}
 
 
-def test_both_approaches_side_by_side_as_the_api_answered(make_app, context, page, tmp_path):
-    context.llm = fake_llm(report())
+def stream_events(response) -> list[dict]:
+    """The ``data:`` objects of a server-sent-events response (read once it has ended)."""
+    return [
+        json.loads(line.removeprefix("data: "))
+        for event in response.text().split("\n\n")
+        for line in event.split("\n")
+        if line.startswith("data: ")
+    ]
+
+
+def test_both_approaches_side_by_side_as_they_finish(make_app, context, page, tmp_path):
+    context.llm = held_llm(report())  # the agentic report waits until the test lets it write
     context.vision = FakeVision([json.dumps(VISION_ANSWER)])
     own, other = tmp_path / "own.png", tmp_path / "other.jpg"
     own.write_bytes(PHOTOS["p/own.png"])  # an earlier claim's photo: the agentic fraud signal
@@ -42,10 +56,27 @@ def test_both_approaches_side_by_side_as_the_api_answered(make_app, context, pag
         page.goto(url)  # `/` redirects to the assessment page
         expect(page).to_have_url(f"{url}/ui/")
         page.get_by_label("Photos").set_input_files([own, other])
+        expect(page.locator("#chosen li")).to_have_text(["own.png", "other.jpg"])
         page.get_by_label("Both, side by side").check()
         with page.expect_response("**/v1/assessments") as answer:
             page.get_by_role("button", name="Assess").click()
-        body = answer.value.json()
+        finetuned = page.locator('[data-approach="finetuned"]')
+        agentic = page.locator('[data-approach="agentic"]')
+        # the fine-tuned column is filled while the agentic approach still writes its report
+        expect(finetuned.locator(".severity")).to_have_text("moderate")
+        expect(agentic.locator(".pending")).to_have_text("Assessing…")
+        expect(page.locator("#agreement")).to_be_hidden()
+        assert context.llm.backend.given == 0
+        context.llm.backend.go.set()
+        expect(page.locator("#assess-status")).to_have_text("Done.")
+        events = stream_events(answer.value)
+        assert [(e["type"], e.get("approach")) for e in events] == [
+            ("assessment", "finetuned"),
+            ("assessment", "agentic"),
+            ("agreement", None),
+            ("done", None),
+        ]
+        body = events[-1]["body"]
         assert set(body["assessments"]) == {"finetuned", "agentic"}
         agreement = body["agreement"]
         expect(page.locator("#agreement")).to_have_text(
@@ -59,20 +90,35 @@ def test_both_approaches_side_by_side_as_the_api_answered(make_app, context, pag
                 cells = row.locator("td")
                 expect(cells.nth(0)).to_contain_text(damage["part"].replace("_", " "))
                 expect(cells.nth(1)).to_have_text(damage["type"])
-                shared = f"{damage['part']}:{damage['type']}" in agreement["damages"]["shared"]
-                expect(cells.nth(0)).to_have_class("agree" if shared else "differ")
+                kind, tag = damage_tag(damage, agreement)
+                expect(cells.nth(0)).to_have_class(kind)
+                expect(cells.nth(0)).to_contain_text(tag)
             expect(column.locator(".severity")).to_contain_text(assessment["overall_severity"])
             cost = assessment["cost_estimate"]
             expect(column.locator(".cost")).to_contain_text(f"{cost['min']:,.0f} USD")
             expect(column.locator(".fraud")).to_contain_text(assessment["fraud"]["level"])
             expect(column.locator(".signals li")).to_have_text(assessment["fraud"]["signals"])
             expect(column.locator("dl.timings dt")).to_have_text(list(assessment["timings_ms"]))
+            # each photo is shown (from the browser's own copy of the file)
+            images = column.locator(".photo img")
+            expect(images).to_have_count(2)
+            assert all(src.startswith("blob:") for src in images.evaluate_all(SOURCES))
         # the hood dent both found is marked; only the fine-tuned model saw the bumper scratch
         assert agreement["damages"]["shared"] == ["hood:dent"]
         assert agreement["fraud_level"]["equal"] is False
-        agentic = page.locator('[data-approach="agentic"]')
         expect(agentic.locator(".fraud")).to_have_class(re.compile("differ"))
-        expect(agentic.locator(".cite code")).to_have_text(["blk-hood-dent", "blk-torque"])
+        # each cited passage opens to its text; the recommendation's reference leads to it
+        cited = agentic.locator(".cited details")
+        expect(cited.locator("summary")).to_have_text(["blk-hood-dent", "blk-torque"])
+        assert body["passages"] == PASSAGE_TEXT
+        expect(cited.locator("blockquote").first).to_be_hidden()
+        reference = agentic.get_by_role("link", name="blk-hood-dent")
+        reference.focus()
+        page.keyboard.press("Enter")
+        expect(cited.first.locator("summary")).to_be_focused()
+        expect(cited.first.locator("blockquote")).to_have_text(PASSAGE_TEXT["blk-hood-dent"])
+        cited.last.locator("summary").click()
+        expect(cited.last.locator("blockquote")).to_have_text(PASSAGE_TEXT["blk-torque"])
 
         # at phone width the columns stack and nothing scrolls sideways
         page.set_viewport_size({"width": 375, "height": 800})
@@ -81,8 +127,88 @@ def test_both_approaches_side_by_side_as_the_api_answered(make_app, context, pag
         assert agentic.bounding_box()["y"] > finetuned_box["y"]
 
 
-def test_a_corrupt_photo_shows_the_api_message(make_app, page, tmp_path):
-    cut = tmp_path / "cut.jpg"
+SOURCES = "images => images.map((img) => img.src)"
+
+
+def test_one_photo_shows_each_approach_boxes(make_app, context, page, tmp_path):
+    """A box is in one photo's pixels: [x, y, w, h] of the 64x48 photo, drawn over it."""
+    context.llm = fake_llm(report())
+    boxes = {"agentic": [16, 12, 32, 24], "finetuned": [0, 24, 16, 24]}
+    context.damage_model = FakeDamageModel(
+        [Damage(type="dent", part="hood", severity="moderate", bbox=boxes["agentic"])]
+    )
+    answer = VISION_ANSWER | {
+        "damages": [{"type": "scratch", "part": "front_bumper", "severity": "minor",
+                     "bbox": boxes["finetuned"]}]
+    }  # fmt: skip
+    context.vision = FakeVision([json.dumps(answer)])
+    photo = tmp_path / "hood.jpg"
+    photo.write_bytes(jpeg(5, size=(64, 48)))
+    with serving(make_app()) as url:
+        page.goto(f"{url}/ui/")
+        page.get_by_label("Photos").set_input_files(photo)
+        page.get_by_role("button", name="Assess").click()
+        expect(page.locator("#assess-status")).to_have_text("Done.")
+        for name, (x, y, w, h) in boxes.items():
+            column = page.locator(f'[data-approach="{name}"]')
+            expect(column.locator("figcaption")).to_have_text("hood.jpg: 1 box")
+            box = column.locator(".box")
+            expect(box).to_have_count(1)
+            label = "hood dent" if name == "agentic" else "front bumper scratch"
+            expect(box).to_have_text(label)
+            picture = column.locator(".photo img").bounding_box()
+            drawn = box.bounding_box()
+            scale = picture["width"] / 64
+            assert picture["height"] == pytest.approx(48 * scale, abs=1)
+            assert drawn["x"] == pytest.approx(picture["x"] + x * scale, abs=1)
+            assert drawn["y"] == pytest.approx(picture["y"] + y * scale, abs=1)
+            assert drawn["width"] == pytest.approx(w * scale, abs=1)
+            assert drawn["height"] == pytest.approx(h * scale, abs=1)
+
+
+def test_with_several_photos_a_box_is_drawn_on_the_photo_it_names(
+    make_app, context, page, tmp_path
+):
+    """The damage tool says which photo each box is in (``image``); a box that does not say is
+    left out with a note rather than drawn on a guess."""
+    context.llm = fake_llm(report())
+    context.damage_model = FakeDamageModel(
+        [Damage(type="dent", part="hood", severity="moderate", bbox=[16, 12, 32, 24], image=1)]
+    )
+    answer = VISION_ANSWER | {
+        "damages": [{"type": "scratch", "part": "front_bumper", "severity": "minor",
+                     "bbox": [0, 24, 16, 24]},
+                    {"type": "dent", "part": "hood", "severity": "severe"}]
+    }  # fmt: skip
+    context.vision = FakeVision([json.dumps(answer)])
+    first, second = tmp_path / "front.jpg", tmp_path / "hood.jpg"
+    first.write_bytes(jpeg(3, size=(64, 48)))
+    second.write_bytes(jpeg(5, size=(64, 48)))
+    with serving(make_app()) as url:
+        page.goto(f"{url}/ui/")
+        page.get_by_label("Photos").set_input_files([first, second])
+        page.get_by_role("button", name="Assess").click()
+        expect(page.locator("#assess-status")).to_have_text("Done.")
+        agentic = page.locator('[data-approach="agentic"]')
+        expect(agentic.locator("figcaption")).to_have_text(["front.jpg", "hood.jpg: 1 box"])
+        expect(agentic.locator(".photo").nth(1).locator(".box")).to_have_text("hood dent")
+        finetuned = page.locator('[data-approach="finetuned"]')
+        expect(finetuned.locator(".box")).to_have_count(0)
+        expect(finetuned.locator(".note")).to_contain_text(
+            "1 box not drawn: the answer does not say which photo"
+        )
+        # both found the hood dent, at different severities; only one the bumper scratch
+        expect(finetuned.locator("table.damages tbody tr td:first-child")).to_have_text(
+            ["front bumper (only this approach)", "hood (both found; severity differs)"]
+        )
+        expect(agentic.locator("table.damages tbody tr td:first-child")).to_have_text(
+            ["hood (both found; severity differs)"]
+        )
+
+
+def test_a_corrupt_photo_shows_the_api_message_beside_it(make_app, page, tmp_path):
+    good, cut = tmp_path / "good.jpg", tmp_path / "cut.jpg"
+    good.write_bytes(jpeg(2))
     cut.write_bytes(jpeg(size=(320, 240))[:-200])
     with serving(make_app()) as url:
         response = page.goto(f"{url}/ui/")
@@ -90,15 +216,42 @@ def test_a_corrupt_photo_shows_the_api_message(make_app, page, tmp_path):
         assert headers["content-security-policy"] == content_security_policy()
         assert headers["x-content-type-options"] == "nosniff"
         assert headers["x-frame-options"] == "DENY"
-        page.get_by_label("Photos").set_input_files(cut)
+        page.get_by_label("Photos").set_input_files([good, cut])
         page.get_by_label("Agentic").check()
         with page.expect_response("**/v1/assessments") as answer:
             page.get_by_role("button", name="Assess").click()
         assert answer.value.status == 400
         error = answer.value.json()["error"]
         assert error["message"].startswith("cut.jpg: the JPEG data is corrupt or cut off")
+        # the message is beside the file it names, and only there
         expect(page.get_by_role("alert")).to_have_text(error["message"])
+        expect(page.locator('#chosen li[data-file="cut.jpg"] .error')).to_have_text(
+            error["message"]
+        )
+        expect(page.locator('#chosen li[data-file="good.jpg"] .error')).to_be_hidden()
+        expect(page.locator("#assess-status")).to_have_text("A photo was refused: see its message.")
         expect(page.locator("#results section")).to_have_count(0)
+
+
+def test_a_refused_photo_among_same_named_ones_is_told_by_its_position(make_app, page, tmp_path):
+    """Phones name every photo alike (image.jpg): the API adds the position, and the page puts
+    the message beside the right one."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    good, cut = tmp_path / "a" / "image.jpg", tmp_path / "b" / "image.jpg"
+    good.write_bytes(jpeg(2))
+    cut.write_bytes(jpeg(size=(320, 240))[:-200])
+    with serving(make_app()) as url:
+        page.goto(f"{url}/ui/")
+        page.get_by_label("Photos").set_input_files([good, cut])
+        page.get_by_label("Agentic").check()
+        with page.expect_response("**/v1/assessments") as answer:
+            page.get_by_role("button", name="Assess").click()
+        message = answer.value.json()["error"]["message"]
+        assert message.startswith("image.jpg (image 2): the JPEG data is corrupt or cut off")
+        errors = page.locator("#chosen li .error")
+        expect(errors.nth(1)).to_have_text(message)
+        expect(errors.nth(0)).to_be_hidden()
 
 
 def test_one_question_streams_into_five_columns_by_keyboard(make_app, context, page):
@@ -117,7 +270,22 @@ def test_one_question_streams_into_five_columns_by_keyboard(make_app, context, p
         assert sorted(answers) == sorted(ANSWERS)
         modes = [c.get_attribute("data-mode") for c in columns.all()]
         assert modes == ["base", "rag", "finetuned", "finetuned-rag", "agent"]
-        expect(page.locator('[data-mode="rag"] .meta')).to_contain_text("blk-hood-dent")
+        # the retrieval modes list their passages, each opening to its text
+        for mode in ("rag", "finetuned-rag"):
+            passages = page.locator(f'[data-mode="{mode}"] .used > .passages details')
+            expect(passages.locator("summary")).to_have_text(list(PASSAGE_TEXT))
+        first = page.locator('[data-mode="rag"] .used > .passages details').first
+        first.locator("summary").click()
+        expect(first.locator("blockquote")).to_have_text(PASSAGE_TEXT["blk-hood-dent"])
+        expect(page.locator('[data-mode="base"] .used')).to_be_empty()
+        expect(page.locator('[data-mode="agent"] .used > .passages')).to_have_count(0)
+        # the agent's column says which tool it called, with what, and what that found
+        call = page.locator('[data-mode="agent"] .tools > li')
+        question = "What is the hood hinge bolt torque?"
+        expect(call).to_have_count(1)
+        expect(call.locator("> code")).to_have_text(f'lookup_spec(query="{question}")')
+        expect(call).to_contain_text("found 1 passage")
+        expect(call.locator("summary")).to_have_text(["blk-torque"])
 
 
 def test_job_progress_log_and_cancel(make_app, release, page):

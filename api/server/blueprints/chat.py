@@ -4,6 +4,8 @@ The five chat models are the graph's modes; ``/v1/models`` also lists the assess
 approaches (``assessment-*``), which chat refuses with a 400 pointing to ``/v1/assessments``. ``stream: true`` answers with server-sent events: one
 ``chat.completion.chunk`` per text delta of the final answer, a last chunk with the finish
 reason, a usage chunk when ``stream_options.include_usage`` is set, then ``data: [DONE]``.
+An answer's ``tunegraph`` field (the usage chunk's, when streamed) says where time went, the
+passages retrieval used and the tools the agent called.
 
 Before anything runs, a request takes a place in the chat model's wait queue (503
 ``server_overloaded`` when it is full) and its messages are counted in the model's tokens (400
@@ -225,11 +227,17 @@ class _Run:
 
 
 def _details(state: dict[str, Any]) -> dict[str, Any]:
-    """tunegraph's additions to an answer: where time went, which models, which sources."""
+    """tunegraph's additions to an answer: where time went, which models, the manual passages
+    retrieval put before the model (``sources``: their ids) and the tools the agent called."""
+    from agents.graphs.service_chat import tool_calls
+
+    context = state.get("context", [])
     return {
         "timings_ms": {name: span["ms"] for name, span in state.get("timings", {}).items()},
         "models": state.get("models", {}),
-        "sources": [hit["id"] for hit in state.get("context", [])],
+        "sources": [hit["id"] for hit in context],
+        "passages": [{"id": h["id"], "text": h["text"], "score": h["score"]} for h in context],
+        "tool_calls": tool_calls(state),
     }
 
 

@@ -1,4 +1,6 @@
-// Chat: one question to every chat mode (/v1/models), each answer streamed (SSE) into its column.
+// Chat: one question to every chat mode (/v1/models), each answer streamed (SSE) into its column,
+// then (from the usage chunk's `tunegraph` field) the passages retrieval used and the tools the
+// agent called, each passage opening to its text.
 // The server's text model queue is short: two modes are asked at once, and a 503 answer (full
 // queue) is retried after its Retry-After, a few times at most.
 "use strict";
@@ -20,7 +22,8 @@
         { class: "column", "data-mode": mode, "aria-labelledby": `h-${mode}` },
         el("h2", { id: `h-${mode}`, text: mode }),
         el("p", { class: "answer", "aria-live": "polite" }),
-        el("p", { class: "meta" }))));
+        el("p", { class: "meta" }),
+        el("div", { class: "used" }))));
     } catch (error) {
       TG.showError(error.message);
     }
@@ -28,30 +31,36 @@
 
   const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-  // Reads the SSE body: `data: {...}` events until `data: [DONE]`.
-  async function* events(response) {
-    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-    let buffer = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) return;
-      buffer += value;
-      let end;
-      while ((end = buffer.indexOf("\n\n")) >= 0) {
-        const event = buffer.slice(0, end);
-        buffer = buffer.slice(end + 2);
-        const data = event.split("\n").filter((l) => l.startsWith("data: "))
-          .map((l) => l.slice(6)).join("\n");
-        if (data === "[DONE]") return;
-        if (data) yield JSON.parse(data);
-      }
-    }
+  function passages(list) {
+    return el("ul", { class: "passages" }, list.map((p) => el("li", {}, TG.passage(p.id, p.text))));
+  }
+
+  // A tool call as the agent made it, and what it found: passages, or the tool's own answer.
+  function toolCall(call) {
+    const args = Object.entries(call.arguments).map(([k, v]) => `${k}=${JSON.stringify(v)}`);
+    const found = call.passages.length;
+    const outcome = call.status === "error" ? " failed: " :
+      found ? ` found ${found} passage${found === 1 ? "" : "s"}` : " found nothing: ";
+    return el("li", { class: call.status === "error" ? "error" : null },
+      el("code", { text: `${call.name}(${args.join(", ")})` }), outcome,
+      found ? passages(call.passages) : el("span", { class: "message", text: call.message }));
+  }
+
+  function used(details) {
+    return [
+      details.passages.length ? [el("h3", { text: "Passages used" }),
+        passages(details.passages)] : null,
+      details.tool_calls.length ? [el("h3", { text: "Tools called" }),
+        el("ol", { class: "tools" }, details.tool_calls.map(toolCall))] : null,
+    ].flat().filter((part) => part);
   }
 
   async function ask(mode, question) {
     const column = answers.querySelector(`[data-mode="${CSS.escape(mode)}"]`);
     const answer = column.querySelector(".answer");
     const meta = column.querySelector(".meta");
+    const usedBox = column.querySelector(".used");
+    usedBox.replaceChildren();
     answer.textContent = "";
     answer.classList.remove("error");
     meta.textContent = "Waiting…";
@@ -62,14 +71,13 @@
         const response = await TG.request("/v1/chat/completions", {
           method: "POST", body, headers: { "Content-Type": "application/json" } });
         meta.textContent = "Answering…";
-        for await (const chunk of events(response)) {
+        for await (const chunk of TG.events(response)) {
           if (chunk.error) throw new TG.APIError(500, chunk.error.message, chunk.error.code);
           for (const choice of chunk.choices) answer.textContent += choice.delta.content || "";
           if (chunk.usage) {
-            const sources = (chunk.tunegraph || {}).sources || [];
             const tokens = chunk.usage.completion_tokens;
-            meta.textContent = `${tokens} token${tokens === 1 ? "" : "s"}` +
-              (sources.length ? ` · sources: ${sources.join(", ")}` : "");
+            meta.textContent = `${tokens} token${tokens === 1 ? "" : "s"}`;
+            usedBox.replaceChildren(...used(chunk.tunegraph));
           }
         }
         if (meta.textContent === "Answering…") meta.textContent = "";

@@ -1,5 +1,5 @@
 // Shared by every page: the API key (sessionStorage, sent as a Bearer header, never in a URL),
-// API calls whose errors carry the API's own message, and small DOM helpers.
+// API calls whose errors carry the API's own message, server-sent events, small DOM helpers.
 "use strict";
 
 const TG = (() => {
@@ -7,10 +7,11 @@ const TG = (() => {
   const keysRequired = document.body.dataset.keysRequired === "true";
 
   class APIError extends Error {
-    constructor(status, message, code, retryAfter) {
+    constructor(status, message, code, retryAfter, param) {
       super(message);
       this.status = status;
       this.code = code;
+      this.param = param || null; // the request field the API names as the cause
       this.retryAfter = retryAfter || 1; // seconds, from a 429 or 503 answer
     }
   }
@@ -30,18 +31,18 @@ const TG = (() => {
   async function failure(response) {
     let message = `${response.status} ${response.statusText}`;
     let code = null;
+    let param = null;
     try {
       const body = await response.json();
       if (body && body.error) {
-        message = body.error.message;
-        code = body.error.code;
+        ({ message, code, param } = body.error);
       }
     } catch (_) {
       // not JSON: keep the status line
     }
     if (response.status === 401) askForKey(message);
     const retryAfter = Number(response.headers.get("Retry-After"));
-    return new APIError(response.status, message, code, retryAfter);
+    return new APIError(response.status, message, code, retryAfter, param);
   }
 
   // fetch() under the key; resolves to the Response when it is 2xx, else throws APIError.
@@ -53,6 +54,26 @@ const TG = (() => {
 
   async function json(path, options) {
     return (await request(path, options)).json();
+  }
+
+  // A server-sent-events body's `data:` objects as they arrive, until `data: [DONE]` or its end.
+  async function* events(response) {
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buffer += value;
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const event = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        const data = event.split("\n").filter((l) => l.startsWith("data: "))
+          .map((l) => l.slice(6)).join("\n");
+        if (data === "[DONE]") return;
+        if (data) yield JSON.parse(data);
+      }
+    }
   }
 
   function el(tag, attrs = {}, ...children) {
@@ -68,6 +89,12 @@ const TG = (() => {
       node.append(child instanceof Node ? child : document.createTextNode(String(child)));
     }
     return node;
+  }
+
+  // A manual passage: its id, opening to its text.
+  function passage(id, text, anchor) {
+    return el("details", { class: "passage", id: anchor },
+      el("summary", {}, el("code", { text: id })), el("blockquote", { text }));
   }
 
   function showError(message, target) {
@@ -106,5 +133,5 @@ const TG = (() => {
   });
   renderKey();
 
-  return { APIError, request, json, el, showError, headers, failure };
+  return { APIError, request, json, events, el, passage, showError, headers, failure };
 })();
