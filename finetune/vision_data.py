@@ -202,6 +202,32 @@ def caption(example: DamageExample) -> str:
     )
 
 
+def cell_words(example: DamageExample, grid: tuple[int, int]) -> list[list[str]]:
+    """The words each visual token should point at (the align stage's ``words`` objective): for
+    each cell of the ``grid`` (rows, columns; row-major, as the encoder pools its feature map)
+    the severity, type and part of the damages whose box centre lies in it, then all the photo's
+    damages for the whole-photo token; ``["none"]`` where a cell shows none.
+
+    >>> from ingest.coco import DamageAnnotation as A, DamageExample
+    >>> dent = A("dent", (60, 0, 20, 10), "hood", "minor")  # centre (70, 5): top right
+    >>> cell_words(DamageExample(1, "p.png", 100, 50, (dent,)), (2, 2))
+    [['none'], ['minor', 'dent', 'hood'], ['none'], ['none'], ['minor', 'dent', 'hood']]
+    """
+    rows, columns = grid
+    cells: list[list[str]] = [[] for _ in range(rows * columns)]
+    whole: list[str] = []
+    for damage in example.damages:
+        if not damage.part:
+            continue
+        words = [damage.severity or "moderate", damage.type, damage.part]
+        x, y, w, h = damage.bbox
+        column = min(int((x + w / 2) / max(example.width, 1) * columns), columns - 1)
+        row = min(int((y + h / 2) / max(example.height, 1) * rows), rows - 1)
+        cells[max(row, 0) * columns + max(column, 0)] += words
+        whole += words
+    return [words or ["none"] for words in [*cells, whole]]
+
+
 def answer_text(example: DamageExample) -> str:
     """The vision-language model's answer target: :func:`assessment_target` as compact JSON."""
     return json.dumps(assessment_target(example), separators=(",", ":"))

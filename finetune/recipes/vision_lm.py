@@ -39,13 +39,15 @@ from finetune.trainer import (
     train_loop,
     visited,
 )
-from finetune.vision_data import answer_text, caption
+from finetune.vision_data import answer_text, caption, cell_words
 from finetune.vision_datasets import damage_data
 
 if TYPE_CHECKING:
     from finetune.workspace import Workspace
 
 CAPTION_INSTRUCTION = "List the damage in this photo."
+OWN = "own"  # encoder: own — the recipe trains its own image encoder first
+WORD_NEGATIVES = 8192  # align_target words: other words in each step's softmax (of ~49k)
 MAX_SIDE = 512  # the encoder reads small images: the photos are kept in memory this small
 
 
@@ -86,9 +88,12 @@ def main(
     if decoder is None:
         result = run_image_text_lora(config, data.train, data.val, run_dir, **common)
     else:
-        encoder = Path(config.encoder).expanduser()
-        if not encoder.is_dir():
-            encoder = workspace.vision_dir / config.encoder
+        if config.encoder == OWN:
+            encoder = own_encoder(config, data, run_dir, resume=resume, progress=progress)
+        else:
+            encoder = Path(config.encoder).expanduser()
+            if not encoder.is_dir():
+                encoder = workspace.vision_dir / config.encoder
         result = run(config, *decoder, encoder, data.train, data.val, run_dir, **common)
     m = result.metrics
     headline = (
@@ -98,6 +103,34 @@ def main(
     if m.get("stop_summary"):  # how the instruct stage ended (issue 25: every short form says)
         headline += f"\n{m['stop_summary']}"
     return VisionRun(run_dir, result, data.rejected, headline)
+
+
+def own_encoder(
+    config: VisionLMConfig,
+    data: Any,
+    run_dir: Path,
+    *,
+    resume: bool = True,
+    progress: Callable[..., Any] | None = None,
+) -> Path:
+    """``encoder: own``: the first stage trains the model's own image encoder with the
+    image-classifier recipe (``config.own_encoder``) on the same training and validation photos,
+    checkpoints in ``run_dir/encoder``; returns the folder of the trained encoder, which the
+    saved model copies (it depends on no other model's folder)."""
+    from finetune.recipes.image_classifier import run as run_image_classifier
+
+    stage_dir = run_dir / "encoder"
+    run_image_classifier(
+        config.own_encoder,
+        data.train,
+        data.val,
+        stage_dir,
+        data_hash=data.data_hash,
+        model_dir=stage_dir / "model",
+        resume=resume,
+        progress=progress,
+    )
+    return stage_dir / "model"
 
 
 def run(
@@ -184,19 +217,33 @@ def run(
     # stage 1: the projector (and LoRA with align_lora), decoder frozen
     if config.align_lora:
         vlm.decoder = with_lora(decoder)
-    align = _stage(
-        vlm,
-        config.align,
-        train_features,
-        val_features,
-        [vlm.answer_ids(caption(e)) for e in examples],
-        [vlm.answer_ids(caption(e)) for e in val_examples],
-        vlm.prompt(CAPTION_INSTRUCTION),
-        output_dir / "align",
-        resume=resume,
-        progress=progress,
-        desc="align (projector + LoRA)" if config.align_lora else "align (projector)",
-    )
+    if config.align_target == "words":
+        vlm.visual_norm = vlm.word_embedding_norm()
+        align = _word_stage(
+            vlm,
+            config.align,
+            train_features,
+            val_features,
+            [word_ids(tokenizer, cell_words(e, config.grid)) for e in examples],
+            [word_ids(tokenizer, cell_words(e, config.grid)) for e in val_examples],
+            output_dir / "align",
+            resume=resume,
+            progress=progress,
+        )
+    else:
+        align = _stage(
+            vlm,
+            config.align,
+            train_features,
+            val_features,
+            [vlm.answer_ids(caption(e)) for e in examples],
+            [vlm.answer_ids(caption(e)) for e in val_examples],
+            vlm.prompt(CAPTION_INSTRUCTION),
+            output_dir / "align",
+            resume=resume,
+            progress=progress,
+            desc="align (projector + LoRA)" if config.align_lora else "align (projector)",
+        )
     # stage 2: LoRA on the decoder (+ the projector unless instruct_projector is off)
     vlm.projector.requires_grad_(config.instruct_projector)
     if not config.align_lora:
@@ -232,6 +279,7 @@ def run(
         "decoder_layers": config.decoder_layers,
         "head_scores": config.head_scores,
         "tags": config.tags,
+        "visual_norm": vlm.visual_norm,
     }
 
     def write(directory: Path) -> None:
@@ -256,10 +304,80 @@ def run(
             config.base_model,
             data_hash,
             to_dict(config),
-            extra={"encoder": str(encoder_dir)},
+            extra={"encoder": OWN if config.encoder == OWN else str(encoder_dir)},
         ),
         metrics=metrics,
         steps=metrics["steps"],
+    )
+
+
+def word_ids(tokenizer: Any, cells: Sequence[Sequence[str]]) -> list[list[int]]:
+    """Each cell's words (:func:`~finetune.vision_data.cell_words`) as the decoder's token ids,
+    without separators (``front_bumper`` -> ``front``, ``bumper``)."""
+    rows = []
+    for words in cells:
+        ids = {
+            token
+            for word in words
+            for token in tokenizer(word.replace("_", " "), add_special_tokens=False)["input_ids"]
+        }
+        rows.append(sorted(ids))
+    return rows
+
+
+def _word_stage(
+    vlm: Any,
+    args: TrainArgs,
+    train_features: Any,
+    val_features: Any,
+    train_words: list[list[list[int]]],
+    val_words: list[list[list[int]]],
+    output_dir: Path,
+    *,
+    resume: bool,
+    progress: Callable[..., Any] | None,
+) -> Any:
+    """The align stage with ``align_target: words`` (:meth:`ComposedVLM.word_loss_sum`): the
+    projector alone, on precomputed features, no decoder pass; the loss per visual token."""
+    import torch
+
+    device = next(vlm.projector.parameters()).device
+    cells = vlm.cells
+    size = vlm.causal_lm.get_input_embeddings().weight.shape[0]
+    words = torch.tensor(sorted({t for row in train_words for ids in row for t in ids}))
+
+    def step(group: list[list[int]]) -> tuple[float, int]:
+        count = sum(len(b) for b in group) * cells
+        total = 0.0
+        # the softmax over every target word and a fresh sample of the rest (torch's generator
+        # is in the checkpoint, so a resumed run draws the same samples)
+        vocabulary = torch.cat([words, torch.randperm(size)[:WORD_NEGATIVES]]).unique()
+        for batch in group:
+            loss = vlm.word_loss_sum(
+                train_features[batch].to(device), [train_words[i] for i in batch], vocabulary
+            )
+            (loss / count).backward()
+            total += loss.item() / count
+        return total, sum(len(b) for b in group)
+
+    def evaluate() -> dict[str, float]:
+        if not val_words:
+            return {"eval_loss": float("nan")}
+        with torch.no_grad():
+            loss = vlm.word_loss_sum(val_features.to(device), val_words)
+        return {"eval_loss": loss.item() / (len(val_words) * cells)}
+
+    return train_loop(
+        args,
+        vlm,
+        len(train_words),
+        step,
+        evaluate,
+        output_dir,
+        unit="images",
+        resume=resume,
+        progress=progress,
+        desc="align (visual tokens to words)",
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from finetune.recipes.image_classifier import ImageClassifierConfig
 from finetune.trainer import LoraArgs, TrainArgs
 from finetune.vision_datasets import VisionDataArgs
 
@@ -18,8 +19,21 @@ class VisionLMConfig:
     task: Literal["assess"] = "assess"
     name: str = "damage-vlm"
     base_model: str = "smollm2-135m-instruct"  # the decoder: embedded name, folder or hub id
-    # a trained tunegraph image model: a folder, or a name under TUNEGRAPH_HOME/vision
+    # a trained tunegraph image model: a folder, or a name under TUNEGRAPH_HOME/vision; or
+    # "own": this recipe first trains its own encoder (own_encoder) on the same training split,
+    # as LLaVA starts from a pretrained CLIP, and the model it saves depends on no other model
     encoder: str = "damage-model"
+    # encoder: own — the image-classifier recipe's config of that first stage (task damage: a
+    # from-scratch ResNet learns the training split's damage labels; its head is never read by
+    # the decoder, only its feature map); its `data` is this config's data
+    own_encoder: ImageClassifierConfig = field(
+        default_factory=lambda: ImageClassifierConfig(name="encoder")
+    )
+    # the align stage's target: "caption" (the frozen decoder writes the photo's damages in
+    # words from the visual tokens) or "words" (each visual token, as a direction in the
+    # decoder's word-embedding space, points at the words of what its cell shows; no decoder
+    # pass, so it costs seconds; the tokens are then scaled to the word embeddings' length)
+    align_target: Literal["caption", "words"] = "caption"
     # visual tokens per photo: rows x columns of feature cells, and one for the whole photo
     grid: tuple[int, int] = (2, 2)
     instruction: str = "Assess the damage. Answer in JSON."
@@ -64,5 +78,18 @@ class VisionLMConfig:
             raise ValueError(f"grid={list(self.grid)}: give [rows, columns], each >= 1")
         if self.decoder_layers < 0:
             raise ValueError(f"decoder_layers={self.decoder_layers}: use 0 (all) or a count")
+        if self.encoder == "own":
+            detector = [name for name in ("head_scores", "tags") if getattr(self, name)]
+            if detector:
+                raise ValueError(
+                    f"encoder=own with {' and '.join(detector)}: those feed the encoder's own "
+                    "damage head to the decoder (a detector's outputs); with an own encoder the "
+                    "decoder reads its features only: set them false"
+                )
+            if self.own_encoder.task != "damage":
+                raise ValueError(
+                    f"own_encoder.task={self.own_encoder.task}: the encoder learns the photos' "
+                    "damages; use damage"
+                )
         if self.val_examples < 0:
             raise ValueError(f"val_examples={self.val_examples}: use 0 (all) or a count")

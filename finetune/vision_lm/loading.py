@@ -95,7 +95,13 @@ class VisionLM:
             keep_first_layers(base, layout["decoder_layers"])
         tokenizer = AutoTokenizer.from_pretrained(directory / "adapter")
         decoder = PeftModel.from_pretrained(base, directory / "adapter")
-        vlm = ComposedVLM(decoder, tokenizer, layout["feature_dim"], layout["cells"])
+        vlm = ComposedVLM(
+            decoder,
+            tokenizer,
+            layout["feature_dim"],
+            layout["cells"],
+            layout.get("visual_norm", 0.0),
+        )
         vlm.projector.load_state_dict(load_file(directory / PROJECTOR_FILE))
         manifest = read_manifest(directory)
         version = manifest.version if manifest else ""

@@ -29,6 +29,8 @@ SYSTEM = "You assess car damage."  # short: every training example carries it
 TAGS_LEAD = "Damage model: "  # before the encoder's detections (tags), after the visual tokens
 MAX_DAMAGES = 8
 MAX_COST = 1_000_000
+# the sharpness of the words objective's softmax over cosine similarities (CLIP's is ~0.01)
+WORD_TEMPERATURE = 0.05
 
 
 class VisionLMError(ValueError):
@@ -209,11 +211,16 @@ def tag_text(damages: Sequence[Any]) -> str:
 class ComposedVLM(torch.nn.Module):
     """Projector and decoder; the encoder's features come in precomputed."""
 
-    def __init__(self, decoder: Any, tokenizer: Any, feature_dim: int, cells: int) -> None:
+    def __init__(
+        self, decoder: Any, tokenizer: Any, feature_dim: int, cells: int, visual_norm: float = 0.0
+    ) -> None:
         super().__init__()
         hidden = decoder.config.hidden_size
         self.decoder = decoder
         self.cells = cells
+        # > 0: every visual token is scaled to this length (the decoder's mean word-embedding
+        # length), so that tokens aligned to words (align_target: words) read like words
+        self.visual_norm = visual_norm
         self.projector = torch.nn.Sequential(
             torch.nn.Linear(feature_dim, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, hidden)
         )
@@ -279,11 +286,54 @@ class ComposedVLM(torch.nn.Module):
             attention[row, : start + len(answer)] = 1
         device = next(self.projector.parameters()).device
         embeds = self.causal_lm.get_input_embeddings()(ids.to(device))
-        visual = self.projector(features.to(device)).to(embeds.dtype)
+        visual = self.visual(features.to(device)).to(embeds.dtype)
         embeds = torch.cat(
             [embeds[:, : len(before)], visual, embeds[:, len(before) + self.cells :]], dim=1
         )
         return embeds, attention.to(device), labels.to(device)
+
+    def visual(self, features: Any) -> Any:
+        """[B, cells, feature_dim] encoder features -> [B, cells, hidden] visual tokens."""
+        tokens = self.projector(features)
+        if self.visual_norm:
+            tokens = torch.nn.functional.normalize(tokens, dim=-1) * self.visual_norm
+        return tokens
+
+    def word_embedding_norm(self) -> float:
+        """The mean length of the decoder's input word embeddings."""
+        with torch.no_grad():
+            return float(self.causal_lm.get_input_embeddings().weight.float().norm(dim=-1).mean())
+
+    def word_loss_sum(
+        self,
+        features: Any,
+        targets: Sequence[Sequence[Sequence[int]]],
+        vocabulary: Any = None,
+    ) -> Any:
+        """The align stage's ``words`` objective, summed over visual tokens: each token, as a
+        direction in the decoder's word-embedding space, should point at the words of what its
+        cell shows (``targets[row][cell]``: token ids, :func:`cell_words`) — a softmax over the
+        vocabulary by cosine similarity, cross-entropy against those words, equally weighted.
+        No decoder pass: the projector learns to write words the frozen decoder already reads.
+        ``vocabulary``: sorted token ids the softmax runs over (all of them when None; a
+        sample of the others beside every target word makes a step several times cheaper).
+        """
+        functional = torch.nn.functional
+        weight = self.causal_lm.get_input_embeddings().weight.detach()
+        if vocabulary is None:
+            vocabulary = torch.arange(weight.shape[0])
+        vocab = functional.normalize(weight[vocabulary].float(), dim=-1)
+        tokens = functional.normalize(self.projector(features).float(), dim=-1)
+        logits = tokens.flatten(0, 1) @ vocab.T / WORD_TEMPERATURE  # [B * cells, vocabulary]
+        wanted = torch.zeros_like(logits)
+        for index, ids in enumerate(ids for row in targets for ids in row):
+            columns = torch.searchsorted(vocabulary, torch.tensor(ids))
+            if not torch.equal(
+                vocabulary[columns.clamp(max=len(vocabulary) - 1)], torch.tensor(ids)
+            ):
+                raise ValueError("the vocabulary must hold every target word's token id")
+            wanted[index, columns] = 1.0 / len(ids)
+        return -(wanted * functional.log_softmax(logits, dim=-1)).sum()
 
     def loss_sum(self, embeds: Any, attention: Any, labels: Any) -> Any:
         """Summed next-token cross-entropy at the labelled positions (the vocabulary projection

@@ -72,3 +72,33 @@ def test_two_invalid_answers_are_a_clear_error():
 def test_no_images_is_an_error():
     with pytest.raises(AgentError, match="at least one image"):
         assess_finetuned.graph.invoke({"images": []}, context=AgentContext(vision=FakeVision([])))
+
+
+class Tripwire:
+    """A dependency the fine-tuned approach must never touch (issue 23: one model answers)."""
+
+    def __init__(self, name: str) -> None:
+        object.__setattr__(self, "_name", name)
+
+    def __getattr__(self, attribute: str):
+        raise AssertionError(f"the fine-tuned approach touched the {self._name} ({attribute})")
+
+    def __call__(self, *args, **kwargs):
+        raise AssertionError(f"the fine-tuned approach called the {self._name}")
+
+
+def test_the_finetuned_approach_touches_no_detector_retrieval_or_claims_database():
+    context = AgentContext(
+        vision=FakeVision([json.dumps(ANSWER)]),
+        damage_model=Tripwire("damage model"),
+        manuals=Tripwire("manual retriever"),
+        claims_index=Tripwire("claims retriever"),
+        claims_db=Tripwire("claims database"),
+        llm=Tripwire("text model"),
+        open_photo=Tripwire("claims-history photo reader"),
+    )
+    state = {"images": [PHOTOS["p/own.png"]], "claim": {"vin": "1HGCM82633A004352"}}
+    assessment = assess_finetuned.graph.invoke(state, context=context)["assessment"]
+    assert assessment.damages[0].part == "windshield"  # answered, with every tripwire intact
+    with pytest.raises(AssertionError, match="touched the damage model"):
+        context.damage_model.detect  # noqa: B018 - the wire itself works

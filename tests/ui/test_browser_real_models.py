@@ -63,6 +63,8 @@ VLM = (
     "train.batch_size=4",
     "train.max_steps=2",
     "val_examples=4",
+    # its own encoder (encoder: own), as small as the damage model above
+    *(f"own_encoder.{item}" for item in DAMAGE),
 )
 TEXT = (
     "train.epochs=1",
