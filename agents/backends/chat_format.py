@@ -96,6 +96,31 @@ def grammar(request: ChatRequest) -> str | None:
     return json_grammar(calls, rules)
 
 
+def grammar_problem(request: ChatRequest) -> str | None:
+    """Why :func:`grammar` cannot constrain ``request``'s answer — a tool choice that names no
+    offered tool, an invalid JSON schema, or a schema feature llguidance does not implement
+    (``not``, ``if``/``then``, ``uniqueItems``, look-around in a ``pattern``...) — or None when
+    it can. Checked without a tokenizer, so a server refuses such a request before it queues.
+
+    >>> grammar_problem(ChatRequest([], response_schema={"type": "array", "uniqueItems": True}))
+    'Unimplemented keys: ["uniqueItems"]'
+    """
+    import llguidance
+
+    try:
+        lark = grammar(request)
+    except GenerationError as exc:
+        return str(exc)
+    if lark is None:
+        return None
+    error = llguidance.LLMatcher.validate_grammar(llguidance.LLMatcher.grammar_from_lark(lark))
+    if not error:
+        return None
+    # "at 2(12): failed to compile JSON schema: <why>\n   1 | <grammar lines>...": keep <why>
+    why = re.sub(r"^at \d+\(\d+\): ", "", re.split(r"\n *\d+ \| ", error)[0])
+    return " ".join(why.removeprefix("failed to compile JSON schema: ").split())
+
+
 def parse_tool_calls(text: str) -> list[ToolCall]:
     """The calls in a model's answer (empty when it answered in text); repeats are dropped.
 
@@ -157,10 +182,12 @@ def _closed(schema: dict[str, Any], max_chars: int | None) -> dict[str, Any]:
     )
     if max_chars and free_string:
         schema["maxLength"] = max_chars
+    # a client's schema may be malformed ("properties": 5): llguidance then says what is wrong
+    properties, defs, any_of = (schema.get(k) for k in ("properties", "$defs", "anyOf"))
     children = [
-        *schema.get("properties", {}).values(),
-        *schema.get("$defs", {}).values(),
-        *schema.get("anyOf", []),
+        *(properties.values() if isinstance(properties, dict) else ()),
+        *(defs.values() if isinstance(defs, dict) else ()),
+        *(any_of if isinstance(any_of, list) else ()),
         schema.get("items"),
     ]
     for child in children:

@@ -108,6 +108,7 @@ class TokenDecoder:
         if request.temperature > 0:
             sampler = torch.Generator().manual_seed(request.seed or 0)
         ids: list[int] = []
+        text = ""  # the answer so far
         sent = ""  # text already streamed
         mode = "text" if matcher is None or request.response_schema is not None else None
         finish = "length"
@@ -117,9 +118,13 @@ class TokenDecoder:
             if matcher is not None:
                 closing = mode != "text" or request.response_schema is not None
                 closing = closing and request.max_tokens - position <= closing_reserve(request)
-                logits = allowed_logits(
-                    logits, matcher, self._closers(tokenizer) if closing else None
-                )
+                if closing:
+                    # Inside a string "}" is just text: close the string first, then brackets.
+                    quoted, brackets = self._closers(tokenizer)
+                    first = quoted if in_json_string(text) else brackets
+                    logits = prefer(allowed_logits(logits, matcher, first), quoted | brackets)
+                else:
+                    logits = allowed_logits(logits, matcher)
             token = pick(logits, request, sampler)
             if token in self._eos:
                 finish = "stop"
@@ -151,18 +156,23 @@ class TokenDecoder:
         text = tokenizer.decode(ids, skip_special_tokens=True)
         yield from _final_events(request, text, sent, mode, finish, Usage(len(prompt), len(ids)))
 
-    def _closers(self, tokenizer: Any) -> Any:
-        """Tokens that end structure: end of turn, and those made only of ``"``, ``}``, ``]``."""
+    def _closers(self, tokenizer: Any) -> tuple[Any, Any]:
+        """Tokens that end structure, made only of ``"``, ``}`` and ``]``: those with a quote
+        (they end a string), and the brackets with the end of turn."""
         with _CACHES:
             if self._closing_tokens is None:
                 import torch
 
-                texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
-                closers = torch.tensor(
-                    [bool(t.strip()) and set(t.strip()) <= set('"}]') for t in texts]
+                texts = [
+                    t.strip() for t in tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+                ]
+                closers = [bool(t) and set(t) <= set('"}]') for t in texts]
+                quoted = torch.tensor([c and '"' in t for c, t in zip(closers, texts, strict=True)])
+                brackets = torch.tensor(
+                    [c and '"' not in t for c, t in zip(closers, texts, strict=True)]
                 )
-                closers[sorted(self._eos)] = True
-                self._closing_tokens = closers
+                brackets[sorted(self._eos)] = True
+                self._closing_tokens = quoted, brackets
             return self._closing_tokens
 
     def _matcher(self, lark: str | None) -> Any:
@@ -230,6 +240,35 @@ def eos_ids(model: Any, tokenizer: Any) -> set[int]:
     ids.update(configured if isinstance(configured, list) else [configured])
     ids.discard(None)
     return ids
+
+
+def in_json_string(text: str) -> bool:
+    r"""Whether ``text`` (JSON, or tool calls) ends inside a string.
+
+    >>> in_json_string('{"a": "b\\"c'), in_json_string('{"a": "b"')
+    (True, False)
+    """
+    inside = escaped = False
+    for char in text:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = inside
+        elif char == '"':
+            inside = not inside
+    return inside
+
+
+def prefer(logits: Any, tokens: Any) -> Any:
+    """``logits`` with only the allowed (finite) ones among ``tokens`` (a bool per token) left,
+    when there are any; else unchanged."""
+    import torch
+
+    n = min(len(tokens), logits.shape[0])
+    keep = torch.zeros(logits.shape[0], dtype=torch.bool)
+    keep[:n] = tokens[:n]
+    keep &= torch.isfinite(logits).cpu()
+    return logits.masked_fill(~keep.to(logits.device), float("-inf")) if keep.any() else logits
 
 
 def closing_reserve(request: ChatRequest) -> int:

@@ -74,8 +74,11 @@ def _request_chat_model() -> type:
     return RequestChatModel
 
 
-def fit_max_tokens(llm: Any, messages: list[Any], max_tokens: int | None, default: int) -> int:
-    """The ``max_tokens`` to answer ``messages`` (LangChain messages) with.
+def fit_max_tokens(
+    llm: Any, messages: list[Any], max_tokens: int | None, default: int, **options: Any
+) -> int:
+    """The ``max_tokens`` to answer ``messages`` (LangChain messages) with; ``options`` are
+    the call's tools and answer schema (``ChatParams.model_options()``): part of the prompt.
 
     The prompt is counted in the model's tokens, with its chat template, before anything runs
     and without waiting for the model. Asked-for ``max_tokens`` must fit beside it in the
@@ -89,7 +92,7 @@ def fit_max_tokens(llm: Any, messages: list[Any], max_tokens: int | None, defaul
         return max_tokens or default
     # counted with the base model's tokenizer: adapters keep its vocabulary, and the backend
     # checks the final prompt (with the adapter's template and any retrieved text) again
-    prompt = count(messages, adapter=None)
+    prompt = count(messages, adapter=None, **options)
     wanted = max_tokens or min(default, window - prompt)
     if prompt + max(wanted, 1) > window:
         raise APIError(

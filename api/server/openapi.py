@@ -19,11 +19,13 @@ from api.server.blueprints.assessments import STREAM
 from api.server.blueprints.jobs import MAX_LIST, REPORT_KIND, REPORT_TYPES
 from api.server.chat_request import (
     ASSESSMENT_MODELS,
+    CLIENT_TOOL_MODELS,
     MAX_STOP,
     MODES,
     ROLES,
     SEED_MAX,
     SEED_MIN,
+    TOOL_CHOICES,
 )
 from api.settings import Settings
 
@@ -184,6 +186,46 @@ def _schemas(settings: Settings, job_kinds: list[str]) -> dict[str, Any]:
             "score": {"type": "number"},
         },
     }
+    client_only = "model " + " or ".join(CLIENT_TOOL_MODELS) + " only (the others refuse it)"
+    call = {
+        "type": "object",
+        "required": ["id", "type", "function"],
+        "properties": {
+            "id": {"type": "string"},
+            "type": {"const": "function"},
+            "function": {
+                "type": "object",
+                "required": ["name", "arguments"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "arguments": _json_text({"type": "object"}),
+                },
+            },
+        },
+    }
+    call_delta = {
+        "type": "object",
+        "required": ["index"],
+        "description": "a streamed tool call: its index, id, type and name first (arguments "
+        "empty), then its arguments",
+        "properties": {
+            "index": {"type": "integer"},
+            "id": {"type": "string"},
+            "type": {"const": "function"},
+            "function": {
+                "type": "object",
+                "properties": {"name": {"type": "string"}, "arguments": {"type": "string"}},
+            },
+        },
+    }
+    name = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}
+    json_schema = {
+        "type": "object",
+        "description": "a JSON schema the grammar can follow: type, properties, required, enum, "
+        "const, anyOf, items, minimum/maximum, minLength/maxLength, pattern (without "
+        "look-around), $ref to $defs; others are a 400 naming the field",
+    }
+    finish_reason = {"enum": ["stop", "length", "tool_calls"]}
     passages_by_id = {
         "type": "object",
         "additionalProperties": {"type": "string"},
@@ -231,11 +273,16 @@ def _schemas(settings: Settings, job_kinds: list[str]) -> dict[str, Any]:
                     "minItems": 1,
                     "items": {
                         "type": "object",
-                        "required": ["role", "content"],
+                        "required": ["role"],
+                        "description": "content is required, except in an assistant message "
+                        "with tool_calls; a tool message answers one of those calls",
                         "properties": {
                             "role": {"enum": list(ROLES)},
+                            "tool_calls": {"type": "array", "items": call},
+                            "tool_call_id": {"type": "string"},
                             "content": {
                                 "oneOf": [
+                                    {"type": "null"},
                                     text,
                                     {
                                         "type": "array",
@@ -274,6 +321,77 @@ def _schemas(settings: Settings, job_kinds: list[str]) -> dict[str, Any]:
                     "properties": {"include_usage": {"type": "boolean"}},
                 },
                 "n": {"const": 1},
+                "tools": {
+                    "type": "array",
+                    "description": f"functions the model may call; {client_only}",
+                    "items": {
+                        "type": "object",
+                        "required": ["type", "function"],
+                        "properties": {
+                            "type": {"const": "function"},
+                            "function": {
+                                "type": "object",
+                                "required": ["name"],
+                                "properties": {
+                                    "name": name,
+                                    "description": {"type": "string"},
+                                    "parameters": {
+                                        **json_schema,
+                                        "properties": {"type": {"const": "object"}},
+                                    },
+                                    "strict": {"type": "boolean"},
+                                },
+                            },
+                        },
+                    },
+                },
+                "tool_choice": {
+                    "description": f"default auto; a named function must be one of tools; "
+                    f"{client_only}",
+                    "oneOf": [
+                        {"enum": list(TOOL_CHOICES)},
+                        {
+                            "type": "object",
+                            "required": ["type", "function"],
+                            "properties": {
+                                "type": {"const": "function"},
+                                "function": {
+                                    "type": "object",
+                                    "required": ["name"],
+                                    "properties": {"name": name},
+                                },
+                            },
+                        },
+                    ],
+                },
+                "parallel_tool_calls": {"type": "boolean", "default": True},
+                "response_format": {
+                    "description": f"json_object or json_schema: {client_only}, and not with "
+                    "tools unless tool_choice is none",
+                    "oneOf": [
+                        {
+                            "type": "object",
+                            "required": ["type"],
+                            "properties": {"type": {"enum": ["text", "json_object"]}},
+                        },
+                        {
+                            "type": "object",
+                            "required": ["type", "json_schema"],
+                            "properties": {
+                                "type": {"const": "json_schema"},
+                                "json_schema": {
+                                    "type": "object",
+                                    "required": ["schema"],
+                                    "properties": {
+                                        "name": {"type": "string"},
+                                        "schema": json_schema,
+                                        "strict": {"type": "boolean"},
+                                    },
+                                },
+                            },
+                        },
+                    ],
+                },
             },
         },
         "ChatCompletion": {
@@ -293,10 +411,14 @@ def _schemas(settings: Settings, job_kinds: list[str]) -> dict[str, Any]:
                                 "type": "object",
                                 "properties": {
                                     "role": {"const": "assistant"},
-                                    "content": {"type": "string"},
+                                    "content": {
+                                        "type": ["string", "null"],
+                                        "description": "null when the model called tools",
+                                    },
+                                    "tool_calls": {"type": "array", "items": call},
                                 },
                             },
-                            "finish_reason": {"enum": ["stop", "length"]},
+                            "finish_reason": finish_reason,
                         },
                     },
                 },
@@ -362,9 +484,10 @@ def _schemas(settings: Settings, job_kinds: list[str]) -> dict[str, Any]:
                                 "properties": {
                                     "role": {"type": "string"},
                                     "content": {"type": "string"},
+                                    "tool_calls": {"type": "array", "items": call_delta},
                                 },
                             },
-                            "finish_reason": {"type": ["string", "null"]},
+                            "finish_reason": {"anyOf": [finish_reason, {"type": "null"}]},
                         },
                     },
                 },

@@ -9,6 +9,7 @@ from agents.backends.base import ChatRequest, GenerationError
 from agents.backends.chat_format import (
     MAX_ARGUMENT_CHARS,
     grammar,
+    grammar_problem,
     parse_tool_calls,
     render_messages,
 )
@@ -99,3 +100,75 @@ def test_parse_drops_repeated_calls_and_reports_malformed_ones():
     assert parse_tool_calls("just text") == []
     with pytest.raises(GenerationError, match="malformed tool call"):
         parse_tool_calls('<tool_call>{"name": "f"}</tool_call>')
+
+
+def _with_parameters(parameters):
+    return {"type": "function", "function": {"name": "lookup", "parameters": parameters}}
+
+
+@pytest.mark.parametrize(
+    ("request_", "problem"),
+    [
+        (ChatRequest([], tools=[TOOL], tool_choice="required"), None),
+        (ChatRequest([], response_schema={"type": "object"}), None),
+        (ChatRequest([]), None),  # free text: no grammar
+        (ChatRequest([], tools=[TOOL], tool_choice="search"), "not one of the bound tools"),
+        (
+            ChatRequest([], tools=[_with_parameters({"type": "object", "not": {}})]),
+            'Unimplemented keys: ["not"]',
+        ),
+        (
+            # malformed parts are llguidance's to name, not a crash while closing the schema
+            ChatRequest([], tools=[_with_parameters({"type": "object", "properties": 5})]),
+            "properties must be an object",
+        ),
+        (
+            ChatRequest([], tools=[_with_parameters({"type": "object", "anyOf": 3})]),
+            "anyOf must be an array",
+        ),
+        (
+            ChatRequest([], response_schema={"type": "integer", "minimum": 5, "maximum": 1}),
+            "Unsatisfiable schema: minimum (5) is greater than maximum (1)",
+        ),
+        (
+            ChatRequest([], response_schema={"type": "string", "pattern": "(?=a)"}),
+            "look-around",
+        ),
+    ],
+)
+def test_grammar_problem_says_why_a_schema_cannot_constrain_the_answer(request_, problem):
+    found = grammar_problem(request_)
+    if problem is None:
+        assert found is None
+    else:
+        assert problem in found
+        assert "%json" not in found and "\n" not in found  # the reason, not the grammar
+
+
+def test_grammar_problem_agrees_with_the_matcher_a_tokenizer_builds():
+    """What the server checks without a tokenizer is what the backend compiles: a request
+    it lets through compiles, and one it refuses fails to compile."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from finetune.constrained import GrammarError, ll_tokenizer, matcher
+
+    # a byte-level tokenizer with one token per byte: all a grammar needs to compile
+    vocab = {char: i for i, char in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    raw = Tokenizer(models.BPE({**vocab, "<eos>": len(vocab)}, [], unk_token=None))
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    raw.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<eos>")
+    ll = ll_tokenizer(tokenizer, tokenizer.eos_token_id)
+    for request in (
+        ChatRequest([], tools=[TOOL], tool_choice="required"),
+        ChatRequest([], response_schema={"type": "array", "uniqueItems": True}),
+        ChatRequest([], tools=[_with_parameters({"type": "object", "required": "x"})]),
+    ):
+        problem = grammar_problem(request)
+        try:
+            matcher(ll, grammar(request))
+            compiled = True
+        except GrammarError:
+            compiled = False
+        assert compiled == (problem is None), (request, problem)

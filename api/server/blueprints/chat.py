@@ -7,6 +7,13 @@ reason, a usage chunk when ``stream_options.include_usage`` is set, then ``data:
 An answer's ``tunegraph`` field (the usage chunk's, when streamed) says where time went, the
 passages retrieval used and the tools the agent called.
 
+``model=base`` and ``model=finetuned`` also answer a client's own agent: with ``tools``,
+``response_format`` or tool results in the messages, the model answers the messages as sent
+(no manual prompt, no graph), its output constrained to a call of the offered tools or to the
+JSON schema. A call comes back as OpenAI's ``message.tool_calls`` with ``finish_reason:
+"tool_calls"``; streamed, each call is a ``tool_calls`` delta with its index, id, type and name,
+then one with its arguments, as the openai SDK and langchain-openai accumulate them.
+
 Before anything runs, a request takes a place in the chat model's wait queue (503
 ``server_overloaded`` when it is full) and its messages are counted in the model's tokens (400
 ``context_length_exceeded`` when they and ``max_tokens`` do not fit its context window).
@@ -81,7 +88,9 @@ def _prepare(s: Services, params: ChatParams, ticket: Ticket) -> _Run:
     # without max_tokens the model's default applies, but never above the limit
     default = min(getattr(context.llm, "max_tokens", limit), limit)
     messages = params.langchain_messages()
-    max_tokens = fit_max_tokens(context.llm, messages, params.max_tokens, default)
+    max_tokens = fit_max_tokens(
+        context.llm, messages, params.max_tokens, default, **params.model_options()
+    )
     cancel = threading.Event()  # set when a streamed answer's client goes away
     llm = request_model(
         context.llm,
@@ -124,7 +133,10 @@ class _Run:
         from agents.graphs import service_chat
 
         try:
-            final = service_chat.graph.invoke(self.state, self.config, context=self.context)
+            if self.params.client_turn:
+                final = dict(self._client_turn())["values"]  # the last pair: the final state
+            else:
+                final = service_chat.graph.invoke(self.state, self.config, context=self.context)
         except Exception as exc:
             raise api_error(exc, self.s.settings.generation_timeout_s) or exc from None
         reply = final["messages"][-1]
@@ -136,13 +148,34 @@ class _Run:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": reply.text},
+                    "message": _message(reply),
                     "finish_reason": reply.response_metadata.get("finish_reason", "stop"),
                 }
             ],
             "usage": self._usage(final),
-            "tunegraph": _details(final),
+            "tunegraph": _details(final, own_tools=not self.params.client_turn),
         }
+
+    def _client_turn(self) -> Iterator[tuple[str, Any]]:
+        """A turn of the client's own agent: the base or fine-tuned model answers the messages
+        with the client's tools and answer format. Yields what ``graph.stream`` yields with
+        ``stream_mode=["messages", "values"]``: each chunk, then the final state."""
+        llm = self.context.chat_model(finetuned=self.params.model == "finetuned")
+        messages = self.state["messages"]
+        started = time.perf_counter()
+        reply = None
+        for chunk in llm.stream(messages, **self.params.model_options()):
+            reply = chunk if reply is None else reply + chunk
+            yield "messages", (chunk, {"langgraph_node": "answer"})
+        ms = (time.perf_counter() - started) * 1000
+        yield (
+            "values",
+            {
+                "messages": [*messages, reply],
+                "timings": {"answer": {"ms": round(ms, 1)}},
+                "models": {"chat": llm.model_label},
+            },
+        )
 
     def events(self) -> Iterator[str]:
         """The SSE events. When the client goes away the server closes this generator: the
@@ -154,8 +187,12 @@ class _Run:
         yield self._chunk({"role": "assistant", "content": ""})
         final: dict[str, Any] = {}
         finish = "stop"
-        stream = service_chat.graph.stream(
-            self.state, self.config, context=self.context, stream_mode=["messages", "values"]
+        stream = (
+            self._client_turn()
+            if self.params.client_turn
+            else service_chat.graph.stream(
+                self.state, self.config, context=self.context, stream_mode=["messages", "values"]
+            )
         )
         try:
             for mode, data in stream:
@@ -171,6 +208,9 @@ class _Run:
                 finish = chunk.response_metadata.get("finish_reason", finish)
                 if chunk.text:
                     yield self._chunk({"content": chunk.text})
+                if self.params.client_turn:  # the agent's own tool calls are not the client's
+                    for part in chunk.tool_call_chunks:
+                        yield from self._tool_call_deltas(part)
         except Exception as exc:
             error = api_error(exc, self.s.settings.generation_timeout_s)
             if error is None:
@@ -190,9 +230,8 @@ class _Run:
         yield self._chunk({}, finish)
         usage = self._usage(final)
         if self.params.include_usage:
-            yield _sse(
-                {**self._base(), "choices": [], "usage": usage, "tunegraph": _details(final)}
-            )
+            details = _details(final, own_tools=not self.params.client_turn)
+            yield _sse({**self._base(), "choices": [], "usage": usage, "tunegraph": details})
         yield "data: [DONE]\n\n"
 
     def _base(self) -> dict[str, Any]:
@@ -202,6 +241,22 @@ class _Run:
             "created": self.created,
             "model": self.params.model,
         }
+
+    def _tool_call_deltas(self, part: dict[str, Any]) -> Iterator[str]:
+        """One tool call as OpenAI streams it: its index, id, type and name (arguments
+        empty), then its arguments."""
+        index = part["index"]
+        function = {"name": part["name"], "arguments": ""}
+        yield self._chunk(
+            {
+                "tool_calls": [
+                    {"index": index, "id": part["id"], "type": "function", "function": function}
+                ]
+            }
+        )
+        yield self._chunk(
+            {"tool_calls": [{"index": index, "function": {"arguments": part["args"]}}]}
+        )
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> str:
         choice = {"index": 0, "delta": delta, "finish_reason": finish}
@@ -226,9 +281,25 @@ class _Run:
         }
 
 
-def _details(state: dict[str, Any]) -> dict[str, Any]:
+def _message(reply: Any) -> dict[str, Any]:
+    """The OpenAI ``message`` of a model reply: its text, or its tool calls (content null)."""
+    if not reply.tool_calls:
+        return {"role": "assistant", "content": reply.text}
+    calls = [
+        {
+            "id": call["id"],
+            "type": "function",
+            "function": {"name": call["name"], "arguments": json.dumps(call["args"])},
+        }
+        for call in reply.tool_calls
+    ]
+    return {"role": "assistant", "content": reply.text or None, "tool_calls": calls}
+
+
+def _details(state: dict[str, Any], own_tools: bool = True) -> dict[str, Any]:
     """tunegraph's additions to an answer: where time went, which models, the manual passages
-    retrieval put before the model (``sources``: their ids) and the tools the agent called."""
+    retrieval put before the model (``sources``: their ids) and the tools the agent called
+    (none in a client's own turn: the calls in its messages are the client's)."""
     from agents.graphs.service_chat import tool_calls
 
     context = state.get("context", [])
@@ -237,7 +308,7 @@ def _details(state: dict[str, Any]) -> dict[str, Any]:
         "models": state.get("models", {}),
         "sources": [hit["id"] for hit in context],
         "passages": [{"id": h["id"], "text": h["text"], "score": h["score"]} for h in context],
-        "tool_calls": tool_calls(state),
+        "tool_calls": tool_calls(state) if own_tools else [],
     }
 
 
