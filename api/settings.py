@@ -106,6 +106,13 @@ class Settings:
     llm_api_key: str = field(
         default="", metadata={"help": "API key of llm_base_url's server", "secret": True}
     )
+    judge_api_key: str = field(
+        default="",
+        metadata={
+            "help": "API key of the judge endpoint (`tunegraph eval judge --judge-url`)",
+            "secret": True,
+        },
+    )
     engine: str = field(
         default="auto",
         metadata={

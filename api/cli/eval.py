@@ -329,3 +329,268 @@ def _print_vision(task: str, result: dict, out: Path) -> None:
         + f"; {latency['throughput_per_s']} images/s sequential"
     )
     click.echo(f"report: {out / 'results.json'}")
+
+
+@eval_.command("judge")
+@click.argument("answers", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--questions",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="for a compare report.json that does not hold its questions: the questions it asked "
+    "[default: the served adapter's test split when it kept one, else the demo's]",
+)
+@click.option(
+    "--judge-url",
+    default=None,
+    help="an OpenAI-compatible endpoint up to /v1 that judges (its key: "
+    "TUNEGRAPH_JUDGE_API_KEY) [default: the offline rule judge]",
+)
+@click.option("--judge-model", default=None, help="the judge's model name at --judge-url")
+@click.option("--json", "as_json", is_flag=True, help="print the rates and every label as JSON")
+def eval_judge(
+    answers: Path,
+    questions: Path | None,
+    judge_url: str | None,
+    judge_model: str | None,
+    as_json: bool,
+) -> None:
+    """Judge rates of the answers in ANSWERS: each labelled correct, incorrect, neutral,
+    contradiction or invalid format against its reference answer, as the seed evaluation's
+    LLM judge; the rates per mode and per mode and kind, and the judge's agreement with SPEC
+    exact match (below 0.9 it is not trusted on numbers).
+
+    ANSWERS: a JSONL of records (question, reference, answer; optional kind, mode, id,
+    answerable), or the report.json of a `tunegraph compare` run (its chat answers).
+    Without --judge-url, a transparent rule judge runs offline (numbers with units, negations,
+    key terms of the reference); a judge answer that does not parse is counted as unjudged.
+    """
+    from tqdm import tqdm
+
+    from agents.judge import (
+        RULE_JUDGE_NAME,
+        EndpointJudge,
+        JudgeError,
+        JudgeInputError,
+        RuleJudge,
+        judge_rates,
+        load_records,
+    )
+
+    if (judge_url is None) != (judge_model is None):
+        raise click.UsageError("--judge-url and --judge-model go together: pass both, or neither")
+    if judge_url is not None and not judge_url.startswith(("http://", "https://")):
+        raise click.BadParameter(
+            f"{judge_url!r}: give the server's URL up to /v1, e.g. http://localhost:8000/v1",
+            param_hint="--judge-url",
+        )
+    settings = load_settings()
+    if questions is None:
+        kept = settings.adapters_dir / settings.text_adapter / "data" / "test.jsonl"
+        demo = settings.demo_dir / "manual" / "qa" / "test.jsonl"
+        questions = next((p for p in (kept, demo) if p.is_file()), None)
+    try:
+        records = load_records(answers, questions)
+    except JudgeInputError as exc:
+        raise click.ClickException(str(exc)) from None
+    judge: Any = RuleJudge()
+    if judge_url is not None and judge_model is not None:
+        judge = EndpointJudge.at(
+            judge_url,
+            judge_model,
+            api_key=settings.judge_api_key or None,
+            timeout_s=settings.generation_timeout_s,
+        )
+    bar = functools.partial(
+        tqdm, desc="judging", unit="answer", disable=as_json or judge.name == RULE_JUDGE_NAME
+    )
+    try:
+        report = judge_rates(records, judge, progress=bar)
+    except JudgeError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    _print_judge(report)
+
+
+_RATES = (
+    ("correct", "correct_rate"),
+    ("incorrect", "incorrect_rate"),
+    ("neutral", "neutral_rate"),
+    ("contradiction", "contradiction_rate"),
+    ("invalid format", "invalid_format_rate"),
+)
+
+
+def _print_judge(report: Any) -> None:
+    click.echo(f"judge: {report.judge}")
+    header = f"{'':<24} {'n':>4} {'valid':>5}" + "".join(
+        f" {name:>{len(name)}}" for name, _ in _RATES
+    )
+    click.echo(header + " unjudged confidence")
+
+    def row(name: str, rates: Any) -> str:
+        cells = "".join(
+            f" {'-' if getattr(rates, key) is None else f'{getattr(rates, key):.3f}':>{len(label)}}"
+            for label, key in _RATES
+        )
+        confidence = "-" if rates.average_confidence is None else f"{rates.average_confidence:.2f}"
+        return (
+            f"{name:<24} {rates.total_responses:>4} {rates.valid_responses:>5}{cells} "
+            f"{rates.unjudged:>8} {confidence:>10}"
+        )
+
+    for mode, rates in report.per_mode.items():
+        click.echo(row(mode, rates))
+    click.echo("per kind:")
+    for mode, kinds in report.per_kind.items():
+        for kind, rates in kinds.items():
+            click.echo(row(f"{mode} {kind}", rates))
+    agreement = report.agreement
+    if agreement.rate is None:
+        click.echo("agreement with exact match on SPEC: no SPEC answer to compare")
+    else:
+        trust = "trusted on numbers" if agreement.trusted else "NOT trusted on numbers"
+        click.echo(
+            f"agreement with exact match on SPEC: {agreement.rate:.3f} ({agreement.agree} of "
+            f"{agreement.n} answers); {trust} (needs {agreement.min_agreement})"
+        )
+        for what, items in (
+            ("judged correct without an exact match", agreement.judge_only),
+            ("exact match not judged correct", agreement.exact_only),
+        ):
+            if items:
+                more = f" and {len(items) - 10} more" if len(items) > 10 else ""
+                click.echo(f"  {what}: {', '.join(items[:10])}{more}")
+    click.echo(
+        "rates of the valid answers (correct, incorrect, neutral, contradiction); invalid format "
+        "and unjudged (a judge answer that did not parse): of all answers"
+    )
+
+
+@eval_.command("tools")
+@click.option(
+    "--adapter",
+    default=None,
+    help="the fine-tuned adapter under TUNEGRAPH_HOME/adapters [default: TUNEGRAPH_TEXT_ADAPTER]",
+)
+@click.option(
+    "--questions",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="QA JSONL of the test split [default: the adapter's test split when it kept one, "
+    "else the demo's test questions]",
+)
+@namespace_option
+@click.option(
+    "--limit",
+    type=click.IntRange(1),
+    default=None,
+    help="evaluate a seeded sample of N questions, spread evenly over the right tools",
+)
+@click.option(
+    "--router",
+    "routers",
+    type=click.Choice(["base", "rules", "finetuned"]),
+    multiple=True,
+    help="only this router (repeatable) [default: all; finetuned needs a trained adapter]",
+)
+@click.option("--max-new-tokens", type=click.IntRange(1, 2048), default=128, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="print the results as JSON")
+def eval_tools(
+    adapter: str | None,
+    questions: Path | None,
+    namespace: str,
+    limit: int | None,
+    routers: tuple[str, ...],
+    max_new_tokens: int,
+    as_json: bool,
+) -> None:
+    """The service-chat agent's tool routers on held-out questions: the base model choosing
+    tools, the regex rules, and the fine-tuned model choosing tools.
+
+    Each question's right first step is a manual search, a spec lookup, a fault-code lookup, or
+    no tool (greetings). Reports tool-choice accuracy, argument exact match (when the tool was
+    right), SPEC exact match and ROUGE-L of the answers, tool calls per question, the share of
+    answers whose calls parsed, and a confusion table per router. The tools search the
+    --namespace index. Writes report.json and report.md to TUNEGRAPH_HOME/runs/eval-tools.
+    """
+    import dataclasses
+
+    from tqdm import tqdm
+
+    from agents.backends.base import GenerationError
+    from agents.chat_model import LocalChatModel
+    from agents.tool_eval import (
+        evaluate_tools,
+        held_out_questions,
+        markdown,
+        router_contexts,
+        sample_by_tool,
+    )
+    from finetune.datasets import DatasetError
+    from finetune.model_store import ModelNotFoundError
+    from finetune.onnx_build import EngineUnavailable
+    from finetune.tool_data import trained_for_tools
+
+    settings = load_settings()
+    if adapter:
+        settings = dataclasses.replace(settings, text_adapter=adapter)
+    adapter_dir = composition.text_adapter_dir(settings)
+    if "finetuned" in routers and adapter_dir is None:
+        raise click.BadParameter(
+            f"no trained adapter {settings.text_adapter!r}: train one with `tunegraph finetune "
+            "text` or name it with --adapter",
+            param_hint="--router",
+        )
+    kept = settings.adapters_dir / settings.text_adapter / "data" / "test.jsonl"
+    if questions is None:
+        demo = settings.demo_dir / "manual" / "qa" / "test.jsonl"
+        questions = kept if kept.is_file() else demo
+    if not questions.is_file():
+        raise click.ClickException(
+            f"{questions} does not exist: run `tunegraph demo`, or pass --questions FILE "
+            "(the test split: JSONL lines with question, answer and kind)."
+        )
+    try:
+        cases = held_out_questions(questions)
+    except DatasetError as exc:
+        raise click.ClickException(str(exc)) from None
+    if limit is not None and limit < len(cases):
+        cases = sample_by_tool(cases, limit)
+    manuals = manual_retriever(namespace)
+    store = composition.model_store(settings)
+    report_dir = settings.runs_dir / "eval-tools"
+    try:
+        base, adapters = composition.served_text_model(settings)
+        backend = composition.local_backend(settings, store, base, adapters)
+        llm = LocalChatModel(backend=backend, max_tokens=max_new_tokens)
+        contexts = router_contexts(
+            llm,
+            manuals,
+            settings.text_adapter if adapter_dir is not None else None,
+            tool_adapter=adapter_dir is not None and trained_for_tools(adapter_dir),
+            min_support=settings.min_support,
+        )
+        if routers:
+            contexts = {name: c for name, c in contexts.items() if name in routers}
+        if not as_json:
+            click.echo(f"questions: {questions} ({len(cases)})")
+        results = evaluate_tools(
+            cases,
+            contexts,
+            progress=lambda items: tqdm(items, desc="questions", disable=as_json),
+        )
+    except (DatasetError, ModelNotFoundError, EngineUnavailable, GenerationError) as exc:
+        raise click.ClickException(str(exc)) from None
+    data = {name: score.to_dict() for name, score in results.items()}
+    table = markdown(results)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    (report_dir / "report.json").write_text(json.dumps(data, indent=2) + "\n", "utf-8")
+    (report_dir / "report.md").write_text(table + "\n", "utf-8")
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        click.echo(table)
+        click.echo(f"\nreport: {report_dir / 'report.md'}")

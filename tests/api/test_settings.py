@@ -37,6 +37,7 @@ def test_every_field_is_overridable_from_env():
         "TUNEGRAPH_LLM_BASE_URL": "http://gpu-host:8000/v1",
         "TUNEGRAPH_LLM_MODEL": "meta-llama/Llama-3.1-8B-Instruct",
         "TUNEGRAPH_LLM_API_KEY": "vllm-secret",
+        "TUNEGRAPH_JUDGE_API_KEY": "judge-secret",
         "TUNEGRAPH_ENGINE": "transformers",
         "TUNEGRAPH_MAX_REQUEST_BYTES": "1000000",
         "TUNEGRAPH_MAX_IMAGE_BYTES": "200000",
