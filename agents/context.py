@@ -59,7 +59,11 @@ class AgentContext:
     # question: the chat modes say the manual does not cover it. None: never.
     min_support: float | None = None
     max_tool_rounds: int = 3
-    router: Literal["rules", "model"] = "rules"  # who picks the service-chat agent's tools
+    # who picks the service-chat agent's tools: the regex rules, the model itself, or "auto":
+    # the model when its fine-tuned adapter was trained for tool use (``tool_adapter``), else
+    # the rules (an untrained small model's tool arguments are mostly noise)
+    router: Literal["auto", "rules", "model"] = "auto"
+    tool_adapter: bool = False  # the fine-tuned adapter's data card lists tool-use examples
     photo_hashes: dict[str, int] = field(default_factory=dict)  # cache: path -> dHash
 
     def available(self, name: str) -> bool:
@@ -80,6 +84,17 @@ class AgentContext:
             raise MissingDependencyError(
                 f"the {graph} graph needs {', '.join(missing)} in its AgentContext"
             )
+
+    def agent_router(self) -> Literal["rules", "model"]:
+        """The router the service-chat agent runs (``router`` with "auto" resolved).
+
+        >>> tools = AgentContext(finetuned_adapter="ft", tool_adapter=True)
+        >>> AgentContext().agent_router(), tools.agent_router()
+        ('rules', 'model')
+        """
+        if self.router != "auto":
+            return self.router
+        return "model" if self.tool_adapter and self.finetuned_adapter is not None else "rules"
 
     def chat_model(self, finetuned: bool) -> Any:
         if not finetuned:

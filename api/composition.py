@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from finetune.evaluation import Answerer
     from finetune.manual_data import Search
     from finetune.model_store import ModelStore
+    from finetune.tool_data import ToolRunner
     from finetune.workspace import Workspace
     from ingest.records import ManualBlock
     from rag.claims_db import ClaimsDatabase
@@ -59,6 +60,7 @@ def workspace(settings: Settings) -> Workspace:
         passage_index=lambda blocks: passage_search(settings, blocks),
         index_blocks=lambda namespace: index_blocks(settings, namespace),
         teacher=lambda url, model: teacher(settings, url, model),
+        tool_index=lambda blocks: tool_index(settings, blocks),
     )
 
 
@@ -96,6 +98,33 @@ def passage_search(settings: Settings, blocks: Sequence[ManualBlock]) -> Search:
         return [(hit.id, hit.text) for hit in found.search(question, k)]
 
     return search
+
+
+def tool_index(settings: Settings, blocks: Sequence[ManualBlock]) -> ToolRunner:
+    """The service-chat agent's tools (:func:`agents.tools.manual_tools`, as serving runs them)
+    over exactly ``blocks`` (a throwaway index in a temporary folder): what tool-use training
+    examples show as each call's result. The runner raises ``ValueError`` for an unknown tool."""
+    import tempfile
+
+    from agents.tools import manual_tools
+    from rag.indexing import block_document
+    from rag.retrieval import Retriever
+    from rag.stores.lancedb import LanceDBStore
+
+    model = embedder(settings)
+    folder = tempfile.TemporaryDirectory(prefix="tunegraph-tools-")
+    store = LanceDBStore(Path(folder.name), "tools", model.dim)
+    documents = [block_document(b) for b in blocks]
+    with store.transaction():
+        store.upsert(documents, model.embed([d.text for d in documents]))
+    tools = {t.name: t for t in manual_tools(Retriever(model, store))}
+
+    def run(name: str, arguments: dict[str, str], _folder: Any = folder) -> str:
+        if name not in tools:
+            raise ValueError(f"no tool named {name!r}; use one of {', '.join(tools)}")
+        return str(tools[name].invoke(arguments))
+
+    return run
 
 
 def index_blocks(settings: Settings, namespace: str) -> list[ManualBlock]:
@@ -233,6 +262,7 @@ def agent_context(settings: Settings) -> AgentContext:
     """
     from agents.chat_model import LocalChatModel
     from agents.context import AgentContext
+    from finetune.tool_data import trained_for_tools
 
     base, adapters = served_text_model(settings)
     store = model_store(settings)
@@ -280,6 +310,7 @@ def agent_context(settings: Settings) -> AgentContext:
         vision=vision,
         open_photo=lambda path: _photo_bytes(settings, path),
         min_support=settings.min_support,
+        tool_adapter=bool(adapters) and trained_for_tools(adapters[settings.text_adapter]),
     )
 
 

@@ -41,6 +41,7 @@ from finetune.manual_data import (
     unanswerable_questions,
     wording,
 )
+from finetune.tool_data import ToolIndex, tool_examples, tool_questions
 from ingest.records import ManualBlock, QAPair
 
 # Blocks -> a search over them (the composition root builds it with the serving retriever).
@@ -59,7 +60,9 @@ CLOSED_BOOK_UNSURE = ("TROUBLESHOOTING", "WIRING")
 class DataArgs:
     """The text recipe's ``data:`` section: where its examples come from."""
 
-    source: Literal["demo", "jsonl", "manual"] = "demo"
+    # tools: only tool-use examples (finetune/tool_data.py) for the questions of data.manual /
+    # data.namespace, else of the demo corpus: an adapter of its own for router="model"
+    source: Literal["demo", "jsonl", "manual", "tools"] = "demo"
     demo_dir: Path | None = None  # default: TUNEGRAPH_HOME/demo
     train_file: Path | None = None  # source=jsonl: {"messages": [...]} lines
     val_file: Path | None = None  # source=jsonl: optional; else split from train_file
@@ -86,6 +89,10 @@ class DataArgs:
     raft_share: float = 0.0
     raft_passages: int = 3
     raft_oracle_share: float = 0.8
+    # Tool use: this share of the training questions is also asked as the service-chat agent
+    # asks it (tools offered, the right call, the tool's real result, the answer), plus
+    # questions that need no tool; balanced by tool. 0: none (source=tools: 0 means all).
+    tool_share: float = 0.0
 
 
 def sft_dataset(
@@ -98,6 +105,7 @@ def sft_dataset(
     passage_index: PassageIndex | None = None,
     index_blocks: IndexBlocks | None = None,
     teacher: TeacherFactory | None = None,
+    tool_index: ToolIndex | None = None,
     log: Callable[[str], None] | None = None,
 ) -> DatasetReport:
     """The training and validation examples ``data`` names, length-checked against
@@ -108,7 +116,8 @@ def sft_dataset(
     ``demo_dir``: the demo corpus when ``data.demo_dir`` is unset. ``passage_index``: builds
     the search RAFT examples retrieve with (needed when ``data.raft_share`` > 0);
     ``index_blocks``: reads an ingested namespace (``data.namespace``); ``teacher``: connects to
-    ``data.teacher_url`` (needed when it is set). Raises
+    ``data.teacher_url`` (needed when it is set); ``tool_index``: runs the serving tools over
+    the blocks (needed for ``data.source=tools`` or ``data.tool_share`` > 0). Raises
     :class:`DatasetError` naming the file or the ``data.*`` field to fix.
     """
     demo_dir = data.demo_dir or demo_dir
@@ -147,6 +156,22 @@ def sft_dataset(
         examples, val_examples = demo_examples(demo_dir)
         questions = _demo_questions(demo_dir)
         card["phrasing"] = "the demo corpus' questions"
+    elif data.source == "tools":
+        if data.manual is not None or data.namespace is not None:
+            blocks, card["manual"] = _manual_blocks(data, index_blocks)
+            questions = manual_questions(blocks, phrasings=data.phrasings, seed=seed)
+            card["phrasing"] = f"templates ({data.phrasings} training wordings per fact)"
+        else:
+            blocks = read_blocks(data.blocks_file or demo_dir / "manual" / "blocks.jsonl")
+            questions = _demo_questions(demo_dir)
+            card["phrasing"] = "the demo corpus' questions"
+        run_tool = _tool_runner(tool_index, blocks, "data.source=tools")
+        share = data.tool_share or 1.0
+        made = tool_examples(tool_questions(questions.train), run_tool, share=share, seed=seed)
+        card["tools"] = {"share": share, **made.card()}
+        examples = made.examples
+        val_questions = tool_questions(questions.val, "val")
+        val_examples = tool_examples(val_questions, run_tool, share=share, seed=seed).examples
     else:
         if data.train_file is None:
             raise DatasetError("data.source=jsonl needs data.train_file=PATH")
@@ -207,6 +232,20 @@ def sft_dataset(
         # never answers it, and that is the case the refusal must hold up in
         raft += raft_examples(none.train, search, blocks or [], share=1.0, seed=seed, **options)
         extra += raft
+    if data.tool_share and data.source != "tools":
+        if not questions.train:
+            raise DatasetError(
+                "data.tool_share needs the questions behind the examples: use "
+                "data.source=manual or demo"
+            )
+        if blocks is None:
+            blocks = _blocks_file(data, demo_dir)
+        run_tool = _tool_runner(tool_index, blocks, "data.tool_share")
+        made = tool_examples(
+            tool_questions(questions.train), run_tool, share=data.tool_share, seed=seed
+        )
+        card["tools"] = {"share": data.tool_share, **made.card()}
+        extra += made.examples
     if val_examples is not None and not val_examples:
         val_examples = None  # nothing to hold out as given: split from the training side
     # A safety net: no training example may be worded like a held-out question.
@@ -256,6 +295,15 @@ def sft_dataset(
     )
     report.card = card
     return report
+
+
+def _tool_runner(tool_index: ToolIndex | None, blocks: list[ManualBlock], field: str):
+    if tool_index is None:
+        raise DatasetError(
+            f"{field} needs the service-chat tools over the manual; run through `tunegraph "
+            "finetune text` (or give sft_dataset a tool_index)"
+        )
+    return tool_index(blocks)
 
 
 def _without(examples: Sequence[SFTExample], held_out: set[str]) -> tuple[list[SFTExample], int]:

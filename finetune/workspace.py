@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from finetune.model_store import ModelStore
     from finetune.text_data import IndexBlocks, PassageIndex, TeacherFactory
+    from finetune.tool_data import ToolIndex
 
 
 @dataclass(frozen=True)
@@ -19,7 +20,8 @@ class Workspace:
     adapters; ``vision_dir``: vision models; ``models``: the offline store base models load
     from. ``passage_index``: builds a search over manual blocks with the serving retriever
     (RAFT examples); ``index_blocks``: the blocks of an ingested index namespace; ``teacher``:
-    connects to a teacher model that writes training questions."""
+    connects to a teacher model that writes training questions; ``tool_index``: runs the
+    service-chat agent's tools over manual blocks (tool-use examples)."""
 
     demo_dir: Path
     runs_dir: Path
@@ -29,3 +31,4 @@ class Workspace:
     passage_index: PassageIndex | None = None
     index_blocks: IndexBlocks | None = None
     teacher: TeacherFactory | None = None
+    tool_index: ToolIndex | None = None

@@ -4,11 +4,15 @@
 - ``finetuned`` / ``finetuned-rag``: the same with the fine-tuned adapter;
 - ``agent``: a router sends the question to a tool (manual search, spec lookup, fault-code
   lookup) and the model answers from what the tool found. With ``router="model"`` the model
-  itself picks tools and arguments (its first turn must call one; after ``max_tool_rounds``
-  rounds it must answer); with ``router="rules"`` (the default: SmolLM2-135M's own tool
-  arguments are mostly noise) the question's kind and any fault code pick the tool.
+  itself picks tools and arguments (after ``max_tool_rounds`` rounds it must answer; an
+  adapter trained for tool use may also answer at once, any other model must call a tool
+  first); with ``router="rules"`` the question's kind and any fault code pick the tool. The
+  default, ``"auto"``, is the model when its adapter was trained for tool use
+  (:meth:`AgentContext.agent_router`), else the rules: SmolLM2-135M's own tool arguments are
+  mostly noise.
 
-A tool error goes back to the model as a tool message (status ``error``), never a crash.
+A tool error — an unknown tool, arguments the tool refuses — goes back to the model as a tool
+message (status ``error``) that names the fix, never a crash; the model may call again.
 
 Abstention: when retrieval (``rag``, ``finetuned-rag``) or the rule router's tool finds nothing
 that bears on the question — a fault-code lookup with no entry, or passages whose best match
@@ -104,7 +108,7 @@ def agent(state: ChatState, runtime: Runtime[AgentContext]) -> dict:
     llm = context.chat_model(finetuned=context.finetuned_adapter is not None)
     label = {"chat": getattr(llm, "model_label", "chat")}
     rounds = state.get("tool_rounds", 0)
-    if context.router == "rules":
+    if context.agent_router() == "rules":
         if rounds == 0:
             return {"messages": [AIMessage("", tool_calls=[route_by_rules(_question(state))])]}
         tools = [m for m in _this_turn(state) if isinstance(m, ToolMessage)]
@@ -114,9 +118,11 @@ def agent(state: ChatState, runtime: Runtime[AgentContext]) -> dict:
         if not found or not supported(context, question, passages):
             return {"messages": [AIMessage(_looked_up(refusal(_asked(question)), state))]}
         return {"messages": [llm.invoke(manual_question(question, found))], "models": label}
-    # The first turn must consult a tool (a small model otherwise answers from memory); then
-    # the model may look further or answer, until the last round, which must answer.
-    choice = "required" if rounds == 0 else "auto"
+    # An untrained model's first turn must consult a tool (a small model otherwise answers
+    # from memory); one trained for tools also learned when none is needed. Then the model may
+    # look further or answer, until the last round, which must answer.
+    trained = context.tool_adapter and context.finetuned_adapter is not None
+    choice = "required" if rounds == 0 and not trained else "auto"
     if rounds >= context.max_tool_rounds:
         choice = "none"
     bound = llm.bind_tools(manual_tools(context.manuals, context.manual_k), tool_choice=choice)

@@ -188,8 +188,10 @@ def main(
     checkpoints and metrics in ``runs_dir/NAME``, save the adapter to ``adapters_dir/NAME``.
 
     ``progress``: a tqdm-like bar factory for the steps; ``log``: where the lines for a person
-    go (the data counts, the precision). Raises ``ModelNotFoundError``, ``DatasetError`` or
-    :class:`TrainingError`, each naming what to change.
+    go (the data counts, the precision). Tool-use examples (``data.source=tools``,
+    ``data.tool_share``) run the serving tools through ``workspace.tool_index``. Raises
+    ``ModelNotFoundError``, ``DatasetError`` or :class:`TrainingError`, each naming what to
+    change.
     """
     quantization = config.train.quantization
     model, tokenizer = workspace.models.load_causal_lm(config.base_model, quantization)
@@ -204,6 +206,7 @@ def main(
         passage_index=workspace.passage_index,
         index_blocks=workspace.index_blocks,
         teacher=workspace.teacher,
+        tool_index=workspace.tool_index,
         log=log,
     )
     run_dir = workspace.runs_dir / config.name

@@ -209,3 +209,75 @@ def test_a_refusal_does_not_carry_over_to_the_next_turn_of_a_thread():
         {"messages": [HumanMessage(QUESTION)], "mode": "rag"}, thread, context=ctx
     )
     assert second["messages"][-1].content == "110 Nm"
+
+
+def test_a_wrong_tool_and_bad_arguments_become_tool_errors_the_agent_recovers_from():
+    manuals = FakeRetriever(BLOCKS)
+    state, ctx = chat(
+        "agent",
+        [("lookup_torque", {"query": "wheel nut"})],  # no such tool
+        [("lookup_fault_code", {"query": "P0117"})],  # the lookup takes a code
+        [("lookup_spec", {"query": "wheel nut torque"})],
+        "It is 110 Nm.",
+        manuals=manuals,
+        router="model",
+        max_tool_rounds=4,
+    )
+    results = [m for m in state["messages"] if isinstance(m, ToolMessage)]
+    assert [m.status for m in results] == ["error", "error", "success"]
+    assert "no tool named 'lookup_torque'" in results[0].content
+    assert "code" in results[1].content and "Fix the arguments" in results[1].content
+    assert "[spec-1] Wheel nut torque: 110 Nm." in results[2].content
+    assert state["messages"][-1].content == "It is 110 Nm."
+    assert state["tool_rounds"] == 3
+    # the model saw each error before it called again
+    assert "no tool named" in ctx.llm.backend.requests[1].messages[-1]["content"]
+    assert manuals.queries == [("wheel nut torque", 3, {"kind": "SPEC"})]
+
+
+@pytest.mark.parametrize(
+    ("router", "tool_adapter", "adapter", "runs"),
+    [
+        ("auto", False, "ft", "rules"),
+        ("auto", True, "ft", "model"),
+        ("auto", True, None, "rules"),  # the base model alone is not trained for tools
+        ("rules", True, "ft", "rules"),
+        ("model", False, "ft", "model"),
+    ],
+)
+def test_the_model_routes_by_default_when_its_adapter_was_trained_for_tools(
+    router, tool_adapter, adapter, runs
+):
+    call = [("lookup_spec", {"query": "torque"})]
+    ctx = AgentContext(
+        llm=fake_llm(*([call] if runs == "model" else []), "110 Nm"),
+        finetuned_adapter=adapter,
+        manuals=FakeRetriever(BLOCKS),
+        router=router,
+        tool_adapter=tool_adapter,
+    )
+    state = service_chat.graph.invoke(
+        {"messages": [HumanMessage(QUESTION)], "mode": "agent"}, context=ctx
+    )
+    assert ctx.agent_router() == runs
+    first = ctx.llm.backend.requests[0]
+    # the rule router asks the model only for the answer; the model router offers it the tools
+    assert bool(first.tools) == (runs == "model")
+    assert state["messages"][-1].content == "110 Nm"
+    assert len(ctx.llm.backend.requests) == (2 if runs == "model" else 1)
+
+
+def test_a_tool_trained_adapter_may_answer_without_a_tool():
+    ctx = AgentContext(
+        llm=fake_llm("Hello! Ask me about the manual."),
+        finetuned_adapter="ft",
+        manuals=FakeRetriever(BLOCKS),
+        tool_adapter=True,
+    )
+    state = service_chat.graph.invoke(
+        {"messages": [HumanMessage("Hi there!")], "mode": "agent"}, context=ctx
+    )
+    (request,) = ctx.llm.backend.requests
+    assert request.tool_choice == "auto" and request.adapter == "ft"
+    assert state["messages"][-1].content == "Hello! Ask me about the manual."
+    assert service_chat.tool_calls(state) == []
