@@ -77,9 +77,9 @@ def teacher(settings: Settings, url: str, model: str) -> Callable[[str], str]:
     return lambda prompt: str(llm.invoke(prompt).content)
 
 
-def passage_search(settings: Settings, blocks: Sequence[ManualBlock]) -> Search:
-    """Hybrid search, as serving does it, over exactly ``blocks`` (a throwaway index in a
-    temporary folder): the passages RAFT training examples put before their questions."""
+def _throwaway_retriever(settings: Settings, blocks: Sequence[ManualBlock]) -> tuple[Any, Any]:
+    """The serving retriever over exactly ``blocks``, in a temporary folder that lives as long
+    as the second value (keep it referenced)."""
     import tempfile
 
     from rag.indexing import block_document
@@ -87,12 +87,18 @@ def passage_search(settings: Settings, blocks: Sequence[ManualBlock]) -> Search:
     from rag.stores.lancedb import LanceDBStore
 
     model = embedder(settings)
-    folder = tempfile.TemporaryDirectory(prefix="tunegraph-passages-")
-    store = LanceDBStore(Path(folder.name), "passages", model.dim)
+    folder = tempfile.TemporaryDirectory(prefix="tunegraph-blocks-")
+    store = LanceDBStore(Path(folder.name), "blocks", model.dim)
     documents = [block_document(b) for b in blocks]
     with store.transaction():
         store.upsert(documents, model.embed([d.text for d in documents]))
-    found = Retriever(model, store)
+    return Retriever(model, store), folder
+
+
+def passage_search(settings: Settings, blocks: Sequence[ManualBlock]) -> Search:
+    """Hybrid search, as serving does it, over exactly ``blocks`` (a throwaway index in a
+    temporary folder): the passages RAFT training examples put before their questions."""
+    found, folder = _throwaway_retriever(settings, blocks)
 
     def search(question: str, k: int, _folder: Any = folder) -> list[tuple[str, str]]:
         return [(hit.id, hit.text) for hit in found.search(question, k)]
@@ -104,20 +110,10 @@ def tool_index(settings: Settings, blocks: Sequence[ManualBlock]) -> ToolRunner:
     """The service-chat agent's tools (:func:`agents.tools.manual_tools`, as serving runs them)
     over exactly ``blocks`` (a throwaway index in a temporary folder): what tool-use training
     examples show as each call's result. The runner raises ``ValueError`` for an unknown tool."""
-    import tempfile
-
     from agents.tools import manual_tools
-    from rag.indexing import block_document
-    from rag.retrieval import Retriever
-    from rag.stores.lancedb import LanceDBStore
 
-    model = embedder(settings)
-    folder = tempfile.TemporaryDirectory(prefix="tunegraph-tools-")
-    store = LanceDBStore(Path(folder.name), "tools", model.dim)
-    documents = [block_document(b) for b in blocks]
-    with store.transaction():
-        store.upsert(documents, model.embed([d.text for d in documents]))
-    tools = {t.name: t for t in manual_tools(Retriever(model, store))}
+    found, folder = _throwaway_retriever(settings, blocks)
+    tools = {t.name: t for t in manual_tools(found)}
 
     def run(name: str, arguments: dict[str, str], _folder: Any = folder) -> str:
         if name not in tools:
