@@ -1,6 +1,7 @@
 """The comparison of the fine-tuned and agentic approaches (``tunegraph compare``, compare jobs).
 
 One job a module: :mod:`~agents.compare.inputs` (held-out items, prices, training usage),
+:mod:`~agents.compare.claims` (the test claims, and the claims history without them),
 :mod:`~agents.compare.run` (the calls, timed and metered), :mod:`~agents.compare.scoring`,
 :mod:`~agents.compare.cost`, :mod:`~agents.compare.verdicts`, :mod:`~agents.compare.summary`
 (all three into one :class:`Comparison`), :mod:`~agents.compare.report` and

@@ -11,7 +11,15 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from agents.compare.records import CompareError, PhotoCase, Prices, TrainedModels, Training
+from agents.compare.records import (
+    ALL,
+    CompareError,
+    PhotoCase,
+    Prices,
+    Size,
+    TrainedModels,
+    Training,
+)
 from ingest.records import QAPair
 
 
@@ -27,15 +35,16 @@ def load_prices(path: Path | None, overrides: Mapping[str, float] | None = None)
         raise CompareError(f"--prices: {exc} (keys: {valid})") from None
 
 
-def photo_cases(demo_dir: Path, n: int, seed: int = 0) -> list[PhotoCase]:
-    """A seeded sample of ``n`` photos of the demo's test split with their annotations."""
+def photo_cases(demo_dir: Path, n: Size, seed: int = 0) -> list[PhotoCase]:
+    """A seeded sample of ``n`` photos of the demo's test split with their annotations
+    (``"all"``, or a count at least the split's size: every test photo)."""
     from finetune.vision_datasets import VisionDataError, damage_examples
 
     try:
         examples, _ = damage_examples("test", demo_dir=demo_dir)
     except VisionDataError as exc:
         raise CompareError(str(exc)) from None
-    if n < len(examples):
+    if n != ALL and n < len(examples):
         examples = sorted(random.Random(seed).sample(examples, n), key=lambda e: e.image_id)
     return [
         PhotoCase(
@@ -52,11 +61,12 @@ def photo_cases(demo_dir: Path, n: int, seed: int = 0) -> list[PhotoCase]:
 
 
 def held_out_questions(
-    demo_dir: Path, n: int, seed: int = 0, path: Path | None = None
+    demo_dir: Path, n: Size, seed: int = 0, path: Path | None = None
 ) -> list[QAPair]:
-    """A seeded sample of ``n`` of the test questions in ``path`` (default: the demo's), as
-    ``tunegraph eval text`` takes them; ``path`` is the test split an adapter kept (its
-    unanswerable questions included) when there is one."""
+    """``n`` of the test questions in ``path`` (default: the demo's), stratified by kind
+    (:func:`stratified`), as ``tunegraph eval text`` takes them; ``path`` is the test split an
+    adapter kept (its unanswerable questions included) when there is one. ``"all"``: every
+    question of the split."""
     if n == 0:
         return []
     path = path or demo_dir / "manual" / "qa" / "test.jsonl"
@@ -64,9 +74,31 @@ def held_out_questions(
         items = [QAPair(**json.loads(line)) for line in _lines(path)]
     except (ValueError, TypeError) as exc:
         raise CompareError(f"{path}: cannot read the questions ({exc})") from None
-    if n < len(items):
-        items = sorted(random.Random(seed).sample(items, n), key=lambda q: q.id)
-    return items
+    if n == ALL or n >= len(items):
+        return items
+    return sorted(stratified(items, n, seed), key=lambda q: q.id)
+
+
+def stratified(items: list[QAPair], n: int, seed: int = 0) -> list[QAPair]:
+    """``n`` of ``items``, as equal a number of each kind as the kinds have (a kind with fewer
+    questions gives its share to the others), each kind's drawn at random with ``seed``.
+
+    >>> qs = [QAPair(f"{k}{i}", "b", k, "test", "?", "!") for k, m in (("A", 1), ("B", 9))
+    ...       for i in range(m)]
+    >>> sorted(q.kind for q in stratified(qs, 4))
+    ['A', 'B', 'B', 'B']
+    """
+    rng = random.Random(seed)
+    by_kind: dict[str, list[QAPair]] = {}
+    for item in items:
+        by_kind.setdefault(item.kind, []).append(item)
+    queues = [rng.sample(group, len(group)) for _, group in sorted(by_kind.items())]
+    picked: list[QAPair] = []
+    while len(picked) < n and any(queues):
+        for queue in queues:  # one of each kind per round: kinds stay equal until one runs out
+            if queue and len(picked) < n:
+                picked.append(queue.pop())
+    return picked
 
 
 def manual_numbers(demo_dir: Path, blocks: Path | None = None) -> set[str]:

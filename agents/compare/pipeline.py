@@ -5,6 +5,7 @@ then the report in ``runs_dir / NAME``."""
 from __future__ import annotations
 
 import re
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -16,7 +17,9 @@ from agents.compare.records import (
     CompareError,
     Comparison,
     Progress,
+    Size,
     TrainedModels,
+    size_problem,
 )
 
 if TYPE_CHECKING:
@@ -25,8 +28,11 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class CompareOptions:
-    """What to compare on. ``images`` / ``questions``: seeded samples of the demo's test photos
-    and test questions (0 skips that task); ``prices``: a YAML price table (see
+    """What to compare on. ``images`` / ``questions`` / ``claims``: seeded samples of the
+    demo's test photos, test questions (stratified by kind) and test claims (their fraud
+    labels; see :mod:`agents.compare.claims`), ``"all"`` for the whole test split, 0 to skip;
+    ``concurrency``: calls in flight at once (the text engine batches them; latency then
+    includes the wait for a turn); ``prices``: a YAML price table (see
     :class:`agents.compare.records.Prices`), with ``cpu_per_hour`` / ``gpu_per_hour`` on top
     when given; ``hardware``: what the self-hosted models run on, ``cpu`` or ``gpu`` (None: a
     GPU when PyTorch sees one); ``resamples``: bootstrap resamples per metric;
@@ -34,8 +40,10 @@ class CompareOptions:
     model's own default)."""
 
     name: str = "compare"
-    images: int = 24
-    questions: int = 40
+    images: Size = 24
+    questions: Size = 40
+    claims: Size = 0
+    concurrency: int = 1
     prices: Path | None = None
     seed: int = 0
     resamples: int = 1000
@@ -48,9 +56,14 @@ class CompareOptions:
         problems = []
         if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", self.name) or self.name.startswith("."):
             problems.append("name: use 1-64 letters, digits, '.', '_' or '-'")
-        for key in ("images", "questions"):
-            if getattr(self, key) < 0:
-                problems.append(f"{key} cannot be negative")
+        for key in ("images", "questions", "claims"):
+            problem = size_problem(key, getattr(self, key))
+            if problem:
+                problems.append(problem)
+        if isinstance(self.concurrency, bool) or not isinstance(self.concurrency, int):
+            problems.append(f"concurrency: use a whole number >= 1, not {self.concurrency!r}")
+        elif self.concurrency < 1:
+            problems.append(f"concurrency: use a whole number >= 1, not {self.concurrency}")
         if self.resamples < 100:
             problems.append("resamples: use at least 100")
         if self.max_tokens is not None and self.max_tokens < 1:
@@ -93,7 +106,8 @@ def run_compare(
 ) -> CompareResult:
     """Compare the approaches on the held-out items of the demo corpus in ``demo_dir`` and
     write the report to ``runs_dir / options.name`` (report.md, report.html, report.json, PNG
-    plots).
+    plots). While it runs, the graphs read a copy of the claims database without the test
+    claims (:func:`agents.compare.claims.without_claims`).
 
     ``models``: the trained artifacts, whose manifests say what training cost;
     ``context_factory`` loads the graphs' models (slow); ``progress(fraction, message)`` is
@@ -101,6 +115,7 @@ def run_compare(
     Raises :class:`CompareError` for bad input and
     :class:`agents.compare.records.ComparisonCancelled` when ``should_stop()`` turns true.
     """
+    from agents.compare.claims import held_out_claim_ids, held_out_claims, without_claims
     from agents.compare.inputs import (
         held_out_questions,
         load_prices,
@@ -119,6 +134,7 @@ def run_compare(
     hourly = {k: getattr(options, k) for k in ("cpu_per_hour", "gpu_per_hour")}
     prices = load_prices(options.prices, {k: v for k, v in hourly.items() if v is not None})
     photos = photo_cases(demo_dir, options.images, options.seed) if options.images else []
+    claims = held_out_claims(demo_dir, options.claims, options.seed)
     # the test split and the manual the served adapter kept, when it kept them
     kept = models.text_adapter / "data" if models.text_adapter else None
     test = kept / "test.jsonl" if kept and (kept / "test.jsonl").is_file() else None
@@ -131,23 +147,30 @@ def run_compare(
     if options.max_tokens and context.llm is not None:
         capped = context.llm.model_copy(update={"max_tokens": options.max_tokens})
         context = replace(context, llm=capped)
-    comparison = run_comparison(
-        context,
-        photos,
-        questions,
-        known_numbers=known,
-        prices=prices,
-        training=training_usage(models),
-        approaches=tuple(ASSESSMENT_GRAPHS) if photos else (),
-        modes=CHAT_MODES if questions else (),
-        vision_tokens=vision_token_counter(context.vision),
-        hardware=options.hardware or _hardware(),
-        progress=progress,
-        bar=bar,
-        should_stop=should_stop,
-        resamples=options.resamples,
-        seed=options.seed,
-    )
+    with tempfile.TemporaryDirectory(prefix="tunegraph-compare-") as scratch:
+        if context.claims_db is not None and (demo_dir / "claims" / "claims.csv").is_file():
+            hidden = held_out_claim_ids(demo_dir)
+            history = without_claims(context.claims_db, hidden, Path(scratch))
+            context = replace(context, claims_db=history)
+        comparison = run_comparison(
+            context,
+            photos,
+            questions,
+            known_numbers=known,
+            claims=claims,
+            prices=prices,
+            training=training_usage(models),
+            approaches=tuple(ASSESSMENT_GRAPHS),
+            modes=CHAT_MODES if questions else (),
+            vision_tokens=vision_token_counter(context.vision),
+            hardware=options.hardware or _hardware(),
+            concurrency=options.concurrency,
+            progress=progress,
+            bar=bar,
+            should_stop=should_stop,
+            resamples=options.resamples,
+            seed=options.seed,
+        )
     out = runs_dir / options.name
     files = write_report(comparison, out, f"tunegraph compare: {options.name}")
     return CompareResult(out, files, comparison)

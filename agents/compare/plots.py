@@ -53,9 +53,13 @@ def write_plots(c: Comparison, out: Path) -> dict[str, Path]:
                 ax.set_title(f"{label}: fine-tuned - agentic", fontsize=9)
             save(figure, "per_class_delta")
         for name, scores in c.assessment_scores.items():
-            path = out / f"confusion_{name}.png"
-            if confusion_png(scores["overall_confusion"], path, f"overall severity: {name}"):
-                plots[f"confusion_{name}"] = path
+            for key, stem, label in (
+                ("overall_confusion", "confusion", "overall severity"),
+                ("type_confusion", "type_confusion", "damage type"),
+            ):
+                path = out / f"{stem}_{name}.png"
+                if confusion_png(scores[key], path, f"{label}: {name}"):
+                    plots[f"{stem}_{name}"] = path
     if c.chat_scores:
         save(
             _bars(

@@ -7,7 +7,7 @@ import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from finetune.bootstrap import Verdict
@@ -17,6 +17,36 @@ Progress = Callable[[float, str], None]
 Bar = Callable[..., Iterable]  # tqdm-like: bar(iterable, desc=..., unit=...)
 # (images, one answer of the vision model) -> (input tokens, output tokens)
 VisionTokens = Callable[[Sequence[bytes], str], tuple[int, int]]
+# how many held-out items of a kind to compare on: a count, or the whole test split
+Size = int | Literal["all"]
+ALL = "all"
+
+
+def size_problem(name: str, value: object) -> str | None:
+    """What is wrong with ``value`` as a :data:`Size` (None: nothing).
+
+    >>> size_problem("images", "all"), size_problem("images", 0)
+    (None, None)
+    >>> size_problem("images", -1)
+    "images cannot be negative: use a whole number >= 0 or 'all', not -1"
+    """
+    if value == ALL or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+        return None
+    negative = isinstance(value, int) and not isinstance(value, bool)
+    return f"{name}{' cannot be negative' if negative else ''}: use a whole number >= 0 or 'all', not {value!r}"
+
+
+def parse_size(text: str | int) -> Size:
+    """A size as a command line or a YAML file gives it: ``all`` or a whole number.
+
+    >>> parse_size("ALL"), parse_size("12"), parse_size(3)
+    ('all', 12, 3)
+    """
+    if isinstance(text, int):
+        return text
+    if text.strip().lower() == ALL:
+        return ALL
+    return int(text)
 
 
 class CompareError(ValueError):
@@ -116,6 +146,19 @@ class PhotoCase:
     cost: float | None = None
 
 
+@dataclass(frozen=True)
+class ClaimCase:
+    """A held-out claim of the demo corpus: what a request says about it (``claim``, the
+    fields of :class:`ingest.assessment.ClaimContext`), its photos, and its fraud label
+    (``pattern``: the fraud pattern the generator used, "" for an honest claim)."""
+
+    id: str
+    images: tuple[bytes, ...]
+    claim: dict[str, Any]
+    fraud: bool
+    pattern: str = ""
+
+
 @dataclass
 class Outcome:
     """One approach on one item. ``output``: the Assessment (JSON) or the answer text; None
@@ -135,6 +178,19 @@ class Outcome:
     hosted_output_tokens: int = 0
 
 
+@dataclass(frozen=True)
+class ChatRecord:
+    """One chat answer as a judge reads it: the mode that answered, the question's kind, the
+    question, the reference answer and the answer ("" when the call failed)."""
+
+    mode: str
+    kind: str
+    question: str
+    reference: str
+    answer: str
+    answerable: bool = True
+
+
 @dataclass
 class Comparison:
     """Everything the report shows; :meth:`to_dict` is its JSON form."""
@@ -147,16 +203,34 @@ class Comparison:
     per_class_delta: dict[str, dict[str, float]]  # fine-tuned minus agentic, per class
     chat_scores: dict[str, dict[str, Any]]
     costs: dict[str, dict[str, dict[str, Any]]]  # "assessment" / "chat" -> approach -> cost
-    verdicts: dict[str, list[Verdict]]  # "assessment" / "chat" -> one per metric
+    verdicts: dict[str, list[Verdict]]  # "assessment" / "chat" / "fraud" -> one per metric
     prices: Prices = field(default_factory=Prices)
     hardware: str = "cpu"  # what the self-hosted models ran on: cpu | gpu
+    claims: list[ClaimCase] = field(default_factory=list)
+    frauds: dict[str, list[Outcome]] = field(default_factory=dict)  # approach -> one per claim
+    fraud_scores: dict[str, dict[str, Any]] = field(default_factory=dict)
+    concurrency: int = 1  # calls in flight at once (latency includes the wait for a turn)
+    wall_s: dict[str, dict[str, float]] = field(default_factory=dict)  # task -> name -> s
+
+    def chat_records(self) -> list[ChatRecord]:
+        """Every chat answer with its mode, kind, question and reference, mode by mode."""
+        return [
+            ChatRecord(mode, q.kind, q.question, q.answer, o.output or "", q.answerable)
+            for mode, rows in self.chats.items()
+            for q, o in zip(self.questions, rows, strict=True)
+        ]
 
     def to_dict(self) -> dict[str, Any]:
-        def items(outcomes: dict[str, list[Outcome]], ids: list[str]) -> dict[str, Any]:
+        def items(outcomes: dict[str, list[Outcome]], ids: list[dict[str, Any]]) -> dict[str, Any]:
             return {
-                name: [{"item": i, **dataclasses.asdict(o)} for i, o in zip(ids, rows, strict=True)]
+                name: [{**i, **dataclasses.asdict(o)} for i, o in zip(ids, rows, strict=True)]
                 for name, rows in outcomes.items()
             }
+
+        chat_items = [
+            {"item": q.id, "kind": q.kind, "question": q.question, "reference": q.answer}
+            for q in self.questions
+        ]
 
         return {
             "photos": len(self.photos),
@@ -170,10 +244,41 @@ class Comparison:
             "assessment_scores": self.assessment_scores,
             "per_class_delta": self.per_class_delta,
             "chat_scores": self.chat_scores,
+            "claims": len(self.claims),
+            "fraud_scores": self.fraud_scores,
+            "concurrency": self.concurrency,
+            "wall_s": self.wall_s,
             "costs": self.costs,
-            "verdicts": {k: [v.to_dict() for v in vs] for k, vs in self.verdicts.items()},
+            "verdicts": {
+                k: [{**v.to_dict(), "text": verdict_text(v)} for v in vs]
+                for k, vs in self.verdicts.items()
+            },
             "items": {
-                "assessment": items(self.assessments, [p.id for p in self.photos]),
-                "chat": items(self.chats, [q.id for q in self.questions]),
+                "assessment": items(self.assessments, [{"item": p.id} for p in self.photos]),
+                "chat": items(self.chats, chat_items),
+                "fraud": items(
+                    self.frauds,
+                    [{"item": c.id, "fraud": c.fraud, "pattern": c.pattern} for c in self.claims],
+                ),
             },
         }
+
+
+def verdict_text(v: Verdict) -> str:
+    """How the report words a verdict: a winner only when the 95 % interval of its margin
+    excludes 0.
+
+    >>> from finetune.bootstrap import Verdict
+    >>> close = Verdict("acc", True, {"a": 0.6, "b": 0.5}, "a", "b", True, 0.1, -0.05, 0.2)
+    >>> verdict_text(close)
+    'no significant difference (a ahead of b, the 95 % CI includes 0)'
+    >>> verdict_text(Verdict("acc", True, {"a": 1.0, "b": 0.5}, "a", "b", False, 0.5, 0.3, 0.7))
+    'a wins over b'
+    """
+    if v.best is None:
+        return "not comparable (fewer than two approaches have a value)"
+    if not v.tie:
+        return f"{v.best} wins over {v.runner_up}"
+    if v.margin == 0:
+        return f"no significant difference ({v.best} = {v.runner_up})"
+    return f"no significant difference ({v.best} ahead of {v.runner_up}, the 95 % CI includes 0)"

@@ -107,46 +107,58 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 
 def _verdict_rows(verdicts: Sequence[Verdict], names: Sequence[str]) -> tuple[tuple[str, ...], ...]:
+    from agents.compare.verdicts import verdict_text
+
     rows = []
     for v in verdicts:
-        if v.best is None:
-            outcome, margin = "not comparable", "-"
-        else:
-            margin = f"{_fmt(v.margin)} [{_fmt(v.ci_low)}, {_fmt(v.ci_high)}]"
-            if not v.tie:
-                outcome = f"{v.best} wins over {v.runner_up}"
-            elif v.margin == 0:
-                outcome = f"tie ({v.best} = {v.runner_up})"
-            else:
-                outcome = f"tie ({v.best} ahead of {v.runner_up} within noise)"
+        margin = (
+            "-" if v.best is None else f"{_fmt(v.margin)} [{_fmt(v.ci_low)}, {_fmt(v.ci_high)}]"
+        )
         direction = "higher" if v.higher_is_better else "lower"
         rows.append(
             (
                 f"{v.metric} ({direction} is better)",
                 *(_fmt(v.values[n]) for n in names),
                 margin,
-                outcome,
+                verdict_text(v),
             )
         )
     return tuple(rows)
 
 
+def _sizes(c: Comparison) -> str:
+    """What was compared, and how the calls were made."""
+    approaches = sorted({*c.assessments, *c.frauds}, key=[*c.assessments, *c.frauds].index)
+    kinds: dict[str, int] = {}
+    for q in c.questions:
+        kinds[q.kind] = kinds.get(q.kind, 0) + 1
+    parts = [
+        f"{len(c.photos)} held-out photos and {len(c.claims)} test claims "
+        f"({sum(x.fraud for x in c.claims)} fraudulent; approaches: {', '.join(approaches)})",
+        f"{len(c.questions)} held-out manual questions"
+        + (f" ({', '.join(f'{k} {n}' for k, n in sorted(kinds.items()))})" if kinds else "")
+        + f" asked in each service-chat mode ({', '.join(c.chats)})",
+    ]
+    calls = (
+        "one call at a time"
+        if c.concurrency == 1
+        else f"{c.concurrency} calls of one approach or mode in flight at once (the text engine "
+        "decodes them in one batch; the vision and damage models take one at a time), so a "
+        "call's latency includes its wait for a turn, as a client of a busy server would see it"
+    )
+    return (
+        f"{' and '.join(parts)}; {calls}. Margins are the best minus the runner-up (positive: "
+        "the best is better) with a paired-bootstrap 95 % interval over the items; an interval "
+        "that includes 0 reads 'no significant difference'."
+    )
+
+
 def _blocks(c: Comparison, title: str, plots: dict[str, Path]) -> list[Block]:
     approaches, modes = list(c.assessments), list(c.chats)
-    blocks = [
-        Block("h1", title),
-        Block(
-            "p",
-            f"{len(c.photos)} held-out photos (assessment approaches: {', '.join(approaches)}) "
-            f"and {len(c.questions)} held-out manual questions (service-chat modes: "
-            f"{', '.join(modes)}), each call made one at a time. Margins are the best minus the "
-            "runner-up (positive: the best is better) with a paired-bootstrap 95 % interval "
-            "over the items; an interval that reaches 0 is a tie.",
-        ),
-        Block("h2", "Verdict"),
-    ]
+    blocks = [Block("h1", title), Block("p", _sizes(c)), Block("h2", "Verdict")]
     for task, names, label in (
         ("assessment", approaches, "Assessment"),
+        ("fraud", list(c.frauds), "Fraud detection on the test claims"),
         ("chat", modes, "Service chat"),
     ):
         if c.verdicts.get(task) and names:
@@ -160,13 +172,16 @@ def _blocks(c: Comparison, title: str, plots: dict[str, Path]) -> list[Block]:
             ]
     if approaches:
         blocks += _assessment_blocks(c, approaches, plots)
+    if c.frauds:
+        blocks += _fraud_blocks(c)
     if modes:
         blocks += _chat_blocks(c, modes, plots)
     blocks += _latency_blocks(c, plots)
     blocks += _cost_blocks(c)
+    fraud_rows = [(f"{n} (fraud)", v) for n, v in c.fraud_scores.items()]
     errors = [
         (name, message, str(count))
-        for name, s in _labelled(c.assessment_scores, c.chat_scores)
+        for name, s in [*_labelled(c.assessment_scores, c.chat_scores), *fraud_rows]
         for message, count in s["errors"].items()
     ]
     if errors:
@@ -218,11 +233,114 @@ def _assessment_blocks(c: Comparison, names: list[str], plots: dict[str, Path]) 
             ),
             Block("img", plots["per_class_delta"].name),
         ]
-    blocks.append(Block("h3", "Overall-severity confusion matrices"))
-    blocks += [
-        Block("img", plots[f"confusion_{n}"].name) for n in names if f"confusion_{n}" in plots
-    ]
+    blocks.append(
+        Block("h3", "Confusion matrices (rows: the annotation, columns: what the approach said)")
+    )
+    blocks.append(
+        Block(
+            "p",
+            "Damage types: each photo's annotated and stated damages matched on the part (the "
+            "same part and type first, then the same part); 'none' row: a damage stated on a "
+            "part with no annotated damage left, 'none' column: an annotated damage not stated. "
+            "Damage severity: the damages both name with the same part and type. Overall "
+            "severity: one per photo.",
+        )
+    )
+    for n in names:
+        for key, label in (
+            ("type_confusion", "damage type"),
+            ("severity_confusion", "damage severity"),
+        ):
+            blocks += [
+                Block("p", f"{n}: {label}"),
+                _confusion_table(s[n][key]),
+            ]
+        blocks += [
+            Block("img", plots[k].name)
+            for k in (f"confusion_{n}", f"type_confusion_{n}")
+            if k in plots
+        ]
     return blocks
+
+
+def _confusion_table(confusion: dict[str, Any]) -> Block:
+    labels, matrix = confusion["labels"], confusion["matrix"]
+    return Block(
+        "table",
+        header=("annotated / said", *labels),
+        rows=tuple(
+            (label, *(str(v) for v in row)) for label, row in zip(labels, matrix, strict=True)
+        ),
+    )
+
+
+def _fraud_blocks(c: Comparison) -> list[Block]:
+    from agents.compare.claims import TEST_FRACTION
+
+    rows = []
+    notes = []
+    for name, f in c.fraud_scores.items():
+        medium, high = f["at"]["medium"], f["at"]["high"]
+        rows.append(
+            (
+                name,
+                f"{f['n']} ({f['fraud']} fraud)",
+                _fmt(f["roc_auc"]),
+                str(medium["flagged"]),
+                _fmt(medium["precision"]),
+                _fmt(medium["recall"]),
+                _fmt(medium["false_alarm_rate"]),
+                str(high["flagged"]),
+                _fmt(high["precision"]),
+                _fmt(high["recall"]),
+                ", ".join(f"{p} {_fmt(r, 2)}" for p, r in f["recall_by_pattern"].items()) or "-",
+            )
+        )
+        if f["constant_risk"]:
+            notes.append(
+                f"{name} gives every claim the same fraud risk ({_fmt(f['mean_risk'])}): it has "
+                "no fraud signal, so its ROC-AUC is 0.5 (every fraud-honest pair a tie) and it "
+                "flags "
+                + ("every claim." if medium["flagged"] == f["n"] else "no claim.")
+                + (
+                    " Its one model call sees the photos and the claim text, not the claims "
+                    "history that the rules need (DESIGN.md, 'The two approaches')."
+                    if name == "finetuned"
+                    else ""
+                )
+            )
+    return [
+        Block("h2", "Fraud detection on the test claims"),
+        Block(
+            "p",
+            f"The test claims are the latest {TEST_FRACTION:.0%} of the demo's claims by "
+            "incident date, with their photos and what the claim says (policy, VIN, date, "
+            "description, amount); while the comparison runs the tools read a copy of the claims "
+            "database without them, so no test claim's row, amount or fraud label is in the "
+            "history they search. Risk: the Assessment's fraud risk; flagged: its level "
+            "(medium: risk >= 0.3, high: >= 0.6, the approach's own thresholds). A failed call "
+            "flags nothing (risk 0). The agentic run of a claim stops after its fraud step (the "
+            "report it would write next does not change the risk).",
+        ),
+        Block(
+            "table",
+            header=(
+                "approach",
+                "claims",
+                "ROC-AUC",
+                "flagged (medium+)",
+                "precision",
+                "recall",
+                "false alarms",
+                "flagged (high)",
+                "precision (high)",
+                "recall (high)",
+                "recall per fraud pattern (medium+)",
+            ),
+            rows=tuple(rows),
+        ),
+        *(Block("p", note) for note in notes),
+    ]
 
 
 def _chat_blocks(c: Comparison, names: list[str], plots: dict[str, Path]) -> list[Block]:
@@ -268,12 +386,62 @@ def _chat_blocks(c: Comparison, names: list[str], plots: dict[str, Path]) -> lis
             ),
         ),
         Block("img", plots["chat_scores"].name),
+        *_kind_blocks(c, names),
     ]
+
+
+def _kind_blocks(c: Comparison, names: list[str]) -> list[Block]:
+    """One table per chat mode: each kind of question's scores."""
+    blocks = [
+        Block("h3", "Per kind of question"),
+        Block(
+            "p",
+            "Questions: how many of the kind were asked (of them, how many the manual cannot "
+            "answer). Exact match for SPEC and ROUGE-L for the other kinds, over the answerable "
+            "questions (a refusal scores 0); abstains: share of the unanswerable ones refused; "
+            "false abstentions: share of the answerable ones refused.",
+        ),
+    ]
+    for name in names:
+        table = c.chat_scores[name]["by_kind"]
+        blocks += [
+            Block("p", f"{name}"),
+            Block(
+                "table",
+                header=(
+                    "kind",
+                    "questions",
+                    "exact match",
+                    "ROUGE-L",
+                    "abstains",
+                    "false abstentions",
+                    "halluc. numbers",
+                ),
+                rows=tuple(
+                    (
+                        kind,
+                        f"{row['n']}"
+                        + (f" ({row['unanswerable']})" if row["unanswerable"] else ""),
+                        _fmt(row["spec_exact_match"]),
+                        _fmt(row["rouge_l"]),
+                        _fmt(row["abstention_rate"]),
+                        _fmt(row["false_abstention_rate"]),
+                        _fmt(row["hallucinated_number_rate"]),
+                    )
+                    for kind, row in table.items()
+                ),
+            ),
+        ]
+    return blocks
 
 
 def _latency_blocks(c: Comparison, plots: dict[str, Path]) -> list[Block]:
     rows = []
-    for name, s in _labelled(c.assessment_scores, c.chat_scores):
+    walls = [
+        *(c.wall_s.get("assessment", {}).get(n) for n in c.assessment_scores),
+        *(c.wall_s.get("chat", {}).get(n) for n in c.chat_scores),
+    ]
+    for (name, s), wall in zip(_labelled(c.assessment_scores, c.chat_scores), walls, strict=True):
         lat = s["latency_ms"]
         ok = s["n"] - s["failed"]
         rows.append(
@@ -281,14 +449,24 @@ def _latency_blocks(c: Comparison, plots: dict[str, Path]) -> list[Block]:
                 name,
                 str(ok),
                 *(_fmt(lat.get(k), 1) for k in LATENCY_KEYS),
-                _fmt(lat.get("throughput_per_s")),
+                _fmt(s["n"] / wall if wall else None),
             )
         )
+    in_flight = (
+        "one call at a time"
+        if c.concurrency == 1
+        else f"{c.concurrency} calls in flight: a call's latency includes its wait for a turn"
+    )
     blocks = [
-        Block("h2", "Latency (ms, successful calls)"),
+        Block("h2", f"Latency (ms, successful calls; {in_flight})"),
+        Block(
+            "p",
+            "req/s: the approach's calls over the wall time of its whole run (all calls, "
+            f"{c.concurrency} at a time).",
+        ),
         Block(
             "table",
-            header=("approach", "ok calls", *LATENCY_KEYS, "sequential req/s"),
+            header=("approach", "ok calls", *LATENCY_KEYS, "req/s"),
             rows=tuple(rows),
         ),
     ]
@@ -323,7 +501,9 @@ def _cost_blocks(c: Comparison) -> list[Block]:
             "p",
             "Each row is billed as its 'billed by' column says. compute: the self-hosted models "
             "(the text model in this process, the damage model, the vision-language model) by "
-            f"the wall-seconds of their calls x the hourly price of the hardware they ran on, "
+            "their calls' seconds of the machine (each instant split among the model calls "
+            "running then, so that calls decoded in one batch share its time) x the hourly "
+            "price of the hardware they ran on, "
             f"here {c.hardware}: {HARDWARE[c.hardware]} at {p.per_hour(c.hardware)} per hour "
             f"(CPU {p.cpu_per_hour}, GPU {p.gpu_per_hour} per hour: {PRICE_SOURCE}). tokens: a "
             "text model hosted on an OpenAI-compatible server by its tokens at "

@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from agents.compare.cost import ASSESSMENT_MODELS, CHAT_MODELS, billing, cost
-from agents.compare.records import Comparison, Outcome, PhotoCase, Prices, Training
-from agents.compare.scoring import score_assessments, score_chat
-from agents.compare.verdicts import assessment_verdicts, chat_verdicts
+from agents.compare.records import ClaimCase, Comparison, Outcome, PhotoCase, Prices, Training
+from agents.compare.scoring import score_assessments, score_chat, score_fraud
+from agents.compare.verdicts import assessment_verdicts, chat_verdicts, fraud_verdicts
 from finetune.vision_metrics import per_class_delta
 from ingest.records import QAPair
 
@@ -25,12 +25,19 @@ def summarize(
     tokens_counted: bool = True,
     hardware: str = "cpu",
     llm_hosted: bool = False,
+    claims: Sequence[ClaimCase] = (),
+    frauds: dict[str, list[Outcome]] | None = None,
+    concurrency: int = 1,
+    wall_s: dict[str, dict[str, float]] | None = None,
     resamples: int = 1000,
     seed: int = 0,
 ) -> Comparison:
     """Scores, costs and verdicts of recorded outcomes (``tokens_counted``: whether the
     fine-tuned assessment's vision-model tokens were counted; ``hardware``: what the
-    self-hosted models ran on; ``llm_hosted``: whether a server hosted the text model)."""
+    self-hosted models ran on; ``llm_hosted``: whether a server hosted the text model;
+    ``frauds``: each approach's fraud outcomes on ``claims``; ``concurrency`` and ``wall_s``:
+    how many calls were in flight at once and how long each approach's run took)."""
+    frauds = frauds or {}
     assessment_scores = {a: score_assessments(photos, rows) for a, rows in assessments.items()}
     deltas = {}
     if "finetuned" in assessment_scores and "agentic" in assessment_scores:
@@ -39,6 +46,7 @@ def summarize(
             label: per_class_delta(*_aligned(agentic[key], fine[key]))
             for label, key in (
                 ("damage-type F1", "type_f1"),
+                ("damage severity recall", "severity_per_class"),
                 ("overall-severity accuracy", "overall_per_class"),
             )
         }
@@ -81,9 +89,15 @@ def summarize(
             "chat": chat_verdicts(
                 questions, chats, known_numbers, prices, hardware, resamples, seed
             ),
+            "fraud": fraud_verdicts(claims, frauds, resamples, seed),
         },
         prices=prices,
         hardware=hardware,
+        claims=list(claims),
+        frauds=frauds,
+        fraud_scores={a: score_fraud(claims, rows) for a, rows in frauds.items()},
+        concurrency=concurrency,
+        wall_s=wall_s or {},
     )
 
 

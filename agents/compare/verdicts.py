@@ -1,5 +1,6 @@
 """A verdict per metric: the best approach (or chat mode), its margin over the runner-up and a
-paired-bootstrap 95 % interval over the items (``finetune.bootstrap.verdict``)."""
+paired-bootstrap 95 % interval over the items (``finetune.bootstrap.verdict``); an interval
+that includes 0 reads "no significant difference" (:func:`verdict_text`)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from agents.compare.cost import call_cost
-from agents.compare.records import Outcome, PhotoCase, Prices
-from agents.compare.scoring import assessment_quality, item_score
+from agents.compare.records import ClaimCase, Outcome, PhotoCase, Prices, verdict_text
+from agents.compare.scoring import assessment_quality, fraud_risk, item_score, roc_auc
 from finetune.bootstrap import Verdict, mean, verdict
 from finetune.metrics import hallucinated_numbers, numbers
+
+__all__ = ["assessment_verdicts", "chat_verdicts", "fraud_verdicts", "verdict_text"]
 from ingest.records import QAPair
 
 
@@ -128,6 +131,38 @@ def chat_verdicts(
         **_shared(outcomes, prices, hardware),
     }
     return _verdicts(metrics, list(outcomes), len(questions), resamples, seed)
+
+
+def fraud_verdicts(
+    claims: Sequence[ClaimCase],
+    outcomes: Mapping[str, Sequence[Outcome]],
+    resamples: int = 1000,
+    seed: int = 0,
+) -> list[Verdict]:
+    """Per fraud metric on the labelled test claims, the best approach with a 95 % CI:
+    ROC-AUC of the risk, and the recall and false-alarm rate of the claims each flags
+    (level ``medium`` or higher, its own threshold)."""
+    if not claims or not outcomes:
+        return []
+    risks = {name: [fraud_risk(o) for o in rows] for name, rows in outcomes.items()}
+    labels = [c.fraud for c in claims]
+
+    def auc(name, idx):
+        return roc_auc([risks[name][i][0] for i in idx], [labels[i] for i in idx])
+
+    def flagged_share(fraud: bool) -> Callable:
+        def value(name, idx):
+            picked = [risks[name][i][1] != "low" for i in idx if labels[i] == fraud]
+            return sum(picked) / len(picked) if picked else None
+
+        return value
+
+    metrics = {
+        "fraud ROC-AUC": (auc, True),
+        "fraud recall (flagged medium or high)": (flagged_share(True), True),
+        "false-alarm rate (honest claims flagged)": (flagged_share(False), False),
+    }
+    return _verdicts(metrics, list(outcomes), len(claims), resamples, seed)
 
 
 def _verdicts(

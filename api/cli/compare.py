@@ -11,6 +11,23 @@ import click
 from api.cli.options import load_settings
 
 
+class _Size(click.ParamType):
+    """A whole number >= 0, or ``all``: the whole test split."""
+
+    name = "N|all"
+
+    def convert(self, value, param, ctx):
+        from agents.compare.records import parse_size, size_problem
+
+        try:
+            size = parse_size(value)
+        except ValueError:
+            size = value
+        if size_problem(param.name if param else "size", size):
+            self.fail(f"use a whole number >= 0 or 'all', not {value!r}", param, ctx)
+        return size
+
+
 def _hourly_price(kind: str):
     return click.option(
         f"--{kind}-per-hour",
@@ -31,17 +48,35 @@ def _hourly_price(kind: str):
 )
 @click.option(
     "--images",
-    type=click.IntRange(0),
+    type=_Size(),
     default=24,
     show_default=True,
-    help="held-out photos (a seeded sample of the demo's test split; 0: skip the assessments)",
+    help="held-out photos (a seeded sample of the demo's test split; all: every one; 0: skip "
+    "the assessments)",
 )
 @click.option(
     "--questions",
-    type=click.IntRange(0),
+    type=_Size(),
     default=40,
     show_default=True,
-    help="held-out manual questions, asked in each of the 5 chat modes (0: skip the chat)",
+    help="held-out manual questions, the same number of each kind as far as each kind has "
+    "them, asked in each of the 5 chat modes (all: the whole test split; 0: skip the chat)",
+)
+@click.option(
+    "--claims",
+    type=_Size(),
+    default=40,
+    show_default=True,
+    help="test claims (the latest tenth of the demo's claims, hidden from the tools while the "
+    "comparison runs; a sample keeps their fraud share) whose fraud risk each approach gives "
+    "(all: every one; 0: skip fraud detection)",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="calls in flight at once, and the text engine's batch size for them (latency then "
+    "includes the wait for a turn; 1: one client alone) [default: TUNEGRAPH_MAX_BATCH_SIZE]",
 )
 @click.option(
     "--prices",
@@ -65,8 +100,10 @@ def _hourly_price(kind: str):
 def compare(
     ctx: click.Context,
     name: str,
-    images: int,
-    questions: int,
+    images: int | str,
+    questions: int | str,
+    claims: int | str,
+    concurrency: int | None,
     prices: Path | None,
     cpu_per_hour: float | None,
     gpu_per_hour: float | None,
@@ -74,24 +111,27 @@ def compare(
     seed: int,
     as_json: bool,
 ) -> None:
-    """Compare the fine-tuned and agentic assessments on held-out photos and the five chat
-    modes (base, rag, finetuned, finetuned-rag, agent) on held-out questions.
+    """Compare the fine-tuned and agentic assessments on held-out photos, their fraud risk on
+    the test claims, and the five chat modes (base, rag, finetuned, finetuned-rag, agent) on
+    held-out questions.
 
     Writes TUNEGRAPH_HOME/runs/NAME/report.md, a self-contained report.html, report.json and
-    PNG plots: quality per approach, per-class deltas, confusion matrices, latency
-    (mean/p50/p90/p95/p99/min/max/std, sequential throughput), cost (inference per 1,000
-    requests and training: self-hosted models by their calls' wall time x the machine's hourly
-    price, a text model on TUNEGRAPH_LLM_BASE_URL by tokens) and a verdict per metric with
-    bootstrap 95 % intervals.
+    PNG plots: quality per approach, per-class deltas, damage-type and severity confusion
+    matrices, fraud detection (ROC-AUC, precision and recall at each approach's levels), chat
+    scores per kind of question, latency (mean/p50/p90/p95/p99/min/max/std, throughput), cost
+    (inference per 1,000 requests and training: self-hosted models by their calls' share of
+    the machine's time x its hourly price, a text model on TUNEGRAPH_LLM_BASE_URL by tokens)
+    and a verdict per metric with bootstrap 95 % intervals ("no significant difference" when
+    the interval includes 0).
 
-    Slow on a CPU: every call runs one at a time (latency is measured call by call), each
-    assessment and chat answer takes seconds on a 2-core machine, so the defaults take a long
-    time there. Start with --images 4 --questions 8. Approaches whose models are not
-    trained yet fail on every item and say so in the report.
+    Slow on a CPU: each assessment and chat answer takes seconds on a 2-core machine, so the
+    whole test split takes many minutes there (--images all --questions all). Approaches whose
+    models are not trained yet fail on every item and say so in the report.
     """
     from tqdm import tqdm
 
     from agents.compare import CompareError, CompareOptions, ComparisonCancelled, run_compare
+    from agents.compare.verdicts import verdict_text
     from api import composition
 
     settings = load_settings()
@@ -100,8 +140,10 @@ def compare(
     try:
         options = CompareOptions(
             name=name,
-            images=images,
-            questions=questions,
+            images=_size(images),
+            questions=_size(questions),
+            claims=_size(claims),
+            concurrency=concurrency or settings.max_batch_size,
             prices=prices,
             seed=seed,
             max_tokens=max_tokens,
@@ -114,7 +156,8 @@ def compare(
             demo_dir=settings.demo_dir,
             runs_dir=settings.runs_dir,
             models=composition.trained_models(settings),
-            context_factory=lambda: factory(settings),
+            # the engine batches as many requests as the comparison sends at once
+            context_factory=lambda: factory(settings.replace(max_batch_size=options.concurrency)),
             bar=functools.partial(tqdm, disable=as_json),
         )
     except (CompareError, ComparisonCancelled) as exc:
@@ -131,11 +174,10 @@ def compare(
             if v.best is None:
                 click.echo(f"  {v.metric}: not comparable")
                 continue
-            outcome = "tie" if v.tie else f"{v.best} wins"
             click.echo(
-                f"  {v.metric}: {outcome} ({v.best} {_g(v.values[v.best])} vs {v.runner_up} "
-                f"{_g(v.values[v.runner_up])}; margin {_g(v.margin)} [{_g(v.ci_low)}, "
-                f"{_g(v.ci_high)}])"
+                f"  {v.metric}: {verdict_text(v)} ({v.best} {_g(v.values[v.best])} vs "
+                f"{v.runner_up} {_g(v.values[v.runner_up])}; margin {_g(v.margin)} "
+                f"[{_g(v.ci_low)}, {_g(v.ci_high)}])"
             )
     for task, rows in comparison.costs.items():
         for name, c in rows.items():
@@ -145,6 +187,17 @@ def compare(
                 f"{_g(c['training'])} {c['currency']}"
             )
     click.echo(f"report: {result.files['report.md']} and {result.files['report.html']}")
+
+
+def _size(value: int | str) -> int | str:
+    """A size given to the command's function directly (``tunegraph demo`` passes its
+    profile's ``images`` / ``questions`` as the YAML has them)."""
+    from agents.compare.records import parse_size
+
+    try:
+        return parse_size(value)
+    except (ValueError, AttributeError):
+        return value  # CompareOptions says what is wrong with it
 
 
 def _g(value: float | None) -> str:

@@ -55,11 +55,14 @@ class Kind:
     check: Callable[[dict[str, Any], dict[str, Any]], None] | None = None
 
 
-_COMPARE_OPTIONS = ("name", "images", "questions", "seed")
+# a compare job's images / questions / claims are counts; one at least the test split's size
+# compares the whole split (the command's "all")
+_COMPARE_OPTIONS = ("name", "images", "questions", "claims", "concurrency", "seed")
 
 
 def _check_compare(params: dict[str, Any], given: dict[str, Any]) -> None:
-    """What ``tunegraph compare`` would refuse: a bad name, negative counts, no prices file."""
+    """What ``tunegraph compare`` would refuse: a bad name, negative counts, a concurrency
+    below 1, no prices file."""
     from agents.compare import CompareOptions
 
     try:
@@ -182,7 +185,8 @@ KINDS = {
         "compare",
         {"name": Param(str), "images": Param(int), "questions": Param(int),
          "prices": Param(str, path="read"), "seed": Param(int),
-         "cpu_per_hour": Param(float), "gpu_per_hour": Param(float)},
+         "cpu_per_hour": Param(float), "gpu_per_hour": Param(float),
+         "claims": Param(int), "concurrency": Param(int)},
         _WORKER + "compare",
         unit="comparison",
         check=_check_compare,

@@ -183,7 +183,12 @@ def compare(
 
     settings = Settings.from_env()
     options = CompareOptions(
-        **{k: params[k] for k in ("name", "images", "questions", "seed") if k in params},
+        **{
+            k: params[k]
+            for k in ("name", "images", "questions", "claims", "concurrency", "seed")
+            if k in params
+        },
+        **({} if "concurrency" in params else {"concurrency": settings.max_batch_size}),
         prices=Path(params["prices"]) if params.get("prices") else None,
         **composition.compute_billing(
             settings,
@@ -198,7 +203,10 @@ def compare(
             demo_dir=settings.demo_dir,
             runs_dir=_runs_dir(settings),
             models=composition.trained_models(settings),
-            context_factory=lambda: context_factory(settings),
+            # the engine batches as many requests as the comparison sends at once
+            context_factory=lambda: context_factory(
+                settings.replace(max_batch_size=options.concurrency)
+            ),
             progress=lambda fraction, _: overall.update(
                 round(fraction * COMPARE_STEPS) - overall.n
             ),

@@ -269,7 +269,8 @@ def test_the_spec_documents_the_compare_kind_and_its_report(real_client):
     assert "compare" in schemas["JobRequest"]["properties"]["kind"]["enum"]
     compare = schemas["JobParams-compare"]
     assert list(compare["properties"]) == [
-        "name", "images", "questions", "prices", "seed", "cpu_per_hour", "gpu_per_hour"
+        "name", "images", "questions", "prices", "seed", "cpu_per_hour", "gpu_per_hour",
+        "claims", "concurrency",
     ]  # fmt: skip
     assert compare["properties"]["cpu_per_hour"] == {"type": "number"}
     assert compare["additionalProperties"] is False

@@ -267,3 +267,56 @@ def test_max_tokens_caps_every_text_model_request(home):
     assert len(seen) >= 2 * 5 and set(seen) == {24}  # chat in 5 modes and the reports
     with pytest.raises(CompareError, match="max_tokens"):
         CompareOptions(max_tokens=0)
+
+
+def test_the_whole_test_split_as_a_flag_as_a_demo_profile_gives_it_and_as_a_job(home, tmp_path):
+    import click
+
+    from api.cli.compare import compare as compare_command
+    from api.jobs.confine import Roots
+    from api.jobs.kinds import validate
+
+    runner = CliRunner(env={"TUNEGRAPH_HOME": str(home), "TUNEGRAPH_MAX_BATCH_SIZE": "3"})
+    every = len(photo_cases(home / "demo", "all"))
+    args = ["compare", "--name", "all", "--images", "all", "--questions", "0", "--claims", "0"]
+    result = runner.invoke(main, [*args, "--json"], obj={"context_factory": fake_context})
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["photos"] == every > 6 and data["claims"] == 0
+    assert data["concurrency"] == 3  # TUNEGRAPH_MAX_BATCH_SIZE: the engine's batch fills
+    batch_sizes = []
+
+    def recording(settings: Settings) -> AgentContext:
+        batch_sizes.append(settings.max_batch_size)  # the engine's batch: the concurrency
+        return fake_context(settings)
+
+    one = runner.invoke(
+        main, [*args, "--concurrency", "1", "--json"], obj={"context_factory": recording}
+    )
+    assert json.loads(one.output)["concurrency"] == 1 and batch_sizes == [1]
+    bad = runner.invoke(
+        main, ["compare", "--images", "lots"], obj={"context_factory": fake_context}
+    )
+    assert bad.exit_code == 2 and "use a whole number >= 0 or 'all', not 'lots'" in bad.output
+
+    @click.command()
+    @click.pass_context
+    def demo_like(ctx):  # `tunegraph demo` passes a profile's YAML values as they are
+        ctx.invoke(
+            compare_command, name="yaml", images="all", questions=0, claims=0, prices=None,
+            max_tokens=None, seed=0, as_json=True,
+        )  # fmt: skip
+
+    result = runner.invoke(demo_like, obj={"context_factory": fake_context})
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["photos"] == every
+
+    roots = Roots(tmp_path, "local")
+    assert validate("compare", {"claims": 5, "concurrency": 2}, roots)["claims"] == 5
+    for params, message in (
+        ({"claims": -1}, "claims cannot be negative: use a whole number >= 0 or 'all', not -1"),
+        ({"concurrency": 0}, "concurrency: use a whole number >= 1, not 0"),
+        ({"concurrency": "4"}, "parameter 'concurrency' of compare must be int"),
+    ):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            validate("compare", params, roots)
