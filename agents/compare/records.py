@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
+    from agents.judge import JudgeRecord
     from finetune.bootstrap import Verdict
     from ingest.records import QAPair
 
@@ -178,17 +179,18 @@ class Outcome:
     hosted_output_tokens: int = 0
 
 
-@dataclass(frozen=True)
-class ChatRecord:
-    """One chat answer as a judge reads it: the mode that answered, the question's kind, the
-    question, the reference answer and the answer ("" when the call failed)."""
+def chat_records(
+    questions: Sequence[QAPair], chats: dict[str, list[Outcome]]
+) -> list[JudgeRecord]:
+    """Every chat answer as a judge reads it, mode by mode (the answer None: the call
+    failed)."""
+    from agents.judge import JudgeRecord
 
-    mode: str
-    kind: str
-    question: str
-    reference: str
-    answer: str
-    answerable: bool = True
+    return [
+        JudgeRecord(q.question, q.answer, o.output, q.kind, mode, q.id, q.answerable)
+        for mode, rows in chats.items()
+        for q, o in zip(questions, rows, strict=True)
+    ]
 
 
 @dataclass
@@ -211,14 +213,12 @@ class Comparison:
     fraud_scores: dict[str, dict[str, Any]] = field(default_factory=dict)
     concurrency: int = 1  # calls in flight at once (latency includes the wait for a turn)
     wall_s: dict[str, dict[str, float]] = field(default_factory=dict)  # task -> name -> s
+    judge: dict[str, Any] = field(default_factory=dict)  # JudgeReport.to_dict, no items
 
-    def chat_records(self) -> list[ChatRecord]:
-        """Every chat answer with its mode, kind, question and reference, mode by mode."""
-        return [
-            ChatRecord(mode, q.kind, q.question, q.answer, o.output or "", q.answerable)
-            for mode, rows in self.chats.items()
-            for q, o in zip(self.questions, rows, strict=True)
-        ]
+    def chat_records(self) -> list[JudgeRecord]:
+        """Every chat answer as a judge reads it (mode, kind, question, reference, the answer:
+        None when the call failed), mode by mode."""
+        return chat_records(self.questions, self.chats)
 
     def to_dict(self) -> dict[str, Any]:
         def items(outcomes: dict[str, list[Outcome]], ids: list[dict[str, Any]]) -> dict[str, Any]:
@@ -248,6 +248,7 @@ class Comparison:
             "fraud_scores": self.fraud_scores,
             "concurrency": self.concurrency,
             "wall_s": self.wall_s,
+            "judge": self.judge,
             "costs": self.costs,
             "verdicts": {
                 k: [{**v.to_dict(), "text": verdict_text(v)} for v in vs]

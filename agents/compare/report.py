@@ -386,7 +386,46 @@ def _chat_blocks(c: Comparison, names: list[str], plots: dict[str, Path]) -> lis
             ),
         ),
         Block("img", plots["chat_scores"].name),
+        *_judge_blocks(c, names),
         *_kind_blocks(c, names),
+    ]
+
+
+JUDGE_RATES = ("correct", "incorrect", "neutral", "contradiction")
+
+
+def _judge_blocks(c: Comparison, names: list[str]) -> list[Block]:
+    """The seed evaluation's judge table: each mode's answers labelled by the judge."""
+    if not c.judge:
+        return []
+    agreement = c.judge["agreement_with_exact_match"]
+    trust = {True: "trusted on numbers", False: "not trusted on numbers", None: "untested"}
+    rates = c.judge["per_mode"]
+    return [
+        Block("h3", f"Judge rates ({c.judge['judge']})"),
+        Block(
+            "p",
+            "Every answer labelled against its reference (agents/judge.py says how): correct, "
+            "incorrect, neutral (commits to nothing) and contradiction are shares of the valid "
+            "answers; invalid format is a share of all. The judge agrees with SPEC exact match "
+            f"on {_fmt(agreement['rate'])} of {agreement['n']} SPEC answers "
+            f"({trust[agreement['trusted']]}).",
+        ),
+        Block(
+            "table",
+            header=("mode", "answers", "valid", *JUDGE_RATES, "invalid format"),
+            rows=tuple(
+                (
+                    n,
+                    str(rates[n]["total_responses"]),
+                    str(rates[n]["valid_responses"]),
+                    *(_fmt(rates[n][f"{label}_rate"]) for label in JUDGE_RATES),
+                    _fmt(rates[n]["invalid_format_rate"]),
+                )
+                for n in names
+                if n in rates
+            ),
+        ),
     ]
 
 

@@ -6,9 +6,18 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from agents.compare.cost import ASSESSMENT_MODELS, CHAT_MODELS, billing, cost
-from agents.compare.records import ClaimCase, Comparison, Outcome, PhotoCase, Prices, Training
+from agents.compare.records import (
+    ClaimCase,
+    Comparison,
+    Outcome,
+    PhotoCase,
+    Prices,
+    Training,
+    chat_records,
+)
 from agents.compare.scoring import score_assessments, score_chat, score_fraud
 from agents.compare.verdicts import assessment_verdicts, chat_verdicts, fraud_verdicts
+from agents.judge import RuleJudge, judge_rates
 from finetune.vision_metrics import per_class_delta
 from ingest.records import QAPair
 
@@ -36,7 +45,9 @@ def summarize(
     fine-tuned assessment's vision-model tokens were counted; ``hardware``: what the
     self-hosted models ran on; ``llm_hosted``: whether a server hosted the text model;
     ``frauds``: each approach's fraud outcomes on ``claims``; ``concurrency`` and ``wall_s``:
-    how many calls were in flight at once and how long each approach's run took)."""
+    how many calls were in flight at once and how long each approach's run took). The chat
+    answers are also labelled by the offline rule judge (:mod:`agents.judge`), the seed
+    evaluation's table of correct ... invalid-format rates."""
     frauds = frauds or {}
     assessment_scores = {a: score_assessments(photos, rows) for a, rows in assessments.items()}
     deltas = {}
@@ -98,6 +109,11 @@ def summarize(
         fraud_scores={a: score_fraud(claims, rows) for a, rows in frauds.items()},
         concurrency=concurrency,
         wall_s=wall_s or {},
+        judge=(
+            judge_rates(chat_records(questions, chats), RuleJudge()).to_dict(with_items=False)
+            if chats and questions
+            else {}
+        ),
     )
 
 

@@ -199,6 +199,12 @@ def test_a_better_mode_wins_and_a_worse_one_is_seen_hallucinating():
     assert scores["base"]["hallucinated_number_rate"] == 1.0  # 45 is in no manual block
     spec = next(v for v in result.verdicts["chat"] if v.metric == "SPEC exact match")
     assert spec.best == "finetuned-rag" and not spec.tie and spec.margin == 1.0
+    # the offline judge: 45 Nm against 110 Nm contradicts it; the procedure answer is wrong
+    judged = result.to_dict()["judge"]
+    base, good = judged["per_mode"]["base"], judged["per_mode"]["finetuned-rag"]
+    assert good["correct_rate"] == 1.0 and good["total_responses"] == 12
+    assert base["correct_rate"] == 0.0 and base["contradiction_rate"] == round(8 / 12, 4)
+    assert judged["agreement_with_exact_match"]["rate"] == 1.0 and "items" not in judged
 
 
 def test_failures_are_counted_not_fatal():
