@@ -179,9 +179,7 @@ class Outcome:
     hosted_output_tokens: int = 0
 
 
-def chat_records(
-    questions: Sequence[QAPair], chats: dict[str, list[Outcome]]
-) -> list[JudgeRecord]:
+def chat_records(questions: Sequence[QAPair], chats: dict[str, list[Outcome]]) -> list[JudgeRecord]:
     """Every chat answer as a judge reads it, mode by mode (the answer None: the call
     failed)."""
     from agents.judge import JudgeRecord
