@@ -6,6 +6,7 @@ vision-language model.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 # Compact JSON, the way training targets are written: with free whitespace small models loop
@@ -38,6 +39,23 @@ def matcher(ll_tok: Any, lark: str) -> Any:
     if found.is_error():
         raise GrammarError(f"cannot compile the output grammar: {found.get_error()}")
     return found
+
+
+def free_positions(ll_tok: Any, lark: str, tokens: Sequence[int]) -> list[bool] | None:
+    """For each of ``tokens`` (an answer as the model is trained to write it), whether the
+    grammar left a choice there (False: the grammar allowed that token only, so decoding under
+    it forces the token and the model's guess is never read). None when ``tokens`` leave the
+    grammar (an answer it cannot produce)."""
+    import numpy as np
+
+    found = matcher(ll_tok, lark)
+    free = []
+    for token in tokens:
+        bits = np.frombuffer(found.compute_bitmask(), dtype=np.uint8)
+        free.append(int(np.unpackbits(bits).sum()) > 1)
+        if not found.consume_token(token):
+            return None
+    return free
 
 
 def allowed_logits(logits: Any, matcher: Any, prefer: Any = None) -> Any:

@@ -49,8 +49,12 @@ class DemoProfile:
     text: tuple[str, ...] = ()
     damage: tuple[str, ...] = ()
     vlm: tuple[str, ...] = ()
-    images: int = 4
-    questions: int = 3
+    # the comparison: held-out photos, manual questions (each asked in the 5 chat modes) and
+    # test claims, each a count or "all" (the whole test split); calls in flight at once
+    images: int | str = 4
+    questions: int | str = 3
+    claims: int | str = 40
+    concurrency: int | None = None
     corpus: Mapping[str, int] = field(default_factory=dict)
     max_tokens: int | None = 160
     side_by_side: bool = True
@@ -247,30 +251,47 @@ def train_and_compare(ctx: click.Context, profile_name: str, settings: Settings,
         logs = settings.runs_dir / "demo-training"
         logs.mkdir(parents=True, exist_ok=True)
         own = threads // 2
+        damage = (
+            "damage_model",
+            VISION_STAGE,
+            vision_params(profile.damage_config, profile.damage),
+        )
+        vlm = ("vision_lm", VISION_STAGE, vision_params(profile.vlm_config, profile.vlm))
+        # a vision-language model with its own encoder needs no damage model: the damage model
+        # then trains after the text model, and the longer VLM alone in the second process
+        after_text = not reads_damage_model(profile)
         side = ChildChain(
-            [
-                (
-                    "damage_model",
-                    VISION_STAGE,
-                    vision_params(profile.damage_config, profile.damage),
-                ),
-                ("vision_lm", VISION_STAGE, vision_params(profile.vlm_config, profile.vlm)),
-            ],
+            [vlm] if after_text else [damage, vlm],
             logs,
             threads=threads - own,
             env=settings.to_env(),
         )
-        step(
-            f"fine-tune text ({profile.text_config}); beside it, in a second process: the "
-            f"damage model ({profile.damage_config}), then the vision-language model "
+        beside = (
+            f"the vision-language model ({profile.vlm_config}); after the text model, the "
+            f"damage model ({profile.damage_config})"
+            if after_text
+            else f"the damage model ({profile.damage_config}), then the vision-language model "
             f"({profile.vlm_config})"
         )
-        click.echo(f"      vision logs: {logs}/damage_model.log, {logs}/vision_lm.log")
+        step(f"fine-tune text ({profile.text_config}); beside it, in a second process: {beside}")
+        click.echo(
+            f"      vision logs: {logs}/vision_lm.log"
+            + ("" if after_text else f", {logs}/damage_model.log")
+        )
         started = time.perf_counter()
         side.start()
         try:
             with torch_threads_set(own):
                 train("text", finetune_text, profile.text_config, profile.text)
+                if after_text:
+                    click.echo(f"      then the damage model ({profile.damage_config})")
+                    train(
+                        "damage_model",
+                        finetune_vision,
+                        profile.damage_config,
+                        profile.damage,
+                        **vision,
+                    )
             step("fine-tune vision: the second process")
             side.wait(lambda line: click.echo(f"      {line}"))
         except BaseException:
@@ -294,13 +315,18 @@ def train_and_compare(ctx: click.Context, profile_name: str, settings: Settings,
         train("damage_model", finetune_vision, profile.damage_config, profile.damage, **vision)
         click.echo(f"      and the vision-language model ({profile.vlm_config})")
         train("vision_lm", finetune_vision, profile.vlm_config, profile.vlm, **vision)
-    step(f"compare on {profile.images} photos and {profile.questions} questions x 5 chat modes")
+    step(
+        f"compare on {profile.images} photos, {profile.questions} questions x 5 chat modes and "
+        f"{profile.claims} test claims"
+    )
     timed(
         "compare",
         compare,
         name="demo",
         images=profile.images,
         questions=profile.questions,
+        claims=profile.claims,
+        concurrency=profile.concurrency,
         prices=None,
         max_tokens=profile.max_tokens,
         seed=0,
@@ -310,6 +336,16 @@ def train_and_compare(ctx: click.Context, profile_name: str, settings: Settings,
 
 
 VISION_STAGE = "api.jobs.worker:finetune_vision"
+
+
+def reads_damage_model(profile: DemoProfile) -> bool:
+    """Whether the profile's vision-language model reads the damage model (its encoder, or
+    its detections), so that the damage model must be trained first."""
+    from finetune.config import load_config
+    from finetune.recipes.vision_lm_config import VisionLMConfig
+
+    config = load_config(VisionLMConfig, recipe(profile.vlm_config), list(profile.vlm))
+    return config.encoder != "own" or config.head_scores or config.tags
 
 
 def vision_params(config: str, overrides: Sequence[str]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -248,13 +248,20 @@ def run(
     vlm.projector.requires_grad_(config.instruct_projector)
     if not config.align_lora:
         vlm.decoder = with_lora(decoder)
+    train_answers = [vlm.answer_ids(answer_text(e)) for e in examples]
+    val_answers = [vlm.answer_ids(answer_text(e)) for e in val_examples]
+    learn = val_learn = None
+    if config.instruct_loss == "free":
+        steps = visited(len(train), config.train)
+        learn = free_tokens(vlm, train_answers, steps)
+        val_learn = free_tokens(vlm, val_answers, range(len(val_answers)))
     instruct = _stage(
         vlm,
         config.train,
         train_features,
         val_features,
-        [vlm.answer_ids(answer_text(e)) for e in examples],
-        [vlm.answer_ids(answer_text(e)) for e in val_examples],
+        train_answers,
+        val_answers,
         vlm.prompt(config.instruction),
         output_dir / "instruct",
         resume=resume,
@@ -263,6 +270,8 @@ def run(
         desc="instruct (LoRA)",
         tags=[vlm.tag_ids(t) for t in train_tags] if config.tags else None,
         val_tags=[vlm.tag_ids(t) for t in val_tags] if config.tags else None,
+        learn=learn,
+        val_learn=val_learn,
     )
     metrics = {
         "align": align.metrics,
@@ -309,6 +318,26 @@ def run(
         metrics=metrics,
         steps=metrics["steps"],
     )
+
+
+def free_tokens(vlm: Any, answers: Sequence[list[int]], indices: Iterable[int]) -> list[list[bool]]:
+    """``instruct_loss: free``: for each answer (those at ``indices``; the others learn from
+    every token, and no step reaches them), which tokens the answer grammar leaves free
+    (:func:`~finetune.constrained.free_positions`)."""
+    from finetune.constrained import free_positions, json_grammar, ll_tokenizer
+    from finetune.vision_lm.model import answer_schema
+
+    grammar = json_grammar(answer_schema())
+    ll_tok = ll_tokenizer(vlm.tokenizer, vlm.eos_id)
+    learn = [[True] * len(a) for a in answers]
+    for i in indices:
+        free = free_positions(ll_tok, grammar, answers[i])
+        if free is None:
+            raise TrainingError(
+                f"training answer {i} leaves the answer grammar; set instruct_loss: all"
+            )
+        learn[i] = free
+    return learn
 
 
 def word_ids(tokenizer: Any, cells: Sequence[Sequence[str]]) -> list[list[int]]:
@@ -409,9 +438,12 @@ def _stage(
     stop_after_steps: int | None = None,
     tags: list[list[int]] | None = None,
     val_tags: list[list[int]] | None = None,
+    learn: list[list[bool]] | None = None,
+    val_learn: list[list[bool]] | None = None,
 ) -> Any:
     """One training stage over precomputed features; the loss is on answer tokens only.
-    ``tags``/``val_tags``: each example's tag tokens (:meth:`ComposedVLM.tag_ids`), or None."""
+    ``tags``/``val_tags``: each example's tag tokens (:meth:`ComposedVLM.tag_ids`), or None;
+    ``learn``/``val_learn``: which of each answer's tokens carry the loss (None: all)."""
     import torch
 
     prefix = len(prompt[0]) + vlm.cells + len(prompt[1])
@@ -427,14 +459,17 @@ def _stage(
     def rows(source: list[list[int]] | None, indices: Sequence[int]) -> Any:
         return [source[i] for i in indices] if source else None
 
+    def labelled(source: list[list[int]], masks: list[list[bool]] | None, i: int) -> int:
+        return sum(masks[i]) if masks else len(source[i])
+
     def step(group: list[list[int]]) -> tuple[float, int]:
-        label_tokens = sum(len(train_answers[i]) for b in group for i in b)
+        label_tokens = sum(labelled(train_answers, learn, i) for b in group for i in b)
         total, seen = 0.0, 0
         for batch in (part for b in group for part in length_groups(b, train_answers)):
             answers = [train_answers[i] for i in batch]
             with autocast(args.precision, device):
                 embeds, attention, labels = vlm.inputs(
-                    train_features[batch], prompt, answers, rows(tags, batch)
+                    train_features[batch], prompt, answers, rows(tags, batch), rows(learn, batch)
                 )
                 loss = vlm.loss_sum(embeds, attention, labels)
             (loss / label_tokens).backward()
@@ -456,9 +491,10 @@ def _stage(
                         prompt,
                         answers,
                         rows(val_tags, batch),
+                        rows(val_learn, batch),
                     )
                     total += vlm.loss_sum(*inputs).item()
-                count += sum(len(a) for a in answers)
+                count += sum(labelled(val_answers, val_learn, i) for i in batch)
         return {"eval_loss": total / count}
 
     return train_loop(

@@ -45,6 +45,11 @@ class VisionLMConfig:
     # False: the instruct stage trains LoRA only, with the projector as the align stage left it;
     # with lora.last_layers=N the backward pass then stops below those N layers (much faster)
     instruct_projector: bool = True
+    # the instruct stage's loss: on every answer token ("all"), or only where the answer
+    # grammar leaves a choice ("free": the damage types, parts, severities, costs... about 3
+    # in 10 tokens); decoding under the grammar forces the others, so the model's guess there
+    # is never read and "free" spends the whole gradient on what the photo decides
+    instruct_loss: Literal["all", "free"] = "all"
     # N > 0: keep only the decoder's first N layers (its norm and head stay): each token then
     # costs about N / all of the layers' compute in both stages and at inference. The answer is
     # a short JSON over a closed vocabulary, constrained by a grammar, so a shallow decoder can

@@ -265,11 +265,12 @@ class ComposedVLM(torch.nn.Module):
         prompt: tuple[list[int], list[int]],
         answers: Sequence[list[int]],
         tags: Sequence[list[int]] | None = None,
+        learn: Sequence[Sequence[bool]] | None = None,
     ) -> tuple[Any, Any, Any]:
         """inputs_embeds, attention mask and labels for a batch; rows are right-padded and
         only the answers' tokens carry labels (the prompt and the visual tokens never do).
         ``tags``: each row's tag tokens (:meth:`tag_ids`), between the visual tokens and the
-        rest of the prompt."""
+        rest of the prompt. ``learn``: per row, which answer tokens carry a label (None: all)."""
         before, after = prompt
         tags = tags or [[] for _ in answers]
         visual_end = len(before) + self.cells
@@ -283,6 +284,9 @@ class ComposedVLM(torch.nn.Module):
             ids[row, visual_end:start] = torch.tensor([*tags[row], *after], dtype=torch.long)
             ids[row, start : start + len(answer)] = torch.tensor(answer, dtype=torch.long)
             labels[row, start : start + len(answer)] = torch.tensor(answer, dtype=torch.long)
+            if learn is not None:
+                skipped = ~torch.tensor(list(learn[row]), dtype=torch.bool)
+                labels[row, start : start + len(answer)][skipped] = IGNORE
             attention[row, : start + len(answer)] = 1
         device = next(self.projector.parameters()).device
         embeds = self.causal_lm.get_input_embeddings()(ids.to(device))

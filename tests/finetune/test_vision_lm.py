@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from agents.graphs.assess_finetuned import parse_answer
 from api.cli.main import main
 from finetune.config import load_config
-from finetune.constrained import json_grammar, ll_tokenizer, matcher
+from finetune.constrained import free_positions, json_grammar, ll_tokenizer, matcher
 from finetune.recipes.image_classifier import ImageClassifierConfig
 from finetune.recipes.image_classifier import run as train_classifier
 from finetune.recipes.vision_lm import VisionLMConfig, run
@@ -200,6 +200,49 @@ def test_two_stages_train_save_load_and_answer_valid_json(
     merged = _follows_the_schema(assessor.assess([image_bytes(photo), image_bytes(photo, "PNG")]))
     assert merged["overall_severity"] in ("minor", "moderate", "severe", "total_loss")
     assert assessor.name.startswith(model_dir.name)
+
+
+def test_free_tokens_are_where_the_grammar_leaves_a_choice(damage_data, tokenizer):  # noqa: F811
+    ll_tok = ll_tokenizer(tokenizer, tokenizer.eos_token_id)
+    lark = json_grammar(answer_schema())
+    _, example = damage_data[0][0]
+    ids = [*tokenizer(answer_text(example), add_special_tokens=False)["input_ids"]]
+    free = free_positions(ll_tok, lark, [*ids, tokenizer.eos_token_id])
+    chosen = tokenizer.decode([t for t, f in zip(ids, free, strict=False) if f])
+    forced = tokenizer.decode([t for t, f in zip(ids, free, strict=False) if not f])
+    damage = json.loads(answer_text(example))["damages"][0]
+    assert "damages" in forced and "overall_severity" in forced  # the keys are forced
+    assert damage["severity"][:2] in chosen and damage["type"][:2] in chosen  # the rest is forced
+    assert 0 < sum(free) < len(free) / 2
+    assert free_positions(ll_tok, lark, tokenizer('{"oops"')["input_ids"]) is None
+
+
+def test_labels_can_skip_the_forced_tokens(tokenizer):
+    vlm = ComposedVLM(tiny_model(tokenizer), tokenizer, feature_dim=8, cells=4)
+    prompt = vlm.prompt("Assess.")
+    answer = vlm.answer_ids('{"a":1}')
+    learn = [i % 2 == 0 for i in range(len(answer))]
+    _, _, labels = vlm.inputs(torch.randn(1, 4, 8), prompt, [answer], learn=[learn])
+    start = len(prompt[0]) + 4 + len(prompt[1])
+    kept = labels[0, start : start + len(answer)].tolist()
+    assert kept == [t if keep else IGNORE for t, keep in zip(answer, learn, strict=True)]
+
+
+def test_instruct_loss_free_learns_only_the_chosen_tokens(
+    tokenizer,
+    encoder_dir,
+    damage_data,  # noqa: F811
+    tmp_path,
+):
+    every = _train(tokenizer, encoder_dir, damage_data, tmp_path / "all")
+    free = _train(
+        tokenizer, encoder_dir, damage_data, tmp_path / "free", config=_config("instruct_loss=free")
+    )
+    # the same steps, the loss averaged over other tokens: the eval losses differ, both finite
+    loss_all, loss_free = every.metrics["eval_loss"], free.metrics["eval_loss"]
+    assert loss_all == loss_all and loss_free == loss_free and loss_all != loss_free
+    manifest = json.loads((free.model_dir / "tunegraph-manifest.json").read_text())
+    assert manifest["config"]["instruct_loss"] == "free"
 
 
 def test_instruct_can_train_lora_in_the_last_layers_only_with_the_projector_frozen(
