@@ -402,7 +402,7 @@ def _judge_blocks(c: Comparison, names: list[str]) -> list[Block]:
     trust = {True: "trusted on numbers", False: "not trusted on numbers", None: "untested"}
     rates = c.judge["per_mode"]
     return [
-        Block("h3", f"Judge rates ({c.judge['judge']})"),
+        Block("h3", f"Judge rates: {c.judge['judge']}"),
         Block(
             "p",
             "Every answer labelled against its reference (agents/judge.py says how): correct, "
