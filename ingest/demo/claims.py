@@ -4,7 +4,9 @@ Honest claims: a random policy, an incident 60-1,200 days after the policy start
 drawn from the price table, and an amount from :mod:`ingest.demo.costs`: the table's figure
 reshaped by the policy's region (labour rate) and vehicle value, times a workshop's quote noise.
 Neither factor is written to the claims file. Each claim has one to three photos of a matching
-damage from the demo photo set.
+damage from the demo photo set that no other claim has (:func:`_own_photos`; only when a damage's
+photos run out do claims share them), but for the ``reused_photos`` fraud: so that a photo seen
+on another policy's claim means what it means in real claims work.
 
 Fraudulent claims (``fraud=1``, ``fraud_pattern`` names the pattern) follow four patterns seen in
 real claims work: a claim within three weeks of the policy start (``early_claim``), a burst of
@@ -151,8 +153,17 @@ def generate_claims(
         rows.append(_claim(rng, policy, days, photos))
     patterns = [FRAUD_PATTERNS[i % len(FRAUD_PATTERNS)] for i in range(n_fraud)]
     rng.shuffle(patterns)
+    sources: dict[int, ClaimRow] = {}  # a reused_photos claim -> the claim it copies
     for pattern in patterns:
-        rows.append(_fraud_claim(rng, pattern, policies, rows, photos))
+        row, source = _fraud_claim(rng, pattern, policies, rows, photos)
+        rows.append(row)
+        if source is not None:
+            sources[id(row)] = source
+    own = [r for r in rows if id(r) not in sources]  # the honest claims first
+    _own_photos(own, photos, random.Random(f"claim-photos-{n_claims}"))
+    for row in rows:
+        if id(row) in sources:
+            row.photo_paths = sources[id(row)].photo_paths
     rows.sort(key=lambda r: (r.incident_date, r.policy_id, r.part))
     for i, row in enumerate(rows, 1):
         row.claim_id = f"CLM-{i:06d}"
@@ -183,13 +194,41 @@ def _claim(rng, policy: _Policy, days: int, photos, damage=None) -> ClaimRow:
     )
 
 
-def _fraud_claim(rng, pattern: str, policies, honest: list[ClaimRow], photos) -> ClaimRow:
+def _own_photos(
+    rows: list[ClaimRow], photos: dict[tuple[str, str], list[str]], rng: random.Random
+) -> None:
+    """Give each of ``rows`` photos of its damage that no other row has: one each first, then
+    more, up to as many as it had, while its damage has photos left; a row whose damage has
+    none left keeps its photos (shared). Its own generator, so that every other draw of the
+    claims stays as it was."""
+    wanted = [len(row.photo_paths.split(";")) for row in rows]
+    chosen: list[list[str]] = [[] for _ in rows]
+    used: set[str] = set()
+    for round_ in range(max(wanted, default=0)):
+        for i, row in enumerate(rows):
+            if wanted[i] <= round_ or len(chosen[i]) < round_:
+                continue
+            free = [p for p in photos.get((row.part, row.damage_type), ()) if p not in used]
+            if free:
+                photo = rng.choice(free)
+                used.add(photo)
+                chosen[i].append(photo)
+    for row, own in zip(rows, chosen, strict=True):
+        if own:
+            row.photo_paths = ";".join(own)
+
+
+def _fraud_claim(
+    rng, pattern: str, policies, honest: list[ClaimRow], photos
+) -> tuple[ClaimRow, ClaimRow | None]:
+    """A fraudulent claim, and for ``reused_photos`` the honest claim whose photos it reuses."""
     policy = rng.choice(policies)
+    source = None
     if pattern == "early_claim":
         row = _claim(rng, policy, rng.randint(1, 20), photos)
     elif pattern == "repeat_vin":  # another claim 10-90 days after this VIN's latest one
-        source = rng.choice(honest)
-        policy = next(p for p in policies if p.policy_id == source.policy_id)
+        previous = rng.choice(honest)
+        policy = next(p for p in policies if p.policy_id == previous.policy_id)
         latest = max(date.fromisoformat(r.incident_date) for r in honest if r.vin == policy.vin)
         row = _claim(rng, policy, (latest - policy.start).days + rng.randint(10, 90), photos)
     elif pattern == "inflated_amount":
@@ -200,7 +239,7 @@ def _fraud_claim(rng, pattern: str, policies, honest: list[ClaimRow], photos) ->
         row = _claim(rng, policy, rng.randint(60, 1200), photos, (source.part, source.damage_type))
         row.photo_paths = source.photo_paths
     row.fraud, row.fraud_pattern = 1, pattern
-    return row
+    return row, source
 
 
 def write_claims_csv(rows: list[ClaimRow], path: Path) -> None:

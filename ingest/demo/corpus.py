@@ -34,7 +34,8 @@ from ingest.demo import damage, manual
 from ingest.demo.datasheet import datasheet
 from ingest.taxonomy import DAMAGE_TYPES
 
-GENERATOR_VERSION = 3  # 3: costs from hidden region and vehicle-value factors (demo/costs.py)
+GENERATOR_VERSION = 4  # 3: costs from hidden region and vehicle-value factors (demo/costs.py);
+# 4: each honest claim has photos of its own (demo/claims.py)
 Progress = Callable[..., Any]  # tqdm-like: progress(iterable, desc=..., total=...)
 
 

@@ -180,6 +180,16 @@ def test_claims_have_columns_types_and_valid_values(demo_corpus):
         assert photos and all((demo_corpus.root / p).is_file() for p in photos)
 
 
+def test_honest_claims_have_photos_of_their_own(demo_corpus):
+    """A photo on another policy's claim is the reused-photos fraud signal: honest claims share
+    photos only where a damage's photos ran out (the old generator shared 60 % of them)."""
+    rows = _claims(demo_corpus.root)
+    uses = Counter(p for r in rows if r["fraud"] == "0" for p in r["photo_paths"].split(";"))
+    shared = sum(1 for count in uses.values() if count > 1)
+    assert shared / len(uses) < 0.1
+    assert all(r["photo_paths"] for r in rows)
+
+
 def test_fraud_share_and_patterns_hold(demo_corpus):
     rows = _claims(demo_corpus.root)
     fraud = [r for r in rows if r["fraud"] == "1"]
