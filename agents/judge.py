@@ -699,8 +699,12 @@ def report_records(report: dict[str, Any], questions: Sequence[Any] = ()) -> lis
             item, answer = str(row.get("item")), row.get("output")
             if isinstance(row.get("question"), str) and isinstance(row.get("reference"), str):
                 kind = str(row.get("kind") or "OTHER")
+                answerable = row.get("answerable")
+                answerable = answerable if isinstance(answerable, bool) else None
                 records.append(
-                    JudgeRecord(row["question"], row["reference"], answer, kind, mode, item)
+                    JudgeRecord(
+                        row["question"], row["reference"], answer, kind, mode, item, answerable
+                    )
                 )
             elif item in by_id:
                 q = by_id[item]

@@ -148,9 +148,13 @@ class ClaimsDatabase:
         with Session(self.engine) as session:
             return [row.to_claim() for row in session.scalars(query)]
 
-    def photo_candidates(self, part: str, damage_type: str, limit: int = 200) -> list[dict]:
+    def photo_candidates(
+        self, part: str, damage_type: str, limit: int = 200, before: date | None = None
+    ) -> list[dict]:
         """The latest claims of one part x damage type that have photos (candidates for photo
-        comparison): ``claim_id``, ``policy_id`` and ``photo_paths`` of each, newest first."""
+        comparison): ``claim_id``, ``policy_id`` and ``photo_paths`` of each, newest first;
+        with ``before``, only claims of incidents before that date (a photo can only have been
+        reused from an earlier claim)."""
         query = (
             select(ClaimRow.claim_id, ClaimRow.policy_id, ClaimRow.photo_paths)
             .where(
@@ -161,6 +165,8 @@ class ClaimsDatabase:
             .order_by(ClaimRow.incident_date.desc(), ClaimRow.claim_id)
             .limit(limit)
         )
+        if before is not None:
+            query = query.where(ClaimRow.incident_date < before)
         with self.engine.connect() as connection:
             rows = connection.execute(query).all()
         return [

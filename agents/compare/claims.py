@@ -106,6 +106,15 @@ def without_claims(database: Any, hidden: Collection[str], folder: Path) -> Any:
         )
     table = ClaimRow.__table__
     with database.engine.connect() as source:
+        held = source.execute(
+            select(table.c.claim_id).where(table.c.claim_id.in_(list(hidden)))
+        ).all()
+        if len(held) != len(set(hidden)):
+            raise CompareError(
+                f"the claims database holds {len(held)} of the corpus's {len(set(hidden))} test "
+                "claims: it was ingested from another corpus, so hiding them cannot be checked; "
+                "re-ingest it: tunegraph ingest claims TUNEGRAPH_HOME/demo/claims/claims.csv"
+            )
         query = select(table).where(table.c.claim_id.not_in(list(hidden)))
         rows = [dict(row._mapping) for row in source.execute(query)]
     folder.mkdir(parents=True, exist_ok=True)

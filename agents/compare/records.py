@@ -226,7 +226,13 @@ class Comparison:
             }
 
         chat_items = [
-            {"item": q.id, "kind": q.kind, "question": q.question, "reference": q.answer}
+            {
+                "item": q.id,
+                "kind": q.kind,
+                "question": q.question,
+                "reference": q.answer,
+                "answerable": q.answerable,
+            }
             for q in self.questions
         ]
 

@@ -99,7 +99,9 @@ def _photo_matches(state: AssessState, context: AgentContext, claim: ClaimContex
         return []
     candidates: dict[str, dict] = {}
     for damage in state.get("damages", []):
-        for row in context.claims_db.photo_candidates(damage.part, damage.type):
+        for row in context.claims_db.photo_candidates(
+            damage.part, damage.type, before=claim.incident_date
+        ):
             candidates[row["claim_id"]] = row
     return fraud.photo_matches(
         photos_of(state), list(candidates.values()), claim.policy_id, context.open_photo,

@@ -344,7 +344,10 @@ def reads_damage_model(profile: DemoProfile) -> bool:
     from finetune.config import load_config
     from finetune.recipes.vision_lm_config import VisionLMConfig
 
-    config = load_config(VisionLMConfig, recipe(profile.vlm_config), list(profile.vlm))
+    try:
+        config = load_config(VisionLMConfig, recipe(profile.vlm_config), list(profile.vlm))
+    except (ConfigError, ValueError) as exc:
+        raise click.ClickException(f"{profile.vlm_config}: {exc}") from None
     return config.encoder != "own" or config.head_scores or config.tags
 
 

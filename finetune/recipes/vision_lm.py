@@ -336,6 +336,11 @@ def free_tokens(vlm: Any, answers: Sequence[list[int]], indices: Iterable[int]) 
             raise TrainingError(
                 f"training answer {i} leaves the answer grammar; set instruct_loss: all"
             )
+        if not any(free):
+            raise TrainingError(
+                f"training answer {i}: the answer grammar forces every token, nothing to learn; "
+                "set instruct_loss: all"
+            )
         learn[i] = free
     return learn
 

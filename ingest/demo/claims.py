@@ -160,10 +160,12 @@ def generate_claims(
         if source is not None:
             sources[id(row)] = source
     own = [r for r in rows if id(r) not in sources]  # the honest claims first
-    _own_photos(own, photos, random.Random(f"claim-photos-{n_claims}"))
+    photo_rng = random.Random(f"claim-photos-{n_claims}")
+    _own_photos(own, photos, photo_rng)
     for row in rows:
         if id(row) in sources:
             row.photo_paths = sources[id(row)].photo_paths
+            _after(row, sources[id(row)], photo_rng)
     rows.sort(key=lambda r: (r.incident_date, r.policy_id, r.part))
     for i, row in enumerate(rows, 1):
         row.claim_id = f"CLM-{i:06d}"
@@ -197,25 +199,44 @@ def _claim(rng, policy: _Policy, days: int, photos, damage=None) -> ClaimRow:
 def _own_photos(
     rows: list[ClaimRow], photos: dict[tuple[str, str], list[str]], rng: random.Random
 ) -> None:
-    """Give each of ``rows`` photos of its damage that no other row has: one each first, then
-    more, up to as many as it had, while its damage has photos left; a row whose damage has
-    none left keeps its photos (shared). Its own generator, so that every other draw of the
-    claims stays as it was."""
+    """Give each of ``rows`` photos that no other row has: one each first, of its damage (of
+    its damage type on another part, or of any damage, when its damage has none left — the
+    photo then disagrees with the description, as a careless claimant's might), then more of
+    its damage, up to as many as it had, while there are some left. Its own generator, so that
+    every other draw of the claims stays as it was."""
     wanted = [len(row.photo_paths.split(";")) for row in rows]
     chosen: list[list[str]] = [[] for _ in rows]
     used: set[str] = set()
+    everything = sorted({p for ps in photos.values() for p in ps})
+    of_type: dict[str, list[str]] = {}
+    for (_, damage_type), paths in photos.items():
+        of_type.setdefault(damage_type, []).extend(paths)
+
+    def free(candidates) -> list[str]:
+        return [p for p in candidates if p not in used]
+
     for round_ in range(max(wanted, default=0)):
         for i, row in enumerate(rows):
             if wanted[i] <= round_ or len(chosen[i]) < round_:
                 continue
-            free = [p for p in photos.get((row.part, row.damage_type), ()) if p not in used]
-            if free:
-                photo = rng.choice(free)
+            options = free(photos.get((row.part, row.damage_type), ()))
+            if not options and round_ == 0:
+                options = free(of_type.get(row.damage_type, ())) or free(everything)
+            if options:
+                photo = rng.choice(options)
                 used.add(photo)
                 chosen[i].append(photo)
     for row, own in zip(rows, chosen, strict=True):
         if own:
             row.photo_paths = ";".join(own)
+
+
+def _after(row: ClaimRow, source: ClaimRow, rng: random.Random) -> None:
+    """Date a claim that reuses ``source``'s photos after it (and after its own policy's
+    start; 10-120 days): a photo can only be reused from an earlier claim."""
+    earliest = max(date.fromisoformat(source.incident_date), date.fromisoformat(row.policy_start))
+    if date.fromisoformat(row.incident_date) <= earliest:
+        row.incident_date = (earliest + timedelta(rng.randint(10, 120))).isoformat()
 
 
 def _fraud_claim(

@@ -350,6 +350,11 @@ def test_test_claims_are_the_latest_tenth_and_the_tools_history_lacks_them(corpu
     assert database.count() == len(claims)  # the served database is left as it was
     with pytest.raises(CompareError, match="cannot copy"):
         without_claims(object(), ids, tmp_path / "other")
+    # a database of another corpus: the test claims are not there to hide, and it says so
+    other = ClaimsDatabase(f"sqlite:///{tmp_path / 'other.sqlite'}")
+    other.upsert(latest[:-12])
+    with pytest.raises(CompareError, match="holds 0 of the corpus's 12 test claims"):
+        without_claims(other, ids, tmp_path / "copy2")
 
 
 class Riskless:

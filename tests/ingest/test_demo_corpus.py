@@ -180,13 +180,27 @@ def test_claims_have_columns_types_and_valid_values(demo_corpus):
         assert photos and all((demo_corpus.root / p).is_file() for p in photos)
 
 
-def test_honest_claims_have_photos_of_their_own(demo_corpus):
-    """A photo on another policy's claim is the reused-photos fraud signal: honest claims share
-    photos only where a damage's photos ran out (the old generator shared 60 % of them)."""
+def test_claims_have_photos_of_their_own_but_the_reused_photos_fraud(demo_corpus):
+    """A photo on another policy's earlier claim is the reused-photos fraud signal: no claim
+    shares a photo with another, except a reused_photos fraud with the claim it copies, dated
+    after it (the old generator shared 60 % of the honest claims' photos)."""
     rows = _claims(demo_corpus.root)
-    uses = Counter(p for r in rows if r["fraud"] == "0" for p in r["photo_paths"].split(";"))
-    shared = sum(1 for count in uses.values() if count > 1)
-    assert shared / len(uses) < 0.1
+    holders = defaultdict(list)
+    for row in rows:
+        for photo in row["photo_paths"].split(";"):
+            holders[photo].append(row)
+    for photo, rows_with_it in holders.items():
+        if len(rows_with_it) == 1:
+            continue
+        # the original (an honest claim, or now and then another fraud) and its copies
+        copies = [r for r in rows_with_it if r["fraud_pattern"] == "reused_photos"]
+        originals = [r for r in rows_with_it if r not in copies]
+        if not originals:  # a copy of a copy: the earliest is the original
+            originals = [min(copies, key=lambda r: r["incident_date"])]
+            copies.remove(originals[0])
+        assert len(originals) == 1, photo
+        original = date.fromisoformat(originals[0]["incident_date"])
+        assert all(date.fromisoformat(c["incident_date"]) > original for c in copies), photo
     assert all(r["photo_paths"] for r in rows)
 
 
