@@ -92,11 +92,14 @@ def test_photo_candidates_are_the_latest_claims_with_photos_of_a_part_and_damage
     assert database.photo_candidates("hood", "no-such-damage") == []
     cut = expected[len(expected) // 2].incident_date  # only earlier claims can be reused from
     earlier = database.photo_candidates("hood", "dent", before=cut)
-    assert earlier == [
-        {"claim_id": c.claim_id, "policy_id": c.policy_id, "photo_paths": list(c.photo_paths)}
-        for c in expected
-        if c.incident_date < cut
-    ][:200]
+    assert (
+        earlier
+        == [
+            {"claim_id": c.claim_id, "policy_id": c.policy_id, "photo_paths": list(c.photo_paths)}
+            for c in expected
+            if c.incident_date < cut
+        ][:200]
+    )
     assert earlier and len(earlier) < len(expected)
 
 
