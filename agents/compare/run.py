@@ -248,6 +248,13 @@ class _Meters:
     clock: ComputeClock = field(default_factory=ComputeClock)
     vision_lock: threading.Lock = field(default_factory=threading.Lock)
     damage_lock: threading.Lock = field(default_factory=threading.Lock)
+    hosted_clock: ComputeClock = field(default_factory=ComputeClock)
+
+    @property
+    def text_clock(self) -> ComputeClock:
+        """The clock the text model's calls run on: this machine's, or, when a server hosts
+        the model, one of their own (the server's time is not this machine's to share out)."""
+        return self.hosted_clock if self.hosted else self.clock
 
 
 class _TokenMeter(BaseCallbackHandler):
@@ -368,7 +375,7 @@ def _assess(
     claim: dict[str, Any] | None,
     meters: _Meters,
 ) -> Outcome:
-    meter = _TokenMeter(meters.clock)
+    meter = _TokenMeter(meters.text_clock)
     run_context, models = _metered(context, meters)
     started = time.perf_counter()
     try:
@@ -393,7 +400,7 @@ def _fraud(context: AgentContext, approach: str, case: ClaimCase, meters: _Meter
         if outcome.output is not None:
             outcome.output = outcome.output["fraud"]
         return outcome
-    meter = _TokenMeter(meters.clock)
+    meter = _TokenMeter(meters.text_clock)
     run_context, models = _metered(context, meters)
     started = time.perf_counter()
     output = error = None
@@ -441,7 +448,7 @@ def _outcome(
 
 
 def _chat(context: AgentContext, mode: str, question: QAPair, meters: _Meters) -> Outcome:
-    meter = _TokenMeter(meters.clock)
+    meter = _TokenMeter(meters.text_clock)
     started = time.perf_counter()
     try:
         state = service_chat.graph.invoke(

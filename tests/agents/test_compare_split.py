@@ -172,6 +172,20 @@ def test_the_compute_clock_shares_overlapping_calls_time(monkeypatch):
     assert clock.stop(c) == 1.5
 
 
+def test_a_hosted_text_models_calls_take_no_share_of_this_machine(monkeypatch):
+    now = [0.0]
+    monkeypatch.setattr(run_module.time, "perf_counter", lambda: now[0])
+    hosted = run_module._Meters(None, hosted=True)
+    assert hosted.text_clock is not hosted.clock
+    vision = hosted.clock.start()
+    remote = hosted.text_clock.start()  # a call to the server, in flight at the same time
+    now[0] = 4.0
+    assert hosted.clock.stop(vision) == 4.0  # the vision model had the machine to itself
+    assert hosted.text_clock.stop(remote) == 4.0
+    local = run_module._Meters(None, hosted=False)
+    assert local.text_clock is local.clock
+
+
 def damage(kind, part, severity="minor"):
     return {"type": kind, "part": part, "severity": severity}
 
