@@ -87,6 +87,8 @@ def _patterns(path: Path) -> dict[str, str]:
 
 def _photo(demo_dir: Path, relative: str) -> bytes:
     photo = demo_dir / relative
+    if not photo.resolve().is_relative_to(demo_dir.resolve()):
+        raise CompareError(f"{relative!r} (a test claim's photo) is outside {demo_dir}")
     if not photo.is_file():
         raise CompareError(f"{photo} (a test claim's photo) does not exist: regenerate the corpus")
     return photo.read_bytes()

@@ -60,10 +60,9 @@ class CompareOptions:
             problem = size_problem(key, getattr(self, key))
             if problem:
                 problems.append(problem)
-        if isinstance(self.concurrency, bool) or not isinstance(self.concurrency, int):
-            problems.append(f"concurrency: use a whole number >= 1, not {self.concurrency!r}")
-        elif self.concurrency < 1:
-            problems.append(f"concurrency: use a whole number >= 1, not {self.concurrency}")
+        concurrency = self.concurrency
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            problems.append(f"concurrency: use a whole number >= 1, not {concurrency!r}")
         if self.resamples < 100:
             problems.append("resamples: use at least 100")
         if self.max_tokens is not None and self.max_tokens < 1:

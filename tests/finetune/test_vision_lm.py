@@ -233,11 +233,26 @@ def test_instruct_loss_free_learns_only_the_chosen_tokens(
     encoder_dir,
     damage_data,  # noqa: F811
     tmp_path,
+    monkeypatch,
 ):
     every = _train(tokenizer, encoder_dir, damage_data, tmp_path / "all")
+    seen = []  # each instruct batch's answers and the tokens that carry the loss
+    inputs = ComposedVLM.inputs
+
+    def recording(self, features, prompt, answers, tags=None, learn=None):
+        if learn is not None:
+            seen.extend(zip(answers, learn, strict=True))
+        return inputs(self, features, prompt, answers, tags, learn)
+
+    monkeypatch.setattr(ComposedVLM, "inputs", recording)
     free = _train(
         tokenizer, encoder_dir, damage_data, tmp_path / "free", config=_config("instruct_loss=free")
     )
+    ll_tok = ll_tokenizer(tokenizer, tokenizer.eos_token_id)
+    lark = json_grammar(answer_schema())
+    assert seen  # the masks reached the batches, and they are the grammar's free tokens
+    for answer, learn in seen:
+        assert list(learn) == free_positions(ll_tok, lark, answer) and not all(learn)
     # the same steps, the loss averaged over other tokens: the eval losses differ, both finite
     loss_all, loss_free = every.metrics["eval_loss"], free.metrics["eval_loss"]
     assert loss_all == loss_all and loss_free == loss_free and loss_all != loss_free
