@@ -42,7 +42,7 @@ class CompareOptions:
     name: str = "compare"
     images: Size = 24
     questions: Size = 40
-    claims: Size = 0
+    claims: Size = 40
     concurrency: int = 1
     prices: Path | None = None
     seed: int = 0

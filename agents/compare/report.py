@@ -304,7 +304,9 @@ def _fraud_blocks(c: Comparison) -> list[Block]:
                 + ("every claim." if medium["flagged"] == f["n"] else "no claim.")
                 + (
                     " Its one model call sees the photos and the claim text, not the claims "
-                    "history that the rules need (DESIGN.md, 'The two approaches')."
+                    "history that the rules need (DESIGN.md, 'The two approaches'), so its graph "
+                    "gives every claim this risk by design and the claims were not run through "
+                    "the model to get it."
                     if name == "finetuned"
                     else ""
                 )

@@ -55,6 +55,9 @@ CHAT_MODES = service_chat.MODES
 # the node after which an approach's fraud risk is final (a fraud run stops there: the agentic
 # report that follows does not change it); an approach not named runs its whole graph
 FRAUD_NODES = {"agentic": "fraud"}
+# an approach whose graph gives every claim the same fraud risk by design: its fraud outcome is
+# that risk, without running the model on the claim's photos to get it
+FIXED_FRAUD = {"finetuned": assess_finetuned.FRAUD_NOT_ASSESSED}
 
 
 def run_comparison(
@@ -393,7 +396,10 @@ def _assess(
 
 def _fraud(context: AgentContext, approach: str, case: ClaimCase, meters: _Meters) -> Outcome:
     """The fraud part of ``approach``'s Assessment of a test claim (its photos and what the
-    claim says), the run stopped once the risk is final (:data:`FRAUD_NODES`)."""
+    claim says), the run stopped once the risk is final (:data:`FRAUD_NODES`); an approach
+    that does not assess fraud gives its fixed risk (:data:`FIXED_FRAUD`) without a call."""
+    if approach in FIXED_FRAUD:
+        return Outcome(output=FIXED_FRAUD[approach].model_dump(mode="json"))
     node = FRAUD_NODES.get(approach)
     if node is None:
         outcome = _assess(context, approach, list(case.images), case.claim, meters)

@@ -24,6 +24,9 @@ from ingest.assessment import Assessment, Fraud, VisionAnswer
 NAME = "assess_finetuned"
 RECURSION_LIMIT = 8
 ATTEMPTS = 2
+# One model call sees no claims history: fraud is not assessed by this approach, every
+# Assessment carries this risk whatever the photos and the claim say.
+FRAUD_NOT_ASSESSED = Fraud(risk=0.0, level="low", signals=[])
 
 
 def parse_answer(text: str | dict[str, Any]) -> VisionAnswer:
@@ -76,8 +79,7 @@ def assemble(state: AssessState, runtime: Runtime[AgentContext]) -> dict:
         overall_severity=answer.overall_severity,
         cost_estimate=answer.cost_estimate,
         repair_recommendations=answer.repair_recommendations,
-        # One model call sees no claims history: fraud is not assessed by this approach.
-        fraud=Fraud(risk=0.0, level="low", signals=[]),
+        fraud=FRAUD_NOT_ASSESSED,
         report=answer.report,
         timings_ms={k: v["ms"] for k, v in timings.items()} | {"total": total_ms(timings)},
         models=state.get("models", {}),

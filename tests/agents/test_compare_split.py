@@ -27,6 +27,7 @@ from agents.compare.scoring import (
     score_fraud,
 )
 from agents.compare.verdicts import verdict_text
+from agents.graphs import assess_finetuned
 from finetune.bootstrap import Verdict, verdict
 from ingest.claims import read_claims
 from ingest.demo.corpus import DemoCorpusConfig, generate_demo_corpus
@@ -375,8 +376,10 @@ class Riskless:
     """A vision-language model whose answer carries no fraud field (as today's)."""
 
     name = "riskless-vlm@1"
+    calls = 0
 
     def assess(self, images, claim, feedback=None):
+        self.calls += 1
         return json.dumps(
             {"damages": [], "overall_severity": "minor", "cost_estimate": {"min": 0, "max": 0}}
         )
@@ -391,12 +394,24 @@ def fraud_run(ctx, cases):
 def test_fraud_runs_stop_before_the_report_and_a_riskless_model_has_no_signal(corpus, tmp_path):
     cases = held_out_claims(corpus, "all")
     backend = OracleBackend(lambda q, adapter, prompt: "x")
-    ctx = context()
+    ctx, vision = context(), Riskless()
     ctx = dataclasses.replace(
-        ctx, vision=Riskless(), llm=ctx.llm.model_copy(update={"backend": backend})
+        ctx, vision=vision, llm=ctx.llm.model_copy(update={"backend": backend})
     )
     result = fraud_run(ctx, cases)
     assert backend.requests == 0  # no agentic report was written for a fraud run
+    # the fine-tuned graph's risk is fixed by design: the claims are not run through its model,
+    # and the fixed risk is the one its graph gives any claim
+    assert vision.calls == 0
+    claim = cases[0]
+    state = assess_finetuned.graph.invoke(
+        {"images": list(claim.images), "claim": claim.claim}, context=ctx
+    )
+    assert vision.calls == 1
+    assert all(
+        o.output == state["assessment"].fraud.model_dump(mode="json")
+        for o in result.frauds["finetuned"]
+    )
     assert result.assessments == {} and result.chats == {}
     assert set(result.frauds) == {"finetuned", "agentic"}
     fine, agentic = result.fraud_scores["finetuned"], result.fraud_scores["agentic"]

@@ -65,7 +65,7 @@ def test_run_compare_writes_a_self_contained_report(home):
     settings = Settings(home=home)
     seen = []
     result = run_compare(
-        CompareOptions(name="t1", images=6, questions=5, resamples=200),
+        CompareOptions(name="t1", images=6, questions=5, claims=0, resamples=200),
         demo_dir=settings.demo_dir,
         runs_dir=settings.runs_dir,
         models=composition.trained_models(settings),
@@ -176,7 +176,7 @@ def test_as_a_job_it_reports_the_whole_comparison_and_ends_with_its_summary(home
         return ReportingBar(sent.append, *args, **kwargs)
 
     summary = compare(
-        {"name": "job", "images": 2, "questions": 1}, progress, print,
+        {"name": "job", "images": 2, "questions": 1, "claims": 0}, progress, print,
         context_factory=fake_context,
     )  # fmt: skip
     assert summary["out"] == str(home / "runs" / "job") and summary["photos"] == 2
@@ -188,6 +188,17 @@ def test_as_a_job_it_reports_the_whole_comparison_and_ends_with_its_summary(home
     assert overall == sorted(overall) and overall[0] == 0.0 and overall[-1] == 1.0
     assert len(overall) == 1 + 9
     assert {b["unit"] for b in bars} == {"comparison", "call"}  # the per-call bars too
+
+
+def test_a_job_compares_what_the_command_compares_by_default():
+    """A compare job's parameters left out are the command's defaults (the job builds its
+    CompareOptions from the parameters given)."""
+    from api.cli.compare import compare as compare_command
+
+    defaults = {p.name: p.default for p in compare_command.params}
+    options = CompareOptions()
+    for name in ("name", "images", "questions", "claims", "seed"):
+        assert getattr(options, name) == defaults[name], name
 
 
 def test_bad_input_is_a_clear_error(home, tmp_path):
