@@ -79,7 +79,7 @@ def assemble(state: AssessState, runtime: Runtime[AgentContext]) -> dict:
         overall_severity=answer.overall_severity,
         cost_estimate=answer.cost_estimate,
         repair_recommendations=answer.repair_recommendations,
-        fraud=FRAUD_NOT_ASSESSED,
+        fraud=FRAUD_NOT_ASSESSED.model_copy(deep=True),  # its own copy: callers may edit it
         report=answer.report,
         timings_ms={k: v["ms"] for k, v in timings.items()} | {"total": total_ms(timings)},
         models=state.get("models", {}),
