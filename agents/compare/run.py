@@ -398,7 +398,7 @@ def _fraud(context: AgentContext, approach: str, case: ClaimCase, meters: _Meter
     """The fraud part of ``approach``'s Assessment of a test claim (its photos and what the
     claim says), the run stopped once the risk is final (:data:`FRAUD_NODES`); an approach
     that does not assess fraud gives its fixed risk (:data:`FIXED_FRAUD`) without a call."""
-    if approach in FIXED_FRAUD:
+    if approach in FIXED_FRAUD and context.vision is not None:  # without it: fails as a run
         return Outcome(output=FIXED_FRAUD[approach].model_dump(mode="json"))
     node = FRAUD_NODES.get(approach)
     if node is None:

@@ -430,6 +430,14 @@ def test_fraud_runs_stop_before_the_report_and_a_riskless_model_has_no_signal(co
     )
 
 
+def test_without_a_vision_model_the_fine_tuned_fraud_runs_fail_rather_than_score(corpus):
+    cases = held_out_claims(corpus, "all")[:3]
+    ctx = dataclasses.replace(context(), vision=None)
+    result = fraud_run(ctx, cases)
+    assert result.fraud_scores["finetuned"]["failed"] == len(cases)
+    assert all(o.output is None and o.error for o in result.frauds["finetuned"])
+
+
 def test_the_agentic_approach_reads_history_without_the_test_claims(corpus, tmp_path):
     claims = read_claims(corpus / "claims" / "claims.csv").claims
     database = ClaimsDatabase(f"sqlite:///{tmp_path / 'all.sqlite'}")
