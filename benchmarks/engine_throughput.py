@@ -75,8 +75,7 @@ def decode_rate(model, prompt: list[int], batch: int, tokens: int) -> float:
 
 def backend_rate(backend: OnnxGenAIBackend, clients: int, tokens: int) -> float:
     """New tokens/s of ``clients`` concurrent requests through the backend (each asks for up
-    to ``tokens`` new tokens; the rate counts those written)."""
-    backend._batcher.max_batch = clients
+    to ``tokens`` new tokens; the rate counts those written; the backend batches up to 8)."""
 
     def one(_: int) -> int:
         request = ChatRequest(messages=[{"role": "user", "content": QUESTION}], max_tokens=tokens)
@@ -136,7 +135,7 @@ def main() -> None:
         log=print,
         max_batch=8,
     )
-    model = og.Model(str(backend.build.path))
+    model = backend.model  # the same build, stepped through the engine's own API
     tokenizer = backend.tokenizer
     prompt = tokenizer(
         tokenizer.apply_chat_template(
