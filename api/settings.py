@@ -2,6 +2,10 @@
 
 This is the only module that reads the environment. Everything below ``api/`` receives
 typed config objects built from a :class:`Settings` (see ``model_store_config``).
+
+Over 400 lines on purpose: it is the one table of every setting, each field with the help that
+``tunegraph config show`` prints, and the validation that names the variable to fix; one place to
+look a setting up.
 """
 
 from __future__ import annotations

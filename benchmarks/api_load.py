@@ -19,6 +19,10 @@ it says what is missing and is skipped (``--fake-only`` skips it always).
 
 Last line: {"errors": ..., "p95_ms": ..., "overhead_p50_ms": ..., "rss_growth_pct": ...} with
 p95 and RSS growth of the fake load run; ``errors`` counts every run's failed requests.
+
+Over 400 lines on purpose: a benchmark is one script that a reader runs and audits; its fake
+models, its server (this same script in a child process, ``--serve``) and its measurements are
+read together.
 """
 
 from __future__ import annotations

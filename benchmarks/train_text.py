@@ -33,6 +33,10 @@ OUT/losses.json, a plot to OUT/losses.png, the summary to OUT/result.json.
 
 Last line: {"speedup_vs_trl": ..., "eval_loss": ..., "eval_loss_trl": ..., ..., "defaults": {...}}
 (the top-level figures are row 1's).
+
+Over 400 lines on purpose: a benchmark is one script that a reader runs and audits; TRL's side and
+the recipe's side sit next to each other so that "like for like" can be checked setting by setting,
+with the one scoring function and the outputs they share.
 """
 
 from __future__ import annotations

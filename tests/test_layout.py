@@ -152,6 +152,42 @@ def test_api_holds_no_training_evaluation_or_plotting_code():
             assert "torch" not in imported, f"{path.relative_to(ROOT)} imports torch"
 
 
+LONG_MODULE_LINES = 400
+LONG_MODULE_REASON = "Over 400 lines on purpose"
+
+
+def _source_files() -> list[Path]:
+    """Every module of the project outside tests/: the packages' (:func:`_modules`) and the
+    scripts of the other top-level folders (benchmarks/, docs/, configs/)."""
+    skip = {"tests", "build", "dist"}
+    folders = [
+        path
+        for path in ROOT.iterdir()
+        if path.is_dir()
+        and path.name not in {*PACKAGES, *skip}
+        and not path.name.startswith(".")
+        and not path.name.endswith(".egg-info")
+    ]
+    scripts = [path for folder in folders for path in folder.rglob("*.py")]
+    return sorted({*_modules().values(), *scripts})
+
+
+def test_a_module_over_400_lines_says_why_at_its_top():
+    """Small modules with one job (STYLE.md): a longer one says why in its docstring, in a
+    sentence starting "Over 400 lines on purpose: ..." within its first 40 lines."""
+    files = _source_files()
+    assert ROOT / "benchmarks" / "train_text.py" in files
+    unexplained = []
+    for path in files:
+        lines = path.read_text("utf-8").splitlines()
+        if len(lines) > LONG_MODULE_LINES and LONG_MODULE_REASON not in "\n".join(lines[:40]):
+            unexplained.append(f"{path.relative_to(ROOT)} ({len(lines)} lines)")
+    assert not unexplained, (
+        f"split these modules, or say why they are long ('{LONG_MODULE_REASON}: ...' in the "
+        f"module docstring): {', '.join(unexplained)}"
+    )
+
+
 def test_every_shipped_yaml_config_parses():
     configs = sorted((ROOT / "configs").rglob("*.yaml"))
     assert configs

@@ -15,6 +15,10 @@ Pure: the caller gives the :class:`AgentContext`, the items and the price table;
 reads settings or writes files. An approach that fails on an item records the error and the run
 goes on; ``should_stop`` is checked before each call (a job's cancel), ``progress(fraction,
 message)`` is told after each call, in item order.
+
+Over 400 lines on purpose: the calls and the meters that time and count them are one mechanism; a
+call's :class:`Outcome` is what its meters saw, and the billing split in ``_outcome`` is read
+beside the :class:`ComputeClock` and the metered models that feed it.
 """
 
 from __future__ import annotations

@@ -10,6 +10,9 @@ the vision-language model that reads it) in a second process while this one trai
 model, the threads split between them, so that both cores stay busy; whether that gets more done
 than one after the other is what ``benchmarks/side_by_side.py`` measures. The second process is
 the jobs' worker (:class:`api.jobs.child.ChildProcess` running ``api.jobs.worker``).
+
+Over 400 lines on purpose: it is one command, ``tunegraph demo``; its profile, its seven stages and
+the two-process training they run are read together, and every helper below serves only it.
 """
 
 from __future__ import annotations

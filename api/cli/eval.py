@@ -1,6 +1,11 @@
-"""``tunegraph eval retrieval|text|vision``: each command reads its inputs, calls one
+"""``tunegraph eval retrieval|text|vision|judge|tools``: each command reads its inputs, calls one
 evaluation of the library (``rag.retrieval``, ``finetune.evaluation``,
-``finetune.vision_evaluation``) and prints or saves its scores."""
+``finetune.vision_evaluation``, ``agents.judge``, ``agents.tool_eval``) and prints or saves its
+scores.
+
+Over 400 lines on purpose: it is the ``tunegraph eval`` group, five subcommands side by side with
+their options and their printing, read as ``tunegraph eval --help`` lists them.
+"""
 
 from __future__ import annotations
 

@@ -8,6 +8,10 @@ conversation's earlier tool calls and tool results. Each tool's parameters and t
 schema must compile to the grammar that constrains the answer
 (:func:`agents.backends.chat_format.grammar_problem`), or the request is refused before it
 queues. The other models run tunegraph's own retrieval or tools and refuse them.
+
+Over 400 lines on purpose: it is one validator of one body, a check per OpenAI parameter, and the
+checks depend on one another (tool_choice on tools, a tool result on an earlier call's id,
+response_format on tools and on the model), so they are read in one place.
 """
 
 from __future__ import annotations

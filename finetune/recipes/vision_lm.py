@@ -14,6 +14,9 @@ and the decoder, then trains this model with :func:`run`, or LoRA on ``hf_model`
 (``image_text_lora.py``). With ``train.quantization`` nf4 or int8 the decoder loads through
 bitsandbytes for both stages (QLoRA: useful with a larger ``base_model`` than SmolLM2-135M); the
 adapter and projector it saves load on the full-precision decoder, as the assessor runs it.
+
+Over 400 lines on purpose: the two stages' step and eval functions and their target helpers (word
+ids, free tokens, length groups) are this recipe's own and sit beside :func:`run`, which wires them.
 """
 
 from __future__ import annotations
