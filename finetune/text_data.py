@@ -6,6 +6,10 @@ data card.
 :class:`DataArgs` is the ``data:`` section of the text recipe's config; :func:`sft_dataset`
 reads the files it names and hands them to the pure functions of :mod:`finetune.datasets` and
 :mod:`finetune.manual_data`.
+
+Over 400 lines on purpose: :func:`sft_dataset` is where the ``data:`` fields meet (a source, then
+paraphrases, unanswerable, RAFT and tool examples, then the held-out guard) and each helper below
+resolves one field's input, so the rules on which field needs which stay in one place.
 """
 
 from __future__ import annotations
@@ -71,6 +75,11 @@ class DataArgs:
     manual: Path | None = None
     namespace: str | None = None
     phrasings: int = 2  # source=manual: training questions per fact, each in another wording
+    # source=tools on the demo: 0 asks only the demo's own training questions (two wordings per
+    # kind); N > 0 also asks every fact in N of the generic templates' training wordings
+    # (finetune/manual_data.TEMPLATES, as data.source=manual does), so the router sees how
+    # differently people ask for a value, a procedure or a pin
+    template_phrasings: int = 0
     # source=manual: an OpenAI-compatible endpoint (e.g. http://localhost:8000/v1) whose model
     # writes the training questions (checked against the block); else the templates do
     teacher_url: str | None = None
@@ -126,6 +135,12 @@ def sft_dataset(
     blocks: list[ManualBlock] | None = None
     questions = Split3([], [], [])  # the QA pairs behind the examples, when there are any
     card: dict = {"source": data.source, "seed": seed}
+    on_demo_tools = data.source == "tools" and data.manual is None and data.namespace is None
+    if data.template_phrasings < 0 or (data.template_phrasings and not on_demo_tools):
+        raise DatasetError(
+            f"data.template_phrasings={data.template_phrasings}: use 0 or more, with "
+            "data.source=tools on the demo corpus (data.source=manual has data.phrasings)"
+        )
     if data.source == "manual":
         blocks, card["manual"] = _manual_blocks(data, index_blocks)
         _check_kinds(blocks, card["manual"], log)
@@ -165,6 +180,12 @@ def sft_dataset(
             blocks = read_blocks(data.blocks_file or demo_dir / "manual" / "blocks.jsonl")
             questions = _demo_questions(demo_dir)
             card["phrasing"] = "the demo corpus' questions"
+            if data.template_phrasings:
+                generic = manual_questions(blocks, phrasings=data.template_phrasings, seed=seed)
+                questions = Split3(questions.train + generic.train, questions.val, questions.test)
+                card["phrasing"] += (
+                    f" and templates ({data.template_phrasings} training wordings per fact)"
+                )
         run_tool = _tool_runner(tool_index, blocks, "data.source=tools")
         share = data.tool_share or 1.0
         made = tool_examples(tool_questions(questions.train), run_tool, share=share, seed=seed)

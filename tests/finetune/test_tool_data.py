@@ -201,3 +201,47 @@ def test_the_service_adapter_can_learn_tools_beside_its_answers(tmp_path):
             max_length=2000,
             seed=2,
         )
+
+
+def test_demo_tool_questions_in_more_wordings_keep_the_held_out_split_out(demo_corpus):
+    def assemble(**fields):
+        return sft_dataset(
+            DataArgs(source="tools", tool_share=0.2, **fields),
+            count_tokens=_words,
+            demo_dir=demo_corpus.root,
+            max_length=4000,
+            seed=2,
+            tool_index=lambda given: _runner(given),
+        )
+
+    def first_questions(report):
+        return {e.messages[1]["content"] for e in report.train if len(e.messages) == 3}
+
+    plain, more = assemble(), assemble(template_phrasings=2)
+    assert more.card["phrasing"].endswith("and templates (2 training wordings per fact)")
+    assert len(first_questions(more)) > 2 * len(first_questions(plain))
+    # every wording the demo holds out stays out, the generic templates' own included
+    held_out = {wording(q.question) for q in more.test}
+    assert held_out and not held_out & {wording(q) for q in first_questions(more)}
+    assert more.card["tools"]["questions_per_tool"].keys() == {
+        "lookup_fault_code",
+        "lookup_spec",
+        "none",
+        "search_manual",
+    }
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"template_phrasings": -1}, {"template_phrasings": 2, "source": "demo"}],
+)
+def test_template_phrasings_outside_demo_tools_is_refused(tmp_path, fields):
+    with pytest.raises(DatasetError, match=r"data\.template_phrasings"):
+        sft_dataset(
+            DataArgs(**{"source": "tools", **fields}),
+            count_tokens=_words,
+            demo_dir=tmp_path,
+            max_length=2000,
+            seed=2,
+            tool_index=lambda given: _runner(given),
+        )
