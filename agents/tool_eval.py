@@ -61,6 +61,8 @@ class RouterScore:
     steps_per_question: float
     parse_rate: float
     confusion: dict[str, dict[str, int]] = field(default_factory=dict)  # right -> chosen -> n
+    # each question whose first step was wrong: question, right tool, chosen tool, arguments
+    wrong: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -145,6 +147,8 @@ def score(router: str, outcomes: Sequence[ToolOutcome]) -> RouterScore:
     ...                 ToolOutcome(hi, "search_manual", {"query": "Hi"}, "Hello!", 1)])
     >>> s.tool_accuracy, s.argument_match, s.spec_exact_match, s.confusion["none"]
     (0.5, 1.0, 1.0, {'search_manual': 1})
+    >>> s.wrong
+    [{'question': 'Hi', 'right': 'none', 'chosen': 'search_manual', 'arguments': {'query': 'Hi'}}]
     """
     n = len(outcomes)
     if not n:
@@ -169,6 +173,16 @@ def score(router: str, outcomes: Sequence[ToolOutcome]) -> RouterScore:
         steps_per_question=round(sum(o.steps for o in outcomes) / n, 4),
         parse_rate=round(sum(o.parsed for o in outcomes) / n, 4),
         confusion={k: dict(sorted(v.items())) for k, v in sorted(confusion.items())},
+        wrong=[
+            {
+                "question": o.question.question,
+                "right": o.question.tool,
+                "chosen": o.chosen,
+                "arguments": o.arguments,
+            }
+            for o in outcomes
+            if o.chosen != o.question.tool
+        ],
     )
 
 

@@ -21,7 +21,7 @@ from agents.tool_eval import (
     markdown,
     router_contexts,
 )
-from agents.tools import manual_tools
+from agents.tools import manual_tools, tool_runner
 from finetune.datasets import DatasetError
 from finetune.tool_data import (
     AGENT_PROMPT as TRAINED_PROMPT,
@@ -74,8 +74,7 @@ def test_training_examples_show_the_model_what_serving_shows_it():
     service_chat.graph.invoke(
         {"messages": [HumanMessage(SPEC.question)], "mode": "agent"}, context=ctx
     )
-    tools = {t.name: t for t in manual_tools(manuals)}
-    examples, steps = conversation_examples(SPEC, lambda n, a: str(tools[n].invoke(a)))
+    examples, steps = conversation_examples(SPEC, tool_runner(manuals))
     assert steps == 1
     for request, example in zip(ctx.llm.backend.requests, examples, strict=True):
         rendered, _ = render_messages(request, template_knows_tools=False)
@@ -85,6 +84,16 @@ def test_training_examples_show_the_model_what_serving_shows_it():
 
     (call,) = parse_tool_calls(examples[0].messages[-1]["content"])
     assert (call.name, call.arguments) == ("lookup_spec", SPEC.arguments)
+
+
+def test_the_tool_runner_runs_the_served_tools_by_name():
+    run = tool_runner(FakeRetriever(BLOCKS))
+    assert (
+        run("lookup_fault_code", {"code": "P9999"}) == "No troubleshooting entry mentions 'P9999'."
+    )
+    assert run("lookup_spec", {"query": "wheel nut torque"}).startswith("[")
+    with pytest.raises(ValueError, match="no tool named 'guess'; use one of search_manual, "):
+        run("guess", {})
 
 
 def test_each_router_is_scored_on_its_first_step_and_its_answer():
@@ -119,6 +128,11 @@ def test_each_router_is_scored_on_its_first_step_and_its_answer():
         "none": {"search_manual": 1},
     }
     assert rules.confusion["none"] == {"search_manual": 1}
+    assert [(w["question"], w["right"], w["chosen"]) for w in base.wrong] == [
+        (SPEC.question, "lookup_spec", "search_manual"),
+        (HELLO.question, "none", "search_manual"),
+    ]
+    assert not tuned.wrong
     assert tuned.argument_match == 1.0 and tuned.steps_per_question == pytest.approx(2 / 3, 1e-3)
     assert base.steps_per_question == 1.0
     assert (base.spec_exact_match, rules.spec_exact_match, tuned.spec_exact_match) == (1, 1, 1)
