@@ -5,11 +5,17 @@ has no tool support) and the answer is grammar-constrained, so tool calls and st
 always parse. ``with_adapter(name)`` answers with one of the backend's LoRA adapters without
 reloading the base. Streaming yields text deltas and ``tool_call_chunks``; usage is reported on
 every answer; async calls run the same code in an executor.
+
+:func:`request_model` is one request's copy of the shared model (its sampling, stop sequences
+and deadline; the backend and its weights are shared); :func:`fit_max_tokens` fits a prompt and
+its ``max_tokens`` into the model's context window before anything runs.
 """
 
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -28,9 +34,9 @@ from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableLambda
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-from agents.backends.base import Backend, ChatRequest
+from agents.backends.base import Backend, ChatRequest, ContextLengthExceeded, DeadlineExceeded
 
 
 class LocalChatModel(BaseChatModel):
@@ -207,6 +213,83 @@ class LocalChatModel(BaseChatModel):
                 return {"raw": raw, "parsed": None, "parsing_error": exc}
 
         return llm | RunnableLambda(with_raw)
+
+
+class GenerationTimeout(DeadlineExceeded):
+    """The answer was still being generated when the request's deadline passed."""
+
+
+class GenerationCancelled(RuntimeError):
+    """The request's ``cancel`` event was set (its client went away) while generating."""
+
+
+class RequestChatModel(LocalChatModel):
+    """One request's chat model: its own stop sequences, and a ``deadline``
+    (``time.monotonic()``) and ``cancel`` event checked per token. The deadline covers the whole
+    generation: the backend checks it before processing the prompt, between its chunks and
+    between tokens (:class:`~agents.backends.base.DeadlineExceeded`), and this model again per
+    streamed token."""
+
+    stop: list[str] = Field(default_factory=list)
+    deadline: float
+    cancel: Any = None  # threading.Event
+
+    def _request(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> ChatRequest:
+        request = super()._request(messages, stop, kwargs)
+        request.deadline = self.deadline  # the backend stops its prompt processing too
+        return request
+
+    def _stream(self, messages, stop=None, run_manager=None, **kwargs) -> Iterator[Any]:
+        chunks = super()._stream(messages, [*(stop or []), *self.stop], run_manager, **kwargs)
+        try:
+            for chunk in chunks:
+                # Checked per token: a timed-out answer frees the model at once.
+                if time.monotonic() > self.deadline:
+                    raise GenerationTimeout("the answer took longer than the request timeout")
+                if self.cancel is not None and self.cancel.is_set():
+                    raise GenerationCancelled("the client went away")
+                yield chunk
+        finally:
+            chunks.close()
+
+
+def request_model(
+    llm: LocalChatModel, deadline: float, cancel: threading.Event | None = None, **sampling: Any
+) -> RequestChatModel:
+    """A copy of ``llm`` that answers with ``sampling`` (max_tokens, temperature, top_p, stop;
+    None keeps ``llm``'s) and stops generating at ``deadline`` (``time.monotonic()``) or once
+    ``cancel`` is set; the backend and its loaded weights are shared."""
+    names = ("backend", "adapter", "seed", "max_tokens", "temperature", "top_p")
+    fields = {name: getattr(llm, name) for name in names}
+    fields.update({k: v for k, v in sampling.items() if v is not None})
+    return RequestChatModel(**fields, deadline=deadline, cancel=cancel)
+
+
+def fit_max_tokens(
+    llm: Any, messages: list[BaseMessage], max_tokens: int | None, default: int, **options: Any
+) -> int:
+    """The ``max_tokens`` to answer ``messages`` with; ``options`` are the call's tools and
+    answer schema: part of the prompt.
+
+    The prompt is counted in the model's tokens, with its chat template, before anything runs
+    and without waiting for the model. Asked-for ``max_tokens`` must fit beside it in the
+    context window, or :class:`~agents.backends.base.ContextLengthExceeded` names the counts;
+    without one, ``default`` is cut to the room the prompt leaves. A model that cannot count
+    (a remote server, which checks itself; or none at all) gets the numbers as they are.
+    """
+    window = getattr(llm, "context_window", None)
+    count = getattr(llm, "count_tokens", None)
+    if not window or count is None:
+        return max_tokens or default
+    # counted with the base model's tokenizer: adapters keep its vocabulary, and the backend
+    # checks the final prompt (with the adapter's template and any retrieved text) again
+    prompt = count(messages, adapter=None, **options)
+    wanted = max_tokens or min(default, window - prompt)
+    if prompt + max(wanted, 1) > window:
+        raise ContextLengthExceeded(prompt, max(wanted, 1), window)
+    return wanted
 
 
 def _tool_choice(choice: str | bool | dict[str, Any] | None) -> str:

@@ -1,12 +1,13 @@
 """Tools over the manuals and the claims history.
 
 Plain functions that the assessment graphs call directly, and :func:`manual_tools`, the same
-lookups as LangChain tools for the service-chat agent (bound to one retriever at run time).
+lookups as LangChain tools for the service-chat agent (bound to one retriever at run time);
+:func:`tool_runner` runs those tools by name (what tool-use training examples show).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from datetime import date
 from typing import Any
@@ -147,6 +148,20 @@ def manual_tools(retriever: Any, k: int = 3) -> list[BaseTool]:
         StructuredTool.from_function(lookup_spec),
         StructuredTool.from_function(lookup_fault_code),
     ]
+
+
+def tool_runner(retriever: Any) -> Callable[[str, dict[str, str]], str]:
+    """Runs the service-chat agent's tools (:func:`manual_tools`, as serving runs them) over
+    ``retriever`` by name and arguments, their result as the agent reads it; ``ValueError``
+    for an unknown tool."""
+    tools = {t.name: t for t in manual_tools(retriever)}
+
+    def run(name: str, arguments: dict[str, str]) -> str:
+        if name not in tools:
+            raise ValueError(f"no tool named {name!r}; use one of {', '.join(tools)}")
+        return str(tools[name].invoke(arguments))
+
+    return run
 
 
 def _blocks(hits: list[dict]) -> str:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -77,64 +75,29 @@ def teacher(settings: Settings, url: str, model: str) -> Callable[[str], str]:
     return lambda prompt: str(llm.invoke(prompt).content)
 
 
-def _throwaway_retriever(settings: Settings, blocks: Sequence[ManualBlock]) -> tuple[Any, Any]:
-    """The serving retriever over exactly ``blocks``, in a temporary folder that lives as long
-    as the second value (keep it referenced)."""
-    import tempfile
-
-    from rag.indexing import block_document
-    from rag.retrieval import Retriever
-    from rag.stores.lancedb import LanceDBStore
-
-    model = embedder(settings)
-    folder = tempfile.TemporaryDirectory(prefix="tunegraph-blocks-")
-    store = LanceDBStore(Path(folder.name), "blocks", model.dim)
-    documents = [block_document(b) for b in blocks]
-    with store.transaction():
-        store.upsert(documents, model.embed([d.text for d in documents]))
-    return Retriever(model, store), folder
-
-
 def passage_search(settings: Settings, blocks: Sequence[ManualBlock]) -> Search:
-    """Hybrid search, as serving does it, over exactly ``blocks`` (a throwaway index in a
-    temporary folder): the passages RAFT training examples put before their questions."""
-    found, folder = _throwaway_retriever(settings, blocks)
+    """Hybrid search, as serving does it, over exactly ``blocks`` (a throwaway index): the
+    passages RAFT training examples put before their questions."""
+    from rag.indexing import passage_search
 
-    def search(question: str, k: int, _folder: Any = folder) -> list[tuple[str, str]]:
-        return [(hit.id, hit.text) for hit in found.search(question, k)]
-
-    return search
+    return passage_search(embedder(settings), blocks)
 
 
 def tool_index(settings: Settings, blocks: Sequence[ManualBlock]) -> ToolRunner:
-    """The service-chat agent's tools (:func:`agents.tools.manual_tools`, as serving runs them)
-    over exactly ``blocks`` (a throwaway index in a temporary folder): what tool-use training
-    examples show as each call's result. The runner raises ``ValueError`` for an unknown tool."""
-    from agents.tools import manual_tools
+    """The service-chat agent's tools, as serving runs them, over exactly ``blocks`` (a
+    throwaway index): what tool-use training examples show as each call's result."""
+    from agents.tools import tool_runner
+    from rag.indexing import blocks_retriever
 
-    found, folder = _throwaway_retriever(settings, blocks)
-    tools = {t.name: t for t in manual_tools(found)}
-
-    def run(name: str, arguments: dict[str, str], _folder: Any = folder) -> str:
-        if name not in tools:
-            raise ValueError(f"no tool named {name!r}; use one of {', '.join(tools)}")
-        return str(tools[name].invoke(arguments))
-
-    return run
+    return tool_runner(blocks_retriever(embedder(settings), blocks))
 
 
 def index_blocks(settings: Settings, namespace: str) -> list[ManualBlock]:
     """The manual blocks of an ingested namespace (their section paths are not in the index)."""
-    from ingest.records import BLOCK_KINDS, ManualBlock
-    from rag.indexing import check_namespace
+    from rag.indexing import check_namespace, stored_blocks
 
     model = embedder(settings)
-    documents = vector_store(settings, check_namespace(namespace), model.dim).documents()
-    return [
-        ManualBlock(d.id, str(d.metadata.get("source", "")), 0, (), d.metadata["kind"], d.text)
-        for d in documents
-        if d.metadata.get("kind") in BLOCK_KINDS
-    ]
+    return stored_blocks(vector_store(settings, check_namespace(namespace), model.dim))
 
 
 def embedder(settings: Settings) -> Embedder:
@@ -350,6 +313,7 @@ def text_answerer(settings: Settings, store: ModelStore, adapter: str) -> Answer
     ``settings.engine``) on ``adapter``'s base with the adapter loaded, its questions sent
     ``max_batch_size`` at a time so the engine batches them; None when the text model would run
     on transformers (the evaluation then batches transformers ``generate`` itself)."""
+    from agents.backends.answerer import backend_answerer
     from agents.backends.transformers import TransformersBackend
     from finetune.evaluation import text_base
 
@@ -363,32 +327,6 @@ def text_answerer(settings: Settings, store: ModelStore, adapter: str) -> Answer
         return None  # the engine could not take the model: the warning said why
 
     return backend_answerer(backend, settings.max_batch_size)
-
-
-def backend_answerer(backend: Backend, workers: int) -> Answerer:
-    """Greedy answers of ``backend``, ``workers`` questions at a time (the engine batches
-    them), with each question's own latency."""
-    from agents.backends.base import ChatRequest
-    from finetune.evaluation import Generated
-
-    def one(messages: list[dict[str, str]], name: str | None, tokens: int) -> Generated:
-        started = time.perf_counter()
-        request = ChatRequest(messages=messages, max_tokens=tokens, adapter=name)
-        events = list(backend.stream(request))
-        text = "".join(event.text for event in events).strip()
-        stopped = events[-1].finish_reason == "stop"
-        return Generated(text, stopped, (time.perf_counter() - started) * 1000)
-
-    def answer(conversations, name, tokens, progress):
-        with ThreadPoolExecutor(workers) as pool:
-            futures = [pool.submit(one, messages, name, tokens) for messages in conversations]
-            results = []
-            for future in futures:
-                results.append(future.result())
-                progress(1)
-        return results
-
-    return answer
 
 
 def _photo_bytes(settings: Settings, path: str) -> bytes:

@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from agents.backends.answerer import backend_answerer
 from agents.backends.onnx_genai import OnnxGenAIBackend
 from api import composition
 from api.settings import Settings
@@ -102,7 +103,7 @@ def main() -> None:
             backend = OnnxGenAIBackend.from_checkpoint(
                 merged, adapter, Path(scratch) / "onnx", precision=precision, log=print
             )
-            answerer = composition.backend_answerer(backend, settings.max_batch_size)
+            answerer = backend_answerer(backend, settings.max_batch_size)
             key = f"engine_{precision}"
             results[key], texts[key] = run(
                 f"engine {precision}", answerer, conversations, None, args.tokens, items, known

@@ -19,6 +19,10 @@ A decoder that reads embeddings (:func:`build_embeds_decoder`, for the composed 
 model: its visual tokens are not token ids) is built from a model in memory, keyed by a hash of
 its weights, with the builder's ``exclude_embeds`` (the graph takes ``inputs_embeds``) and
 ``prune_lm_head`` (logits of the last position only).
+
+Over 400 lines on purpose: the three builds, their cache (keys, manifests, publishing) and the
+builder's workarounds make one build format, read together; each build says whether it was
+made by the call or found in the cache (``built``).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -65,11 +69,20 @@ class EngineUnavailable(RuntimeError):
 @dataclass(frozen=True)
 class OnnxBuild:
     """A complete build: its folder (``genai_config.json``, ``model.onnx``...), its precision,
-    and the names of its LoRA inputs (empty: built without LoRA slots)."""
+    the names of its LoRA inputs (empty: no LoRA slots), and whether this call made it."""
 
     path: Path
     precision: str
     lora_inputs: frozenset[str]
+    built: bool = field(default=False, compare=False)
+
+
+@dataclass(frozen=True)
+class AdapterBuild:
+    """An adapter's file in ONNX Runtime's format, and whether this call exported it."""
+
+    path: Path
+    built: bool = False
 
 
 def engine_version() -> str | None:
@@ -114,7 +127,8 @@ def build_model(
     }
     suffix = "-lora" if lora else ""
     target = cache_dir / f"{source.name}-{precision}{suffix}-{_digest(settings)}"
-    if (manifest := _complete(target)) is None:
+    built = (manifest := _complete(target)) is None
+    if built:
         if target.exists():
             log(f"{target} is incomplete or damaged: building it again")
 
@@ -126,7 +140,7 @@ def build_model(
         _publish(target, write)
         manifest = _complete(target)
         assert manifest is not None, f"a fresh build in {target} is incomplete"
-    return OnnxBuild(target, precision, frozenset(manifest["lora_inputs"]))
+    return OnnxBuild(target, precision, frozenset(manifest["lora_inputs"]), built)
 
 
 def build_embeds_decoder(
@@ -162,7 +176,7 @@ def build_embeds_decoder(
 
 def build_adapter(
     adapter_dir: Path, base: OnnxBuild, cache_dir: Path, log: Log = logger.info
-) -> Path:
+) -> AdapterBuild:
     """The ONNX Runtime adapter file of the PEFT LoRA adapter in ``adapter_dir`` for ``base``
     (exported now unless cached); :class:`EngineUnavailable` when it cannot be applied."""
     adapter_dir = Path(adapter_dir).resolve()
@@ -173,7 +187,8 @@ def build_adapter(
         "source": _fingerprint(adapter_dir),
     }
     target = cache_dir / "adapters" / f"{adapter_dir.name}-{_digest(settings)}"
-    if _complete(target) is None:
+    built = _complete(target) is None
+    if built:
         log(f"exporting adapter {adapter_dir} for the ONNX engine")
 
         def write(directory: Path) -> None:
@@ -181,7 +196,7 @@ def build_adapter(
             _write_manifest(directory, settings)
 
         _publish(target, write)
-    return target / ADAPTER_FILE
+    return AdapterBuild(target / ADAPTER_FILE, built)
 
 
 # ---- the base model -----------------------------------------------------------------------------

@@ -3,12 +3,16 @@
 One call is one store transaction, so an interrupted ingest leaves the previous index as it was.
 Re-ingest is idempotent (block ids are stable and writes are upserts) and incremental: a file
 whose content hash matches the one recorded in the store's state is skipped.
+
+:func:`blocks_retriever` indexes given blocks in a throwaway index (what training data is built
+over); :func:`stored_blocks` reads an index's manual blocks back.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,12 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 from ingest.claims import Claim
 from ingest.manuals import IMAGE_SUFFIXES, ManualError, collect_files, parse_manual
-from ingest.records import ManualBlock
+from ingest.records import BLOCK_KINDS, ManualBlock
 from rag.embeddings import Embedder
 from rag.stores.base import Document, VectorStore
 
 if TYPE_CHECKING:
     from rag.claims_db import ClaimsDatabase
+    from rag.retrieval import Retriever
 
 Progress = Callable[[int], None]
 NAMESPACE = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -74,6 +79,46 @@ def block_document(block: ManualBlock) -> Document:
     # The block text alone: prefixing the section path made every row of a spec table look alike
     # to the embedding model (hybrid recall@5 on the demo test questions fell from 0.96 to 0.92).
     return Document(block.id, block.text, {"kind": block.kind, "source": block.source})
+
+
+def blocks_retriever(embedder: Embedder, blocks: Sequence[ManualBlock]) -> Retriever:
+    """The serving retriever (hybrid search) over exactly ``blocks``: a throwaway LanceDB index
+    in a temporary folder, removed once its store (held by the retriever) is garbage-collected."""
+    import weakref
+
+    from rag.retrieval import Retriever
+    from rag.stores.lancedb import LanceDBStore
+
+    folder = tempfile.TemporaryDirectory(prefix="tunegraph-blocks-")
+    store = LanceDBStore(Path(folder.name), "blocks", embedder.dim)
+    documents = [block_document(b) for b in blocks]
+    with store.transaction():
+        store.upsert(documents, embedder.embed([d.text for d in documents]))
+    weakref.finalize(store, folder.cleanup)  # the folder lives as long as the store
+    return Retriever(embedder, store)
+
+
+def passage_search(
+    embedder: Embedder, blocks: Sequence[ManualBlock]
+) -> Callable[[str, int], list[tuple[str, str]]]:
+    """Hybrid search, as serving does it, over exactly ``blocks`` (:func:`blocks_retriever`):
+    a question and k in, the (id, text) of the k best blocks out. The passages RAFT training
+    examples put before their questions."""
+    found = blocks_retriever(embedder, blocks)
+
+    def search(question: str, k: int) -> list[tuple[str, str]]:
+        return [(hit.id, hit.text) for hit in found.search(question, k)]
+
+    return search
+
+
+def stored_blocks(store: VectorStore) -> list[ManualBlock]:
+    """The manual blocks of an index (their pages and section paths are not in the index)."""
+    return [
+        ManualBlock(d.id, str(d.metadata.get("source", "")), 0, (), d.metadata["kind"], d.text)
+        for d in store.documents()
+        if d.metadata.get("kind") in BLOCK_KINDS
+    ]
 
 
 def index_manuals(

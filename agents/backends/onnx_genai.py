@@ -107,7 +107,8 @@ class OnnxGenAIBackend(TokenDecoder):
         for adapter_name, path in folders.items():
             own = (path / "tokenizer_config.json").exists()
             adapter_tokenizer = AutoTokenizer.from_pretrained(str(path)) if own else tokenizer
-            loaded[adapter_name] = (build_adapter(path, build, cache_dir, log), adapter_tokenizer)
+            adapter_file = build_adapter(path, build, cache_dir, log).path
+            loaded[adapter_name] = (adapter_file, adapter_tokenizer)
         config = AutoConfig.from_pretrained(str(source), local_files_only=True)
         generation = _generation_config(source)
         window = context_window(SimpleNamespace(config=config), tokenizer)

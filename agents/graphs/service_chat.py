@@ -19,12 +19,15 @@ that bears on the question — a fault-code lookup with no entry, or passages wh
 scores below ``AgentContext.min_support`` (:meth:`rag.retrieval.Retriever.support`) — the
 answer is the refusal sentence of :func:`finetune.datasets.refusal` without asking the model;
 the agent's refusal also says what it looked up. The fine-tuned adapter learns the same
-sentence for what its manual lacks.
+sentence for what its manual lacks. :func:`rag_retrieval` hands an evaluation the same search
+and gate.
 """
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Callable
 from typing import Any
 
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
@@ -78,12 +81,33 @@ def supported(context: AgentContext, question: str, texts: list[str]) -> bool:
     return support(_PREFIX.sub("", question).strip(), texts) >= context.min_support
 
 
+def passages(context: AgentContext, question: str) -> list[dict]:
+    """The manual blocks that the ``rag`` modes put before ``question``, best first (before
+    :func:`supported` judges them)."""
+    return search_manual(context.manuals, question, context.manual_k)
+
+
+def rag_retrieval(
+    retriever: Any, min_support: float | None
+) -> tuple[Callable[[str], list[str]], Callable[[str, list[str]], bool] | None]:
+    """The ``rag`` modes' search (the texts of :func:`passages`) and gate (:func:`supported`;
+    None without a threshold) over ``retriever``, as plain functions: what an evaluation of
+    those modes answers with, so that it refuses what chat refuses."""
+    context = AgentContext(manuals=retriever, min_support=min_support)
+
+    def search(question: str) -> list[str]:
+        return [hit["text"] for hit in passages(context, question)]
+
+    gate = None if min_support is None else functools.partial(supported, context)
+    return search, gate
+
+
 @timed("retrieve")
 def retrieve(state: ChatState, runtime: Runtime[AgentContext]) -> dict:
     context = runtime.context
     context.require(NAME, "manuals")
     question = _question(state)
-    hits = search_manual(context.manuals, question, context.manual_k)
+    hits = passages(context, question)
     if not supported(context, question, [h["text"] for h in hits]):
         return {"context": [], "unsupported": True}
     return {"context": hits, "unsupported": False}

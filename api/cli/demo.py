@@ -351,7 +351,7 @@ def reads_damage_model(profile: DemoProfile) -> bool:
         config = load_config(VisionLMConfig, recipe(profile.vlm_config), list(profile.vlm))
     except (ConfigError, ValueError) as exc:
         raise click.ClickException(f"{profile.vlm_config}: {exc}") from None
-    return config.encoder != "own" or config.head_scores or config.tags
+    return config.reads_damage_model
 
 
 def vision_params(config: str, overrides: Sequence[str]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import click
 
 from api import composition
 from api.cli.options import load_settings, manual_retriever, namespace_option
+from api.settings import Settings
 
 TASKS = click.Choice(["damage", "classify"])
 
@@ -127,6 +128,7 @@ def eval_text(
     from tqdm import tqdm
 
     from agents.backends.base import GenerationError
+    from agents.graphs import service_chat
     from finetune.datasets import DatasetError
     from finetune.evaluation import evaluate_text, markdown_table
     from finetune.model_store import ModelNotFoundError
@@ -134,24 +136,20 @@ def eval_text(
 
     settings = load_settings()
     kept = settings.adapters_dir / adapter / "data"  # what the adapter kept of its data
-    demo_questions = settings.demo_dir / "manual" / "qa" / "test.jsonl"
-    if questions is None:
-        questions = kept / "test.jsonl" if (kept / "test.jsonl").is_file() else demo_questions
+    questions = questions or default_questions(settings, adapter)
     if not questions.is_file():
         raise click.ClickException(
             f"{questions} does not exist: run `tunegraph demo`, or pass --questions FILE "
             "(JSONL lines with question, answer and kind)."
         )
-    known = _known_blocks(settings, blocks, kept, questions == demo_questions, namespace)
+    known = _known_blocks(settings, blocks, kept, questions == demo_questions(settings), namespace)
     if not as_json:
         click.echo(f"questions: {questions}")
     search = supported = None
     if retrieval:
         try:
             retriever = manual_retriever(namespace)
-            search = functools.partial(_top_chunks, retriever)
-            if settings.min_support is not None:
-                supported = functools.partial(_supported, retriever, settings.min_support)
+            search, supported = service_chat.rag_retrieval(retriever, settings.min_support)
         except click.ClickException as exc:
             if not as_json:
                 click.echo(f"retrieval skipped: {exc.message}")
@@ -192,6 +190,18 @@ def eval_text(
         click.echo(f"\nreport: {report_dir / 'report.md'}")
 
 
+def default_questions(settings: Settings, adapter: str) -> Path:
+    """The held-out questions an evaluation asks by default: the test split that ``adapter``
+    kept (its ``data/test.jsonl``), else the demo's (either may not exist yet)."""
+    kept = settings.adapters_dir / adapter / "data" / "test.jsonl"
+    return kept if kept.is_file() else demo_questions(settings)
+
+
+def demo_questions(settings: Settings) -> Path:
+    """The demo corpus's held-out questions."""
+    return settings.demo_dir / "manual" / "qa" / "test.jsonl"
+
+
 def _known_blocks(
     settings: Any, blocks: Path | None, kept: Path, demo: bool, namespace: str
 ) -> Path | list[str]:
@@ -217,16 +227,6 @@ def _known_blocks(
         "no manual to tell known numbers from: pass --blocks FILE (a blocks.jsonl), or "
         f"ingest the manual into the {namespace!r} index (`tunegraph ingest manuals PATH`)."
     )
-
-
-def _supported(retriever: Any, threshold: float, question: str, passages: list[str]) -> bool:
-    """The chat modes' retrieval gate (TUNEGRAPH_MIN_SUPPORT), for the retrieval variants."""
-    return retriever.support(question, passages) >= threshold
-
-
-def _top_chunks(retriever: Any, question: str) -> list[str]:
-    """The texts of the three manual chunks that best match ``question``."""
-    return [hit.text for hit in retriever.search(question, 3)]
 
 
 @eval_.command("vision")
@@ -391,9 +391,8 @@ def eval_judge(
         )
     settings = load_settings()
     if questions is None:
-        kept = settings.adapters_dir / settings.text_adapter / "data" / "test.jsonl"
-        demo = settings.demo_dir / "manual" / "qa" / "test.jsonl"
-        questions = next((p for p in (kept, demo) if p.is_file()), None)
+        default = default_questions(settings, settings.text_adapter)
+        questions = default if default.is_file() else None
     try:
         records = load_records(answers, questions)
     except JudgeInputError as exc:
@@ -549,10 +548,7 @@ def eval_tools(
             "text` or name it with --adapter",
             param_hint="--router",
         )
-    kept = settings.adapters_dir / settings.text_adapter / "data" / "test.jsonl"
-    if questions is None:
-        demo = settings.demo_dir / "manual" / "qa" / "test.jsonl"
-        questions = kept if kept.is_file() else demo
+    questions = questions or default_questions(settings, settings.text_adapter)
     if not questions.is_file():
         raise click.ClickException(
             f"{questions} does not exist: run `tunegraph demo`, or pass --questions FILE "

@@ -127,14 +127,10 @@ def build_engine_models(settings: Settings, base: str, adapters: dict[str, Path]
             bar.write(f"      {line}")
 
         def step(label: str, make: Callable[[], Any]) -> Any:
-            before = _manifest_times(cache)
             started = time.perf_counter()
-            made = make()
-            path = made.path if isinstance(made, onnx_build.OnnxBuild) else made
-            folder = path if path.is_dir() else path.parent
-            fresh = before.get(folder) != _manifest_times(cache).get(folder)
-            state = "built" if fresh else "found in the cache"
-            bar.write(f"{label}: {state} in {time.perf_counter() - started:.1f} s: {path}")
+            made = make()  # an OnnxBuild or an AdapterBuild
+            state = "built" if made.built else "found in the cache"
+            bar.write(f"{label}: {state} in {time.perf_counter() - started:.1f} s: {made.path}")
             bar.update()
             return made
 
@@ -188,14 +184,6 @@ def _requested_adapters(
             continue
         chosen[name] = available[name]
     return chosen
-
-
-def _manifest_times(cache: Path) -> dict[Path, int]:
-    """Each complete-looking build folder under ``cache`` and its manifest's modification
-    time: a folder built (again) by a call has a new manifest."""
-    from finetune.onnx_build import MANIFEST
-
-    return {path.parent: path.stat().st_mtime_ns for path in cache.glob(f"**/{MANIFEST}")}
 
 
 def _engine_missing(reason: str) -> str:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from api.server.errors import APIError, internal_error
-from api.server.generation import GenerationTimeout, api_error, request_model
+from api.server.generation import api_error
 from api.server.services import Services
 
 if TYPE_CHECKING:
@@ -103,6 +103,8 @@ class Assessing:
             for future in as_completed(pending, timeout=self._left_s() + 1):
                 yield self._record(self._outcome(pending.pop(future), future))
         except FutureTimeout:
+            from agents.chat_model import GenerationTimeout
+
             late = GenerationTimeout("the assessment took longer than the request timeout")
             for future, name in pending.items():
                 future.cancel()  # still queued behind other requests: never start it
@@ -207,6 +209,7 @@ def _run(
     cancel: threading.Event,
 ) -> Outcome:
     """One approach's graph run (in the pool)."""
+    from agents.chat_model import request_model
     from agents.graphs import assess_agentic, assess_finetuned
 
     started = time.perf_counter()

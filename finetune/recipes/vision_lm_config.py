@@ -98,3 +98,13 @@ class VisionLMConfig:
                 )
         if self.val_examples < 0:
             raise ValueError(f"val_examples={self.val_examples}: use 0 (all) or a count")
+
+    @property
+    def reads_damage_model(self) -> bool:
+        """Whether the model reads a trained damage model (as its encoder, or its detections),
+        so that the damage model must be trained first.
+
+        >>> VisionLMConfig().reads_damage_model, VisionLMConfig(encoder="own").reads_damage_model
+        (True, False)
+        """
+        return self.encoder != "own" or self.head_scores or self.tags

@@ -12,6 +12,7 @@ from api.cli.demo import (
     DemoProfile,
     last_lines,
     load_profile,
+    reads_damage_model,
     torch_threads_set,
     vision_params,
 )
@@ -97,6 +98,9 @@ def test_the_vision_stages_are_the_finetune_vision_job_from_scratch():
     assert params["resume"] is False and params["overrides"] == ["train.epochs=1"]
     assert params["config"].endswith("configs/vision/damage_quick.yaml")
     assert load_profile("quick").side_by_side and not load_profile("full").side_by_side
+    # the quick VLM trains its own encoder: its damage model may train after the text model
+    assert not reads_damage_model(load_profile("quick"))
+    assert reads_damage_model(load_profile("full"))
 
 
 def test_every_demo_profile_is_a_yaml_file_with_known_keys(tmp_path):

@@ -8,7 +8,14 @@ import textwrap
 from pathlib import Path
 
 from ingest.claims import read_claims
-from rag.indexing import index_claims, index_manuals
+from ingest.records import ManualBlock
+from rag.indexing import (
+    blocks_retriever,
+    index_claims,
+    index_manuals,
+    passage_search,
+    stored_blocks,
+)
 from rag.retrieval import Retriever
 from rag.stores.lancedb import LanceDBStore
 from tests.rag.fakes import DIM, HashEmbedder
@@ -114,6 +121,29 @@ def test_killing_ingest_midway_leaves_the_previous_index_usable(tmp_path):
     assert reopened.keyword_search("brake pad", 5)  # searchable as before
     report = index_manuals(files, reopened, HashEmbedder())  # and the next ingest works
     assert sorted(report.ingested) == ["m1.txt", "m2.txt"] and reopened.count() == 9
+
+
+def test_given_blocks_get_a_throwaway_index_that_goes_with_its_retriever():
+    import gc
+
+    blocks = [
+        ManualBlock("b1", "van.md", 3, ("Brakes",), "SPEC", "Wheel bolt torque: 120 Nm"),
+        ManualBlock("b2", "van.md", 4, ("Brakes",), "PROCEDURE", "1. Remove the front wheel."),
+    ]
+    retriever = blocks_retriever(HashEmbedder(), blocks)
+    folder = Path(retriever.store.path)
+    assert folder.is_dir() and retriever.store.count() == 2
+    assert [h.id for h in retriever.search("Wheel bolt torque", 1, mode="bm25")] == ["b1"]
+    del retriever  # and with it its store
+    gc.collect()
+    assert not folder.exists()
+    search = passage_search(HashEmbedder(), blocks)
+    assert search("Wheel bolt torque: 120 Nm", 2)[0] == ("b1", "Wheel bolt torque: 120 Nm")
+    # read back from an index: no pages or sections there
+    stored = stored_blocks(blocks_retriever(HashEmbedder(), blocks).store)
+    assert sorted(stored, key=lambda b: b.id) == [
+        ManualBlock(b.id, b.source, 0, (), b.kind, b.text) for b in blocks
+    ]
 
 
 def test_claims_are_searchable_by_vin_and_date(demo_corpus, tmp_path):

@@ -34,8 +34,8 @@ from flask import Blueprint, Response, g, jsonify
 
 from api.server.blueprints import json_body
 from api.server.chat_request import ASSESSMENT_MODELS, MODES, ChatParams, parse_chat
-from api.server.errors import internal_error
-from api.server.generation import api_error, fit_max_tokens, request_model
+from api.server.errors import APIError, internal_error
+from api.server.generation import api_error
 from api.server.runtime import Ticket
 from api.server.services import Services, services
 
@@ -83,14 +83,22 @@ def completions() -> Response:
 
 
 def _prepare(s: Services, params: ChatParams, ticket: Ticket) -> _Run:
+    from agents.backends.base import ContextLengthExceeded
+    from agents.chat_model import fit_max_tokens, request_model
+
     context = s.runtime.context()
     limit = s.settings.max_tokens_limit
     # without max_tokens the model's default applies, but never above the limit
     default = min(getattr(context.llm, "max_tokens", limit), limit)
     messages = params.langchain_messages()
-    max_tokens = fit_max_tokens(
-        context.llm, messages, params.max_tokens, default, **params.model_options()
-    )
+    try:
+        max_tokens = fit_max_tokens(
+            context.llm, messages, params.max_tokens, default, **params.model_options()
+        )
+    except ContextLengthExceeded as exc:
+        raise api_error(exc, s.settings.generation_timeout_s) or exc from None
+    if context.llm is None:
+        raise APIError(503, "no chat model is configured", code="model_unavailable")
     cancel = threading.Event()  # set when a streamed answer's client goes away
     llm = request_model(
         context.llm,
