@@ -92,6 +92,10 @@ def sample_by_tool(questions: Sequence[ToolQuestion], n: int, seed: int = 0) -> 
     >>> qs += [ToolQuestion("Hi", "none", {}, "", "OTHER")]
     >>> [q.tool for q in sample_by_tool(qs, 4)].count("none")
     1
+    >>> def drawn(seed):
+    ...     return [q.question for q in sample_by_tool(qs, 4, seed)]
+    >>> drawn(0) == drawn(0), drawn(0) == drawn(1)
+    (True, False)
     """
     rng = random.Random(seed)
     by_tool: dict[str, list[int]] = {}

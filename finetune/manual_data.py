@@ -28,7 +28,7 @@ import random
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from finetune.datasets import SPEC_PARAPHRASES, DatasetError, SFTExample, example, refusal
 from finetune.evaluation import manual_messages
@@ -197,7 +197,7 @@ SWAPS = (
     ("minimum", "maximum"),
 )
 _DTC = re.compile(r"\b([PCBU])([0-3])([0-9A-F]{3})\b")
-_CONNECTOR = re.compile(r"\b[A-Z]{1,3}-?\d{1,4}[A-Z]?\b")
+_CONNECTOR = re.compile(r"\b[A-Z]{1,3}-?[A-Z]{0,2}\d{1,4}[A-Z]?\b")  # C101, X12, EM-C3
 _HEADING_HINTS = (("torque", "tightening torque"), ("capacit", "capacity"))
 
 
@@ -369,6 +369,34 @@ def manual_questions(
                     )
                 )
     return Split3(splits["train"], splits["val"], splits["test"])
+
+
+def naming(
+    questions: Sequence[QAPair], subject: str, *, share: float = 0.5, seed: int = 42
+) -> list[QAPair]:
+    """``questions`` with a seeded ``share`` of them naming ``subject`` (the vehicle the manual
+    covers), at the front or the end, as people often do; the rest as they were.
+
+    >>> q = QAPair("1", "b1", "SPEC", "train", "What is the oil capacity?", "4.5 L")
+    >>> for x in naming([q] * 4, "Vireo 1.6T", seed=1):
+    ...     print(x.question)
+    What is the oil capacity?
+    What is the oil capacity?
+    On the Vireo 1.6T: what is the oil capacity?
+    What is the oil capacity on the Vireo 1.6T?
+    """
+    rng = random.Random(seed + 5)
+    result = []
+    for q in questions:
+        text = q.question
+        if rng.random() < share:
+            if rng.random() < 0.5:
+                text = f"On the {subject}: {_lower_first(text)}"
+            else:
+                body, end = (text[:-1], text[-1]) if text[-1:] in "?." else (text, "?")
+                text = f"{body} on the {subject}{end}"
+        result.append(replace(q, question=text))
+    return result
 
 
 class TeacherError(RuntimeError):

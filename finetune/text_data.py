@@ -39,6 +39,7 @@ from finetune.manual_data import (
     as_examples,
     kind_counts,
     manual_questions,
+    naming,
     raft_examples,
     spec_questions,
     teacher_questions,
@@ -80,6 +81,11 @@ class DataArgs:
     # (finetune/manual_data.TEMPLATES, as data.source=manual does), so the router sees how
     # differently people ask for a value, a procedure or a pin
     template_phrasings: int = 0
+    # What the manual covers (e.g. "Halden Vireo 1.6T"): half the template questions of
+    # source=manual / data.template_phrasings name it, as people do, so that naming the vehicle
+    # does not mark one kind of question (the demo's own training questions name it for specs
+    # only)
+    vehicle: str | None = None
     # source=manual: an OpenAI-compatible endpoint (e.g. http://localhost:8000/v1) whose model
     # writes the training questions (checked against the block); else the templates do
     teacher_url: str | None = None
@@ -144,7 +150,9 @@ def sft_dataset(
     if data.source == "manual":
         blocks, card["manual"] = _manual_blocks(data, index_blocks)
         _check_kinds(blocks, card["manual"], log)
-        questions = manual_questions(blocks, phrasings=data.phrasings, seed=seed)
+        questions = _named(
+            data, manual_questions(blocks, phrasings=data.phrasings, seed=seed), seed
+        )
         if not questions.train:
             raise DatasetError(
                 f"data.manual: {card['manual']} has {len(blocks)} block(s) but nothing to ask "
@@ -174,7 +182,9 @@ def sft_dataset(
     elif data.source == "tools":
         if data.manual is not None or data.namespace is not None:
             blocks, card["manual"] = _manual_blocks(data, index_blocks)
-            questions = manual_questions(blocks, phrasings=data.phrasings, seed=seed)
+            questions = _named(
+                data, manual_questions(blocks, phrasings=data.phrasings, seed=seed), seed
+            )
             card["phrasing"] = f"templates ({data.phrasings} training wordings per fact)"
         else:
             blocks = read_blocks(data.blocks_file or demo_dir / "manual" / "blocks.jsonl")
@@ -182,6 +192,7 @@ def sft_dataset(
             card["phrasing"] = "the demo corpus' questions"
             if data.template_phrasings:
                 generic = manual_questions(blocks, phrasings=data.template_phrasings, seed=seed)
+                generic = _named(data, generic, seed)
                 questions = Split3(questions.train + generic.train, questions.val, questions.test)
                 card["phrasing"] += (
                     f" and templates ({data.template_phrasings} training wordings per fact)"
@@ -298,6 +309,7 @@ def sft_dataset(
             "test_questions": len(report.test),
             "test_per_kind": dict(sorted(Counter(q.kind for q in questions.test).items())),
             "spec_paraphrases": data.spec_paraphrases,
+            "vehicle": data.vehicle,  # named in half the template questions
             "unanswerable": {
                 "share": data.unanswerable_share,
                 "train": len(none.train),
@@ -316,6 +328,14 @@ def sft_dataset(
     )
     report.card = card
     return report
+
+
+def _named(data: DataArgs, questions: Split3, seed: int) -> Split3:
+    """The training questions, half of them naming ``data.vehicle`` when it is set."""
+    if not data.vehicle:
+        return questions
+    named = naming(questions.train, data.vehicle, seed=seed)
+    return Split3(named, questions.val, questions.test)
 
 
 def _tool_runner(tool_index: ToolIndex | None, blocks: list[ManualBlock], field: str):

@@ -494,6 +494,13 @@ def _print_judge(report: Any) -> None:
     help="evaluate a seeded sample of N questions, spread evenly over the right tools",
 )
 @click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="the sample's seed (--limit): another seed draws other questions",
+)
+@click.option(
     "--router",
     "routers",
     type=click.Choice(["base", "rules", "finetuned"]),
@@ -507,6 +514,7 @@ def eval_tools(
     questions: Path | None,
     namespace: str,
     limit: int | None,
+    seed: int,
     routers: tuple[str, ...],
     max_new_tokens: int,
     as_json: bool,
@@ -559,7 +567,7 @@ def eval_tools(
     except DatasetError as exc:
         raise click.ClickException(str(exc)) from None
     if limit is not None and limit < len(cases):
-        cases = sample_by_tool(cases, limit)
+        cases = sample_by_tool(cases, limit, seed)
     manuals = manual_retriever(namespace)
     store = composition.model_store(settings)
     report_dir = settings.runs_dir / "eval-tools"

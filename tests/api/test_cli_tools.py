@@ -87,3 +87,5 @@ def test_limit_samples_every_right_tool(home):
     assert rules["n"] == 2
     assert rules["confusion"] == {"lookup_spec": {"lookup_spec": 1}, "none": {"search_manual": 1}}
     assert {r.max_tokens for r in backend.requests} == {7}
+    result = _run("--adapter", "tool-lora", "--router", "rules", "--limit", "2", "--seed", "x")
+    assert result.exit_code == 2 and "--seed" in result.output

@@ -414,3 +414,12 @@ def test_a_pin_table_whose_pin_column_is_not_first():
     (fact,) = facts([table])
     assert fact.fields == {"x": "connector C5", "p": "2"}
     assert fact.answer == "Pin 2 of connector C5: circuit lock motor, colour red."
+
+
+@pytest.mark.parametrize("name", ["EM-C3", "C101", "X12", "BR-C12A"])
+def test_a_connector_is_named_in_full(name):
+    table = ManualBlock(
+        "w", "m", 1, (), "WIRING", f"Connector {name} - Sensor\nPin | Circuit\n1 | signal"
+    )
+    (fact,) = facts([table])
+    assert fact.fields["x"] == f"connector {name}"

@@ -217,8 +217,14 @@ def test_demo_tool_questions_in_more_wordings_keep_the_held_out_split_out(demo_c
     def first_questions(report):
         return {e.messages[1]["content"] for e in report.train if len(e.messages) == 3}
 
-    plain, more = assemble(), assemble(template_phrasings=2)
+    plain, more = assemble(), assemble(template_phrasings=2, vehicle="Halden Vireo 1.6T")
     assert more.card["phrasing"].endswith("and templates (2 training wordings per fact)")
+    assert more.card["vehicle"] == "Halden Vireo 1.6T"
+    # the vehicle is named in questions of every tool, not only in spec ones
+    naming_it = Counter(
+        e.kind for e in more.train if len(e.messages) == 3 and "Vireo" in e.messages[1]["content"]
+    )
+    assert {"TOOL:search_manual", "TOOL:lookup_spec", "TOOL:lookup_fault_code"} <= set(naming_it)
     assert len(first_questions(more)) > 2 * len(first_questions(plain))
     # every wording the demo holds out stays out, the generic templates' own included
     held_out = {wording(q.question) for q in more.test}
